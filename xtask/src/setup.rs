@@ -1,0 +1,199 @@
+//! `cargo xtask setup`: installs what the build and the tests need, idempotently.
+//!
+//! Each step checks first and only then installs, so a second run only checks (under 2 s).
+use std::{
+    fs,
+    path::Path,
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{paths, ui::Step};
+
+/// bpf-linker release that builds against the preinstalled nightly's LLVM 22.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Debian packages: the VM lab (QEMU, busybox, kexec-tools, socat), promtool (prometheus),
+/// the guest tools the lab puts in its images.
+pub const APT_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "kexec-tools",
+    "socat",
+    "prometheus",
+];
+
+/// Runs every step; returns true when something was installed.
+pub fn run() -> Result<bool> {
+    crate::ui::section("setup");
+    let mut changed = false;
+    changed |= rustup_component(
+        "rust-src (nightly)",
+        &["component", "add", "rust-src", "--toolchain", "nightly"],
+        || rustup_lists("component", "list", "--toolchain", "nightly", "rust-src"),
+    )?;
+    changed |= rustup_component(
+        "target x86_64-unknown-linux-musl",
+        &["target", "add", "x86_64-unknown-linux-musl"],
+        || {
+            rustup_lists(
+                "target",
+                "list",
+                "--toolchain",
+                "stable",
+                "x86_64-unknown-linux-musl",
+            )
+        },
+    )?;
+    changed |= bpf_linker()?;
+    changed |= apt_packages()?;
+    Ok(changed)
+}
+
+fn rustup_lists(what: &str, list: &str, flag: &str, toolchain: &str, item: &str) -> Result<bool> {
+    let out = Command::new("rustup")
+        .args([what, list, flag, toolchain, "--installed"])
+        .output()
+        .context("running rustup (is rustup on PATH?)")?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.starts_with(item)))
+}
+
+fn rustup_component(
+    name: &str,
+    install: &[&str],
+    installed: impl Fn() -> Result<bool>,
+) -> Result<bool> {
+    let step = Step::start(name);
+    if installed()? {
+        step.done("already installed");
+        return Ok(false);
+    }
+    step.progress("installing with rustup");
+    run_quiet(Command::new("rustup").args(install), name)?;
+    step.done("installed");
+    Ok(true)
+}
+
+fn bpf_linker() -> Result<bool> {
+    let step = Step::start(format!("bpf-linker {BPF_LINKER_VERSION}"));
+    let prefix = paths::bpf_linker_prefix();
+    let bin = prefix.join("bin/bpf-linker");
+    if bin.is_file()
+        && Command::new(&bin).arg("--version").output().is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
+        })
+    {
+        step.done(&format!("already built in {}", prefix.display()));
+        return Ok(false);
+    }
+    // bpf-linker links the nightly toolchain's own libLLVM (no other LLVM can be fetched here).
+    let sysroot = output(
+        Command::new("rustc").args(["+nightly", "--print", "sysroot"]),
+        "rustc +nightly --print sysroot",
+    )?;
+    let llvm_dir = Path::new(sysroot.trim()).join("lib");
+    let llvm = fs::read_dir(&llvm_dir)
+        .with_context(|| format!("reading {}", llvm_dir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so."))
+        .with_context(|| {
+            format!(
+                "no libLLVM.so.* in {} (is the nightly toolchain complete?)",
+                llvm_dir.display()
+            )
+        })?;
+    let lib = prefix.join("lib");
+    fs::create_dir_all(&lib).with_context(|| format!("creating {}", lib.display()))?;
+    for link in [lib.join("libLLVM.so"), lib.join(&llvm)] {
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(llvm_dir.join(&llvm), &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    step.progress(&format!(
+        "building from crates.io against {llvm} (about 1 min)"
+    ));
+    run_quiet(
+        Command::new("cargo")
+            .args([
+                "install",
+                "--locked",
+                "--force",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            .arg(format!("bpf-linker@{BPF_LINKER_VERSION}"))
+            .arg("--root")
+            .arg(&prefix)
+            .env("LLVM_PREFIX", &prefix),
+        "cargo install bpf-linker",
+    )?;
+    step.done(&format!("built into {}", prefix.display()));
+    Ok(true)
+}
+
+fn apt_packages() -> Result<bool> {
+    let step = Step::start("apt packages");
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    if missing.is_empty() {
+        step.done(&format!("already installed: {}", APT_PACKAGES.join(" ")));
+        return Ok(false);
+    }
+    step.progress(&format!("apt-get install {}", missing.join(" ")));
+    run_quiet(Command::new("apt-get").arg("update"), "apt-get update")?;
+    run_quiet(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        "apt-get install",
+    )?;
+    step.done(&format!("installed: {}", missing.join(" ")));
+    Ok(true)
+}
+
+fn dpkg_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).ends_with("install ok installed"))
+}
+
+/// Runs a command, keeping its output unless it fails; then prints the tail and names the step.
+fn run_quiet(cmd: &mut Command, what: &str) -> Result<()> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("{what}: cannot start"))?;
+    if !out.status.success() {
+        let text = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        for line in tail.iter().rev() {
+            eprintln!("    {line}");
+        }
+        bail!("{what} failed ({})", out.status);
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command, what: &str) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("{what}: cannot start"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

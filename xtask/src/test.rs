@@ -1,0 +1,125 @@
+//! `cargo xtask test`: format, lint, every test; ends with one `N passed, N failed` line.
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{cargo, ui};
+
+/// Pass/fail/skip counts over every suite of the run.
+#[derive(Default)]
+pub struct Tally {
+    pub passed: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub failures: Vec<String>,
+}
+
+impl Tally {
+    pub fn pass(&mut self) {
+        self.passed += 1;
+    }
+
+    pub fn fail(&mut self, what: impl Into<String>) {
+        self.failed += 1;
+        self.failures.push(what.into());
+    }
+
+    /// A test that could not run here; `why` is printed so a skip is never silent.
+    pub fn skip(&mut self, what: &str, why: &str) {
+        println!("  SKIP {what}: {why}");
+        self.skipped += 1;
+    }
+}
+
+pub fn run() -> Result<()> {
+    crate::setup::run()?;
+    let mut tally = Tally::default();
+
+    ui::section("cargo fmt --check");
+    check(
+        &mut tally,
+        "cargo fmt",
+        cargo().args(["fmt", "--all", "--", "--check"]),
+    )?;
+
+    ui::section("cargo clippy --all-targets -- -D warnings");
+    check(
+        &mut tally,
+        "cargo clippy",
+        cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]),
+    )?;
+
+    ui::section("cargo test");
+    cargo_test(
+        &mut tally,
+        cargo().args(["test", "--workspace", "--exclude", "kdump-agent-ebpf"]),
+    )?;
+
+    println!();
+    for failure in &tally.failures {
+        println!("FAILED: {failure}");
+    }
+    println!(
+        "xtask test: {} passed, {} failed, {} skipped",
+        tally.passed, tally.failed, tally.skipped
+    );
+    if tally.failed > 0 {
+        bail!("{} test(s) failed", tally.failed);
+    }
+    Ok(())
+}
+
+/// A command that is one check: it passes or fails as a whole.
+fn check(tally: &mut Tally, name: &str, cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("{name}: cannot start"))?;
+    if status.success() {
+        tally.pass();
+    } else {
+        tally.fail(format!("{name} ({status})"));
+    }
+    Ok(())
+}
+
+/// Runs `cargo test`, echoing its output and adding up its `test result:` lines.
+fn cargo_test(tally: &mut Tally, cmd: &mut Command) -> Result<()> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cargo test: cannot start")?;
+    let stdout = child.stdout.take().context("cargo test: no stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test output")?;
+        println!("{line}");
+        if let Some(name) = line
+            .strip_prefix("test ")
+            .and_then(|l| l.strip_suffix(" ... FAILED"))
+        {
+            tally.failures.push(format!("cargo test: {name}"));
+        }
+        if let Some(counts) = line.strip_prefix("test result: ") {
+            let count = |label: &str| -> u64 {
+                counts
+                    .split(|c| c == ';' || c == '.')
+                    .find_map(|part| {
+                        part.trim()
+                            .strip_suffix(label)
+                            .and_then(|n| n.trim().parse().ok())
+                    })
+                    .unwrap_or(0)
+            };
+            tally.passed += count("passed");
+            tally.failed += count("failed");
+            tally.skipped += count("ignored");
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    if !status.success() && tally.failures.is_empty() {
+        tally.fail(format!("cargo test ({status})"));
+    }
+    Ok(())
+}
