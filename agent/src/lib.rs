@@ -2,4 +2,7 @@
 //!
 //! Data flows one way: probes -> events -> reconcile -> reload -> state -> exporters.
 //! Pure modules (no I/O) are separate from the thin modules that touch the system.
+pub mod elfcorehdr;
 pub mod events;
+pub mod iomem;
+pub mod ranges;
