@@ -2,6 +2,8 @@
 //!
 //! Data flows one way: probes -> events -> reconcile -> reload -> state -> exporters.
 //! Pure modules (no I/O) are separate from the thin modules that touch the system.
+pub mod cli;
+pub mod crash_sysfs;
 pub mod elfcorehdr;
 pub mod events;
 pub mod iomem;

@@ -1,4 +1,4 @@
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -6,8 +6,20 @@ use clap::Parser;
     version,
     about = "Keeps kdump ready when RAM changes"
 )]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
+#[derive(Subcommand)]
+enum Command {
+    Header(kdump_agent::cli::header::HeaderArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Header(args) => kdump_agent::cli::header::run(args)?,
+    };
+    std::process::exit(code)
 }

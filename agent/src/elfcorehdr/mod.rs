@@ -118,3 +118,55 @@ pub enum HeaderError {
     #[error("{0} program headers do not fit in e_phnum (max 65534)")]
     TooManyProgramHeaders(usize),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iomem::Iomem;
+
+    const IOMEM: &str = "\
+00000000-00000fff : Reserved
+00001000-0009fbff : System RAM
+0009fc00-000fffff : Reserved
+00100000-7ffdffff : System RAM
+  01000000-01ffffff : Kernel code
+  6f000000-7effffff : Crash kernel
+100000000-17fffffff : System RAM
+180000000-1bfffffff : virtio0
+  180000000-19fffffff : System RAM (virtio_mem)
+";
+
+    /// A header freshly built for the current RAM diffs to zero whichever loader built it.
+    #[test]
+    fn fresh_headers_from_either_loader_diff_to_zero() {
+        let iomem = Iomem::parse(IOMEM).unwrap();
+        for load in [LoadPath::KexecFileLoad, LoadPath::KexecLoad] {
+            let mem = crash_memory_ranges(&iomem, load).unwrap();
+            let bytes = build(&HeaderInputs {
+                cpu_notes: &[NoteRegion {
+                    paddr: 0x7000_0000,
+                    size: 336,
+                }],
+                vmcoreinfo: NoteRegion {
+                    paddr: 0x7100_0000,
+                    size: 0x1024,
+                },
+                kernel_text: Some(KernelText {
+                    vaddr: 0xffff_ffff_8100_0000,
+                    paddr: 0x100_0000,
+                    size: 0x100_0000,
+                }),
+                ram: mem.ranges(),
+                page_offset: arch::X86_64_DEFAULT_PAGE_OFFSET,
+            })
+            .unwrap();
+            let loaded = ElfCoreHeader::parse(&bytes).unwrap().ram_ranges();
+            let inferred = LoadPath::infer(&loaded);
+            assert_eq!(inferred, load);
+            let d = diff(&expected_ram(&iomem, inferred).unwrap(), &loaded);
+            assert!(!d.stale(), "{load:?}: {d:?}");
+            // The kernel-text PT_LOAD maps RAM that is also listed; it must not count twice.
+            assert_eq!(loaded.total_bytes(), mem.to_ram_ranges().total_bytes());
+        }
+    }
+}

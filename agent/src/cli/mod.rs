@@ -1,0 +1,2 @@
+//! Subcommands, one file each; `main.rs` dispatches to them.
+pub mod header;
