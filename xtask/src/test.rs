@@ -58,6 +58,8 @@ pub fn run() -> Result<()> {
         cargo().args(["test", "--workspace", "--exclude", "kdump-agent-ebpf"]),
     )?;
 
+    crate::fleet::run(&mut tally)?;
+
     println!();
     for failure in &tally.failures {
         println!("FAILED: {failure}");
@@ -104,7 +106,7 @@ fn cargo_test(tally: &mut Tally, cmd: &mut Command) -> Result<()> {
         if let Some(counts) = line.strip_prefix("test result: ") {
             let count = |label: &str| -> u64 {
                 counts
-                    .split(|c| c == ';' || c == '.')
+                    .split([';', '.'])
                     .find_map(|part| {
                         part.trim()
                             .strip_suffix(label)
