@@ -58,6 +58,8 @@ pub fn run() -> Result<()> {
         cargo().args(["test", "--workspace", "--exclude", "kdump-agent-ebpf"]),
     )?;
 
+    crate::fleet::run(&mut tally)?;
+
     println!();
     for failure in &tally.failures {
         println!("FAILED: {failure}");
