@@ -58,9 +58,18 @@ pub fn initial_state(
 }
 
 fn refresh(state: &mut AgentState, procfs: &Procfs, sysfs: &Sysfs) -> anyhow::Result<()> {
-    state.facts = node::read_facts(procfs, sysfs)?;
-    state.refreshed_at = Some(SystemTime::now());
+    let iomem = node::read_iomem(procfs)?;
+    state.facts = node::facts(&iomem, sysfs)?;
+    state.iomem = Some(iomem);
+    let now = SystemTime::now();
+    state.refreshed_at = Some(now);
+    state.assess_header(unix_seconds(now));
     Ok(())
+}
+
+fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -151,15 +160,44 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 fn apply(opts: &Options, state: &SharedState, batch: &[Event]) {
     {
         let mut s = state.write().unwrap_or_else(|e| e.into_inner());
+        let now = unix_seconds(SystemTime::now());
         for event in batch {
-            tracing::debug!(?event, "event");
-            if let Event::Lost { count, source } = event {
-                tracing::warn!(count, %source, "events lost; resyncing from /proc and /sys");
-            }
+            log(event);
             s.count(event);
+            if let Err(e) = s.take_header(event, now) {
+                tracing::warn!(error = %e, "captured crash header unusable; the loaded header is unverified");
+            }
         }
     }
     rescan_now(opts, state);
+}
+
+fn log(event: &Event) {
+    match event {
+        Event::Lost { count, source } => {
+            tracing::warn!(count, %source, "events lost; resyncing from /proc and /sys");
+        }
+        Event::MemoryFailed {
+            action,
+            phys_start,
+            bytes,
+            result,
+        } => {
+            tracing::warn!(%action, ?phys_start, ?bytes, result, "the kernel refused a memory hotplug operation");
+        }
+        Event::KexecLoad(l) => tracing::info!(
+            syscall = l.syscall.as_str(), pid = l.pid, comm = %l.comm, flags = l.flags, unload = l.unload,
+            result = l.result, duration_ns = ?l.duration_ns, by_agent = l.by_agent,
+            header_bytes = ?l.header.as_ref().map(|h| h.bytes.len()), files = ?l.files,
+            "crash kernel load seen"
+        ),
+        Event::KernelHeaderUpdate(u) => tracing::info!(
+            result = u.result, duration_ns = ?u.duration_ns,
+            header_bytes = ?u.header.as_ref().map(|h| h.bytes.len()),
+            "in-kernel crash header update seen"
+        ),
+        _ => tracing::debug!(?event, "event"),
+    }
 }
 
 /// Re-reads the node. A file that cannot be read now keeps the last good facts: the error is

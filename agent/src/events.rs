@@ -1,7 +1,9 @@
 //! Typed events: what the probes, the uevent listener and the rescans tell the agent.
 //!
 //! Sources decode their raw records into these; nothing downstream sees raw offsets.
-use std::fmt;
+use std::{fmt, path::PathBuf};
+
+use crate::elfcorehdr::LoadPath;
 
 /// What happened to a range of memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -92,6 +94,96 @@ pub enum Event {
     },
     /// A periodic rescan found `/proc/iomem` different from the last one.
     IomemChanged,
+    /// The kernel refused a hotplug operation (probes only): nothing changed.
+    MemoryFailed {
+        action: HotplugAction,
+        phys_start: Option<u64>,
+        bytes: Option<u64>,
+        /// The function's negative errno.
+        result: i64,
+    },
+    /// A crash kernel was loaded or unloaded (probes only).
+    KexecLoad(KexecLoad),
+    /// The kernel rewrote the loaded crash header after a hotplug event (probes only).
+    KernelHeaderUpdate(KernelHeaderUpdate),
     /// Records were dropped (ring buffer full, socket overrun): the agent must resync.
     Lost { count: u64, source: EventSource },
+}
+
+/// Where a captured crash ELF header came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderSource {
+    /// The `kexec_load` segment kexec-tools built in user space.
+    KexecLoadSegment,
+    /// `crash_prepare_elf64_headers` in the kernel (kexec_file_load or a hotplug rewrite).
+    Kernel,
+}
+
+/// The used bytes of a crash ELF header as a probe copied them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CapturedHeader {
+    pub source: HeaderSource,
+    pub bytes: Vec<u8>,
+    /// All used bytes were copied (false: larger than a capture, or a part was unreadable).
+    pub complete: bool,
+    /// Used bytes of the whole header.
+    pub total_bytes: u64,
+}
+
+/// A `kexec_load` or `kexec_file_load` of a crash kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KexecLoad {
+    pub syscall: LoadPath,
+    pub pid: u32,
+    pub comm: String,
+    pub flags: u64,
+    /// An unload (`kexec -p -u`) rather than a load.
+    pub unload: bool,
+    /// The agent (or a loader it started) made this call.
+    pub by_agent: bool,
+    /// 0 or a negative errno.
+    pub result: i64,
+    /// Enter to exit of the syscall, nanoseconds (unknown when the agent missed the entry).
+    pub duration_ns: Option<u64>,
+    /// The header that was loaded, when a probe copied it.
+    pub header: Option<CapturedHeader>,
+    /// The files and command line of a `kexec_file_load`.
+    pub files: Option<FileLoad>,
+    /// CLOCK_MONOTONIC nanoseconds of the syscall's return.
+    pub ktime_ns: u64,
+}
+
+impl KexecLoad {
+    pub fn succeeded(&self) -> bool {
+        self.result == 0
+    }
+}
+
+/// What a `kexec_file_load` was given, so the same files can be loaded again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileLoad {
+    pub kernel_fd: i32,
+    /// -1 without an initrd.
+    pub initrd_fd: i32,
+    pub cmdline: String,
+    /// `/proc/<pid>/fd/<fd>` resolved while the loader was still running.
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+}
+
+/// One `arch_crash_handle_hotplug_event` call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelHeaderUpdate {
+    /// The header the kernel built; `None` when it failed to build one (it then keeps the old).
+    pub header: Option<CapturedHeader>,
+    /// 0, or the negative errno of `crash_prepare_elf64_headers`.
+    pub result: i64,
+    pub duration_ns: Option<u64>,
+    pub ktime_ns: u64,
+}
+
+impl KernelHeaderUpdate {
+    pub fn succeeded(&self) -> bool {
+        self.result == 0 && self.header.is_some()
+    }
 }

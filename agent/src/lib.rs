@@ -4,11 +4,13 @@
 //! Pure modules (no I/O) are separate from the thin modules that touch the system.
 
 // Pure: no I/O.
+pub mod assemble;
 pub mod elfcorehdr;
 pub mod events;
 pub mod iomem;
 pub mod kconfig;
 pub mod ranges;
+pub mod records;
 pub mod state;
 pub mod status;
 pub mod units;

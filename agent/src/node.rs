@@ -9,7 +9,11 @@ pub fn read_iomem(procfs: &Procfs) -> anyhow::Result<Iomem> {
 }
 
 pub fn read_facts(procfs: &Procfs, sysfs: &Sysfs) -> anyhow::Result<KdumpFacts> {
-    let iomem = read_iomem(procfs)?;
+    facts(&read_iomem(procfs)?, sysfs)
+}
+
+/// The facts, with `/proc/iomem` already read.
+pub fn facts(iomem: &Iomem, sysfs: &Sysfs) -> anyhow::Result<KdumpFacts> {
     let loaded = sysfs.kexec_crash_loaded()?;
     // Without kexec there is no kexec_crash_size; /proc/iomem still shows a crashkernel= reservation.
     let reserved_in_iomem: u64 = iomem.crash_reservations().iter().map(|r| r.size()).sum();

@@ -1,18 +1,22 @@
-//! Loads the embedded eBPF probes, attaches each one the best way this kernel allows (fentry,
-//! else kprobe), and turns ring buffer records into [`Event`]s.
-use std::time::Duration;
+//! Loads the embedded eBPF probes, attaches each one the best way this kernel allows
+//! (fentry/fexit, else kprobe/kretprobe; tracepoints for the syscalls), skips those whose
+//! kernel symbol is missing, and feeds the ring buffer through [`records`] and [`assemble`]
+//! into [`Event`]s.
+use std::{collections::HashSet, path::PathBuf, time::Duration};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{FEntry, KProbe},
+    programs::{FEntry, FExit, KProbe, ProgramError, TracePoint},
 };
-use kdump_agent_common::{EVENTS_MAP, EventHeader, EventKind, LOST_MAP, PagesEvent};
+use kdump_agent_common::{EVENTS_MAP, LOST_MAP};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
 use crate::{
+    assemble::{Assembler, Processes},
     capabilities::{Capability, Feature},
-    events::{Event, EventSource, HotplugAction},
+    events::{Event, EventSource},
+    records,
     state::ProbeReport,
 };
 
@@ -20,18 +24,100 @@ use crate::{
 static PROBES_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kdump-agent-probes"));
 
-/// One kernel function and the programs that can watch it.
-struct ProbeSpec {
+/// A kernel function and its programs: trampoline ones (fentry/fexit, reported as `fentry`)
+/// and the kprobe/kretprobe pair that replaces them (reported as `kprobe`). All programs of
+/// one way attach, or none does.
+struct FunctionProbe {
     function: &'static str,
-    fentry: &'static str,
-    kprobe: &'static str,
+    fentry: Option<&'static str>,
+    fexit: Option<&'static str>,
+    kprobe: Option<&'static str>,
+    kretprobe: Option<&'static str>,
 }
 
-const PROBES: &[ProbeSpec] = &[ProbeSpec {
-    function: "online_pages",
-    fentry: "online_pages",
-    kprobe: "online_pages_kprobe",
-}];
+const fn both(
+    function: &'static str,
+    fentry: &'static str,
+    fexit: &'static str,
+    kprobe: &'static str,
+    kretprobe: &'static str,
+) -> FunctionProbe {
+    FunctionProbe {
+        function,
+        fentry: Some(fentry),
+        fexit: Some(fexit),
+        kprobe: Some(kprobe),
+        kretprobe: Some(kretprobe),
+    }
+}
+
+const FUNCTIONS: &[FunctionProbe] = &[
+    both(
+        "online_pages",
+        "online_pages_fentry",
+        "online_pages_fexit",
+        "online_pages_kprobe",
+        "online_pages_kretprobe",
+    ),
+    both(
+        "offline_pages",
+        "offline_pages_fentry",
+        "offline_pages_fexit",
+        "offline_pages_kprobe",
+        "offline_pages_kretprobe",
+    ),
+    both(
+        "add_memory_resource",
+        "add_memory_resource_fentry",
+        "add_memory_resource_fexit",
+        "add_memory_resource_kprobe",
+        "add_memory_resource_kretprobe",
+    ),
+    both(
+        "remove_memory",
+        "remove_memory_fentry",
+        "remove_memory_fexit",
+        "remove_memory_kprobe",
+        "remove_memory_kretprobe",
+    ),
+    both(
+        "__remove_memory",
+        "dunder_remove_memory_fentry",
+        "dunder_remove_memory_fexit",
+        "dunder_remove_memory_kprobe",
+        "dunder_remove_memory_kretprobe",
+    ),
+    both(
+        "offline_and_remove_memory",
+        "offline_and_remove_memory_fentry",
+        "offline_and_remove_memory_fexit",
+        "offline_and_remove_memory_kprobe",
+        "offline_and_remove_memory_kretprobe",
+    ),
+    // fexit alone sees the arguments and the result; the kprobe keeps them for the kretprobe.
+    FunctionProbe {
+        function: "crash_prepare_elf64_headers",
+        fentry: None,
+        fexit: Some("crash_prepare_elf64_headers_fexit"),
+        kprobe: Some("crash_prepare_elf64_headers_kprobe"),
+        kretprobe: Some("crash_prepare_elf64_headers_kretprobe"),
+    },
+    both(
+        "arch_crash_handle_hotplug_event",
+        "arch_crash_handle_hotplug_event_fentry",
+        "arch_crash_handle_hotplug_event_fexit",
+        "arch_crash_handle_hotplug_event_kprobe",
+        "arch_crash_handle_hotplug_event_kretprobe",
+    ),
+];
+
+/// `syscalls/<name>` tracepoints; the program has the tracepoint's name.
+const SYSCALL_TRACEPOINTS: &[&str] = &[
+    "sys_enter_kexec_load",
+    "sys_exit_kexec_load",
+    "sys_enter_kexec_file_load",
+    "sys_exit_kexec_file_load",
+];
 
 /// How often the dropped-record counter is read.
 const LOST_POLL: Duration = Duration::from_secs(1);
@@ -41,37 +127,74 @@ pub struct Attached {
     ebpf: Ebpf,
 }
 
-fn not_attached(function: &str, reason: impl Into<String>) -> ProbeReport {
+fn report(probe: &str, how: &str, reason: impl Into<String>) -> ProbeReport {
     ProbeReport {
-        probe: function.to_string(),
-        how: "none".into(),
+        probe: probe.to_string(),
+        how: how.into(),
         reason: reason.into(),
+    }
+}
+
+/// Every probe name, as reported.
+fn probe_names() -> impl Iterator<Item = String> {
+    FUNCTIONS
+        .iter()
+        .map(|f| f.function.to_string())
+        .chain(SYSCALL_TRACEPOINTS.iter().map(|t| format!("syscalls/{t}")))
+}
+
+/// Function names in `/proc/kallsyms` (static and global text symbols).
+fn kernel_functions() -> Option<HashSet<String>> {
+    let text = std::fs::read_to_string("/proc/kallsyms").ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let (_addr, kind, name) = (f.next()?, f.next()?, f.next()?);
+                matches!(kind, "T" | "t").then(|| name.to_string())
+            })
+            .collect(),
+    )
+}
+
+/// A failed program load, with the verifier's last words when it refused it.
+fn describe(e: &ProgramError) -> String {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let tail: Vec<&str> = log.lines().rev().take(3).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            format!("verifier refused it ({io_error}): {}", tail.join(" / "))
+        }
+        other => other.to_string(),
     }
 }
 
 /// Attaches every probe it can. Returns the object when at least one is attached, and a report per probe.
 pub fn attach(caps: &[Capability]) -> (Option<Attached>, Vec<ProbeReport>) {
-    let available = |f: Feature| {
+    let missing = |f: Feature| {
         caps.iter()
             .find(|c| c.feature == f)
             .filter(|c| !c.available)
             .map(|c| c.detail.clone())
     };
-    let all_not = |reason: String| {
-        PROBES
-            .iter()
-            .map(|p| not_attached(p.function, reason.clone()))
+    let none_attached = |reason: String| {
+        probe_names()
+            .map(|p| report(&p, "none", reason.clone()))
             .collect()
     };
     if PROBES_OBJECT.is_empty() {
         return (
             None,
-            all_not("this build carries no probes (built with AYA_BUILD_SKIP=1)".into()),
+            none_attached("this build carries no probes (built with AYA_BUILD_SKIP=1)".into()),
         );
     }
     for needed in [Feature::Bpf, Feature::RingBuf] {
-        if let Some(why) = available(needed) {
-            return (None, all_not(format!("{}: {why}", needed.label())));
+        if let Some(why) = missing(needed) {
+            return (None, none_attached(format!("{}: {why}", needed.label())));
         }
     }
     let mut ebpf = match EbpfLoader::new().load(PROBES_OBJECT) {
@@ -79,91 +202,172 @@ pub fn attach(caps: &[Capability]) -> (Option<Attached>, Vec<ProbeReport>) {
         Err(e) => {
             return (
                 None,
-                all_not(format!("loading the probe object failed: {e}")),
+                none_attached(format!("loading the probe object failed: {e}")),
             );
         }
     };
-    let btf = Btf::from_sys_fs().ok();
+    let btf = Btf::from_sys_fs().map_err(|e| format!("kernel BTF unreadable: {e}"));
+    let symbols = kernel_functions();
     let mut reports = Vec::new();
-    for spec in PROBES {
-        let fentry = match (available(Feature::Fentry), &btf) {
-            (Some(why), _) => Err(format!("fentry: {why}")),
-            (None, None) => Err("fentry: kernel BTF unreadable".into()),
-            (None, Some(btf)) => {
-                attach_fentry(&mut ebpf, spec, btf).map_err(|e| format!("fentry: {e}"))
-            }
+    for spec in FUNCTIONS {
+        if let Some(symbols) = &symbols
+            && !symbols.contains(spec.function)
+        {
+            reports.push(report(
+                spec.function,
+                "none",
+                "not in this kernel (/proc/kallsyms has no such function)",
+            ));
+            continue;
+        }
+        let tracing = match (missing(Feature::Fentry), &btf) {
+            (Some(why), _) => Err(why),
+            (None, Err(why)) => Err(why.clone()),
+            (None, Ok(btf)) => attach_trampolines(&mut ebpf, spec, btf),
         };
-        let report = match fentry {
-            Ok(()) => ProbeReport {
-                probe: spec.function.into(),
-                how: "fentry".into(),
-                reason: String::new(),
-            },
-            Err(fentry_why) => {
-                let kprobe = match available(Feature::Kprobes) {
-                    Some(why) => Err(format!("kprobe: {why}")),
-                    None => attach_kprobe(&mut ebpf, spec).map_err(|e| format!("kprobe: {e}")),
+        let r = match tracing {
+            Ok(how) => report(spec.function, how, ""),
+            Err(tracing_why) => {
+                let kprobe = match missing(Feature::Kprobes) {
+                    Some(why) => Err(why),
+                    None => attach_kprobes(&mut ebpf, spec),
                 };
                 match kprobe {
-                    Ok(()) => ProbeReport {
-                        probe: spec.function.into(),
-                        how: "kprobe".into(),
-                        reason: fentry_why,
-                    },
-                    Err(kprobe_why) => {
-                        not_attached(spec.function, format!("{fentry_why}; {kprobe_why}"))
-                    }
+                    Ok(how) => report(spec.function, how, format!("fentry: {tracing_why}")),
+                    Err(kprobe_why) => report(
+                        spec.function,
+                        "none",
+                        format!("fentry: {tracing_why}; kprobe: {kprobe_why}"),
+                    ),
                 }
             }
         };
-        reports.push(report);
+        reports.push(r);
+    }
+    for name in SYSCALL_TRACEPOINTS {
+        let probe = format!("syscalls/{name}");
+        reports.push(match attach_tracepoint(&mut ebpf, name) {
+            Ok(()) => report(&probe, "tracepoint", ""),
+            Err(why) => report(&probe, "none", why),
+        });
     }
     let any = reports.iter().any(|r| r.how != "none");
     (any.then_some(Attached { ebpf }), reports)
 }
 
-fn attach_fentry(ebpf: &mut Ebpf, spec: &ProbeSpec, btf: &Btf) -> anyhow::Result<()> {
-    let program: &mut FEntry = ebpf
-        .program_mut(spec.fentry)
-        .ok_or_else(|| anyhow::anyhow!("program {} missing from the object", spec.fentry))?
-        .try_into()?;
-    program.load(spec.function, btf)?;
-    program.attach()?;
-    Ok(())
-}
-
-fn attach_kprobe(ebpf: &mut Ebpf, spec: &ProbeSpec) -> anyhow::Result<()> {
-    let program: &mut KProbe = ebpf
-        .program_mut(spec.kprobe)
-        .ok_or_else(|| anyhow::anyhow!("program {} missing from the object", spec.kprobe))?
-        .try_into()?;
-    program.load()?;
-    program.attach(spec.function, 0)?;
-    Ok(())
-}
-
-/// Decodes one ring buffer record; `None` for records too short or of an unknown kind.
-pub fn decode(record: &[u8], page_bytes: u64) -> Option<Event> {
-    if record.len() < size_of::<EventHeader>() {
-        return None;
-    }
-    // SAFETY: length checked; EventHeader is plain integers, any bit pattern is valid.
-    let header: EventHeader = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
-    match EventKind::from_u32(header.kind)? {
-        EventKind::OnlinePages => {
-            if record.len() < size_of::<PagesEvent>() {
-                return None;
-            }
-            // SAFETY: as above, for PagesEvent.
-            let e: PagesEvent = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
-            Some(Event::Memory {
-                action: HotplugAction::Online,
-                phys_start: Some(e.pfn.saturating_mul(page_bytes)),
-                bytes: Some(e.nr_pages.saturating_mul(page_bytes)),
-                source: EventSource::Ebpf,
-                ktime_ns: Some(header.ktime_ns),
+/// Loads and attaches the fentry and fexit programs of `spec`; on any failure unloads those
+/// already attached, so a function is watched one whole way or not at all.
+fn attach_trampolines(
+    ebpf: &mut Ebpf,
+    spec: &FunctionProbe,
+    btf: &Btf,
+) -> Result<&'static str, String> {
+    let mut done: Vec<&str> = Vec::new();
+    let mut result = Ok(());
+    for (name, entry) in [(spec.fentry, true), (spec.fexit, false)] {
+        let Some(name) = name else { continue };
+        let attached = if entry {
+            program::<FEntry>(ebpf, name).and_then(|p| {
+                p.load(spec.function, btf).map_err(|e| describe(&e))?;
+                p.attach().map(drop).map_err(|e| e.to_string())
             })
+        } else {
+            program::<FExit>(ebpf, name).and_then(|p| {
+                p.load(spec.function, btf).map_err(|e| describe(&e))?;
+                p.attach().map(drop).map_err(|e| e.to_string())
+            })
+        };
+        match attached {
+            Ok(()) => done.push(name),
+            Err(e) => {
+                result = Err(format!("{name}: {e}"));
+                break;
+            }
         }
+    }
+    match result {
+        Ok(()) => Ok("fentry"),
+        Err(e) => {
+            for name in done {
+                unload(ebpf, name);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn attach_kprobes(ebpf: &mut Ebpf, spec: &FunctionProbe) -> Result<&'static str, String> {
+    let mut done: Vec<&str> = Vec::new();
+    for name in [spec.kprobe, spec.kretprobe].into_iter().flatten() {
+        let attached = program::<KProbe>(ebpf, name).and_then(|p| {
+            p.load().map_err(|e| describe(&e))?;
+            p.attach(spec.function, 0)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = attached {
+            for name in done {
+                unload(ebpf, name);
+            }
+            return Err(format!("{name}: {e}"));
+        }
+        done.push(name);
+    }
+    Ok("kprobe")
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf, name: &str) -> Result<(), String> {
+    let p = program::<TracePoint>(ebpf, name)?;
+    p.load().map_err(|e| describe(&e))?;
+    p.attach("syscalls", name)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the object"))?
+        .try_into()
+        .map_err(|e: ProgramError| e.to_string())
+}
+
+fn unload(ebpf: &mut Ebpf, name: &str) {
+    let result = match ebpf.program_mut(name) {
+        Some(aya::programs::Program::FEntry(p)) => p.unload(),
+        Some(aya::programs::Program::FExit(p)) => p.unload(),
+        Some(aya::programs::Program::KProbe(p)) => p.unload(),
+        _ => Ok(()),
+    };
+    if let Err(e) = result {
+        tracing::warn!(program = name, error = %e, "unloading a half-attached probe failed");
+    }
+}
+
+/// The live system behind [`Processes`]: `/proc/<pid>`.
+struct LiveProcesses {
+    agent_pid: u32,
+}
+
+impl Processes for LiveProcesses {
+    fn fd_path(&self, pid: u32, fd: i32) -> Option<PathBuf> {
+        std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()
+    }
+
+    fn is_agent(&self, pid: u32) -> bool {
+        // `/proc/<pid>/stat`: "pid (comm) state ppid ..."; comm may contain spaces.
+        let parent = || -> Option<u32> {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            stat.rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        };
+        pid == self.agent_pid || parent() == Some(self.agent_pid)
     }
 }
 
@@ -188,6 +392,12 @@ impl Attached {
         // SAFETY: sysconf has no preconditions.
         let page_bytes =
             u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let mut assembler = Assembler::new(
+            LiveProcesses {
+                agent_pid: std::process::id(),
+            },
+            page_bytes,
+        );
         Ok(tokio::spawn(async move {
             let _programs = self.ebpf; // keeps the programs attached while the reader runs
             let mut lost_seen = 0u64;
@@ -198,10 +408,17 @@ impl Attached {
                         let Ok(mut guard) = guard else { return };
                         let rb = guard.get_inner_mut();
                         while let Some(record) = rb.next() {
-                            if let Some(event) = decode(&record, page_bytes)
+                            let event = match records::decode(&record) {
+                                Ok(r) => assembler.push(r),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "undecodable probe record dropped");
+                                    None
+                                }
+                            };
+                            if let Some(event) = event
                                 && tx.send(event).await.is_err()
                             {
-                                    return;
+                                return;
                             }
                         }
                         guard.clear_ready();
@@ -209,6 +426,8 @@ impl Attached {
                     _ = tick.tick() => {
                         let now = lost.get(&0, 0).map_or(lost_seen, |per_cpu| per_cpu.iter().sum());
                         if now > lost_seen {
+                            // A lost exit or chunk would leave its call open for ever.
+                            assembler.reset();
                             if tx.send(Event::Lost { count: now - lost_seen, source: EventSource::Ebpf }).await.is_err() {
                                 return;
                             }
@@ -218,58 +437,5 @@ impl Attached {
                 }
             }
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bytes_of<T>(value: &T) -> Vec<u8> {
-        // SAFETY: reading the bytes of a plain #[repr(C)] value without padding.
-        unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }
-            .to_vec()
-    }
-
-    #[test]
-    fn decodes_online_pages_into_bytes() {
-        let record = PagesEvent {
-            header: EventHeader {
-                kind: EventKind::OnlinePages as u32,
-                cpu: 1,
-                ktime_ns: 99,
-            },
-            pfn: 0x48000,
-            nr_pages: 0x8000,
-        };
-        assert_eq!(
-            decode(&bytes_of(&record), 4096),
-            Some(Event::Memory {
-                action: HotplugAction::Online,
-                phys_start: Some(0x4800_0000),
-                bytes: Some(128 << 20),
-                source: EventSource::Ebpf,
-                ktime_ns: Some(99),
-            })
-        );
-    }
-
-    #[test]
-    fn short_or_unknown_records_are_dropped() {
-        let record = PagesEvent {
-            header: EventHeader {
-                kind: EventKind::OnlinePages as u32,
-                cpu: 0,
-                ktime_ns: 0,
-            },
-            pfn: 1,
-            nr_pages: 1,
-        };
-        let bytes = bytes_of(&record);
-        assert_eq!(decode(&bytes[..20], 4096), None);
-        assert_eq!(decode(&bytes[..4], 4096), None);
-        let mut unknown = bytes.clone();
-        unknown[0] = 0xff;
-        assert_eq!(decode(&unknown, 4096), None);
     }
 }

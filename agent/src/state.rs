@@ -9,7 +9,10 @@ use serde::Serialize;
 
 use crate::{
     capabilities::{Capability, Feature},
-    events::{Event, EventSource, HotplugAction},
+    elfcorehdr::{ElfCoreHeader, HeaderDiff, HeaderError, LoadPath, diff, expected_ram},
+    events::{CapturedHeader, Event, EventSource, HeaderSource, HotplugAction},
+    iomem::Iomem,
+    ranges::RamRanges,
 };
 
 /// How the loaded header is kept current (DESIGN.md, "Vocabulary and modes").
@@ -69,6 +72,65 @@ pub struct HeaderStatus {
     pub excess_bytes: u64,
     /// Seconds since the epoch when it became stale.
     pub stale_since: Option<u64>,
+    /// Who loaded the header the verdict is about, when it was captured.
+    pub captured: Option<String>,
+}
+
+/// The crash header the kernel holds, as a probe captured it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadedHeader {
+    pub header: ElfCoreHeader,
+    /// Whose rules it follows: the kernel's (kexec_file_load, in-kernel updates) or
+    /// kexec-tools' (kexec_load).
+    pub load: LoadPath,
+    /// `kexec_load by kexec (pid 312)`, `in-kernel update`.
+    pub captured: String,
+    /// Seconds since the epoch.
+    pub captured_at: u64,
+}
+
+impl LoadedHeader {
+    fn from_capture(
+        c: &CapturedHeader,
+        captured: String,
+        now: u64,
+    ) -> Result<Self, HeaderCaptureError> {
+        if !c.complete {
+            return Err(HeaderCaptureError::Incomplete {
+                got: c.bytes.len(),
+                total: c.total_bytes,
+            });
+        }
+        Ok(Self {
+            header: ElfCoreHeader::parse(&c.bytes).map_err(HeaderCaptureError::Parse)?,
+            load: match c.source {
+                HeaderSource::Kernel => LoadPath::KexecFileLoad,
+                HeaderSource::KexecLoadSegment => LoadPath::KexecLoad,
+            },
+            captured,
+            captured_at: now,
+        })
+    }
+
+    pub fn ram(&self) -> RamRanges {
+        self.header.ram_ranges()
+    }
+
+    /// How it differs from the header its loader would build for `iomem`.
+    pub fn diff(&self, iomem: &Iomem) -> Option<HeaderDiff> {
+        expected_ram(iomem, self.load)
+            .ok()
+            .map(|expected| diff(&expected, &self.ram()))
+    }
+}
+
+/// Why a captured header could not be used (the header is then unverified).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderCaptureError {
+    #[error("only {got} of its {total} bytes were captured")]
+    Incomplete { got: usize, total: u64 },
+    #[error("it does not parse: {0}")]
+    Parse(HeaderError),
 }
 
 /// How one probe is attached, or why it is not.
@@ -154,6 +216,10 @@ pub struct AgentState {
     pub can_reload: bool,
     /// When this state was last refreshed from the system.
     pub refreshed_at: Option<SystemTime>,
+    /// The last `/proc/iomem` read: the RAM the loaded header should list.
+    pub iomem: Option<Iomem>,
+    /// The header as last captured at a load or an in-kernel update.
+    pub loaded: Option<LoadedHeader>,
 }
 
 /// The state as the daemon's tasks share it: the pipeline writes, exporters read.
@@ -185,6 +251,8 @@ impl AgentState {
             unprotected_windows: Observations::default(),
             can_reload: false,
             refreshed_at: None,
+            iomem: None,
+            loaded: None,
         }
     }
 
@@ -244,8 +312,79 @@ impl AgentState {
         match event {
             Event::Memory { action, .. } => self.counters.hotplug_events[*action as usize] += 1,
             Event::Lost { count, .. } => self.counters.events_lost += count,
-            Event::IomemChanged => {}
+            Event::KexecLoad(load) if !load.unload => {
+                let result = LOAD_RESULTS[usize::from(!load.succeeded())];
+                let origin = LOAD_ORIGINS[usize::from(!load.by_agent)];
+                *self
+                    .counters
+                    .kexec_loads
+                    .entry((load.syscall.as_str(), result, origin))
+                    .or_default() += 1;
+            }
+            Event::KernelHeaderUpdate(update) => {
+                let result = LOAD_RESULTS[usize::from(!update.succeeded())];
+                *self
+                    .counters
+                    .kernel_header_updates
+                    .entry(result)
+                    .or_default() += 1;
+            }
+            Event::KexecLoad(_) | Event::MemoryFailed { .. } | Event::IomemChanged => {}
         }
+    }
+
+    /// Keeps the header a successful load or in-kernel update put in place (`now`: seconds
+    /// since the epoch). A load whose header was not captured, or an unload, forgets it: what
+    /// is loaded then is unknown. A failed update keeps the old one, which is what the kernel
+    /// keeps.
+    pub fn take_header(&mut self, event: &Event, now: u64) -> Result<(), HeaderCaptureError> {
+        let (captured, header) = match event {
+            Event::KexecLoad(load) if load.succeeded() => {
+                if load.unload {
+                    self.loaded = None;
+                    return Ok(());
+                }
+                (
+                    format!(
+                        "{} by {} (pid {})",
+                        load.syscall.as_str(),
+                        load.comm,
+                        load.pid
+                    ),
+                    &load.header,
+                )
+            }
+            Event::KernelHeaderUpdate(update) if update.succeeded() => {
+                ("in-kernel update".to_string(), &update.header)
+            }
+            _ => return Ok(()),
+        };
+        self.loaded = None;
+        let Some(header) = header else { return Ok(()) };
+        self.loaded = Some(LoadedHeader::from_capture(header, captured, now)?);
+        Ok(())
+    }
+
+    /// Re-derives [`HeaderStatus`] from the captured header and the last `/proc/iomem`.
+    pub fn assess_header(&mut self, now: u64) {
+        if !self.facts.crash_loaded {
+            self.loaded = None;
+        }
+        let verdict = match (&self.loaded, &self.iomem) {
+            (Some(loaded), Some(iomem)) => loaded.diff(iomem).map(|d| (loaded, d)),
+            _ => None,
+        };
+        self.header = match verdict {
+            Some((loaded, d)) => HeaderStatus {
+                verified: true,
+                stale: d.stale(),
+                missing_bytes: d.missing_bytes,
+                excess_bytes: d.excess_bytes,
+                stale_since: d.stale().then(|| self.header.stale_since.unwrap_or(now)),
+                captured: Some(loaded.captured.clone()),
+            },
+            None => HeaderStatus::default(),
+        };
     }
 }
 
@@ -346,6 +485,157 @@ mod tests {
         assert_eq!(s.counters.hotplug(HotplugAction::Online), 2);
         assert_eq!(s.counters.hotplug(HotplugAction::Remove), 0);
         assert_eq!(s.counters.events_lost, 3);
+    }
+
+    const IOMEM_1G: &str = "\
+00001000-0009fbff : System RAM
+00100000-3ffdffff : System RAM
+  2f000000-3effffff : Crash kernel
+";
+
+    /// The header `load` builds for `iomem`, as a probe would capture it.
+    fn captured(iomem: &str, source: HeaderSource) -> CapturedHeader {
+        use crate::elfcorehdr::{HeaderInputs, NoteRegion, build, crash_memory_ranges};
+        let load = match source {
+            HeaderSource::Kernel => LoadPath::KexecFileLoad,
+            HeaderSource::KexecLoadSegment => LoadPath::KexecLoad,
+        };
+        let mem = crash_memory_ranges(&Iomem::parse(iomem).unwrap(), load).unwrap();
+        let bytes = build(&HeaderInputs {
+            cpu_notes: &[NoteRegion {
+                paddr: 0x3000_0000,
+                size: 336,
+            }],
+            vmcoreinfo: NoteRegion {
+                paddr: 0x3100_0000,
+                size: 4096,
+            },
+            kernel_text: None,
+            ram: mem.ranges(),
+            page_offset: crate::elfcorehdr::arch::X86_64_DEFAULT_PAGE_OFFSET,
+        })
+        .unwrap();
+        CapturedHeader {
+            source,
+            total_bytes: bytes.len() as u64,
+            bytes,
+            complete: true,
+        }
+    }
+
+    fn load_event(syscall: LoadPath, header: Option<CapturedHeader>) -> Event {
+        Event::KexecLoad(crate::events::KexecLoad {
+            syscall,
+            pid: 312,
+            comm: "kexec".into(),
+            flags: 1,
+            unload: false,
+            by_agent: false,
+            result: 0,
+            duration_ns: Some(1),
+            header,
+            files: None,
+            ktime_ns: 1,
+        })
+    }
+
+    #[test]
+    fn a_captured_load_is_verified_then_goes_stale_with_a_dimm() {
+        let dimm = format!("{IOMEM_1G}100000000-11fffffff : System RAM\n");
+        for (source, syscall) in [
+            (HeaderSource::KexecLoadSegment, LoadPath::KexecLoad),
+            (HeaderSource::Kernel, LoadPath::KexecFileLoad),
+        ] {
+            let mut s = state(loaded());
+            s.iomem = Some(Iomem::parse(IOMEM_1G).unwrap());
+            s.assess_header(10);
+            assert!(!s.header.verified, "nothing captured yet");
+            let event = load_event(syscall, Some(captured(IOMEM_1G, source)));
+            s.count(&event);
+            s.take_header(&event, 11).unwrap();
+            s.assess_header(11);
+            assert!(s.header.verified && !s.header.stale, "{:?}", s.header);
+            assert_eq!(
+                s.header.captured.as_deref(),
+                Some(format!("{} by kexec (pid 312)", syscall.as_str()).as_str())
+            );
+            assert_eq!(
+                s.counters.kexec_loads[&(syscall.as_str(), "success", "other")],
+                1
+            );
+            s.iomem = Some(Iomem::parse(&dimm).unwrap());
+            s.assess_header(12);
+            assert!(s.header.stale);
+            assert_eq!(
+                (s.header.missing_bytes, s.header.excess_bytes),
+                (512 << 20, 0)
+            );
+            assert_eq!(s.header.stale_since, Some(12));
+            s.assess_header(13);
+            assert_eq!(s.header.stale_since, Some(12), "stale since the first time");
+            assert!(!s.readiness().ready);
+            // The kernel rewrites it: verified and fresh again.
+            let update = Event::KernelHeaderUpdate(crate::events::KernelHeaderUpdate {
+                header: Some(captured(&dimm, HeaderSource::Kernel)),
+                result: 0,
+                duration_ns: None,
+                ktime_ns: 2,
+            });
+            s.count(&update);
+            s.take_header(&update, 14).unwrap();
+            s.assess_header(14);
+            assert!(s.header.verified && !s.header.stale && s.header.stale_since.is_none());
+            assert_eq!(s.counters.kernel_header_updates[&"success"], 1);
+        }
+    }
+
+    #[test]
+    fn uncaptured_or_unusable_headers_are_unverified() {
+        let mut s = state(loaded());
+        s.iomem = Some(Iomem::parse(IOMEM_1G).unwrap());
+        let event = load_event(
+            LoadPath::KexecLoad,
+            Some(captured(IOMEM_1G, HeaderSource::KexecLoadSegment)),
+        );
+        s.take_header(&event, 1).unwrap();
+        s.take_header(&load_event(LoadPath::KexecFileLoad, None), 2)
+            .unwrap();
+        s.assess_header(2);
+        assert!(
+            !s.header.verified,
+            "a newer load without a capture replaces it"
+        );
+        let mut partial = captured(IOMEM_1G, HeaderSource::Kernel);
+        partial.complete = false;
+        assert!(matches!(
+            s.take_header(&load_event(LoadPath::KexecFileLoad, Some(partial)), 3),
+            Err(HeaderCaptureError::Incomplete { .. })
+        ));
+        let mut garbage = captured(IOMEM_1G, HeaderSource::Kernel);
+        garbage.bytes[0] = 0;
+        assert!(matches!(
+            s.take_header(&load_event(LoadPath::KexecFileLoad, Some(garbage)), 3),
+            Err(HeaderCaptureError::Parse(_))
+        ));
+        s.assess_header(3);
+        assert!(!s.header.verified);
+    }
+
+    #[test]
+    fn unloading_forgets_the_header() {
+        let mut s = state(loaded());
+        s.iomem = Some(Iomem::parse(IOMEM_1G).unwrap());
+        s.take_header(
+            &load_event(
+                LoadPath::KexecLoad,
+                Some(captured(IOMEM_1G, HeaderSource::KexecLoadSegment)),
+            ),
+            1,
+        )
+        .unwrap();
+        s.facts.crash_loaded = false;
+        s.assess_header(2);
+        assert!(s.loaded.is_none() && !s.header.verified);
     }
 
     #[test]

@@ -2,6 +2,9 @@
 #![no_std]
 #![no_main]
 
+mod crash_header;
+mod crash_hotplug;
+mod kexec;
 mod memory;
 mod ring;
 
