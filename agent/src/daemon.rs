@@ -87,8 +87,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
 
     let (attached, reports) = probes::attach(&initial.capabilities);
-    for r in reports.iter().filter(|r| r.how == "none") {
-        tracing::warn!(probe = %r.probe, reason = %r.reason, "probe not attached");
+    for r in &reports {
+        if r.how == "none" {
+            tracing::warn!(probe = %r.probe, reason = %r.reason, "probe not attached");
+        } else {
+            tracing::info!(probe = %r.probe, how = %r.how, fallback_because = %r.reason, "probe attached");
+        }
     }
     initial.probes = reports;
     let block_bytes = opts.sysfs.memory_block_size().ok().flatten();

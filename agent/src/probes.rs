@@ -164,9 +164,14 @@ fn describe(e: &ProgramError) -> String {
             io_error,
             verifier_log,
         } => {
+            // The last lines before the statistics say why.
             let log = verifier_log.to_string();
-            let tail: Vec<&str> = log.lines().rev().take(3).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            let reason: Vec<&str> = log
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .filter(|l| !l.starts_with("verification time") && !l.starts_with("processed "))
+                .collect();
+            let tail = &reason[reason.len().saturating_sub(3)..];
             format!("verifier refused it ({io_error}): {}", tail.join(" / "))
         }
         other => other.to_string(),
@@ -409,7 +414,10 @@ impl Attached {
                         let rb = guard.get_inner_mut();
                         while let Some(record) = rb.next() {
                             let event = match records::decode(&record) {
-                                Ok(r) => assembler.push(r),
+                                Ok(r) => {
+                                    tracing::trace!(record = ?r, "probe record");
+                                    assembler.push(r)
+                                }
                                 Err(e) => {
                                     tracing::warn!(error = %e, "undecodable probe record dropped");
                                     None

@@ -390,7 +390,9 @@ mod tests {
 
     #[test]
     fn chunks_carry_only_their_valid_bytes() {
-        let header_bytes: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+        let header_bytes: Vec<u8> = (0..HEADER_CHUNK_BYTES as u32 + 900)
+            .map(|i| i as u8)
+            .collect();
         let records = chunks(HeaderOrigin::Kernel, 42, 1, 3, &header_bytes);
         assert_eq!(records.len(), 2);
         let Ok(Record::HeaderChunk { data, seq, .. }) = decode(&records[1]) else {

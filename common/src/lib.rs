@@ -15,11 +15,11 @@ pub const LOST_MAP: &str = "LOST";
 pub const EVENTS_RING_BYTES: u32 = 1024 * 1024;
 
 /// Bytes of a crash ELF header carried by one [`HeaderChunk`].
-pub const HEADER_CHUNK_BYTES: usize = 2048;
+pub const HEADER_CHUNK_BYTES: usize = 4096;
 
-/// Most chunks one header capture emits (a bounded loop for the verifier): 64 KiB, room for
-/// the ELF header and 1,169 program headers.
-pub const HEADER_MAX_CHUNKS: u32 = 32;
+/// Most chunks one header capture emits (a bounded loop for the verifier: 6.1's gives up on
+/// 32): 64 KiB, room for the ELF header and 1,169 program headers.
+pub const HEADER_MAX_CHUNKS: u32 = 16;
 
 /// Most bytes of one captured header.
 pub const HEADER_MAX_BYTES: usize = HEADER_CHUNK_BYTES * HEADER_MAX_CHUNKS as usize;

@@ -4,6 +4,7 @@
 //! fexit where the kernel has trampolines; otherwise a kprobe keeps `addr`/`sz` for the
 //! kretprobe.
 use aya_ebpf::{
+    EbpfContext as _,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
     macros::{fexit, kprobe, kretprobe, map},
     maps::HashMap,
@@ -11,7 +12,7 @@ use aya_ebpf::{
 };
 use kdump_agent_common::{ELF64_PHNUM_OFFSET, EventKind, HeaderBuiltEvent, HeaderOrigin};
 
-use crate::ring::{Space, emit, emit_header, header, used_bytes};
+use crate::ring::{KERNEL, emit, emit_header, header, used_bytes};
 
 /// `(addr, sz)` pointers of calls in flight, by thread, for the kretprobe.
 #[map(name = "PREPARE_ARGS")]
@@ -49,13 +50,7 @@ fn built(result: i64, addr: u64, sz: u64) {
     let capture = event.header.ktime_ns;
     emit(HeaderBuiltEvent { capture, ..event });
     if ok {
-        emit_header(
-            HeaderOrigin::Kernel,
-            capture,
-            buf as *const u8,
-            used,
-            Space::Kernel,
-        );
+        emit_header::<KERNEL>(HeaderOrigin::Kernel, capture, buf as *const u8, used);
     }
 }
 
@@ -66,7 +61,17 @@ fn int_result(raw: u64) -> i64 {
 #[fexit]
 pub fn crash_prepare_elf64_headers_fexit(ctx: FExitContext) -> u32 {
     let result = ctx.ret::<u64>().map_or(i64::MIN, int_result);
-    built(result, ctx.arg::<u64>(2), ctx.arg::<u64>(3));
+    // The verifier refuses direct context loads of a `void **` argument ("not a struct"), so
+    // the argument slots are read through the helper.
+    let args = ctx.as_ptr() as *const u64;
+    // SAFETY: slots 2 and 3 of the trampoline's argument array; the helper fault-checks.
+    let (addr, sz) = unsafe {
+        (
+            bpf_probe_read_kernel(args.add(2)).unwrap_or(0),
+            bpf_probe_read_kernel(args.add(3)).unwrap_or(0),
+        )
+    };
+    built(result, addr, sz);
     0
 }
 

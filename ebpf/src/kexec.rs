@@ -15,7 +15,7 @@ use kdump_agent_common::{
     KexecSyscall,
 };
 
-use crate::ring::{EVENTS, Space, count_lost, emit, emit_header, header, used_bytes};
+use crate::ring::{EVENTS, USER, count_lost, emit, emit_header, header, used_bytes};
 
 const ARG0: usize = 16;
 const ARG_SLOT: usize = 8;
@@ -32,6 +32,7 @@ fn comm() -> [u8; COMM_BYTES] {
 
 /// `struct kexec_segment` (include/uapi/linux/kexec.h).
 #[repr(C)]
+#[derive(Clone, Copy)]
 struct KexecSegment {
     buf: u64,
     bufsz: u64,
@@ -45,27 +46,27 @@ struct Elf64Head {
     bytes: [u8; 64],
 }
 
-/// A crash ELF header in segment `index`: its segment, and where its program headers end.
-fn core_header(segments: u64, index: u32) -> Option<(KexecSegment, u64)> {
-    let at = segments + u64::from(index) * size_of::<KexecSegment>() as u64;
-    // SAFETY: user pointers, fault-checked by the helper.
-    let seg: KexecSegment = unsafe { bpf_probe_read_user(at as *const KexecSegment) }.ok()?;
+/// Where the program headers of the crash ELF header in `seg` end, or 0 when `seg` does not
+/// start with one. Plain integers rather than `Option`s of structs: 6.1's verifier refuses
+/// reads of stack bytes nobody wrote, such as an enum's padding.
+fn core_header_bytes(seg: &KexecSegment) -> u64 {
     if seg.bufsz < 64 {
-        return None;
+        return 0;
     }
-    // SAFETY: as above.
-    let head: Elf64Head = unsafe { bpf_probe_read_user(seg.buf as *const Elf64Head) }.ok()?;
+    // SAFETY: a user pointer, fault-checked by the helper.
+    let Ok(head) = (unsafe { bpf_probe_read_user(seg.buf as *const Elf64Head) }) else {
+        return 0;
+    };
     let b = &head.bytes;
     let elf64 = b[0] == 0x7f && b[1] == b'E' && b[2] == b'L' && b[3] == b'F' && b[4] == 2;
     let e_type = u16::from_le_bytes([b[ELF_TYPE_OFFSET], b[ELF_TYPE_OFFSET + 1]]);
     if !elf64 || e_type != ET_CORE {
-        return None;
+        return 0;
     }
     let phoff = u64::from_le_bytes([b[32], b[33], b[34], b[35], b[36], b[37], b[38], b[39]]);
     let phnum = u16::from_le_bytes([b[ELF64_PHNUM_OFFSET], b[ELF64_PHNUM_OFFSET + 1]]);
     let used = used_bytes(phoff, phnum);
-    let used = if used > seg.bufsz { seg.bufsz } else { used };
-    Some((seg, used))
+    if used > seg.bufsz { seg.bufsz } else { used }
 }
 
 /// `kexec_load(entry, nr_segments, segments, flags)`.
@@ -73,14 +74,29 @@ fn core_header(segments: u64, index: u32) -> Option<(KexecSegment, u64)> {
 pub fn sys_enter_kexec_load(ctx: TracePointContext) -> u32 {
     let (entry, nr_segments, segments, flags) =
         (arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), arg(&ctx, 3));
-    let mut found: Option<(u32, KexecSegment, u64)> = None;
+    let mut index: i32 = -1;
+    let mut seg = KexecSegment {
+        buf: 0,
+        bufsz: 0,
+        mem: 0,
+        memsz: 0,
+    };
+    let mut used = 0u64;
     if flags & KEXEC_ON_CRASH != 0 {
         for i in 0..KEXEC_SEGMENT_MAX {
             if u64::from(i) >= nr_segments {
                 break;
             }
-            if let Some((seg, used)) = core_header(segments, i) {
-                found = Some((i, seg, used));
+            let at = segments + u64::from(i) * size_of::<KexecSegment>() as u64;
+            // SAFETY: a user pointer, fault-checked by the helper.
+            let Ok(candidate) = (unsafe { bpf_probe_read_user(at as *const KexecSegment) }) else {
+                break;
+            };
+            let bytes = core_header_bytes(&candidate);
+            if bytes != 0 {
+                index = i as i32;
+                seg = candidate;
+                used = bytes;
                 break;
             }
         }
@@ -91,20 +107,19 @@ pub fn sys_enter_kexec_load(ctx: TracePointContext) -> u32 {
         entry,
         nr_segments,
         flags,
-        header_segment: found.as_ref().map_or(-1, |(i, _, _)| *i as i32),
+        header_segment: index,
         _pad: 0,
-        header_mem: found.as_ref().map_or(0, |(_, s, _)| s.mem),
-        header_bufsz: found.as_ref().map_or(0, |(_, s, _)| s.bufsz),
+        header_mem: seg.mem,
+        header_bufsz: seg.bufsz,
     };
     let capture = event.header.ktime_ns;
     emit(event);
-    if let Some((_, seg, used)) = found {
-        emit_header(
+    if used != 0 {
+        emit_header::<USER>(
             HeaderOrigin::UserSegment,
             capture,
             seg.buf as *const u8,
             used,
-            Space::User,
         );
     }
     0

@@ -53,12 +53,10 @@ pub fn emit<T: 'static>(event: T) {
     }
 }
 
-/// Which address space a header is copied from.
-#[derive(Clone, Copy)]
-pub enum Space {
-    User,
-    Kernel,
-}
+/// Which address space a header is copied from (a const parameter: each copy loop is
+/// verified with one helper, no runtime branch per chunk).
+pub const USER: bool = true;
+pub const KERNEL: bool = false;
 
 /// Used bytes of an ELF64 header at `e_phoff`/`e_phnum`: where the last program header ends.
 pub fn used_bytes(phoff: u64, phnum: u16) -> u64 {
@@ -68,7 +66,13 @@ pub fn used_bytes(phoff: u64, phnum: u16) -> u64 {
 /// Copies the first `total` bytes at `src` into `HeaderChunk` records (at most
 /// `HEADER_MAX_BYTES`; the records say `total` so the agent knows when it got less). A chunk the
 /// helper could not read goes out with `len` 0 so the agent drops the capture.
-pub fn emit_header(origin: HeaderOrigin, capture: u64, src: *const u8, total: u64, space: Space) {
+#[inline(always)]
+pub fn emit_header<const FROM_USER: bool>(
+    origin: HeaderOrigin,
+    capture: u64,
+    src: *const u8,
+    total: u64,
+) {
     let captured = if total > HEADER_MAX_BYTES as u64 {
         HEADER_MAX_BYTES as u64
     } else {
@@ -88,6 +92,11 @@ pub fn emit_header(origin: HeaderOrigin, capture: u64, src: *const u8, total: u6
         if len > HEADER_CHUNK_BYTES as u64 {
             len = HEADER_CHUNK_BYTES as u64;
         }
+        // 6.1's verifier loses the bounds above ("R2 min value is negative"): restate them with
+        // a mask it understands (1..=HEADER_CHUNK_BYTES, a power of two), kept by black_box
+        // from being folded away.
+        let len =
+            (core::hint::black_box(len).wrapping_sub(1) & (HEADER_CHUNK_BYTES as u64 - 1)) + 1;
         let Some(mut slot) = EVENTS.reserve::<HeaderChunk>(0) else {
             count_lost();
             return;
@@ -98,16 +107,18 @@ pub fn emit_header(origin: HeaderOrigin, capture: u64, src: *const u8, total: u6
         unsafe {
             let dst = (*chunk).data.as_mut_ptr().cast::<c_void>();
             let from = src.add(offset as usize).cast::<c_void>();
-            let read = match space {
-                Space::User => bpf_probe_read_user(dst, len as u32, from),
-                Space::Kernel => bpf_probe_read_kernel(dst, len as u32, from),
+            let read = if FROM_USER {
+                bpf_probe_read_user(dst, len as u32, from)
+            } else {
+                bpf_probe_read_kernel(dst, len as u32, from)
             };
             (*chunk).header = header(EventKind::HeaderChunk);
             (*chunk).capture = capture;
             (*chunk).origin = origin as u32;
             (*chunk).seq = seq;
             (*chunk).total_bytes = total_bytes;
-            (*chunk).len = if read == 0 { len as u32 } else { 0 };
+            // Branch-free: a per-chunk branch doubles the states 6.1's verifier walks.
+            (*chunk).len = (len as u32) & ((read == 0) as u32).wrapping_neg();
         }
         slot.submit(0);
     }
