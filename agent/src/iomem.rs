@@ -63,6 +63,8 @@ pub enum IomemErrorKind {
     Syntax { found: String },
     #[error("address {found:?} is not a hexadecimal 64-bit number")]
     Address { found: String },
+    #[error("control character {code:#04x} at column {column} (CRLF line ending or tab?)")]
+    ControlChar { code: u32, column: usize },
     #[error("indentation of {spaces} spaces is not a multiple of 2")]
     OddIndent { spaces: usize },
     #[error("indentation jumps from depth {from} to {to}")]
@@ -108,15 +110,18 @@ impl Iomem {
     }
 
     pub fn parse(text: &str) -> Result<Iomem, IomemError> {
-        let mut lines = Vec::new();
-        for (i, raw) in text.lines().enumerate() {
-            lines.push(parse_line(raw).map_err(|kind| IomemError { line: i + 1, kind })?);
-        }
-        if lines.is_empty() {
+        if text.is_empty() {
             return Err(IomemError {
                 line: 0,
                 kind: IomemErrorKind::Empty,
             });
+        }
+        // Split on '\n' only: a '\r' (CRLF file) is a control character error, not silently
+        // dropped, so what parses prints back the same.
+        let body = text.strip_suffix('\n').unwrap_or(text);
+        let mut lines = Vec::new();
+        for (i, raw) in body.split('\n').enumerate() {
+            lines.push(parse_line(raw).map_err(|kind| IomemError { line: i + 1, kind })?);
         }
         // Checked before the tree shape, which all-zero addresses would also violate.
         if lines.len() > 1 && lines.iter().all(|l| l.range.start == 0 && l.range.end == 0) {
@@ -217,6 +222,12 @@ struct Line<'a> {
 }
 
 fn parse_line(raw: &str) -> Result<Line<'_>, IomemErrorKind> {
+    if let Some((column, c)) = raw.chars().enumerate().find(|(_, c)| c.is_control()) {
+        return Err(IomemErrorKind::ControlChar {
+            code: u32::from(c),
+            column: column + 1,
+        });
+    }
     let body = raw.trim_start_matches(' ');
     let spaces = raw.len() - body.len();
     if !spaces.is_multiple_of(2) {
@@ -428,6 +439,33 @@ c0001000-eebfffff : PCI Bus 0000:00
         let err = Iomem::parse_bytes(b"0-1 : a\n2-3 : b\xff\n").unwrap_err();
         assert_eq!(err.line, 2);
         assert_eq!(err.kind, IomemErrorKind::NotUtf8 { byte: 8 });
+    }
+
+    #[test]
+    fn control_characters_are_rejected_so_output_round_trips() {
+        // Found by the fuzzer: "\r\r\n" used to leave '\r's in the name.
+        assert!(matches!(
+            kind("0-1 : a\r\n"),
+            (
+                1,
+                IomemErrorKind::ControlChar {
+                    code: 0x0d,
+                    column: 8
+                }
+            )
+        ));
+        assert!(matches!(
+            kind("0-1 : a\n\t2-3 : b\n"),
+            (
+                2,
+                IomemErrorKind::ControlChar {
+                    code: 0x09,
+                    column: 1
+                }
+            )
+        ));
+        assert!(matches!(kind("\n"), (1, IomemErrorKind::Syntax { .. })));
+        assert!(Iomem::parse("0-1 : a").is_ok());
     }
 
     #[test]

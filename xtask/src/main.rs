@@ -1,4 +1,5 @@
 //! `cargo xtask`: the developer entry point.
+mod fuzz;
 mod paths;
 mod run;
 mod setup;
@@ -26,6 +27,15 @@ enum Command {
     },
     /// Format check, clippy, every test.
     Test,
+    /// Fuzz the iomem and crash ELF header parsers (nightly, cargo-fuzz; not part of `test`).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target (iomem, elfcorehdr).
+        #[arg(long)]
+        target: Option<String>,
+    },
 }
 
 /// `cargo` in the workspace root, with the project's tools on PATH.
@@ -42,6 +52,7 @@ fn main() {
         Command::Setup => setup::run().map(|_| ()),
         Command::Run { args } => run::run(&args),
         Command::Test => test::run(),
+        Command::Fuzz { seconds, target } => fuzz::run(seconds, target.as_deref()),
     };
     if let Err(err) = result {
         eprintln!("xtask: error: {err:#}");
