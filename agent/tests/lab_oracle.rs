@@ -79,10 +79,11 @@ fn compare_matches_the_kernel_in_every_lab_scenario() {
     };
     scenarios.sort();
     if scenarios.is_empty() {
-        say(&format!(
-            "NOT RUN: no scenarios under {} yet (the VM lab writes them); nothing was compared",
+        // The SKIP: line makes `cargo xtask test` count this as skipped, not passed.
+        println!(
+            "SKIP: no scenarios under {} yet (the VM lab writes them); nothing was compared",
             lab_dir().display()
-        ));
+        );
         return;
     }
     let mut failures = Vec::new();

@@ -1,5 +1,6 @@
 //! `cargo xtask`: the developer entry point.
 mod fuzz;
+mod fleet;
 mod paths;
 mod run;
 mod setup;
@@ -36,6 +37,9 @@ enum Command {
         #[arg(long)]
         target: Option<String>,
     },
+    /// Regenerate deploy/prometheusrule.yaml and deploy/grafana-dashboard.yaml from the rules
+    /// file and the dashboard.
+    FleetGen,
 }
 
 /// `cargo` in the workspace root, with the project's tools on PATH.
@@ -53,6 +57,7 @@ fn main() {
         Command::Run { args } => run::run(&args),
         Command::Test => test::run(),
         Command::Fuzz { seconds, target } => fuzz::run(seconds, target.as_deref()),
+        Command::FleetGen => fleet::generate(&paths::root()),
     };
     if let Err(err) = result {
         eprintln!("xtask: error: {err:#}");
