@@ -1,6 +1,6 @@
 //! `cargo xtask`: the developer entry point.
-mod fuzz;
 mod fleet;
+mod fuzz;
 mod paths;
 mod run;
 mod setup;
