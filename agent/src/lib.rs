@@ -2,4 +2,25 @@
 //!
 //! Data flows one way: probes -> events -> reconcile -> reload -> state -> exporters.
 //! Pure modules (no I/O) are separate from the thin modules that touch the system.
+
+// Pure: no I/O.
 pub mod events;
+pub mod kconfig;
+pub mod state;
+pub mod status;
+pub mod units;
+
+// System access, each named after what it touches.
+pub mod capabilities;
+pub mod http;
+pub mod node;
+pub mod probes;
+pub mod procfs;
+pub mod sysfs;
+pub mod textfile;
+pub mod uevent;
+
+// Wiring.
+pub mod cli;
+pub mod daemon;
+pub mod metrics;
