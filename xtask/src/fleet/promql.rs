@@ -353,7 +353,7 @@ pub fn promtool_test(catalogue: &Catalogue, expression: &Expression) -> Result<V
     let reads = reads(&expression.expr).with_context(|| expression.origin.clone())?;
     let mut series = Vec::new();
     for node in ["node-a", "node-b"] {
-        let target = format!("job=\"kdump-agent\", instance=\"{node}:9864\", node=\"{node}\"");
+        let target = format!("job=\"kdump-agent\", instance=\"{node}:10864\", node=\"{node}\"");
         series.push(
             json!({"series": format!("up{{{target}}}"), "values": format!("1x{}", SAMPLES - 1)}),
         );
@@ -485,7 +485,7 @@ mod tests {
         assert!(values("i{").starts_with("-Inf -Inf"));
         assert_eq!(values("up{"), "1x60");
         assert!(series.iter().any(|s| s["series"]
-            == "c{job=\"kdump-agent\", instance=\"node-b:9864\", node=\"node-b\", r=\"x\"}"));
+            == "c{job=\"kdump-agent\", instance=\"node-b:10864\", node=\"node-b\", r=\"x\"}"));
     }
 
     #[test]
