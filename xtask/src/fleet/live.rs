@@ -28,6 +28,10 @@ impl Running {
         Ok(Self { name, child })
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Fails if the process has already exited.
     pub fn alive(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {
@@ -112,10 +116,9 @@ pub fn build_agent() -> Result<PathBuf> {
     Ok(paths::target_dir().join("debug/kdump-agent"))
 }
 
-/// The agent's daemon on `127.0.0.1:port`, reading this host's /proc and /sys, with its state in
-/// `state_dir`; its log goes to `log`.
-pub fn start_agent(binary: &Path, port: u16, state_dir: &Path, log: &Path) -> Result<Running> {
-    fs::create_dir_all(state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
+/// The agent's daemon on `127.0.0.1:port`, reading this host's /proc and /sys; its log goes to
+/// `log`.
+pub fn start_agent(binary: &Path, port: u16, log: &Path) -> Result<Running> {
     let log_file = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     Running::start(
         "kdump-agent run",
@@ -129,8 +132,6 @@ pub fn start_agent(binary: &Path, port: u16, state_dir: &Path, log: &Path) -> Re
                 "--sysfs",
                 "/sys",
             ])
-            .arg("--state-dir")
-            .arg(state_dir)
             .stdout(log_file.try_clone()?)
             .stderr(log_file),
     )

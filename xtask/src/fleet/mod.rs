@@ -347,12 +347,7 @@ fn live_checks(
     }
     let work = work_dir();
     let agent_port = live::free_port()?;
-    let mut agent = live::start_agent(
-        &binary,
-        agent_port,
-        &work.join("agent-state"),
-        &work.join("agent.log"),
-    )?;
+    let mut agent = live::start_agent(&binary, agent_port, &work.join("agent.log"))?;
     let text = match live::scrape(agent_port, &mut agent) {
         Ok(text) => text,
         Err(e) => {
@@ -463,46 +458,78 @@ fn live_checks(
         present,
     );
 
-    let rules_ok = live::wait_for("every rule evaluated with health ok", LIVE_TIMEOUT, || {
+    // Rule evaluations from before the first scrape prove little: wait for one after it.
+    let loaded_rules = || -> Result<Vec<Value>> {
         let data = live::api(&http, prom_port, "/api/v1/rules", None)?;
-        let loaded: Vec<&Value> = data["groups"]
+        Ok(data["groups"]
             .as_array()
             .into_iter()
             .flatten()
-            .flat_map(|g| g["rules"].as_array().into_iter().flatten())
-            .collect();
-        ensure!(
-            loaded.len() == promql::rule_expressions(rules)?.len(),
-            "{} rules loaded",
-            loaded.len()
-        );
-        for rule in &loaded {
-            let name = rule["name"].as_str().unwrap_or("?");
-            if rule["health"] != "ok" {
-                bail!("{name}: health {} {}", rule["health"], rule["lastError"]);
-            }
-        }
-        Ok(loaded
-            .iter()
-            .all(|r| {
-                r["lastEvaluation"]
-                    .as_str()
-                    .is_some_and(|t| !t.starts_with("0001"))
-            })
-            .then(|| {
-                for rule in &loaded {
-                    println!(
-                        "       {:<28} {}",
-                        rule["name"].as_str().unwrap_or("?"),
-                        rule["state"].as_str().unwrap_or("-")
+            .flat_map(|g| g["rules"].as_array().into_iter().flatten().cloned())
+            .collect())
+    };
+    let before: Vec<Value> = loaded_rules()?
+        .iter()
+        .map(|r| r["lastEvaluation"].clone())
+        .collect();
+    let rules_ok = live::wait_for(
+        "every rule evaluated after the first scrape",
+        LIVE_TIMEOUT,
+        || {
+            let loaded = loaded_rules()?;
+            ensure!(
+                loaded.len() == promql::rule_expressions(rules)?.len(),
+                "{} rules loaded",
+                loaded.len()
+            );
+            for rule in &loaded {
+                if rule["health"] != "ok" {
+                    bail!(
+                        "{}: health {} {}",
+                        rule["name"],
+                        rule["health"],
+                        rule["lastError"]
                     );
                 }
-            }))
+            }
+            let fresh = loaded.len() == before.len()
+                && loaded
+                    .iter()
+                    .zip(&before)
+                    .all(|(r, b)| r["lastEvaluation"] != *b);
+            Ok(fresh.then_some(loaded))
+        },
+    );
+    let states = rules_ok.map(|loaded| {
+        // Each alert's state follows its expression on the agent's live metrics.
+        let mut wrong = Vec::new();
+        for rule in &loaded {
+            let name = rule["name"].as_str().unwrap_or("?");
+            let state = rule["state"].as_str().unwrap_or("-");
+            let query = rule["query"].as_str().unwrap_or_default();
+            let active = live::api(&http, prom_port, "/api/v1/query", Some(query))
+                .map(|d| d["result"].as_array().is_some_and(|r| !r.is_empty()));
+            println!(
+                "       {name:<28} {state:<9} expression {}",
+                match &active {
+                    Ok(true) => "true",
+                    Ok(false) => "false",
+                    Err(_) => "error",
+                }
+            );
+            if active.as_ref().ok() != Some(&(state != "inactive")) {
+                wrong.push(format!("{name} is {state}"));
+            }
+        }
+        wrong
     });
     record(
         tally,
-        "Prometheus evaluates every alert rule: health ok",
-        rules_ok,
+        "Prometheus evaluates every alert rule on live data: health ok, states follow expressions",
+        states.and_then(|wrong| {
+            ensure!(wrong.is_empty(), "{}", wrong.join(", "));
+            Ok(())
+        }),
     );
 
     let mut expressions = promql::rule_expressions(rules)?;
