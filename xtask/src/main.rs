@@ -1,4 +1,5 @@
 //! `cargo xtask`: the developer entry point.
+mod lab;
 mod paths;
 mod run;
 mod setup;
@@ -24,8 +25,20 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Format check, clippy, every test.
+    /// Format check, clippy, every test, then the VM lab.
     Test,
+    /// A 6.1 guest with kdump-agent: status, hot-add 512 MiB, status, crash, does the dump
+    /// cover all RAM?
+    Demo {
+        /// QEMU accelerator: tcg (default) or kvm.
+        #[arg(long, value_enum, default_value_t)]
+        accel: lab::machine::Accel,
+    },
+    /// The VM lab: real Debian kernels under QEMU, hot-plugged DIMMs, real crashes.
+    Lab {
+        #[command(subcommand)]
+        command: lab::LabCommand,
+    },
 }
 
 /// `cargo` in the workspace root, with the project's tools on PATH.
@@ -42,6 +55,8 @@ fn main() {
         Command::Setup => setup::run().map(|_| ()),
         Command::Run { args } => run::run(&args),
         Command::Test => test::run(),
+        Command::Lab { command } => lab::main(command),
+        Command::Demo { accel } => lab::demo::main(accel),
     };
     if let Err(err) = result {
         eprintln!("xtask: error: {err:#}");
