@@ -1,5 +1,6 @@
 //! The fleet suite of `cargo xtask test`: the kustomize base, the alert rules, the dashboard, and
 //! a real Prometheus scraping a running agent.
+mod dashboard;
 mod exposition;
 pub mod live;
 mod manifests;
@@ -23,6 +24,9 @@ use crate::{paths, test::Tally, ui};
 
 /// Kubernetes release the manifests are validated against (kubernetes-validate's newest schema).
 pub const KUBERNETES_VERSION: &str = "1.37.0";
+
+/// How long the live test waits for Prometheus to scrape and evaluate.
+pub const LIVE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The alerts the rules file must define (issue 7).
 const ALERTS: &[&str] = &[
@@ -92,6 +96,11 @@ pub fn run(tally: &mut Tally) -> Result<()> {
 
     ui::section("fleet: alert rules");
     rule_checks(tally, &root, &rules)?;
+
+    ui::section("fleet: Grafana dashboard");
+    for (name, outcome) in dashboard::lint(&dashboard) {
+        record(tally, name, outcome);
+    }
 
     ui::section("fleet: a running agent and a real Prometheus");
     let Some(catalogue) = live_checks(tally, &root, &rules, &dashboard)? else {
@@ -554,9 +563,7 @@ fn live_checks(
             Err(anyhow::anyhow!("{}", errors.join("; ")))
         },
     );
-    agent
-        .alive()
-        .context("the agent during the Prometheus test")?;
+    record(tally, "the agent kept running throughout", agent.alive());
     Ok(Some(catalogue))
 }
 
@@ -640,6 +647,3 @@ fn promtool_passes(
         ))
     })
 }
-
-/// How long the live test waits for Prometheus to scrape and evaluate.
-pub const LIVE_TIMEOUT: Duration = Duration::from_secs(60);
