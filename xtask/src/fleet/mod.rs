@@ -356,7 +356,14 @@ fn live_checks(
     }
     let work = work_dir();
     let agent_port = live::free_port()?;
-    let mut agent = live::start_agent(&binary, agent_port, &work.join("agent.log"))?;
+    let textfile_dir = work.join("textfile");
+    let _ = fs::remove_dir_all(&textfile_dir);
+    let mut agent = live::start_agent(
+        &binary,
+        agent_port,
+        Some(&textfile_dir),
+        &work.join("agent.log"),
+    )?;
     let text = match live::scrape(agent_port, &mut agent) {
         Ok(text) => text,
         Err(e) => {
@@ -398,6 +405,29 @@ fn live_checks(
             outcome,
         );
     }
+
+    record(
+        tally,
+        "promtool check metrics: the agent's /metrics lints clean",
+        promtool_check_metrics(&text),
+    );
+    let textfile = textfile_dir.join("kdump_agent.prom");
+    let outcome = (|| {
+        let text = fs::read_to_string(&textfile)
+            .with_context(|| format!("reading {}", textfile.display()))?;
+        promtool_check_metrics(&text)?;
+        let written = Catalogue::parse(&text)?;
+        ensure!(
+            written.families == catalogue.families,
+            "families differ from /metrics"
+        );
+        Ok(())
+    })();
+    record(
+        tally,
+        "--textfile-dir: kdump_agent.prom lints clean, same families as /metrics",
+        outcome,
+    );
 
     let prom_dir = work.join("prometheus");
     let _ = fs::remove_dir_all(&prom_dir);
@@ -605,6 +635,31 @@ fn expression_checks(
                 "name check failed: {names_fail}, promtool failed: {promtool_fails}"
             ))
         },
+    );
+    Ok(())
+}
+
+/// `promtool check metrics` (exposition format and naming conventions: base units, `_total`).
+fn promtool_check_metrics(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running promtool check metrics")?;
+    child
+        .stdin
+        .take()
+        .context("promtool stdin")?
+        .write_all(text.as_bytes())?;
+    let out = child.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
     Ok(())
 }
