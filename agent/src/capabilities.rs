@@ -1,12 +1,12 @@
 //! What this kernel and this process can do for kdump-agent, each fact with its reason.
 //!
 //! Detection touches the system (bpf() probes, sysfs, procfs); the result is plain data.
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{kconfig::KernelConfig, procfs::Procfs, sysfs::Sysfs};
 
 /// One capability the agent depends on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Feature {
     /// The `bpf()` syscall works for this process.
@@ -48,7 +48,7 @@ impl Feature {
 }
 
 /// Whether a feature is there, and in words why (not).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capability {
     pub feature: Feature,
     pub available: bool,
@@ -118,7 +118,7 @@ fn cap(feature: Feature, available: bool, detail: impl Into<String>) -> Capabili
 }
 
 /// Probes each feature. bpf() checks load a trivial map/program and unload it at once.
-pub fn detect(procfs: &Procfs, sysfs: &Sysfs, config: Option<&KernelConfig>) -> Vec<Capability> {
+pub fn detect(sysfs: &Sysfs, config: Option<&KernelConfig>) -> Vec<Capability> {
     use aya::{
         maps::MapType,
         programs::ProgramType,
@@ -131,7 +131,7 @@ pub fn detect(procfs: &Procfs, sysfs: &Sysfs, config: Option<&KernelConfig>) -> 
             false,
             config_reason(config, "CONFIG_BPF_SYSCALL", "BPF_MAP_CREATE refused"),
         ),
-        Err(e) => cap(Feature::Bpf, false, bpf_denied(procfs, &error_chain(&e))),
+        Err(e) => cap(Feature::Bpf, false, bpf_denied(&error_chain(&e))),
     };
     let with_bpf = |feature, yes_what: &str, ok: Result<bool, String>, yes: &str, no: String| match (
         bpf.available,
@@ -239,8 +239,8 @@ pub fn no_kexec_reason(config: Option<&KernelConfig>) -> String {
     }
 }
 
-fn bpf_denied(procfs: &Procfs, error: &str) -> String {
-    match procfs.effective_capabilities() {
+fn bpf_denied(error: &str) -> String {
+    match Procfs::effective_capabilities() {
         Ok(eff) if !ProcessCap::Bpf.held_in(eff) && !ProcessCap::SysAdmin.held_in(eff) => {
             format!("{error} (this process lacks CAP_BPF)")
         }

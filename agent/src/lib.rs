@@ -4,14 +4,19 @@
 //! Pure modules (no I/O) are separate from the thin modules that touch the system.
 
 // Pure: no I/O.
+pub mod elfcorehdr;
 pub mod events;
+pub mod iomem;
 pub mod kconfig;
+pub mod ranges;
 pub mod state;
 pub mod status;
 pub mod units;
 
 // System access, each named after what it touches.
 pub mod capabilities;
+pub mod control;
+pub mod crash_sysfs;
 pub mod http;
 pub mod node;
 pub mod probes;

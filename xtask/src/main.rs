@@ -1,6 +1,7 @@
 //! `cargo xtask`: the developer entry point.
 mod bench_fleet;
 mod fleet;
+mod fuzz;
 mod paths;
 mod run;
 mod setup;
@@ -28,6 +29,15 @@ enum Command {
     },
     /// Format check, clippy, every test.
     Test,
+    /// Fuzz the iomem and crash ELF header parsers (nightly, cargo-fuzz; not part of `test`).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target (iomem, elfcorehdr).
+        #[arg(long)]
+        target: Option<String>,
+    },
     /// Regenerate deploy/prometheusrule.yaml and deploy/grafana-dashboard.yaml from the rules
     /// file and the dashboard.
     FleetGen,
@@ -60,6 +70,7 @@ fn main() {
         Command::Setup => setup::run().map(|_| ()),
         Command::Run { args } => run::run(&args),
         Command::Test => test::run(),
+        Command::Fuzz { seconds, target } => fuzz::run(seconds, target.as_deref()),
         Command::FleetGen => fleet::generate(&paths::root()),
         Command::BenchFleet {
             idle_seconds,
