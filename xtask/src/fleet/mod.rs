@@ -180,6 +180,12 @@ fn manifest_checks(tally: &mut Tally, root: &Path, rules: &Value, dashboard: &Va
     for (name, outcome) in manifests::cross_checks(&resources, rules, dashboard) {
         record(tally, name, outcome);
     }
+    record(
+        tally,
+        "deploy/Containerfile: FROM scratch, the binary only, the DaemonSet's args",
+        read(root, "deploy/Containerfile")
+            .and_then(|text| manifests::containerfile_check(&text, &resources)),
+    );
     kubernetes_validate(tally, &rendered)?;
     custom_resources_validate(tally, &resources)
 }
