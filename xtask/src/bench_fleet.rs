@@ -284,7 +284,7 @@ pub fn run(options: &Options) -> Result<()> {
     fs::create_dir_all(&work)?;
     let port = live::free_port()?;
     let log = work.join("agent.log");
-    let mut agent = live::start_agent(&binary, port, &log)?;
+    let mut agent = live::start_agent(&binary, port, None, &log)?;
     live::scrape(port, &mut agent)?;
     let pid = agent.pid();
     let http = live::http();
