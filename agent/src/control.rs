@@ -13,7 +13,7 @@ use tokio::{
     sync::watch,
 };
 
-use crate::{state::SharedState, status::StatusReport};
+use crate::{show::ShowReport, state::SharedState, status::StatusReport};
 
 pub const SOCKET_NAME: &str = "agent.sock";
 
@@ -82,7 +82,12 @@ pub async fn serve(
                         StatusReport::from_state(&state.read().unwrap_or_else(|e| e.into_inner()));
                     serde_json::to_string(&report).unwrap_or_else(|e| error_json(&e.to_string()))
                 }
-                other => error_json(&format!("unknown request {other:?}; known: status")),
+                "show" => {
+                    let report =
+                        ShowReport::from_state(&state.read().unwrap_or_else(|e| e.into_inner()));
+                    serde_json::to_string(&report).unwrap_or_else(|e| error_json(&e.to_string()))
+                }
+                other => error_json(&format!("unknown request {other:?}; known: status, show")),
             };
             let _ = write.write_all(answer.as_bytes()).await;
             let _ = write.write_all(b"\n").await;

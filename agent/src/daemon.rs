@@ -56,13 +56,20 @@ pub fn initial_state(
         caps,
         capabilities::no_kexec_reason(config.as_ref()),
     );
-    refresh(&mut state, procfs, sysfs)?;
+    refresh(&mut state, procfs, sysfs, false)?;
     Ok(state)
 }
 
-fn refresh(state: &mut AgentState, procfs: &Procfs, sysfs: &Sysfs) -> anyhow::Result<()> {
+/// `during_hotplug`: see [`node::facts`]; the kexec-locked files are left for the next rescan.
+fn refresh(
+    state: &mut AgentState,
+    procfs: &Procfs,
+    sysfs: &Sysfs,
+    during_hotplug: bool,
+) -> anyhow::Result<()> {
     let iomem = node::read_iomem(procfs)?;
-    state.facts = node::facts(&iomem, sysfs)?;
+    let last = state.refreshed_at.is_some() && during_hotplug;
+    state.facts = node::facts(&iomem, sysfs, last.then_some(&state.facts))?;
     state.iomem = Some(iomem);
     let now = SystemTime::now();
     state.refreshed_at = Some(now);
@@ -158,7 +165,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 publish(&opts, &state, &exporter);
             }
             _ = rescan.tick() => {
-                rescan_now(&opts, &state);
+                rescan_now(&opts, &state, false);
                 publish(&opts, &state, &exporter);
             }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
@@ -184,7 +191,8 @@ fn apply(opts: &Options, state: &SharedState, batch: &[Event]) {
             }
         }
     }
-    rescan_now(opts, state);
+    let hotplug = !batch.iter().any(|e| matches!(e, Event::KexecLoad(_)));
+    rescan_now(opts, state, hotplug);
 }
 
 fn log(event: &Event) {
@@ -211,15 +219,28 @@ fn log(event: &Event) {
             header_bytes = ?u.header.as_ref().map(|h| h.bytes.len()),
             "in-kernel crash header update seen"
         ),
-        _ => tracing::debug!(?event, "event"),
+        Event::Memory {
+            action,
+            phys_start,
+            bytes,
+            source,
+            ..
+        } => tracing::debug!(
+            action = action.as_str(),
+            phys_start,
+            bytes,
+            source = source.as_str(),
+            "memory event"
+        ),
+        Event::IomemChanged => tracing::debug!("/proc/iomem changed"),
     }
 }
 
 /// Re-reads the node. A file that cannot be read now keeps the last good facts: the error is
 /// logged, the daemon keeps running.
-fn rescan_now(opts: &Options, state: &SharedState) {
+fn rescan_now(opts: &Options, state: &SharedState, during_hotplug: bool) {
     let mut s = state.write().unwrap_or_else(|e| e.into_inner());
-    if let Err(e) = refresh(&mut s, &opts.procfs, &opts.sysfs) {
+    if let Err(e) = refresh(&mut s, &opts.procfs, &opts.sysfs, during_hotplug) {
         tracing::error!(error = %format!("{e:#}"), "rescan failed; keeping the last good state");
     }
 }

@@ -11,6 +11,7 @@ pub mod iomem;
 pub mod kconfig;
 pub mod ranges;
 pub mod records;
+pub mod show;
 pub mod state;
 pub mod status;
 pub mod units;

@@ -29,6 +29,8 @@ enum Command {
     Status(cli::status::StatusArgs),
     /// The same status computed in one shot, without a daemon.
     Check(cli::check::CheckArgs),
+    /// The loaded crash header against the expected one, range by range (exit 3 when stale or unknown).
+    Show(cli::show::ShowArgs),
     /// Build, print, parse or compare a crash ELF header (elfcorehdr).
     Header(cli::header::HeaderArgs),
 }
@@ -57,6 +59,7 @@ fn main() {
         Command::Run(args) => cli::run::run(args),
         Command::Status(args) => cli::status::run(args),
         Command::Check(args) => cli::check::run(args),
+        Command::Show(args) => cli::show::run(args),
         Command::Header(args) => cli::header::run(args),
     };
     match result {

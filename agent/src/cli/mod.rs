@@ -8,6 +8,7 @@ use crate::{procfs::Procfs, sysfs::Sysfs};
 pub mod check;
 pub mod header;
 pub mod run;
+pub mod show;
 pub mod status;
 
 /// Writes to stdout; a closed pipe (`| head`) ends the output quietly instead of failing.

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod image;
 pub mod machine;
 pub mod packages;
+pub mod probes;
 pub mod scenarios;
 
 use std::{
@@ -48,7 +49,7 @@ pub enum LabCommand {
 pub fn main(command: LabCommand) -> Result<()> {
     match command {
         LabCommand::List => {
-            for s in scenarios::ALL {
+            for s in scenarios::every() {
                 println!("{:<34} {}", s.name, s.about);
             }
             Ok(())

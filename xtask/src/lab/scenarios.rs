@@ -266,7 +266,14 @@ impl Run<'_> {
 
     /// Starts `kdump-agent run` in the background and waits for its HTTP endpoint.
     pub fn start_agent(&mut self, m: &mut Machine) -> Result<()> {
-        m.sh(&format!("{GUEST_AGENT} run >/tmp/kdump-agent.log 2>&1 &"))?;
+        self.start_agent_with(m, "", "")
+    }
+
+    /// [`Run::start_agent`] with environment assignments and global flags (`--log-format json`).
+    pub fn start_agent_with(&mut self, m: &mut Machine, env: &str, args: &str) -> Result<()> {
+        m.sh(&format!(
+            "{env} {GUEST_AGENT} {args} run >/tmp/kdump-agent.log 2>&1 &"
+        ))?;
         let up = m.wait_until(
             "wget -q -O /dev/null http://127.0.0.1:10864/healthz",
             Duration::from_secs(60),
@@ -393,6 +400,11 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// The scenario's kernel rewrites a kexec_file_load header on hotplug (>= 6.6).
+    pub fn kernel_updates_header(&self) -> bool {
+        self.scenario.kernel.release == KERNEL_6_12.release
+    }
+
     pub fn expect(&mut self, missing: u64, excess: u64) {
         self.report.expect_missing_bytes = Some(missing);
         self.report.expect_excess_bytes = Some(excess);
@@ -462,10 +474,15 @@ pub fn run(lab: &Lab, scenario: &Scenario) -> Report {
     report
 }
 
+/// Every scenario: the baselines here, then the probes'.
+pub fn every() -> impl Iterator<Item = &'static Scenario> {
+    ALL.iter().chain(super::probes::ALL)
+}
+
 /// The scenarios named, or all of them.
 pub fn select(names: &[String], all: bool) -> Result<Vec<&'static Scenario>> {
     if all {
-        return Ok(ALL.iter().collect());
+        return Ok(every().collect());
     }
     if names.is_empty() {
         bail!("name scenarios or pass --all (see `cargo xtask lab list`)");
@@ -473,7 +490,7 @@ pub fn select(names: &[String], all: bool) -> Result<Vec<&'static Scenario>> {
     names
         .iter()
         .map(|n| {
-            ALL.iter()
+            every()
                 .find(|s| s.name == n)
                 .ok_or_else(|| anyhow!("no scenario `{n}` (see `cargo xtask lab list`)"))
         })

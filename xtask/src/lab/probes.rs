@@ -1,0 +1,377 @@
+//! Lab scenarios for the probes: the agent runs in the guest with its eBPF probes, and what it
+//! reports (its log, /metrics, `status`) is checked against the guest's /proc/iomem and, after
+//! the crash, against the capture kernel's /proc/vmcore header.
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow};
+use kdump_agent::{elfcorehdr::LoadPath, iomem::Iomem, ranges::RamRanges};
+use serde_json::Value;
+
+use super::{
+    image::{GUEST_AGENT, KERNEL_6_1, KERNEL_6_12},
+    machine::{Dimm, Machine},
+    scenarios::{Online, Run, Scenario},
+};
+
+pub const ALL: &[Scenario] = &[
+    Scenario {
+        name: "probes-hotplug-6.1",
+        about: "6.1, agent with probes, +512 MiB onlined: one online event per block, at its pfns",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        body: hotplug_6_1,
+    },
+    Scenario {
+        name: "probes-hotplug-6.12",
+        about: "6.12, agent with probes, +512 MiB auto-onlined: one online event per block",
+        kernel: KERNEL_6_12,
+        fixture: false,
+        body: hotplug_6_12,
+    },
+    Scenario {
+        name: "probes-kexec-load-6.1",
+        about: "6.1, kexec -c -p after the agent: header captured and current; DIMM: stale before the crash",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        body: kexec_load_6_1,
+    },
+    Scenario {
+        name: "probes-kexec-load-6.12",
+        about: "6.12, kexec -c -p after the agent: header captured and current; DIMM: stale before the crash",
+        kernel: KERNEL_6_12,
+        fixture: false,
+        body: kexec_load_6_12,
+    },
+    Scenario {
+        name: "probes-kexec-file-6.1",
+        about: "6.1, kexec -s -p after the agent: kernel-built header captured; DIMM: stale before the crash",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        body: kexec_file_6_1,
+    },
+    Scenario {
+        name: "probes-kexec-file-6.12",
+        about: "6.12, kexec -s -p after the agent: the kernel-built header is captured and verified",
+        kernel: KERNEL_6_12,
+        fixture: false,
+        body: kexec_file_6_12,
+    },
+    Scenario {
+        name: "probes-kernel-update-6.12",
+        about: "6.12, kexec -s -p, +512 MiB: in-kernel updates captured, header covers the DIMM, ready",
+        kernel: KERNEL_6_12,
+        fixture: false,
+        body: kernel_update_6_12,
+    },
+];
+
+const AGENT_LOG: &str = "/tmp/kdump-agent.log";
+/// The agent's debug log as JSON lines: memory events carry their ranges.
+const AGENT_ENV: &str = "RUST_LOG=kdump_agent=debug";
+const AGENT_ARGS: &str = "--log-format json";
+/// How long the agent may take to see an event (TCG is slow; events arrive in milliseconds).
+const SETTLE: Duration = Duration::from_secs(30);
+
+fn hotplug_6_1(run: &mut Run) -> Result<()> {
+    hotplug(run, Online::Write("online"))
+}
+
+fn hotplug_6_12(run: &mut Run) -> Result<()> {
+    hotplug(run, Online::Auto)
+}
+
+fn kexec_load_6_1(run: &mut Run) -> Result<()> {
+    load_then_dimm(run, LoadPath::KexecLoad, Online::Write("online"))
+}
+
+fn kexec_load_6_12(run: &mut Run) -> Result<()> {
+    load_then_dimm(run, LoadPath::KexecLoad, Online::Auto)
+}
+
+fn kexec_file_6_1(run: &mut Run) -> Result<()> {
+    load_then_dimm(run, LoadPath::KexecFileLoad, Online::Write("online"))
+}
+
+/// Every online event the agent logged, as (start, bytes).
+fn online_events(m: &mut Machine) -> Result<Vec<(u64, u64)>> {
+    Ok(agent_log(m)?
+        .iter()
+        .filter(|f| f["message"] == "memory event" && f["action"] == "online")
+        .filter_map(|f| Some((f["phys_start"].as_u64()?, f["bytes"].as_u64()?)))
+        .collect())
+}
+
+/// The `fields` of each JSON line of the agent's log.
+fn agent_log(m: &mut Machine) -> Result<Vec<Value>> {
+    let text = m.sh(&format!("cat {AGENT_LOG}"))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|mut v| v["fields"].take())
+        .collect())
+}
+
+fn hotplug(run: &mut Run, online: Online) -> Result<()> {
+    let mut m = run.boot(&Default::default())?;
+    run.start_agent_with(&mut m, AGENT_ENV, AGENT_ARGS)?;
+    probes_attached(run, &mut m)?;
+    run.load_kdump(&mut m, LoadPath::KexecFileLoad)?;
+    let before = system_ram(&mut m)?;
+    let dimm = run.hot_add(&mut m, 512, online)?;
+    let blocks = m.blocks(&dimm)?;
+    let want = (blocks.end - blocks.start) as usize;
+    let _ = m.wait_until(
+        &format!("[ $(grep -c '\"action\":\"online\"' {AGENT_LOG}) -ge {want} ]"),
+        SETTLE,
+    );
+    let events = online_events(&mut m)?;
+    let added = system_ram(&mut m)?.subtract(&before);
+    run.note("online_events", events.len());
+    run.note("blocks", want);
+    run.check(
+        events.len() == want,
+        format!("{} online events for {want} blocks", events.len()),
+    );
+    let seen: RamRanges = events
+        .iter()
+        .filter_map(|&(start, bytes)| kdump_agent::ranges::PhysRange::from_start_size(start, bytes))
+        .collect();
+    run.check(
+        seen == added,
+        format!(
+            "online events cover {:?}, /proc/iomem gained {:?}",
+            seen.as_slice(),
+            added.as_slice()
+        ),
+    );
+    run.check(
+        events.iter().all(|&(_, b)| b == dimm.size / want as u64),
+        format!("events are not one block each: {events:?}"),
+    );
+    let counted = metric(
+        &mut m,
+        "kdump_memory_hotplug_events_total{action=\"online\"}",
+    )?;
+    run.check(
+        counted == want as f64,
+        format!("kdump_memory_hotplug_events_total{{action=\"online\"}} is {counted}, want {want}"),
+    );
+    run.crash(&mut m)?;
+    // 6.12 rewrites the header in place; 6.1 cannot, so its dump misses the DIMM.
+    let missing = if run.kernel_updates_header() {
+        0
+    } else {
+        dimm.size
+    };
+    run.expect(missing, 0);
+    Ok(())
+}
+
+/// Loads kdump after the agent started, checks the captured header diffs to zero, then
+/// hot-adds a DIMM the kernel will not put in the header and checks the agent says so
+/// before the crash; the crash confirms it.
+fn load_then_dimm(run: &mut Run, load: LoadPath, online: Online) -> Result<()> {
+    let mut m = run.boot(&Default::default())?;
+    run.start_agent_with(&mut m, AGENT_ENV, AGENT_ARGS)?;
+    probes_attached(run, &mut m)?;
+    run.load_kdump(&mut m, load)?;
+    captured_and_current(run, &mut m, load)?;
+    // kexec_load without --hotplug: no kernel rewrites it, whatever the kernel.
+    let updates_it = load == LoadPath::KexecFileLoad && run.kernel_updates_header();
+    let dimm = run.hot_add(&mut m, 512, online)?;
+    if updates_it {
+        run.crash(&mut m)?;
+        run.expect(0, 0);
+        return Ok(());
+    }
+    stale_before_crash(run, &mut m, &dimm)?;
+    run.crash(&mut m)?;
+    run.expect(dimm.size, 0);
+    Ok(())
+}
+
+fn kexec_file_6_12(run: &mut Run) -> Result<()> {
+    let mut m = run.boot(&Default::default())?;
+    run.start_agent_with(&mut m, AGENT_ENV, AGENT_ARGS)?;
+    probes_attached(run, &mut m)?;
+    run.load_kdump(&mut m, LoadPath::KexecFileLoad)?;
+    captured_and_current(run, &mut m, LoadPath::KexecFileLoad)?;
+    run.crash(&mut m)?;
+    run.expect(0, 0);
+    Ok(())
+}
+
+fn kernel_update_6_12(run: &mut Run) -> Result<()> {
+    let mut m = run.boot(&Default::default())?;
+    run.start_agent_with(&mut m, AGENT_ENV, AGENT_ARGS)?;
+    probes_attached(run, &mut m)?;
+    run.load_kdump(&mut m, LoadPath::KexecFileLoad)?;
+    run.check_crash_hotplug(&mut m, "1")?;
+    captured_and_current(run, &mut m, LoadPath::KexecFileLoad)?;
+    let dimm = run.hot_add(&mut m, 512, Online::Auto)?;
+    let blocks = m.blocks(&dimm)?;
+    let want = (blocks.end - blocks.start) as f64;
+    let _ = m.wait_until(
+        &format!(
+            "wget -qO- http://127.0.0.1:10864/metrics | grep -q '^kdump_kernel_header_updates_total{{result=\"success\"}} {want}$'"
+        ),
+        SETTLE,
+    );
+    let updates = metric(
+        &mut m,
+        "kdump_kernel_header_updates_total{result=\"success\"}",
+    )?;
+    let failures = metric(
+        &mut m,
+        "kdump_kernel_header_updates_total{result=\"failure\"}",
+    )?;
+    run.note("kernel_header_updates", updates);
+    run.check(
+        updates == want && failures == 0.0,
+        format!("{updates} in-kernel updates ({failures} failed), want one per block: {want}"),
+    );
+    // The last update's header covers the DIMM: verified, current, ready.
+    for (name, want) in [
+        ("kdump_header_verified", 1.0),
+        ("kdump_header_stale", 0.0),
+        ("kdump_header_missing_bytes", 0.0),
+        ("kdump_ready", 1.0),
+    ] {
+        let got = metric(&mut m, name)?;
+        run.check(
+            got == want,
+            format!("{name} is {got} after the DIMM, want {want}"),
+        );
+    }
+    let status = m.run(&format!("{GUEST_AGENT} status"))?;
+    run.check(
+        status.code == 0,
+        format!(
+            "`status` exits {} after the DIMM:\n{}",
+            status.code,
+            status.text()
+        ),
+    );
+    run.crash(&mut m)?;
+    run.expect(0, 0);
+    Ok(())
+}
+
+/// Every probe this kernel has is attached (the 6.12-only in-kernel update aside).
+fn probes_attached(run: &mut Run, m: &mut Machine) -> Result<()> {
+    let text = m.sh("wget -qO- http://127.0.0.1:10864/metrics")?;
+    let mut how = serde_json::Map::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("kdump_agent_probe_attached{"))
+    {
+        let probe = label(line, "probe").unwrap_or_default();
+        let kind = label(line, "how").unwrap_or_default();
+        how.insert(probe.clone(), kind.clone().into());
+        let optional = probe == "arch_crash_handle_hotplug_event" && !run.kernel_updates_header();
+        run.check(
+            kind != "none" || optional,
+            format!("probe {probe} not attached"),
+        );
+    }
+    run.check(!how.is_empty(), "no kdump_agent_probe_attached series");
+    run.note("probes", Value::Object(how));
+    Ok(())
+}
+
+fn label(line: &str, name: &str) -> Option<String> {
+    let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+    let end = line[start..].find('"')? + start;
+    Some(line[start..end].to_owned())
+}
+
+/// The value of one series on the guest agent's /metrics.
+fn metric(m: &mut Machine, series: &str) -> Result<f64> {
+    let text = m.sh("wget -qO- http://127.0.0.1:10864/metrics")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .ok_or_else(|| anyhow!("{series}: not on the agent's /metrics"))?
+        .trim()
+        .parse()
+        .with_context(|| format!("{series}: not a number"))
+}
+
+fn system_ram(m: &mut Machine) -> Result<RamRanges> {
+    let text = m.sh("cat /proc/iomem")?;
+    Ok(Iomem::parse(&text)
+        .map_err(|e| anyhow!("guest /proc/iomem: {e}"))?
+        .system_ram())
+}
+
+/// The load the agent logged carries a header that diffs to zero against RAM.
+fn captured_and_current(run: &mut Run, m: &mut Machine, load: LoadPath) -> Result<()> {
+    let _ = m.wait_until(
+        "wget -qO- http://127.0.0.1:10864/metrics | grep -q '^kdump_header_verified 1$'",
+        SETTLE,
+    );
+    let loads: Vec<Value> = agent_log(m)?
+        .into_iter()
+        .filter(|f| f["message"] == "crash kernel load seen")
+        .collect();
+    run.check(
+        loads.len() == 1 && loads[0]["syscall"] == load.as_str() && loads[0]["result"] == 0,
+        format!("the agent logged these loads: {loads:?}"),
+    );
+    if let Some(l) = loads.first() {
+        run.note("load_seen", l.clone());
+    }
+    for (name, want) in [
+        ("kdump_header_verified", 1.0),
+        ("kdump_header_stale", 0.0),
+        ("kdump_header_missing_bytes", 0.0),
+        ("kdump_header_excess_bytes", 0.0),
+    ] {
+        let got = metric(m, name)?;
+        run.check(
+            got == want,
+            format!("{name} is {got} after the load, want {want}"),
+        );
+    }
+    let series = format!(
+        "kdump_kexec_loads_total{{origin=\"other\",result=\"success\",syscall=\"{}\"}}",
+        load.as_str()
+    );
+    let counted = metric(m, &series)?;
+    run.check(counted == 1.0, format!("{series} is {counted}, want 1"));
+    Ok(())
+}
+
+/// Before any crash, the agent says the header misses exactly the DIMM.
+fn stale_before_crash(run: &mut Run, m: &mut Machine, dimm: &Dimm) -> Result<()> {
+    let _ = m.wait_until(
+        &format!(
+            "wget -qO- http://127.0.0.1:10864/metrics | grep -q '^kdump_header_missing_bytes {}$'",
+            dimm.size
+        ),
+        SETTLE,
+    );
+    let missing = metric(m, "kdump_header_missing_bytes")?;
+    let stale = metric(m, "kdump_header_stale")?;
+    run.note("missing_before_crash", missing);
+    run.check(
+        stale == 1.0 && missing == dimm.size as f64,
+        format!(
+            "before the crash the agent says stale={stale}, missing={missing} bytes; the DIMM is {} bytes",
+            dimm.size
+        ),
+    );
+    let status = m.run(&format!("{GUEST_AGENT} status"))?;
+    run.note(
+        "status_before_crash",
+        status.text().lines().next().unwrap_or(""),
+    );
+    run.check(
+        status.code == 3 && status.text().contains("stale"),
+        format!(
+            "`status` before the crash (exit {}):\n{}",
+            status.code,
+            status.text()
+        ),
+    );
+    Ok(())
+}
