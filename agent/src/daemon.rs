@@ -77,6 +77,17 @@ fn refresh(
     Ok(())
 }
 
+/// CLOCK_MONOTONIC, the clock of the probes' `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which `ts` is.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -224,12 +235,13 @@ fn log(event: &Event) {
             phys_start,
             bytes,
             source,
-            ..
+            ktime_ns,
         } => tracing::debug!(
             action = action.as_str(),
             phys_start,
             bytes,
             source = source.as_str(),
+            latency_ns = ktime_ns.and_then(|k| monotonic_ns().checked_sub(k)),
             "memory event"
         ),
         Event::IomemChanged => tracing::debug!("/proc/iomem changed"),

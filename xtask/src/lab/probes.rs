@@ -63,6 +63,13 @@ pub const ALL: &[Scenario] = &[
         fixture: false,
         body: kernel_update_6_12,
     },
+    Scenario {
+        name: "probes-bench-6.12",
+        about: "6.12: online 32 blocks without/with the agent, its CPU per event, event latency",
+        kernel: KERNEL_6_12,
+        fixture: false,
+        body: bench_6_12,
+    },
 ];
 
 const AGENT_LOG: &str = "/tmp/kdump-agent.log";
@@ -373,5 +380,94 @@ fn stale_before_crash(run: &mut Run, m: &mut Machine, dimm: &Dimm) -> Result<()>
             status.text()
         ),
     );
+    Ok(())
+}
+
+/// Benchmarks, same guest, same run (6.12 under TCG, so absolute figures are slow; the ratio is
+/// what counts): onlining 32 blocks without and with the agent, the agent's CPU time per
+/// event, and each event's delay from the probe's kernel timestamp to the agent.
+fn bench_6_12(run: &mut Run) -> Result<()> {
+    const ROUNDS: usize = 3;
+    let boot = super::Boot {
+        memory: super::machine::Memory {
+            boot_mib: 1024,
+            slots: 4,
+            max_mib: 8192,
+        },
+        // Blocks stay offline until the benchmark onlines them.
+        extra: "memhp_default_state=offline",
+        ..Default::default()
+    };
+    let mut m = run.boot(&boot)?;
+    run.load_kdump(&mut m, LoadPath::KexecLoad)?;
+    let dimm = m.hot_add_dimm(4096)?;
+    let blocks = m.blocks(&dimm)?;
+    let set = |state: &str| {
+        format!(
+            "for b in $(seq {} {}); do echo {state} > /sys/devices/system/memory/memory$b/state || exit 1; done",
+            blocks.start,
+            blocks.end - 1
+        )
+    };
+    let timed = |m: &mut Machine| -> Result<f64> {
+        let t = std::time::Instant::now();
+        m.sh(&set("online_movable"))?;
+        let seconds = t.elapsed().as_secs_f64();
+        m.sh(&set("offline"))?;
+        Ok(seconds)
+    };
+    let mut without = Vec::new();
+    let mut with = Vec::new();
+    for _ in 0..ROUNDS {
+        without.push(timed(&mut m)?);
+    }
+    run.start_agent_with(&mut m, AGENT_ENV, AGENT_ARGS)?;
+    let cpu = "cat /proc/$(pidof kdump-agent)/task/*/schedstat | awk '{s+=$1} END {print s}'";
+    let cpu_before: f64 = m.sh(cpu)?.trim().parse().context("schedstat")?;
+    for _ in 0..ROUNDS {
+        with.push(timed(&mut m)?);
+    }
+    let want = (ROUNDS * 2 * (blocks.end - blocks.start) as usize) as f64;
+    let counted = || "wget -qO- http://127.0.0.1:10864/metrics | awk '/^kdump_memory_hotplug_events_total.action=\"(online|offline)\"/ {s+=$2} END {print s}'";
+    let _ = m.wait_until(&format!("[ $({}) -ge {want} ]", counted()), SETTLE);
+    let cpu_after: f64 = m.sh(cpu)?.trim().parse().context("schedstat")?;
+    let events: f64 = m.sh(counted())?.trim().parse().context("event count")?;
+    run.check(
+        events == want,
+        format!("the agent counted {events} events, {want} happened"),
+    );
+    let mut latencies: Vec<f64> = agent_log(&mut m)?
+        .iter()
+        .filter(|f| f["message"] == "memory event")
+        .filter_map(|f| f["latency_ns"].as_f64())
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize] / 1e6;
+    run.check(!latencies.is_empty(), "no event latencies logged");
+    if !latencies.is_empty() {
+        run.note("event_latency_p50_ms", pct(0.5));
+        run.note("event_latency_p99_ms", pct(0.99));
+        run.note("event_latency_samples", latencies.len());
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (a, b) = (median(&mut without), median(&mut with));
+    run.note("online_32_blocks_without_agent_s", without.clone());
+    run.note("online_32_blocks_with_agent_s", with.clone());
+    run.note("online_32_blocks_ratio_with_over_without", b / a);
+    run.note(
+        "agent_cpu_ms_per_1000_events",
+        (cpu_after - cpu_before) / 1e6 / events * 1000.0,
+    );
+    run.note(
+        "agent_log",
+        "RUST_LOG=kdump_agent=debug --log-format json (one line per event)",
+    );
+    m.sh(&set("online_movable"))?;
+    run.crash(&mut m)?;
+    // kexec_load without --hotplug: the dump misses the whole DIMM.
+    run.expect(dimm.size, 0);
     Ok(())
 }
