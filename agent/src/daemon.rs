@@ -68,8 +68,19 @@ fn refresh(
     during_hotplug: bool,
 ) -> anyhow::Result<()> {
     let iomem = node::read_iomem(procfs)?;
-    let last = state.refreshed_at.is_some() && during_hotplug;
-    state.facts = node::facts(&iomem, sysfs, last.then_some(&state.facts))?;
+    let have_last = state.refreshed_at.is_some();
+    state.facts = match node::facts(
+        &iomem,
+        sysfs,
+        (have_last && during_hotplug).then_some(&state.facts),
+    ) {
+        // kexec_crash_size answers EBUSY while a load holds the kexec lock: keep the last value.
+        Err(e) if have_last => {
+            tracing::debug!(error = %format!("{e:#}"), "kexec-locked sysfs files busy; keeping their last values");
+            node::facts(&iomem, sysfs, Some(&state.facts))?
+        }
+        facts => facts?,
+    };
     state.iomem = Some(iomem);
     let now = SystemTime::now();
     state.refreshed_at = Some(now);

@@ -394,6 +394,15 @@ impl Attached {
         )?;
         // SAFETY: the ring buffer owns its fd and is moved into the AsyncFd, which outlives the registration.
         let mut ring = unsafe { AsyncFd::register(ring) }.map_err(std::io::Error::from)?;
+        // The probes' aya-log diagnostics, as `log` records that tracing-subscriber picks up.
+        let mut diagnostics = match aya_log::EbpfLogger::init(&mut self.ebpf) {
+            // SAFETY: as for the ring buffer: the logger owns its fd and moves into the AsyncFd.
+            Ok(logger) => Some(unsafe { AsyncFd::register(logger) }.map_err(std::io::Error::from)?),
+            Err(e) => {
+                tracing::warn!(error = %e, "probe diagnostics (aya-log) unavailable");
+                None
+            }
+        };
         // SAFETY: sysconf has no preconditions.
         let page_bytes =
             u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
@@ -429,6 +438,11 @@ impl Attached {
                                 return;
                             }
                         }
+                        guard.clear_ready();
+                    }
+                    guard = async { diagnostics.as_mut().expect("guarded by is_some").readable_mut().await }, if diagnostics.is_some() => {
+                        let Ok(mut guard) = guard else { return };
+                        guard.get_inner_mut().flush();
                         guard.clear_ready();
                     }
                     _ = tick.tick() => {

@@ -129,10 +129,10 @@ fn header_text(h: &HeaderStatus, loaded: bool) -> String {
     if !loaded {
         return "none loaded".into();
     }
-    let how = if h.verified {
-        "verified"
-    } else {
-        "unverified (not captured at load time)"
+    let how = match (&h.captured, h.verified) {
+        (Some(from), true) => format!("verified (captured from {from})"),
+        _ => "unverified (not captured: loaded before the agent's probes ran, or without them)"
+            .to_string(),
     };
     if h.stale {
         format!(
@@ -194,6 +194,25 @@ mod tests {
             "available capabilities are not listed as missing"
         );
         assert_eq!(report.exit_code(), EXIT_NOT_READY);
+    }
+
+    #[test]
+    fn header_line_says_what_was_captured() {
+        let mut h = HeaderStatus {
+            verified: true,
+            stale: true,
+            missing_bytes: 512 << 20,
+            captured: Some("kexec_load by kexec (pid 9)".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            header_text(&h, true),
+            "stale, verified (captured from kexec_load by kexec (pid 9)): 512.0 MiB missing, 0 B excess"
+        );
+        h.verified = false;
+        h.stale = false;
+        assert!(header_text(&h, true).starts_with("current, unverified (not captured"));
+        assert_eq!(header_text(&h, false), "none loaded");
     }
 
     #[test]

@@ -4,13 +4,16 @@
 //! fexit where the kernel has trampolines; otherwise a kprobe keeps `addr`/`sz` for the
 //! kretprobe.
 use aya_ebpf::{
-    EbpfContext as _,
+    EbpfContext,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
     macros::{fexit, kprobe, kretprobe, map},
     maps::HashMap,
     programs::{FExitContext, ProbeContext, RetProbeContext},
 };
-use kdump_agent_common::{ELF64_PHNUM_OFFSET, EventKind, HeaderBuiltEvent, HeaderOrigin};
+use aya_log_ebpf::{info, warn};
+use kdump_agent_common::{
+    ELF64_PHNUM_OFFSET, EventKind, HEADER_MAX_BYTES, HeaderBuiltEvent, HeaderOrigin,
+};
 
 use crate::ring::{KERNEL, emit, emit_header, header, used_bytes};
 
@@ -19,7 +22,7 @@ use crate::ring::{KERNEL, emit, emit_header, header, used_bytes};
 static PREPARE_ARGS: HashMap<u64, [u64; 2]> = HashMap::with_max_entries(64, 0);
 
 /// Emits the result and, on success, the header at `*addr` (used part only).
-fn built(result: i64, addr: u64, sz: u64) {
+fn built<C: EbpfContext>(ctx: &C, result: i64, addr: u64, sz: u64) {
     // SAFETY: kernel pointers from the probed function's arguments, fault-checked.
     let (buf, allocated) = unsafe {
         (
@@ -49,7 +52,17 @@ fn built(result: i64, addr: u64, sz: u64) {
     };
     let capture = event.header.ktime_ns;
     emit(HeaderBuiltEvent { capture, ..event });
+    if used > HEADER_MAX_BYTES as u64 {
+        warn!(
+            ctx,
+            "crash header of {} bytes: only the first {} are captured", used, HEADER_MAX_BYTES
+        );
+    }
     if ok {
+        info!(
+            ctx,
+            "kernel built a crash header: {} bytes used of {}", used, allocated
+        );
         emit_header::<KERNEL>(HeaderOrigin::Kernel, capture, buf as *const u8, used);
     }
 }
@@ -71,7 +84,7 @@ pub fn crash_prepare_elf64_headers_fexit(ctx: FExitContext) -> u32 {
             bpf_probe_read_kernel(args.add(3)).unwrap_or(0),
         )
     };
-    built(result, addr, sz);
+    built(&ctx, result, addr, sz);
     0
 }
 
@@ -91,6 +104,6 @@ pub fn crash_prepare_elf64_headers_kretprobe(ctx: RetProbeContext) -> u32 {
         return 0;
     };
     let _ = PREPARE_ARGS.remove(key);
-    built(int_result(ctx.ret::<u64>()), addr, sz);
+    built(&ctx, int_result(ctx.ret::<u64>()), addr, sz);
     0
 }

@@ -9,10 +9,11 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
+use aya_log_ebpf::{info, warn};
 use kdump_agent_common::{
-    COMM_BYTES, ELF_TYPE_OFFSET, ELF64_PHNUM_OFFSET, ET_CORE, EventKind, HeaderOrigin,
-    KEXEC_ON_CRASH, KEXEC_SEGMENT_MAX, KexecExitEvent, KexecFileLoadEvent, KexecLoadEvent,
-    KexecSyscall,
+    COMM_BYTES, ELF_TYPE_OFFSET, ELF64_PHNUM_OFFSET, ET_CORE, EventKind, HEADER_MAX_BYTES,
+    HeaderOrigin, KEXEC_ON_CRASH, KEXEC_SEGMENT_MAX, KexecExitEvent, KexecFileLoadEvent,
+    KexecLoadEvent, KexecSyscall,
 };
 
 use crate::ring::{EVENTS, USER, count_lost, emit, emit_header, header, used_bytes};
@@ -114,7 +115,17 @@ pub fn sys_enter_kexec_load(ctx: TracePointContext) -> u32 {
     };
     let capture = event.header.ktime_ns;
     emit(event);
+    if used > HEADER_MAX_BYTES as u64 {
+        warn!(
+            &ctx,
+            "kexec_load header of {} bytes: only the first {} are captured", used, HEADER_MAX_BYTES
+        );
+    }
     if used != 0 {
+        info!(
+            &ctx,
+            "kexec_load crash header in segment {}: {} bytes", index, used
+        );
         emit_header::<USER>(
             HeaderOrigin::UserSegment,
             capture,
