@@ -108,6 +108,7 @@ impl Lab {
     /// Fetches packages, builds the agent and the images for `kernels`.
     pub fn prepare(kernels: &[Kernel], accel: Accel) -> Result<Self> {
         crate::ui::section("lab: prepare");
+        qemu_present()?;
         let mut wanted = Vec::new();
         for kernel in kernels {
             for p in image::packages_for(kernel) {
@@ -116,7 +117,7 @@ impl Lab {
                 }
             }
         }
-        let unpacked = packages::fetch(&wanted)?;
+        let unpacked = packages::fetch(&wanted).context("lab step `debian packages`")?;
         let agent = build_agent()?;
         let dir = paths::target_dir().join("lab");
         let mut images = BTreeMap::new();
@@ -127,9 +128,9 @@ impl Lab {
             let step = Step::start(format!("image {}", kernel.release));
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let path = dir.join(format!("initrd-{}.cpio", kernel.release));
-            let size = image::guest_image(kernel, &unpacked, &agent)?
-                .write(&path)
-                .with_context(|| format!("writing the guest image {}", path.display()))?;
+            let size = image::guest_image(kernel, &unpacked, &agent)
+                .and_then(|image| image.write(&path))
+                .with_context(|| format!("lab step `image {}`", kernel.release))?;
             step.done(&format!("{} ({})", path.display(), bytes(size)));
             images.insert(kernel.release, path);
         }
@@ -148,10 +149,7 @@ impl Lab {
         Machine::boot(&MachineSpec {
             vmlinuz: &vmlinuz,
             initrd,
-            cmdline: format!(
-                "console=ttyS0 {} panic=-1 quiet {}",
-                boot.crashkernel, boot.extra
-            ),
+            cmdline: format!("console=ttyS0 {} panic=-1 {}", boot.crashkernel, boot.extra),
             memory: boot.memory,
             accel: self.accel,
             console_log: self.runs.join(format!("{log}.log")),
@@ -186,6 +184,24 @@ impl Default for Boot {
             crashkernel: "crashkernel=256M",
             extra: "",
         }
+    }
+}
+
+/// Fails early, naming the fix, when QEMU is not installed.
+fn qemu_present() -> Result<()> {
+    let step = Step::start("qemu-system-x86_64");
+    let out = std::process::Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output();
+    match out {
+        Ok(out) if out.status.success() => {
+            let version = String::from_utf8_lossy(&out.stdout);
+            step.done(version.lines().next().unwrap_or("").trim());
+            Ok(())
+        }
+        _ => bail!(
+            "lab step `qemu-system-x86_64`: not installed or not runnable (run `cargo xtask setup`, which installs qemu-system-x86)"
+        ),
     }
 }
 
