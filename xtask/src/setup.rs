@@ -3,7 +3,7 @@
 //! Each step checks first and only then installs, so a second run only checks (under 2 s).
 use std::{
     fs,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
 };
 
@@ -15,8 +15,9 @@ use crate::{paths, ui::Step};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages: the VM lab (QEMU, busybox, kexec-tools, socat, the archive keyring that
-/// verifies the lab's private trixie source), promtool (prometheus), the guest tools the lab
-/// puts in its images.
+/// verifies the lab's private trixie source), promtool and the real Prometheus server
+/// (prometheus), the guest tools the lab puts in its images, the HTTP load generator of
+/// `cargo xtask bench-fleet` (wrk).
 pub const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "debian-archive-keyring",
@@ -24,7 +25,15 @@ pub const APT_PACKAGES: &[&str] = &[
     "kexec-tools",
     "socat",
     "prometheus",
+    "wrk",
 ];
+
+/// kubernetes-validate (PyPI) release: the Kubernetes schemas the manifests are checked against.
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
+
+/// npm package with the prometheus-operator CRDs' schemas (ServiceMonitor, PrometheusRule).
+const PROMETHEUS_OPERATOR_MODELS: (&str, &str) =
+    ("@kubernetes-models/prometheus-operator", "6.0.0");
 
 /// Runs every step; returns true when something was installed.
 pub fn run() -> Result<bool> {
@@ -50,6 +59,8 @@ pub fn run() -> Result<bool> {
     )?;
     changed |= bpf_linker()?;
     changed |= apt_packages()?;
+    changed |= python_venv()?;
+    changed |= node_modules()?;
     Ok(changed)
 }
 
@@ -159,6 +170,84 @@ fn apt_packages() -> Result<bool> {
         "apt-get install",
     )?;
     step.done(&format!("installed: {}", missing.join(" ")));
+    Ok(true)
+}
+
+/// The project's Python venv (under the target dir) for the Python tools the tests use.
+fn venv() -> PathBuf {
+    paths::target_dir().join("venv")
+}
+
+/// `kubernetes-validate` in the project's venv.
+pub fn kubernetes_validate() -> PathBuf {
+    venv().join("bin/kubernetes-validate")
+}
+
+fn python_venv() -> Result<bool> {
+    let step = Step::start(format!("kubernetes-validate {KUBERNETES_VALIDATE_VERSION}"));
+    let tool = kubernetes_validate();
+    if Command::new(&tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains(KUBERNETES_VALIDATE_VERSION)
+        })
+    {
+        step.done(&format!("already in {}", venv().display()));
+        return Ok(false);
+    }
+    step.progress(&format!("pip install into {}", venv().display()));
+    run_quiet(
+        Command::new("python3").args(["-m", "venv"]).arg(venv()),
+        "python3 -m venv",
+    )?;
+    run_quiet(
+        Command::new(venv().join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(format!(
+                "kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"
+            )),
+        "pip install kubernetes-validate",
+    )?;
+    step.done(&format!("installed into {}", venv().display()));
+    Ok(true)
+}
+
+/// The project's npm prefix (under the target dir) for the Node tools the tests use.
+pub fn node_tools() -> PathBuf {
+    paths::target_dir().join("node-tools")
+}
+
+fn node_modules() -> Result<bool> {
+    let (package, version) = PROMETHEUS_OPERATOR_MODELS;
+    let step = Step::start(format!("{package} {version}"));
+    let manifest = node_tools()
+        .join("node_modules")
+        .join(package)
+        .join("package.json");
+    let installed = fs::read_to_string(&manifest)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|m| m["version"] == version);
+    if installed {
+        step.done(&format!("already in {}", node_tools().display()));
+        return Ok(false);
+    }
+    if Command::new("npm").arg("--version").output().is_err() {
+        step.done("npm not found: the CRD schema checks will be skipped");
+        return Ok(false);
+    }
+    step.progress(&format!("npm install into {}", node_tools().display()));
+    fs::create_dir_all(node_tools())?;
+    run_quiet(
+        Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+            .arg(node_tools())
+            .arg(format!("{package}@{version}")),
+        "npm install",
+    )?;
+    step.done(&format!("installed into {}", node_tools().display()));
     Ok(true)
 }
 

@@ -55,8 +55,18 @@ pub fn run() -> Result<()> {
     ui::section("cargo test");
     cargo_test(
         &mut tally,
-        cargo().args(["test", "--workspace", "--exclude", "kdump-agent-ebpf"]),
+        // --show-output: a test's `SKIP: why` line must reach the tally even when it passes.
+        cargo().args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "kdump-agent-ebpf",
+            "--",
+            "--show-output",
+        ]),
     )?;
+
+    crate::fleet::run(&mut tally)?;
 
     ui::section("VM lab: every scenario (cargo xtask lab run --all)");
     lab_scenarios(&mut tally);

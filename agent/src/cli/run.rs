@@ -3,7 +3,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Args;
 
-use super::SystemArgs;
+use super::{StateDirArgs, SystemArgs};
 use crate::daemon;
 
 /// Default `--listen`: loopback, on a port outside Prometheus' exporter range (9100-9999 is full).
@@ -13,6 +13,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:10864";
 pub struct RunArgs {
     #[command(flatten)]
     pub system: SystemArgs,
+    #[command(flatten)]
+    pub state: StateDirArgs,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
@@ -41,6 +43,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         sysfs: args.system.sysfs(),
         boot: args.system.boot.clone(),
         listen: args.listen,
+        state_dir: args.state.state_dir.clone(),
         textfile_dir: args.textfile_dir,
         rescan_interval: Duration::from_secs_f64(args.rescan_interval),
     };
