@@ -55,6 +55,7 @@ pub fn main(command: LabCommand) -> Result<()> {
         }
         LabCommand::Run { names, all, accel } => {
             let chosen = scenarios::select(&names, all)?;
+            crate::setup::run()?;
             let started = Instant::now();
             let reports = run_scenarios(&chosen, accel, &mut |_, _| {})?;
             let failed: Vec<&str> = reports
@@ -73,7 +74,10 @@ pub fn main(command: LabCommand) -> Result<()> {
             }
             Ok(())
         }
-        LabCommand::Fixtures { accel } => scenarios::write_fixtures(accel),
+        LabCommand::Fixtures { accel } => {
+            crate::setup::run()?;
+            scenarios::write_fixtures(accel)
+        }
     }
 }
 
