@@ -545,3 +545,32 @@ impl Qmp {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_survive_split_reads_timeouts_and_a_closed_socket() {
+        let (host, mut guest) = UnixStream::pair().unwrap();
+        let mut lines = LineStream::new(host);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        guest.write_all(b"@@BEGIN 1\r\naGk=\n@@EN").unwrap();
+        assert_eq!(lines.next_line(deadline).unwrap(), "@@BEGIN 1");
+        assert_eq!(lines.next_line(deadline).unwrap(), "aGk=");
+        let soon = Instant::now() + Duration::from_millis(50);
+        assert!(
+            lines
+                .next_line(soon)
+                .unwrap_err()
+                .to_string()
+                .contains("timed out")
+        );
+        // The partial line read before the timeout is kept.
+        guest.write_all(b"D 1 0\n").unwrap();
+        assert_eq!(lines.next_line(deadline).unwrap(), "@@END 1 0");
+        drop(guest);
+        let closed = lines.next_line(deadline).unwrap_err().to_string();
+        assert!(closed.contains("closed"), "{closed}");
+    }
+}

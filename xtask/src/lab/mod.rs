@@ -91,6 +91,7 @@ pub fn run_scenarios(
     let kernels: Vec<Kernel> = chosen.iter().map(|s| s.kernel).collect();
     let lab = Lab::prepare(&kernels, accel)?;
     let mut reports = Vec::new();
+    crate::ui::section("lab: scenarios (one JSON line each)");
     for scenario in chosen {
         let report = lab.run(scenario);
         println!("{}", serde_json::to_string(&report)?);
@@ -161,7 +162,7 @@ impl Lab {
     }
 
     fn run(&self, scenario: &scenarios::Scenario) -> scenarios::Report {
-        let step = Step::start(format!("scenario {}", scenario.name));
+        let step = Step::start(scenario.name);
         step.progress(scenario.about);
         let report = scenarios::run(self, scenario);
         step.done(if report.pass { "pass" } else { "FAIL" });
