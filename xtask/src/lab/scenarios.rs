@@ -235,7 +235,7 @@ impl Run<'_> {
         self.boots += 1;
         let log = format!("{}-{}", self.scenario.name, self.boots);
         let m = self.lab.boot(&self.scenario.kernel, boot, &log)?;
-        self.report.boot_seconds = Some(m.elapsed());
+        self.report.boot_seconds = Some(millis(m.elapsed()));
         Ok(m)
     }
 
@@ -257,7 +257,7 @@ impl Run<'_> {
                 loaded.trim()
             );
         }
-        self.report.ready_seconds = Some(m.elapsed());
+        self.report.ready_seconds = Some(millis(m.elapsed()));
         self.report.load = Some(load.as_str());
         self.load = Some(load);
         self.kexec_command = command;
@@ -321,10 +321,17 @@ impl Run<'_> {
     /// the RAM the first kernel had just before the crash.
     pub fn crash(&mut self, m: &mut Machine) -> Result<()> {
         let load = self.load.context("crash before kdump was loaded")?;
+        // A panic while the kernel holds the kexec lock (loading, or rewriting the header after a
+        // hotplug) skips the capture kernel; kexec_crash_size reads EBUSY until the lock is free.
+        m.wait_until(
+            "cat /sys/kernel/kexec_crash_size >/dev/null",
+            Duration::from_secs(30),
+        )
+        .context("the kexec lock stayed busy before the crash")?;
         let iomem_text = m.sh("cat /proc/iomem")?;
         let iomem = Iomem::parse(&iomem_text).map_err(|e| anyhow!("guest /proc/iomem: {e}"))?;
         self.report.system_ram_bytes = Some(iomem.system_ram().total_bytes());
-        self.report.capture_boot_seconds = Some(m.crash(CRASH_TIMEOUT)?);
+        self.report.capture_boot_seconds = Some(millis(m.crash(CRASH_TIMEOUT)?));
         let head = m.run(&format!("head -c {VMCORE_HEAD_BYTES} /proc/vmcore"))?;
         if head.code != 0 {
             bail!(
@@ -470,13 +477,18 @@ pub fn run(lab: &Lab, scenario: &Scenario) -> Report {
         _ => {}
     }
     report.pass = report.failures.is_empty();
-    report.seconds = started.elapsed().as_secs_f64();
+    report.seconds = millis(started.elapsed().as_secs_f64());
     report
 }
 
 /// Every scenario: the baselines here, then the probes'.
 pub fn every() -> impl Iterator<Item = &'static Scenario> {
     ALL.iter().chain(super::probes::ALL)
+}
+
+/// Seconds rounded to the millisecond, so JSON lines read `4.518`, not `4.5177294759999995`.
+fn millis(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
 }
 
 /// The scenarios named, or all of them.
