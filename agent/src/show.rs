@@ -97,8 +97,11 @@ impl ShowReport {
             return report;
         };
         report.load = Some(loaded.load.as_str().into());
+        if !loaded.verified {
+            report.note = format!("unverified: {}", loaded.captured);
+        }
         match expected_ram(iomem, loaded.load) {
-            Ok(expected) => report.ranges = rows(&loaded.ram(), &expected),
+            Ok(expected) => report.ranges = rows(&loaded.ram, &expected),
             Err(e) => report.note = format!("expected header: {e}"),
         }
         report
@@ -112,7 +115,8 @@ impl ShowReport {
                     .as_deref()
                     .unwrap_or(LoadPath::KexecFileLoad.as_str())
             ),
-            None => format!("loaded header: unknown{source_note}\n"),
+            None if self.ranges.is_empty() => format!("loaded header: unknown{source_note}\n"),
+            None => format!("loaded header: {}{source_note}\n", self.note),
         };
         if self.ranges.is_empty() {
             out.push_str(&format!("  {}\n", self.note));

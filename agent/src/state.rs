@@ -76,14 +76,17 @@ pub struct HeaderStatus {
     pub captured: Option<String>,
 }
 
-/// The crash header the kernel holds, as a probe captured it.
+/// The crash header the kernel holds: as a probe captured it, or inferred.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoadedHeader {
-    pub header: ElfCoreHeader,
+    /// Its RAM `PT_LOAD`s.
+    pub ram: RamRanges,
+    /// Captured (true), or inferred from the RAM when the agent first saw the load (false).
+    pub verified: bool,
     /// Whose rules it follows: the kernel's (kexec_file_load, in-kernel updates) or
     /// kexec-tools' (kexec_load).
     pub load: LoadPath,
-    /// `kexec_load by kexec (pid 312)`, `in-kernel update`.
+    /// `kexec_load by kexec (pid 312)`, `in-kernel update`, or how it was inferred.
     pub captured: String,
     /// Seconds since the epoch.
     pub captured_at: u64,
@@ -102,7 +105,10 @@ impl LoadedHeader {
             });
         }
         Ok(Self {
-            header: ElfCoreHeader::parse(&c.bytes).map_err(HeaderCaptureError::Parse)?,
+            ram: ElfCoreHeader::parse(&c.bytes)
+                .map_err(HeaderCaptureError::Parse)?
+                .ram_ranges(),
+            verified: true,
             load: match c.source {
                 HeaderSource::Kernel => LoadPath::KexecFileLoad,
                 HeaderSource::KexecLoadSegment => LoadPath::KexecLoad,
@@ -112,15 +118,23 @@ impl LoadedHeader {
         })
     }
 
-    pub fn ram(&self) -> RamRanges {
-        self.header.ram_ranges()
+    /// What a load the agent did not capture most likely holds: a header built for the RAM
+    /// it sees now (by the kernel's rules). Unverified: RAM may have changed since the load.
+    fn inferred(iomem: &Iomem, now: u64) -> Option<Self> {
+        Some(Self {
+            ram: expected_ram(iomem, LoadPath::KexecFileLoad).ok()?,
+            verified: false,
+            load: LoadPath::KexecFileLoad,
+            captured: "inferred from the RAM when the agent first saw the load".into(),
+            captured_at: now,
+        })
     }
 
     /// How it differs from the header its loader would build for `iomem`.
     pub fn diff(&self, iomem: &Iomem) -> Option<HeaderDiff> {
         expected_ram(iomem, self.load)
             .ok()
-            .map(|expected| diff(&expected, &self.ram()))
+            .map(|expected| diff(&expected, &self.ram))
     }
 }
 
@@ -369,6 +383,11 @@ impl AgentState {
     pub fn assess_header(&mut self, now: u64) {
         if !self.facts.crash_loaded {
             self.loaded = None;
+        } else if self.loaded.is_none() {
+            self.loaded = self
+                .iomem
+                .as_ref()
+                .and_then(|iomem| LoadedHeader::inferred(iomem, now));
         }
         let verdict = match (&self.loaded, &self.iomem) {
             (Some(loaded), Some(iomem)) => loaded.diff(iomem).map(|d| (loaded, d)),
@@ -376,12 +395,12 @@ impl AgentState {
         };
         self.header = match verdict {
             Some((loaded, d)) => HeaderStatus {
-                verified: true,
+                verified: loaded.verified,
                 stale: d.stale(),
                 missing_bytes: d.missing_bytes,
                 excess_bytes: d.excess_bytes,
                 stale_since: d.stale().then(|| self.header.stale_since.unwrap_or(now)),
-                captured: Some(loaded.captured.clone()),
+                captured: loaded.verified.then(|| loaded.captured.clone()),
             },
             None => HeaderStatus::default(),
         };
@@ -619,6 +638,20 @@ mod tests {
         ));
         s.assess_header(3);
         assert!(!s.header.verified);
+    }
+
+    #[test]
+    fn an_uncaptured_load_is_inferred_from_the_ram_the_agent_first_sees() {
+        let mut s = state(loaded());
+        s.iomem = Some(Iomem::parse(IOMEM_1G).unwrap());
+        s.assess_header(5);
+        assert!(!s.header.verified && !s.header.stale && s.header.captured.is_none());
+        s.iomem =
+            Some(Iomem::parse(&format!("{IOMEM_1G}100000000-11fffffff : System RAM\n")).unwrap());
+        s.assess_header(6);
+        assert!(!s.header.verified && s.header.stale);
+        assert_eq!(s.header.missing_bytes, 512 << 20);
+        assert!(!s.readiness().ready);
     }
 
     #[test]
