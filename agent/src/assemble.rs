@@ -117,7 +117,8 @@ impl<P: Processes> Assembler<P> {
     }
 
     /// Calls still open (entered, not returned): stays small unless exits are being lost.
-    pub fn open_calls(&self) -> usize {
+    #[cfg(test)]
+    fn open_calls(&self) -> usize {
         self.calls.len() + self.loads.len() + self.updates.len() + self.captures.len()
     }
 
