@@ -110,13 +110,14 @@ impl StatusReport {
             "event source",
             format!("{}{source_note}", self.event_source),
         );
+        let width = self.probes.iter().map(|p| p.probe.len()).max().unwrap_or(0);
         for p in &self.probes {
             let how = if p.how == "none" {
                 format!("not attached: {}", p.reason)
             } else {
                 format!("attached ({})", p.how)
             };
-            line("probe", format!("{:<24} {how}", p.probe));
+            line("probe", format!("{:<width$} {how}", p.probe));
         }
         for c in self.capabilities.iter().filter(|c| !c.available) {
             line("missing", format!("{}: {}", c.feature.label(), c.detail));
@@ -131,7 +132,7 @@ fn header_text(h: &HeaderStatus, loaded: bool) -> String {
     }
     let how = match (&h.captured, h.verified) {
         (Some(from), true) => format!("verified (captured from {from})"),
-        _ => "unverified (not captured: loaded before the agent's probes ran, or without them)"
+        _ => "unverified (inferred from the RAM when the agent first saw the load: not captured)"
             .to_string(),
     };
     if h.stale {
@@ -211,8 +212,33 @@ mod tests {
         );
         h.verified = false;
         h.stale = false;
-        assert!(header_text(&h, true).starts_with("current, unverified (not captured"));
+        assert!(header_text(&h, true).starts_with("current, unverified (inferred"));
         assert_eq!(header_text(&h, false), "none loaded");
+    }
+
+    #[test]
+    fn probe_names_are_aligned_whatever_their_length() {
+        let mut s = no_kexec();
+        s.probes = vec![
+            ProbeReport {
+                probe: "online_pages".into(),
+                how: "fentry".into(),
+                reason: String::new(),
+            },
+            ProbeReport {
+                probe: "syscalls/sys_enter_kexec_file_load".into(),
+                how: "tracepoint".into(),
+                reason: String::new(),
+            },
+        ];
+        let text = StatusReport::from_state(&s).to_text("");
+        let cols: Vec<usize> = text
+            .lines()
+            .filter(|l| l.contains("attached ("))
+            .map(|l| l.find("attached (").unwrap())
+            .collect();
+        assert_eq!(cols.len(), 2);
+        assert_eq!(cols[0], cols[1], "{text}");
     }
 
     #[test]
