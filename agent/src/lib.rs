@@ -3,5 +3,6 @@
 //! Data flows one way: probes -> events -> reconcile -> reload -> state -> exporters.
 //! Pure modules (no I/O) are separate from the thin modules that touch the system.
 pub mod events;
+pub mod kexec;
 pub mod recipe;
 pub mod reconcile;
