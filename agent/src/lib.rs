@@ -6,3 +6,4 @@ pub mod events;
 pub mod kexec;
 pub mod recipe;
 pub mod reconcile;
+pub mod statefile;
