@@ -2,8 +2,29 @@
 //!
 //! Data flows one way: probes -> events -> reconcile -> reload -> state -> exporters.
 //! Pure modules (no I/O) are separate from the thin modules that touch the system.
+
+// Pure: no I/O.
 pub mod events;
-pub mod kexec;
+pub mod kconfig;
 pub mod recipe;
 pub mod reconcile;
+pub mod state;
+pub mod status;
+pub mod units;
+
+// System access, each named after what it touches.
+pub mod capabilities;
+pub mod http;
+pub mod kexec;
+pub mod node;
+pub mod probes;
+pub mod procfs;
 pub mod statefile;
+pub mod sysfs;
+pub mod textfile;
+pub mod uevent;
+
+// Wiring.
+pub mod cli;
+pub mod daemon;
+pub mod metrics;

@@ -8,6 +8,9 @@
 /// Name of the ring buffer map in the eBPF object.
 pub const EVENTS_MAP: &str = "EVENTS";
 
+/// Name of the one-entry array counting records the ring buffer had no room for.
+pub const LOST_MAP: &str = "LOST";
+
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const EVENTS_RING_BYTES: u32 = 256 * 1024;
 

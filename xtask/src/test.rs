@@ -85,16 +85,29 @@ fn check(tally: &mut Tally, name: &str, cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// Runs `cargo test`, echoing its output and adding up its `test result:` lines.
+/// Runs `cargo test`, echoing its output and adding up its `test result:` lines. A test that
+/// could not run here prints a line starting with `SKIP: ` and the reason; it counts as skipped,
+/// not passed.
 fn cargo_test(tally: &mut Tally, cmd: &mut Command) -> Result<()> {
     let mut child = cmd
         .stdout(Stdio::piped())
         .spawn()
         .context("cargo test: cannot start")?;
+    let (mut skips, mut current) = (0, String::new());
     let stdout = child.stdout.take().context("cargo test: no stdout")?;
     for line in BufReader::new(stdout).lines() {
         let line = line.context("reading cargo test output")?;
         println!("{line}");
+        if let Some(name) = line
+            .strip_prefix("---- ")
+            .and_then(|l| l.strip_suffix(" stdout ----"))
+        {
+            current = name.to_string();
+        }
+        if let Some(why) = line.strip_prefix("SKIP: ") {
+            tally.skip(&format!("cargo test: {current}"), why);
+            skips += 1;
+        }
         if let Some(name) = line
             .strip_prefix("test ")
             .and_then(|l| l.strip_suffix(" ... FAILED"))
@@ -104,7 +117,7 @@ fn cargo_test(tally: &mut Tally, cmd: &mut Command) -> Result<()> {
         if let Some(counts) = line.strip_prefix("test result: ") {
             let count = |label: &str| -> u64 {
                 counts
-                    .split(|c| c == ';' || c == '.')
+                    .split([';', '.'])
                     .find_map(|part| {
                         part.trim()
                             .strip_suffix(label)
@@ -118,6 +131,8 @@ fn cargo_test(tally: &mut Tally, cmd: &mut Command) -> Result<()> {
         }
     }
     let status = child.wait().context("waiting for cargo test")?;
+    // Skipped tests were also reported "ok" by cargo; count them once, as skipped.
+    tally.passed = tally.passed.saturating_sub(skips);
     if !status.success() && tally.failures.is_empty() {
         tally.fail(format!("cargo test ({status})"));
     }

@@ -1,0 +1,173 @@
+//! `kdump-agent run`: wires the event sources, the state and the exporters together.
+//!
+//! probes / uevents / rescans -> events -> state -> /metrics, textfile.
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, RwLock},
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{Context as _, bail};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::{mpsc, watch},
+};
+
+use crate::{
+    capabilities::{self, missing_process_caps},
+    events::{Event, EventSource},
+    http,
+    metrics::Exporter,
+    node, probes,
+    procfs::Procfs,
+    state::{AgentState, SharedState},
+    sysfs::Sysfs,
+    textfile, uevent,
+};
+
+pub struct Options {
+    pub procfs: Procfs,
+    pub sysfs: Sysfs,
+    pub boot: PathBuf,
+    pub listen: SocketAddr,
+    pub textfile_dir: Option<PathBuf>,
+    /// Full rescans of the node, whatever the event source (resync after missed events).
+    pub rescan_interval: Duration,
+}
+
+/// Room for a storm of 4096 block events without blocking a source.
+const EVENT_QUEUE: usize = 8192;
+
+/// The node's state before any event source runs; `run` and `status` both start from it.
+pub fn initial_state(
+    procfs: &Procfs,
+    sysfs: &Sysfs,
+    boot: &std::path::Path,
+) -> anyhow::Result<AgentState> {
+    let config = procfs.kernel_config(boot);
+    let caps = capabilities::detect(procfs, sysfs, config.as_ref());
+    let release = procfs.kernel_release().unwrap_or_else(|_| "unknown".into());
+    let mut state = AgentState::new(
+        release,
+        caps,
+        capabilities::no_kexec_reason(config.as_ref()),
+    );
+    refresh(&mut state, procfs, sysfs)?;
+    Ok(state)
+}
+
+fn refresh(state: &mut AgentState, procfs: &Procfs, sysfs: &Sysfs) -> anyhow::Result<()> {
+    state.facts = node::read_facts(procfs, sysfs)?;
+    state.refreshed_at = Some(SystemTime::now());
+    Ok(())
+}
+
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let effective = opts.procfs.effective_capabilities()?;
+    let missing = missing_process_caps(effective);
+    if !missing.is_empty() {
+        let names: Vec<_> = missing.iter().map(|c| c.name()).collect();
+        bail!(
+            "missing capabilities {}: `kdump-agent run` needs them to attach probes and load crash kernels (run as root, or grant them to the container)",
+            names.join(", ")
+        );
+    }
+    let mut initial = initial_state(&opts.procfs, &opts.sysfs, &opts.boot)?;
+    let listener = http::bind(opts.listen).await?;
+    let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
+
+    let (attached, reports) = probes::attach(&initial.capabilities);
+    for r in reports.iter().filter(|r| r.how == "none") {
+        tracing::warn!(probe = %r.probe, reason = %r.reason, "probe not attached");
+    }
+    initial.probes = reports;
+    let block_bytes = opts.sysfs.memory_block_size().ok().flatten();
+    initial.event_source = match attached.map(|a| a.spawn_reader(tx.clone())) {
+        Some(Ok(_reader)) => EventSource::Ebpf,
+        reader => {
+            if let Some(Err(e)) = reader {
+                tracing::warn!(error = %e, "eBPF ring buffer reader failed; falling back");
+            }
+            match uevent::listen(block_bytes, tx.clone()) {
+                Ok(_listener) => EventSource::Uevent,
+                Err(e) => {
+                    tracing::warn!(error = %e, "uevent socket unavailable; relying on periodic rescans");
+                    EventSource::Poll
+                }
+            }
+        }
+    };
+    let readiness = initial.readiness();
+    tracing::info!(
+        listen = %opts.listen,
+        source = %initial.event_source,
+        mode = initial.mode().as_str(),
+        ready = readiness.ready,
+        reason = %readiness.reason,
+        rescan_seconds = opts.rescan_interval.as_secs_f64(),
+        "kdump-agent running"
+    );
+
+    let state: SharedState = Arc::new(RwLock::new(initial));
+    let exporter = Arc::new(Exporter::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(http::serve(
+        listener,
+        state.clone(),
+        exporter.clone(),
+        stop_rx,
+    ));
+    publish(&opts, &state, &exporter);
+
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut rescan = tokio::time::interval(opts.rescan_interval);
+    rescan.tick().await;
+    loop {
+        tokio::select! {
+            Some(event) = rx.recv() => {
+                let mut batch = vec![event];
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(more);
+                }
+                apply(&opts, &state, &batch)?;
+                publish(&opts, &state, &exporter);
+            }
+            _ = rescan.tick() => {
+                let mut s = state.write().unwrap_or_else(|e| e.into_inner());
+                refresh(&mut s, &opts.procfs, &opts.sysfs)?;
+                drop(s);
+                publish(&opts, &state, &exporter);
+            }
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+        }
+    }
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    Ok(())
+}
+
+/// Counts a batch of events and re-reads the node once for all of them.
+fn apply(opts: &Options, state: &SharedState, batch: &[Event]) -> anyhow::Result<()> {
+    let mut s = state.write().unwrap_or_else(|e| e.into_inner());
+    for event in batch {
+        tracing::debug!(?event, "event");
+        if let Event::Lost { count, source } = event {
+            tracing::warn!(count, %source, "events lost; resyncing from /proc and /sys");
+        }
+        s.count(event);
+    }
+    refresh(&mut s, &opts.procfs, &opts.sysfs)
+}
+
+/// Pushes the state to the exporters that are written rather than scraped.
+fn publish(opts: &Options, state: &SharedState, exporter: &Exporter) {
+    if let Some(dir) = &opts.textfile_dir {
+        let text = exporter.render(&state.read().unwrap_or_else(|e| e.into_inner()));
+        if let Err(e) = textfile::write(dir, &text) {
+            tracing::error!(error = %e, "textfile not updated");
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! What the agent knows about the node, as plain data. The pipeline writes it; the exporters
+//! (metrics, textfile, status) only read it.
+use std::{
+    collections::{BTreeMap, VecDeque},
+    time::SystemTime,
+};
+
+use serde::Serialize;
+
+use crate::{
+    capabilities::{Capability, Feature},
+    events::{Event, EventSource, HotplugAction},
+};
+
+/// How the loaded header is kept current (DESIGN.md, "Vocabulary and modes").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// The kernel rewrites the header on hotplug; the agent verifies and alerts.
+    KernelManaged,
+    /// The agent reloads the capture kernel when RAM changes.
+    AgentManaged,
+    /// Report only: the agent has no recipe to reload with.
+    Observe,
+    /// No kexec in this kernel, or no memory reserved for a crash kernel.
+    Unsupported,
+}
+
+impl Mode {
+    pub const ALL: [Self; 4] = [
+        Self::KernelManaged,
+        Self::AgentManaged,
+        Self::Observe,
+        Self::Unsupported,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::KernelManaged => "kernel-managed",
+            Self::AgentManaged => "agent-managed",
+            Self::Observe => "observe",
+            Self::Unsupported => "unsupported",
+        }
+    }
+}
+
+/// The kexec facts read from sysfs and `/proc/iomem` on every refresh.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct KdumpFacts {
+    /// The kernel has kexec with crash support (`/sys/kernel/kexec_crash_loaded` exists).
+    pub kexec: bool,
+    /// A capture kernel is loaded.
+    pub crash_loaded: bool,
+    /// Bytes reserved for the capture kernel (`/sys/kernel/kexec_crash_size`).
+    pub reserved_bytes: u64,
+    /// `crash_hotplug`: `Some(true)` when the kernel updates the loaded header on hotplug.
+    pub crash_hotplug: Option<bool>,
+    /// System RAM in bytes, when `/proc/iomem` could be read with addresses.
+    pub system_ram_bytes: Option<u64>,
+}
+
+/// What the agent knows about the loaded header.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HeaderStatus {
+    /// The loaded header's content was captured (true) or inferred (false).
+    pub verified: bool,
+    pub stale: bool,
+    pub missing_bytes: u64,
+    pub excess_bytes: u64,
+    /// Seconds since the epoch when it became stale.
+    pub stale_since: Option<u64>,
+}
+
+/// How one probe is attached, or why it is not.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProbeReport {
+    /// The kernel function or tracepoint.
+    pub probe: String,
+    /// `fentry`, `kprobe`, `tracepoint`, or `none`.
+    pub how: String,
+    /// Why it is not attached (empty when it is).
+    pub reason: String,
+}
+
+/// The last observations of a histogram metric, with a running total so exporters can tell which
+/// ones they have not seen yet.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Observations {
+    recent: VecDeque<f64>,
+    pub total: u64,
+}
+
+impl Observations {
+    const KEEP: usize = 1024;
+
+    pub fn record(&mut self, value: f64) {
+        if self.recent.len() == Self::KEEP {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(value);
+        self.total += 1;
+    }
+
+    /// Observations after the first `seen` ones (those still kept).
+    pub fn since(&self, seen: u64) -> impl Iterator<Item = f64> + '_ {
+        let new = self
+            .total
+            .saturating_sub(seen)
+            .min(self.recent.len() as u64) as usize;
+        self.recent.iter().skip(self.recent.len() - new).copied()
+    }
+}
+
+/// Label values of the load and reload counters (low cardinality, fixed sets).
+pub const KEXEC_SYSCALLS: [&str; 2] = ["kexec_load", "kexec_file_load"];
+pub const LOAD_RESULTS: [&str; 2] = ["success", "failure"];
+pub const LOAD_ORIGINS: [&str; 2] = ["agent", "other"];
+pub const RELOAD_RESULTS: [&str; 3] = ["success", "failure", "rolled_back"];
+
+/// Counters, all monotonic.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Counters {
+    /// Per [`HotplugAction::ALL`] index.
+    pub hotplug_events: [u64; 4],
+    pub events_lost: u64,
+    /// Keyed by (syscall, result, origin) from the label sets above.
+    pub kexec_loads: BTreeMap<(&'static str, &'static str, &'static str), u64>,
+    /// Keyed by result.
+    pub kernel_header_updates: BTreeMap<&'static str, u64>,
+    /// Keyed by result.
+    pub reloads: BTreeMap<&'static str, u64>,
+}
+
+impl Counters {
+    pub fn hotplug(&self, action: HotplugAction) -> u64 {
+        self.hotplug_events[action as usize]
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentState {
+    pub kernel_release: String,
+    pub capabilities: Vec<Capability>,
+    /// Why there is no kexec, when there is none (e.g. `CONFIG_KEXEC is not set`).
+    pub no_kexec_reason: String,
+    pub facts: KdumpFacts,
+    pub event_source: EventSource,
+    pub probes: Vec<ProbeReport>,
+    pub header: HeaderStatus,
+    pub counters: Counters,
+    pub reload_durations: Observations,
+    pub unprotected_windows: Observations,
+    /// The agent has a recipe and a reload strategy (agent-managed when the kernel is not).
+    pub can_reload: bool,
+    /// When this state was last refreshed from the system.
+    pub refreshed_at: Option<SystemTime>,
+}
+
+/// The state as the daemon's tasks share it: the pipeline writes, exporters read.
+pub type SharedState = std::sync::Arc<std::sync::RwLock<AgentState>>;
+
+/// Ready or not, and the first reason why not.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub reason: String,
+}
+
+impl AgentState {
+    pub fn new(
+        kernel_release: String,
+        capabilities: Vec<Capability>,
+        no_kexec_reason: String,
+    ) -> Self {
+        Self {
+            kernel_release,
+            capabilities,
+            no_kexec_reason,
+            facts: KdumpFacts::default(),
+            event_source: EventSource::Poll,
+            probes: Vec::new(),
+            header: HeaderStatus::default(),
+            counters: Counters::default(),
+            reload_durations: Observations::default(),
+            unprotected_windows: Observations::default(),
+            can_reload: false,
+            refreshed_at: None,
+        }
+    }
+
+    pub fn capability(&self, feature: Feature) -> Option<&Capability> {
+        self.capabilities.iter().find(|c| c.feature == feature)
+    }
+
+    pub fn mode(&self) -> Mode {
+        let f = &self.facts;
+        if !f.kexec || f.reserved_bytes == 0 {
+            Mode::Unsupported
+        } else if f.crash_hotplug == Some(true) {
+            Mode::KernelManaged
+        } else if self.can_reload {
+            Mode::AgentManaged
+        } else {
+            Mode::Observe
+        }
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        let f = &self.facts;
+        let not_ready = |reason: String| Readiness {
+            ready: false,
+            reason,
+        };
+        if !f.kexec {
+            return not_ready(format!(
+                "this kernel has no kexec support ({})",
+                self.no_kexec_reason
+            ));
+        }
+        if f.reserved_bytes == 0 {
+            return not_ready(
+                "no memory is reserved for a crash kernel (crashkernel= is not on the kernel command line)"
+                    .into(),
+            );
+        }
+        if !f.crash_loaded {
+            return not_ready("no crash kernel is loaded (kexec_crash_loaded is 0)".into());
+        }
+        if self.header.stale {
+            return not_ready(format!(
+                "the loaded crash header is stale: {} of RAM missing from the dump, {} listed that is no longer RAM",
+                crate::units::bytes(self.header.missing_bytes),
+                crate::units::bytes(self.header.excess_bytes)
+            ));
+        }
+        Readiness {
+            ready: true,
+            reason: String::new(),
+        }
+    }
+
+    /// Counts an event. Lost events are counted here; the resync they force is the caller's.
+    pub fn count(&mut self, event: &Event) {
+        match event {
+            Event::Memory { action, .. } => self.counters.hotplug_events[*action as usize] += 1,
+            Event::Lost { count, .. } => self.counters.events_lost += count,
+            Event::IomemChanged => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(facts: KdumpFacts) -> AgentState {
+        let mut s = AgentState::new("6.1.0".into(), vec![], "CONFIG_KEXEC is not set".into());
+        s.facts = facts;
+        s
+    }
+
+    fn loaded() -> KdumpFacts {
+        KdumpFacts {
+            kexec: true,
+            crash_loaded: true,
+            reserved_bytes: 256 << 20,
+            crash_hotplug: None,
+            system_ram_bytes: None,
+        }
+    }
+
+    #[test]
+    fn no_kexec_is_unsupported_and_says_why() {
+        let s = state(KdumpFacts::default());
+        assert_eq!(s.mode(), Mode::Unsupported);
+        assert_eq!(
+            s.readiness().reason,
+            "this kernel has no kexec support (CONFIG_KEXEC is not set)"
+        );
+        assert!(!s.readiness().ready);
+    }
+
+    #[test]
+    fn no_reservation_is_unsupported() {
+        let s = state(KdumpFacts {
+            reserved_bytes: 0,
+            ..loaded()
+        });
+        assert_eq!(s.mode(), Mode::Unsupported);
+        assert!(s.readiness().reason.starts_with("no memory is reserved"));
+    }
+
+    #[test]
+    fn modes_follow_the_kernel_and_the_recipe() {
+        let mut s = state(loaded());
+        assert_eq!(s.mode(), Mode::Observe);
+        s.can_reload = true;
+        assert_eq!(s.mode(), Mode::AgentManaged);
+        s.facts.crash_hotplug = Some(true);
+        assert_eq!(s.mode(), Mode::KernelManaged);
+    }
+
+    #[test]
+    fn ready_needs_a_loaded_fresh_header() {
+        let mut s = state(KdumpFacts {
+            crash_loaded: false,
+            ..loaded()
+        });
+        assert!(
+            s.readiness()
+                .reason
+                .starts_with("no crash kernel is loaded")
+        );
+        s.facts.crash_loaded = true;
+        assert!(s.readiness().ready);
+        s.header = HeaderStatus {
+            stale: true,
+            missing_bytes: 512 << 20,
+            ..Default::default()
+        };
+        let r = s.readiness();
+        assert!(!r.ready);
+        assert!(
+            r.reason.contains("512.0 MiB of RAM missing"),
+            "{}",
+            r.reason
+        );
+    }
+
+    #[test]
+    fn counts_events_by_action() {
+        let mut s = state(loaded());
+        let online = Event::Memory {
+            action: HotplugAction::Online,
+            phys_start: None,
+            bytes: None,
+            source: EventSource::Uevent,
+            ktime_ns: None,
+        };
+        s.count(&online);
+        s.count(&online);
+        s.count(&Event::Lost {
+            count: 3,
+            source: EventSource::Ebpf,
+        });
+        assert_eq!(s.counters.hotplug(HotplugAction::Online), 2);
+        assert_eq!(s.counters.hotplug(HotplugAction::Remove), 0);
+        assert_eq!(s.counters.events_lost, 3);
+    }
+
+    #[test]
+    fn observations_report_only_unseen_values() {
+        let mut o = Observations::default();
+        o.record(1.0);
+        o.record(2.0);
+        assert_eq!(o.since(0).collect::<Vec<_>>(), [1.0, 2.0]);
+        assert_eq!(o.since(1).collect::<Vec<_>>(), [2.0]);
+        assert_eq!(o.since(2).count(), 0);
+        for i in 0..2000 {
+            o.record(f64::from(i));
+        }
+        assert_eq!(o.since(0).count(), Observations::KEEP);
+        assert_eq!(o.since(o.total - 1).collect::<Vec<_>>(), [1999.0]);
+    }
+}
