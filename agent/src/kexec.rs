@@ -1,5 +1,5 @@
 //! Loading the crash kernel: the `kexec_file_load` syscall, the sealed last-known-good copy,
-//! the `command` strategy, and the `/sys/kernel/kexec_crash_loaded` readback. Thin: no policy.
+//! and the `command` strategy. Thin: no policy.
 use std::{
     ffi::{CStr, CString},
     fmt,
@@ -9,7 +9,6 @@ use std::{
         fd::{AsFd, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
         unix::{fs::FileExt as _, process::CommandExt as _},
     },
-    path::Path,
     process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -52,7 +51,7 @@ impl KexecError {
 
 /// Replaces the loaded crash image with one syscall (never an unload followed by a load).
 /// The kernel frees the old crash image inside this call before loading the new one, so a
-/// failure can leave nothing loaded: read [`crash_loaded`] afterwards.
+/// failure can leave nothing loaded: read `kexec_crash_loaded` afterwards.
 pub fn kexec_file_load(
     kernel: BorrowedFd<'_>,
     initrd: Option<BorrowedFd<'_>>,
@@ -79,20 +78,6 @@ pub fn kexec_file_load(
         Ok(())
     } else {
         Err(KexecError::from_errno(io::Error::last_os_error()))
-    }
-}
-
-/// `/sys/kernel/kexec_crash_loaded` under `sysfs` (normally `/sys`).
-pub fn crash_loaded(sysfs: &Path) -> io::Result<bool> {
-    let path = sysfs.join("kernel/kexec_crash_loaded");
-    let text = std::fs::read_to_string(&path)?;
-    match text.trim() {
-        "0" => Ok(false),
-        "1" => Ok(true),
-        other => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: unexpected value {other:?}", path.display()),
-        )),
     }
 }
 
@@ -306,28 +291,6 @@ mod tests {
         assert!(meaning(libc::ENOSYS).contains("CONFIG_KEXEC_FILE"));
         assert!(meaning(libc::EIO).starts_with("kexec_file_load: the load failed ("));
         assert!(!meaning(libc::EBUSY).contains('\n'));
-    }
-
-    #[test]
-    fn crash_loaded_reads_the_sysfs_flag() {
-        let sysfs = scratch("sysfs");
-        fs::create_dir_all(sysfs.join("kernel")).unwrap();
-        let flag = sysfs.join("kernel/kexec_crash_loaded");
-        fs::write(&flag, "1\n").unwrap();
-        assert!(crash_loaded(&sysfs).unwrap());
-        fs::write(&flag, "0\n").unwrap();
-        assert!(!crash_loaded(&sysfs).unwrap());
-        fs::write(&flag, "yes\n").unwrap();
-        let err = crash_loaded(&sysfs).unwrap_err().to_string();
-        assert!(
-            err.ends_with("kexec_crash_loaded: unexpected value \"yes\""),
-            "{err}"
-        );
-        fs::remove_dir_all(&sysfs).unwrap();
-        assert_eq!(
-            crash_loaded(&sysfs).unwrap_err().kind(),
-            io::ErrorKind::NotFound
-        );
     }
 
     #[test]

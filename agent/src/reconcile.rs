@@ -10,45 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::events::Event;
-
-/// How the crash kernel's header is kept current (DESIGN.md "Vocabulary and modes").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Mode {
-    /// The kernel rewrites the header on hotplug; the agent verifies and reloads only if that failed.
-    KernelManaged,
-    /// The agent reloads on change.
-    AgentManaged,
-    /// Report only.
-    Observe,
-    /// No kexec in this kernel, or no crash kernel reserved.
-    Unsupported,
-}
-
-impl Mode {
-    pub const ALL: [Self; 4] = [
-        Self::KernelManaged,
-        Self::AgentManaged,
-        Self::Observe,
-        Self::Unsupported,
-    ];
-
-    /// The `mode` label value of `kdump_mode`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::KernelManaged => "kernel-managed",
-            Self::AgentManaged => "agent-managed",
-            Self::Observe => "observe",
-            Self::Unsupported => "unsupported",
-        }
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::{events::Event, state::Mode};
 
 /// Timing knobs (`--quiet-period`, `--max-delay`) and the retry backoff.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -609,15 +571,6 @@ mod tests {
 
     fn reload(reason: ReloadReason) -> Action {
         Action::Reload { reason }
-    }
-
-    #[test]
-    fn mode_labels_are_the_metric_values() {
-        let labels: Vec<_> = Mode::ALL.iter().map(|m| m.to_string()).collect();
-        assert_eq!(
-            labels,
-            ["kernel-managed", "agent-managed", "observe", "unsupported"]
-        );
     }
 
     #[test]
