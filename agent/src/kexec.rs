@@ -270,14 +270,6 @@ mod tests {
 
     use super::*;
 
-    fn scratch(name: &str) -> std::path::PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("kdump-agent-kexec-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     #[test]
     fn errno_meanings_name_the_cause() {
         let meaning =
@@ -295,7 +287,8 @@ mod tests {
 
     #[test]
     fn the_last_good_copy_is_exact_and_sealed() {
-        let dir = scratch("sealed");
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
         let kernel_bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
         fs::write(dir.join("vmlinuz"), &kernel_bytes).unwrap();
         fs::write(dir.join("initrd"), b"initrd").unwrap();
@@ -331,7 +324,6 @@ mod tests {
         let err = writer.write_all(b"x").unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
         assert!(CString::new("a\0b").is_err());
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     fn argv(words: &[&str]) -> Vec<String> {

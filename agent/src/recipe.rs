@@ -750,42 +750,24 @@ KDUMP_IMG_EXT=""
         assert!(shell_literal("\"${X}\"").is_err());
     }
 
-    /// A real file in a fresh directory, removed on drop.
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir()
-                .join(format!("kdump-agent-recipe-{name}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            Self(dir)
-        }
-
-        fn file(&self, name: &str, bytes: &[u8], mode: u32) -> PathBuf {
-            let path = self.0.join(name);
-            fs::write(&path, bytes).unwrap();
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-            path
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
+    fn write_file(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> PathBuf {
+        let path = dir.join(name);
+        fs::write(&path, bytes).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        path
     }
 
     #[test]
     fn open_checked_reads_real_files_and_leaves_the_offset_at_zero() {
         use std::io::Seek as _;
 
-        let dir = Scratch::new("open");
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
         let mut image = bzimage_head();
         image.resize(MIB as usize, 0);
         let r = LoadRecipe {
-            kernel: dir.file("vmlinuz", &image, 0o644),
-            initrd: Some(dir.file("initrd", &[1; 4096], 0o600)),
+            kernel: write_file(dir, "vmlinuz", &image, 0o644),
+            initrd: Some(write_file(dir, "initrd", &[1; 4096], 0o600)),
             ..recipe()
         };
         let uid = fs::metadata(&r.kernel).unwrap().uid();
@@ -800,7 +782,7 @@ KDUMP_IMG_EXT=""
         assert_eq!(opened.kernel.stream_position().unwrap(), 0);
 
         let writable = LoadRecipe {
-            kernel: dir.file("vmlinuz-w", &image, 0o666),
+            kernel: write_file(dir, "vmlinuz-w", &image, 0o666),
             ..r.clone()
         };
         assert!(
@@ -810,7 +792,7 @@ KDUMP_IMG_EXT=""
                 .ends_with("vmlinuz-w: mode 0666 is writable by group or others")
         );
         let missing = LoadRecipe {
-            initrd: Some(dir.0.join("nope")),
+            initrd: Some(dir.join("nope")),
             ..r.clone()
         };
         assert!(
@@ -820,7 +802,7 @@ KDUMP_IMG_EXT=""
                 .ends_with("nope: No such file or directory (os error 2)")
         );
         let directory = LoadRecipe {
-            kernel: dir.0.clone(),
+            kernel: dir.to_owned(),
             ..r
         };
         assert!(

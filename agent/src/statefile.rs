@@ -215,21 +215,11 @@ mod tests {
 
     use super::*;
 
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir()
-                .join(format!("kdump-agent-state-{name}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            Self(dir.join("run/kdump-agent"))
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(self.0.parent().unwrap().parent().unwrap());
-        }
+    /// A state directory that does not exist yet, two levels down in a temporary directory.
+    fn scratch() -> (tempfile::TempDir, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("run/kdump-agent");
+        (tmp, dir)
     }
 
     fn sample() -> PersistedState {
@@ -265,8 +255,8 @@ mod tests {
 
     #[test]
     fn the_state_round_trips_and_no_temporary_file_is_left() {
-        let scratch = Scratch::new("roundtrip");
-        let dir = StateDir::open(&scratch.0).unwrap();
+        let (_tmp, scratch) = scratch();
+        let dir = StateDir::open(&scratch).unwrap();
         assert_eq!(
             fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777,
             0o700
@@ -304,8 +294,8 @@ mod tests {
 
     #[test]
     fn a_corrupt_state_file_names_file_line_and_column() {
-        let scratch = Scratch::new("corrupt");
-        let dir = StateDir::open(&scratch.0).unwrap();
+        let (_tmp, scratch) = scratch();
+        let dir = StateDir::open(&scratch).unwrap();
         fs::write(
             dir.path().join(STATE_FILE),
             "{\n  \"format\": 1,\n  \"recipe\": nope\n}\n",
@@ -322,26 +312,26 @@ mod tests {
 
     #[test]
     fn a_state_file_of_another_format_is_ignored() {
-        let scratch = Scratch::new("format");
-        let dir = StateDir::open(&scratch.0).unwrap();
+        let (_tmp, scratch) = scratch();
+        let dir = StateDir::open(&scratch).unwrap();
         fs::write(dir.path().join(STATE_FILE), "{\"format\": 99}").unwrap();
         assert_eq!(dir.read().unwrap(), None);
     }
 
     #[test]
     fn a_second_agent_is_refused_with_the_holders_pid_until_the_first_lets_go() {
-        let scratch = Scratch::new("lock");
-        let first = StateDir::open(&scratch.0).unwrap();
+        let (_tmp, scratch) = scratch();
+        let first = StateDir::open(&scratch).unwrap();
         let held = first.lock().unwrap();
         // flock belongs to the open file description: a second open conflicts as another
         // process would.
-        let second = StateDir::open(&scratch.0).unwrap();
+        let second = StateDir::open(&scratch).unwrap();
         let err = second.lock().unwrap_err().to_string();
         assert_eq!(
             err,
             format!(
                 "{} is held by pid {} (another kdump-agent is running); stop it or use another --state-dir",
-                scratch.0.join(LOCK_FILE).display(),
+                scratch.join(LOCK_FILE).display(),
                 std::process::id()
             )
         );
@@ -352,8 +342,8 @@ mod tests {
 
     #[test]
     fn the_lock_is_held_against_other_processes() {
-        let scratch = Scratch::new("lockproc");
-        let dir = StateDir::open(&scratch.0).unwrap();
+        let (_tmp, scratch) = scratch();
+        let dir = StateDir::open(&scratch).unwrap();
         let lock_path = dir.path().join(LOCK_FILE);
         let _held = dir.lock().unwrap();
         let status = std::process::Command::new("flock")
