@@ -16,6 +16,7 @@ pub mod units;
 pub mod capabilities;
 pub mod http;
 pub mod kexec;
+pub mod loader;
 pub mod node;
 pub mod probes;
 pub mod procfs;
