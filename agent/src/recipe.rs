@@ -229,6 +229,68 @@ pub fn from_sysconfig(
     })
 }
 
+/// What a capture kernel's command line gets appended when `--cmdline` is not given
+/// (the core of kdumpctl's and kdump-tools' defaults).
+pub const DEFAULT_CMDLINE_APPEND: &str = "irqpoll nr_cpus=1 reset_devices";
+
+/// `--kernel`, `--initrd`, `--cmdline`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecipeFlags {
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: Option<String>,
+}
+
+/// The distribution kdump configurations found on the node, with their text.
+#[derive(Clone, Debug, Default)]
+pub struct DistroConfigs<'a> {
+    pub kdump_tools: Option<(&'a Path, &'a str)>,
+    pub sysconfig: Option<(&'a Path, &'a str)>,
+}
+
+/// Picks the recipe: flags first, then what an earlier run persisted, then the distribution's
+/// configuration. `Ok(None)`: no recipe, so the agent only observes.
+pub fn resolve(
+    flags: &RecipeFlags,
+    persisted: Option<LoadRecipe>,
+    distro: &DistroConfigs<'_>,
+    proc_cmdline: &str,
+    running_release: &str,
+) -> Result<Option<LoadRecipe>, String> {
+    if let Some(kernel) = &flags.kernel {
+        let cmdline = match &flags.cmdline {
+            Some(cmdline) => cmdline.clone(),
+            None => join(
+                inherited_cmdline(proc_cmdline, &[]),
+                Some(DEFAULT_CMDLINE_APPEND),
+            ),
+        };
+        return Ok(Some(LoadRecipe {
+            kernel: kernel.clone(),
+            initrd: flags.initrd.clone(),
+            cmdline,
+            source: RecipeSource::Flags,
+        }));
+    }
+    if flags.initrd.is_some() || flags.cmdline.is_some() {
+        return Err("--initrd and --cmdline need --kernel".into());
+    }
+    if persisted.is_some() {
+        return Ok(persisted);
+    }
+    if let Some((path, text)) = distro.kdump_tools
+        && let Some(recipe) =
+            from_kdump_tools(path, text, proc_cmdline).map_err(|e| e.to_string())?
+    {
+        return Ok(Some(recipe));
+    }
+    distro
+        .sysconfig
+        .map(|(path, text)| from_sysconfig(path, text, proc_cmdline, running_release))
+        .transpose()
+        .map_err(|e| e.to_string())
+}
+
 /// The x86 boot protocol header fields the kernel's `bzImage64_probe` and loader look at
 /// (Documentation/arch/x86/boot.rst; arch/x86/kernel/kexec-bzimage64.c).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -693,6 +755,65 @@ KDUMP_SSH=$(hostname)
                 .unwrap_err()
                 .to_string(),
             "k:2: KDUMP_CMDLINE_APPEND: unterminated double quote"
+        );
+    }
+
+    #[test]
+    fn flags_win_then_the_persisted_recipe_then_the_distribution() {
+        let tools = ("USE_KDUMP=1\n", Path::new("/etc/default/kdump-tools"));
+        let distro = DistroConfigs {
+            kdump_tools: Some((tools.1, tools.0)),
+            sysconfig: Some((Path::new("/etc/sysconfig/kdump"), "")),
+        };
+        let flags = RecipeFlags {
+            kernel: Some("/boot/vmlinuz".into()),
+            initrd: None,
+            cmdline: None,
+        };
+        let persisted = LoadRecipe {
+            source: RecipeSource::Persisted,
+            ..recipe()
+        };
+        let r = resolve(
+            &flags,
+            Some(persisted.clone()),
+            &distro,
+            PROC_CMDLINE,
+            "6.1",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.source, RecipeSource::Flags);
+        assert_eq!(r.initrd, None);
+        assert_eq!(
+            r.cmdline,
+            "BOOT_IMAGE=/boot/vmlinuz-6.1.0-47-amd64 root=/dev/vda1 ro hugepages=16 quiet \
+             irqpoll nr_cpus=1 reset_devices"
+        );
+        let none = RecipeFlags::default();
+        let r = resolve(&none, Some(persisted), &distro, PROC_CMDLINE, "6.1");
+        assert_eq!(r.unwrap().unwrap().source, RecipeSource::Persisted);
+        let r = resolve(&none, None, &distro, PROC_CMDLINE, "6.1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.source, RecipeSource::KdumpTools(tools.1.to_owned()));
+        let sysconfig_only = DistroConfigs {
+            kdump_tools: Some((tools.1, "USE_KDUMP=0\n")),
+            ..distro
+        };
+        let r = resolve(&none, None, &sysconfig_only, PROC_CMDLINE, "6.1");
+        assert_eq!(r.unwrap().unwrap().kernel, Path::new("/boot/vmlinuz-6.1"));
+        assert_eq!(
+            resolve(&none, None, &DistroConfigs::default(), PROC_CMDLINE, "6.1"),
+            Ok(None)
+        );
+        let orphan = RecipeFlags {
+            cmdline: Some("x".into()),
+            ..none
+        };
+        assert_eq!(
+            resolve(&orphan, None, &DistroConfigs::default(), "", "6.1"),
+            Err("--initrd and --cmdline need --kernel".into())
         );
     }
 

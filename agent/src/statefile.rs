@@ -13,6 +13,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use crate::recipe::{LoadRecipe, RecipeSource};
+
 pub const DEFAULT_STATE_DIR: &str = "/run/kdump-agent";
 const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "lock";
@@ -26,6 +28,29 @@ pub struct RecipeRecord {
     pub initrd: Option<PathBuf>,
     pub cmdline: String,
     pub source: String,
+}
+
+impl From<&LoadRecipe> for RecipeRecord {
+    fn from(recipe: &LoadRecipe) -> Self {
+        Self {
+            kernel: recipe.kernel.clone(),
+            initrd: recipe.initrd.clone(),
+            cmdline: recipe.cmdline.clone(),
+            source: recipe.source.to_string(),
+        }
+    }
+}
+
+impl RecipeRecord {
+    /// The recipe again, marked as coming from the state directory.
+    pub fn to_recipe(&self) -> LoadRecipe {
+        LoadRecipe {
+            kernel: self.kernel.clone(),
+            initrd: self.initrd.clone(),
+            cmdline: self.cmdline.clone(),
+            source: RecipeSource::Persisted,
+        }
+    }
 }
 
 /// One physical byte range `[start, end)` of a header, as persisted.
@@ -276,7 +301,10 @@ mod tests {
             ..read
         };
         dir.write(&second).unwrap();
-        assert_eq!(dir.read().unwrap(), Some(second));
+        assert_eq!(dir.read().unwrap(), Some(second.clone()));
+        let recipe = second.recipe.unwrap().to_recipe();
+        assert_eq!(recipe.source, RecipeSource::Persisted);
+        assert_eq!(RecipeRecord::from(&recipe).source, "state directory");
         let names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
