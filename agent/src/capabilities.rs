@@ -118,7 +118,7 @@ fn cap(feature: Feature, available: bool, detail: impl Into<String>) -> Capabili
 }
 
 /// Probes each feature. bpf() checks load a trivial map/program and unload it at once.
-pub fn detect(procfs: &Procfs, sysfs: &Sysfs, config: Option<&KernelConfig>) -> Vec<Capability> {
+pub fn detect(sysfs: &Sysfs, config: Option<&KernelConfig>) -> Vec<Capability> {
     use aya::{
         maps::MapType,
         programs::ProgramType,
@@ -131,7 +131,7 @@ pub fn detect(procfs: &Procfs, sysfs: &Sysfs, config: Option<&KernelConfig>) -> 
             false,
             config_reason(config, "CONFIG_BPF_SYSCALL", "BPF_MAP_CREATE refused"),
         ),
-        Err(e) => cap(Feature::Bpf, false, bpf_denied(procfs, &error_chain(&e))),
+        Err(e) => cap(Feature::Bpf, false, bpf_denied(&error_chain(&e))),
     };
     let with_bpf = |feature, yes_what: &str, ok: Result<bool, String>, yes: &str, no: String| match (
         bpf.available,
@@ -239,8 +239,8 @@ pub fn no_kexec_reason(config: Option<&KernelConfig>) -> String {
     }
 }
 
-fn bpf_denied(procfs: &Procfs, error: &str) -> String {
-    match procfs.effective_capabilities() {
+fn bpf_denied(error: &str) -> String {
+    match Procfs::effective_capabilities() {
         Ok(eff) if !ProcessCap::Bpf.held_in(eff) && !ProcessCap::SysAdmin.held_in(eff) => {
             format!("{error} (this process lacks CAP_BPF)")
         }

@@ -46,7 +46,7 @@ pub fn initial_state(
     boot: &std::path::Path,
 ) -> anyhow::Result<AgentState> {
     let config = procfs.kernel_config(boot);
-    let caps = capabilities::detect(procfs, sysfs, config.as_ref());
+    let caps = capabilities::detect(sysfs, config.as_ref());
     let release = procfs.kernel_release().unwrap_or_else(|_| "unknown".into());
     let mut state = AgentState::new(
         release,
@@ -64,7 +64,7 @@ fn refresh(state: &mut AgentState, procfs: &Procfs, sysfs: &Sysfs) -> anyhow::Re
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
-    let effective = opts.procfs.effective_capabilities()?;
+    let effective = Procfs::effective_capabilities()?;
     let missing = missing_process_caps(effective);
     if !missing.is_empty() {
         let names: Vec<_> = missing.iter().map(|c| c.name()).collect();
@@ -131,13 +131,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 while let Ok(more) = rx.try_recv() {
                     batch.push(more);
                 }
-                apply(&opts, &state, &batch)?;
+                apply(&opts, &state, &batch);
                 publish(&opts, &state, &exporter);
             }
             _ = rescan.tick() => {
-                let mut s = state.write().unwrap_or_else(|e| e.into_inner());
-                refresh(&mut s, &opts.procfs, &opts.sysfs)?;
-                drop(s);
+                rescan_now(&opts, &state);
                 publish(&opts, &state, &exporter);
             }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
@@ -150,16 +148,27 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 }
 
 /// Counts a batch of events and re-reads the node once for all of them.
-fn apply(opts: &Options, state: &SharedState, batch: &[Event]) -> anyhow::Result<()> {
-    let mut s = state.write().unwrap_or_else(|e| e.into_inner());
-    for event in batch {
-        tracing::debug!(?event, "event");
-        if let Event::Lost { count, source } = event {
-            tracing::warn!(count, %source, "events lost; resyncing from /proc and /sys");
+fn apply(opts: &Options, state: &SharedState, batch: &[Event]) {
+    {
+        let mut s = state.write().unwrap_or_else(|e| e.into_inner());
+        for event in batch {
+            tracing::debug!(?event, "event");
+            if let Event::Lost { count, source } = event {
+                tracing::warn!(count, %source, "events lost; resyncing from /proc and /sys");
+            }
+            s.count(event);
         }
-        s.count(event);
     }
-    refresh(&mut s, &opts.procfs, &opts.sysfs)
+    rescan_now(opts, state);
+}
+
+/// Re-reads the node. A file that cannot be read now keeps the last good facts: the error is
+/// logged, the daemon keeps running.
+fn rescan_now(opts: &Options, state: &SharedState) {
+    let mut s = state.write().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = refresh(&mut s, &opts.procfs, &opts.sysfs) {
+        tracing::error!(error = %format!("{e:#}"), "rescan failed; keeping the last good state");
+    }
 }
 
 /// Pushes the state to the exporters that are written rather than scraped.

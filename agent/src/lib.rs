@@ -4,8 +4,11 @@
 //! Pure modules (no I/O) are separate from the thin modules that touch the system.
 
 // Pure: no I/O.
+pub mod elfcorehdr;
 pub mod events;
+pub mod iomem;
 pub mod kconfig;
+pub mod ranges;
 pub mod recipe;
 pub mod reconcile;
 pub mod state;
@@ -14,6 +17,7 @@ pub mod units;
 
 // System access, each named after what it touches.
 pub mod capabilities;
+pub mod crash_sysfs;
 pub mod http;
 pub mod kexec;
 pub mod loader;

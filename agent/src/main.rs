@@ -27,6 +27,8 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Is kdump ready on this node? Exit 0 when ready, 3 when not.
     Status(cli::status::StatusArgs),
+    /// Build, print, parse or compare a crash ELF header (elfcorehdr).
+    Header(cli::header::HeaderArgs),
 }
 
 /// Exit code for errors (bad input, unreadable files, busy address); 3 means "not ready".
@@ -52,6 +54,7 @@ fn main() {
     let result = match cli.command {
         Command::Run(args) => cli::run::run(args),
         Command::Status(args) => cli::status::run(args),
+        Command::Header(args) => cli::header::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -23,13 +23,10 @@ impl Procfs {
         self.root.join(relative)
     }
 
-    /// The text of `iomem`. Its addresses read as zero without CAP_SYS_ADMIN.
-    pub fn iomem(&self) -> Result<String, ReadError> {
+    /// The bytes of `iomem` (its addresses read as zero without CAP_SYS_ADMIN).
+    pub fn iomem(&self) -> Result<Vec<u8>, ReadError> {
         let path = self.path("iomem");
-        read_optional(&path)?.ok_or_else(|| ReadError::Io {
-            path,
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
-        })
+        std::fs::read(&path).map_err(|source| ReadError::Io { path, source })
     }
 
     /// The kernel's configuration from `config.gz`, else `/boot/config-<release>`.
@@ -60,9 +57,10 @@ impl Procfs {
         Ok(text.trim().to_string())
     }
 
-    /// The effective capability set of this process (`self/status`, `CapEff`).
-    pub fn effective_capabilities(&self) -> Result<u64, ReadError> {
-        let path = self.path("self/status");
+    /// The effective capability set of this process, from the real `/proc/self/status` (not
+    /// `--procfs`, which may be another host's or a fixture).
+    pub fn effective_capabilities() -> Result<u64, ReadError> {
+        let path = PathBuf::from("/proc/self/status");
         let text = read_optional(&path)?.unwrap_or_default();
         let (index, value) = text
             .lines()

@@ -355,3 +355,48 @@ fn malformed_sysfs_file_is_named_with_its_line() {
     );
     assert_eq!(err.trim_end(), expected);
 }
+
+/// A procfs fixture holding a copy of this host's iomem (the rest of /proc is not needed).
+fn procfs_with_iomem(text: &[u8]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("iomem"), text).unwrap();
+    dir
+}
+
+#[test]
+fn malformed_iomem_is_named_with_its_line() {
+    let procfs = procfs_with_iomem(b"00000000-00000fff : Reserved\nnot a resource line\n");
+    let out = status(&["--procfs", procfs.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "kdump-agent: error: {}/iomem line 2: expected \"start-end : name\", found \"not a resource line\"",
+            procfs.path().display()
+        )
+    );
+}
+
+#[test]
+fn iomem_that_turns_bad_while_running_keeps_the_daemon_and_its_last_facts() {
+    let procfs = procfs_with_iomem(&fs::read("/proc/iomem").unwrap());
+    let d = Daemon::start(&["--procfs", procfs.path().to_str().unwrap()]);
+    let before = value(&d.metrics(), "kdump_system_ram_bytes")
+        .unwrap()
+        .to_string();
+    assert_ne!(before, "NaN");
+    fs::write(procfs.path().join("iomem"), b"\xff\xfe binary garbage\n").unwrap();
+    sleep(Duration::from_millis(1500)); // three rescans at 0.5 s
+    assert_eq!(
+        value(&d.metrics(), "kdump_system_ram_bytes"),
+        Some(before.as_str())
+    );
+    let out = d.stop();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("rescan failed; keeping the last good state"),
+        "{log}"
+    );
+    assert!(log.contains("iomem line 1: not UTF-8 text"), "{log}");
+}

@@ -5,6 +5,7 @@ use clap::Args;
 
 use crate::{procfs::Procfs, sysfs::Sysfs};
 
+pub mod header;
 pub mod run;
 pub mod status;
 
