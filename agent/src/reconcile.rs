@@ -10,7 +10,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{events::Event, state::Mode};
+use crate::{
+    elfcorehdr::{HeaderDiff, LoadPath, diff, expected_ram},
+    events::Event,
+    iomem::Iomem,
+    ranges::{CapacityExceeded, RamRanges},
+    state::Mode,
+};
 
 /// Timing knobs (`--quiet-period`, `--max-delay`) and the retry backoff.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +70,45 @@ pub enum HeaderState {
     Stale(Staleness),
     /// The header's content is not known (loaded before the agent started, not captured).
     Unknown,
+}
+
+/// The loaded header as the agent knows it: the RAM it lists and who built it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadedHeader {
+    pub ram: RamRanges,
+    pub load: LoadPath,
+    /// Captured by a probe (true), or inferred from the RAM at load time (false).
+    pub verified: bool,
+}
+
+impl LoadedHeader {
+    /// The header a `load` made for this iomem would list (after the agent's own load, or
+    /// at start-up when nothing better is known): inferred, so not verified.
+    pub fn inferred(iomem: &Iomem, load: LoadPath) -> Result<Self, CapacityExceeded> {
+        Ok(Self {
+            ram: expected_ram(iomem, load)?,
+            load,
+            verified: false,
+        })
+    }
+
+    /// How this header differs from the one its loader would build for `iomem` now.
+    pub fn diff(&self, iomem: &Iomem) -> Result<HeaderDiff, CapacityExceeded> {
+        Ok(diff(&expected_ram(iomem, self.load)?, &self.ram))
+    }
+}
+
+impl From<&HeaderDiff> for HeaderState {
+    fn from(d: &HeaderDiff) -> Self {
+        if d.stale() {
+            Self::Stale(Staleness {
+                missing_bytes: d.missing_bytes,
+                excess_bytes: d.excess_bytes,
+            })
+        } else {
+            Self::Fresh
+        }
+    }
 }
 
 /// The answer to [`Action::Verify`]: the crash image and its header, as of now.
@@ -571,6 +616,37 @@ mod tests {
 
     fn reload(reason: ReloadReason) -> Action {
         Action::Reload { reason }
+    }
+
+    const IOMEM_1G: &str = "\
+00000000-00000fff : Reserved
+00001000-0009fbff : System RAM
+000f0000-000fffff : Reserved
+00100000-3ffdffff : System RAM
+  2f000000-3effffff : Crash kernel
+";
+
+    #[test]
+    fn an_inferred_header_is_fresh_until_a_dimm_comes_online() {
+        let before = Iomem::parse(IOMEM_1G).unwrap();
+        let header = LoadedHeader::inferred(&before, LoadPath::KexecFileLoad).unwrap();
+        assert!(!header.verified);
+        assert_eq!(
+            HeaderState::from(&header.diff(&before).unwrap()),
+            HeaderState::Fresh
+        );
+        let after = Iomem::parse(&format!("{IOMEM_1G}100000000-11fffffff : System RAM\n")).unwrap();
+        assert_eq!(
+            HeaderState::from(&header.diff(&after).unwrap()),
+            HeaderState::Stale(Staleness {
+                missing_bytes: 512 << 20,
+                excess_bytes: 0
+            })
+        );
+        let removed = Iomem::parse("00100000-1fffffff : System RAM\n").unwrap();
+        let d = header.diff(&removed).unwrap();
+        assert_eq!(d.missing_bytes, 0);
+        assert!(d.excess_bytes > 0);
     }
 
     #[test]

@@ -13,7 +13,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::recipe::{LoadRecipe, RecipeSource};
+use crate::{
+    ranges::{PhysRange, RamRanges},
+    recipe::{LoadRecipe, RecipeSource},
+};
 
 pub const DEFAULT_STATE_DIR: &str = "/run/kdump-agent";
 const STATE_FILE: &str = "state.json";
@@ -53,11 +56,31 @@ impl RecipeRecord {
     }
 }
 
-/// One physical byte range `[start, end)` of a header, as persisted.
+/// One physical byte range of a header, as persisted (`end` inclusive, as [`PhysRange`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RangeRecord {
     pub start: u64,
     pub end: u64,
+}
+
+impl RangeRecord {
+    pub fn all(ram: &RamRanges) -> Vec<Self> {
+        ram.iter()
+            .map(|r| Self {
+                start: r.start,
+                end: r.end,
+            })
+            .collect()
+    }
+
+    /// The persisted ranges as a set; a reversed range makes the record unusable.
+    pub fn to_ram(records: &[Self]) -> Option<RamRanges> {
+        records
+            .iter()
+            .map(|r| PhysRange::new(r.start, r.end))
+            .collect::<Option<Vec<_>>>()
+            .map(RamRanges::from_ranges)
+    }
 }
 
 /// The agent's last load.
@@ -265,11 +288,11 @@ mod tests {
             loaded_header: Some(vec![
                 RangeRecord {
                     start: 0x1000,
-                    end: 0x9f000,
+                    end: 0x9_efff,
                 },
                 RangeRecord {
                     start: 0x10_0000,
-                    end: 0x3000_0000,
+                    end: 0x2fff_ffff,
                 },
             ]),
             loaded_header_verified: true,
@@ -302,6 +325,16 @@ mod tests {
         };
         dir.write(&second).unwrap();
         assert_eq!(dir.read().unwrap(), Some(second.clone()));
+        let ram = RangeRecord::to_ram(second.loaded_header.as_ref().unwrap()).unwrap();
+        assert_eq!(ram.total_bytes(), 0x9_e000 + 0x2ff0_0000);
+        assert_eq!(
+            RangeRecord::all(&ram),
+            second.loaded_header.clone().unwrap()
+        );
+        assert_eq!(
+            RangeRecord::to_ram(&[RangeRecord { start: 2, end: 1 }]),
+            None
+        );
         let recipe = second.recipe.unwrap().to_recipe();
         assert_eq!(recipe.source, RecipeSource::Persisted);
         assert_eq!(RecipeRecord::from(&recipe).source, "state directory");
