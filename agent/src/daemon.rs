@@ -1,17 +1,18 @@
 //! `kdump-agent run`: wires the event sources, the state and the exporters together.
 //!
-//! probes / uevents / rescans -> events -> state -> /metrics, textfile.
+//! probes / uevents / rescans -> events -> reconcile -> reload -> state -> /metrics, textfile.
 use std::{
     net::SocketAddr,
     path::PathBuf,
     sync::{Arc, RwLock},
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context as _, bail};
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::{mpsc, watch},
+    task::JoinHandle,
 };
 
 use crate::{
@@ -21,6 +22,8 @@ use crate::{
     metrics::Exporter,
     node, probes,
     procfs::Procfs,
+    reconcile::Input,
+    reload::{LoadDone, ReconcileLoop, ReloadOptions},
     state::{AgentState, SharedState},
     sysfs::Sysfs,
     textfile, uevent,
@@ -34,6 +37,7 @@ pub struct Options {
     pub textfile_dir: Option<PathBuf>,
     /// Full rescans of the node, whatever the event source (resync after missed events).
     pub rescan_interval: Duration,
+    pub reload: ReloadOptions,
 }
 
 /// Room for a storm of 4096 block events without blocking a source.
@@ -74,6 +78,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         );
     }
     let mut initial = initial_state(&opts.procfs, &opts.sysfs, &opts.boot)?;
+    let mut reconcile =
+        ReconcileLoop::start(opts.reload.clone(), &mut initial, &opts.procfs, &opts.sysfs)?;
     let listener = http::bind(opts.listen).await?;
     let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
 
@@ -124,7 +130,17 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut rescan = tokio::time::interval(opts.rescan_interval);
     rescan.tick().await;
+    // The start-up survey: is a crash kernel loaded, is its header current?
+    with_state(&state, |s| reconcile.handle(Instant::now(), Input::Tick, s));
+    publish(&opts, &state, &exporter);
+    let mut load: Option<JoinHandle<LoadDone>> = None;
     loop {
+        if let Some(job) = reconcile.take_job() {
+            load = Some(tokio::task::spawn_blocking(move || job.run()));
+        }
+        let deadline = reconcile.next_deadline();
+        // select! builds every branch's future, so a disabled timer still needs an instant.
+        let wake = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             Some(event) = rx.recv() => {
                 let mut batch = vec![event];
@@ -132,10 +148,31 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     batch.push(more);
                 }
                 apply(&opts, &state, &batch);
+                with_state(&state, |s| {
+                    let now = Instant::now();
+                    for event in batch {
+                        reconcile.handle(now, Input::Event(event), s);
+                    }
+                });
+                publish(&opts, &state, &exporter);
+            }
+            joined = async { load.as_mut().expect("guarded by is_some").await }, if load.is_some() => {
+                load = None;
+                let done = joined.context("the load task failed")?;
+                with_state(&state, |s| reconcile.finished(Instant::now(), done, s));
+                publish(&opts, &state, &exporter);
+            }
+            _ = tokio::time::sleep_until(wake.into()), if deadline.is_some() => {
+                with_state(&state, |s| {
+                    reconcile.handle(Instant::now(), Input::Tick, s)
+                });
                 publish(&opts, &state, &exporter);
             }
             _ = rescan.tick() => {
                 rescan_now(&opts, &state);
+                with_state(&state, |s| {
+                    reconcile.resync_mode(Instant::now(), s)
+                });
                 publish(&opts, &state, &exporter);
             }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
@@ -169,6 +206,11 @@ fn rescan_now(opts: &Options, state: &SharedState) {
     if let Err(e) = refresh(&mut s, &opts.procfs, &opts.sysfs) {
         tracing::error!(error = %format!("{e:#}"), "rescan failed; keeping the last good state");
     }
+}
+
+/// Runs `f` with the state locked for writing.
+fn with_state<T>(state: &SharedState, f: impl FnOnce(&mut AgentState) -> T) -> T {
+    f(&mut state.write().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// Pushes the state to the exporters that are written rather than scraped.

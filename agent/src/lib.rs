@@ -33,3 +33,4 @@ pub mod uevent;
 pub mod cli;
 pub mod daemon;
 pub mod metrics;
+pub mod reload;

@@ -306,6 +306,11 @@ impl Reconciler {
         self.mode
     }
 
+    /// Whether a rollback image exists (the loader keeps one after each successful load).
+    pub fn set_last_good(&mut self, has_last_good: bool) {
+        self.has_last_good = has_last_good;
+    }
+
     pub fn view(&self) -> ReconcileView {
         ReconcileView {
             mode: self.mode,
@@ -501,7 +506,6 @@ impl Reconciler {
             LoadOutcome::Loaded => {
                 self.failures = 0;
                 self.retry_at = None;
-                self.has_last_good = true;
                 self.alerted = None;
                 self.phase = Phase::Verifying(Trigger::AfterLoad);
                 out.push(Action::Verify);

@@ -1,0 +1,478 @@
+//! The daemon's reload side: feeds the reconciler, performs its actions (verify against
+//! `/proc/iomem`; loads run off the event loop as [`LoadJob`]s), keeps the loaded header,
+//! persists state and fills the reload metrics.
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    elfcorehdr::LoadPath,
+    loader::{CrashLoader, LoadReport, ReloadStrategy},
+    node,
+    procfs::Procfs,
+    recipe::{self, DistroConfigs, LoadRecipe, RecipeFlags},
+    reconcile::{
+        Action, Alert, HeaderCheck, HeaderState, Input, LoadOutcome, LoadedHeader, Reconciler,
+        ReloadReason, Timing,
+    },
+    state::{AgentState, HeaderStatus, Mode},
+    statefile::{LoadLock, LoadRecord, PersistedState, RangeRecord, RecipeRecord, StateDir},
+    sysfs::Sysfs,
+};
+
+/// `--reload`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReloadChoice {
+    /// The agent calls kexec_file_load itself.
+    KexecFile,
+    /// The agent runs --reload-command.
+    Command,
+    /// Report only.
+    Off,
+}
+
+/// The distribution configurations a recipe can come from.
+pub const KDUMP_TOOLS_CONFIG: &str = "/etc/default/kdump-tools";
+pub const SYSCONFIG_KDUMP: &str = "/etc/sysconfig/kdump";
+
+/// The reload flags of `kdump-agent run`.
+#[derive(Clone, Debug)]
+pub struct ReloadOptions {
+    /// `None`: `kexec-file` when a recipe is known, else off.
+    pub choice: Option<ReloadChoice>,
+    pub command: Vec<String>,
+    pub command_timeout: Duration,
+    pub flags: RecipeFlags,
+    pub state_dir: PathBuf,
+    pub timing: Timing,
+}
+
+/// A load to run off the event loop: the loader goes in and comes back with the report.
+#[derive(Debug)]
+pub struct LoadJob {
+    loader: CrashLoader,
+    rollback: bool,
+}
+
+/// A load job's result, with the loader coming back.
+#[derive(Debug)]
+pub struct LoadDone {
+    loader: CrashLoader,
+    report: LoadReport,
+    rollback: bool,
+}
+
+impl LoadJob {
+    pub fn run(mut self) -> LoadDone {
+        let report = if self.rollback {
+            self.loader.rollback()
+        } else {
+            self.loader.reload()
+        };
+        LoadDone {
+            loader: self.loader,
+            report,
+            rollback: self.rollback,
+        }
+    }
+}
+
+/// A reload from decision to outcome (through the rollback that may follow).
+#[derive(Clone, Copy, Debug)]
+struct Attempt {
+    decided: Instant,
+    reason: ReloadReason,
+    /// Time spent in loads that had freed the old image (an upper bound of the window).
+    unprotected: Duration,
+}
+
+pub struct ReconcileLoop {
+    procfs: Procfs,
+    sysfs: Sysfs,
+    reconciler: Reconciler,
+    /// `None` when reloading is off, or while a job has it.
+    loader: Option<CrashLoader>,
+    recipe: Option<LoadRecipe>,
+    state_dir: StateDir,
+    _lock: Option<LoadLock>,
+    persisted: PersistedState,
+    header: Option<LoadedHeader>,
+    crash_loaded: bool,
+    attempt: Option<Attempt>,
+    job: Option<LoadJob>,
+}
+
+fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn describe(recipe: &LoadRecipe) -> String {
+    let mut text = format!("{}: kernel {}", recipe.source, recipe.kernel.display());
+    if let Some(initrd) = &recipe.initrd {
+        text.push_str(&format!(", initrd {}", initrd.display()));
+    }
+    text
+}
+
+fn read_config(path: &str) -> anyhow::Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| path.to_owned()),
+    }
+}
+
+impl ReconcileLoop {
+    /// Resolves the recipe and strategy, takes the lock, restores what an earlier run
+    /// persisted, and fills the reload side of `state`.
+    pub fn start(
+        opts: ReloadOptions,
+        state: &mut AgentState,
+        procfs: &Procfs,
+        sysfs: &Sysfs,
+    ) -> anyhow::Result<Self> {
+        let state_dir = StateDir::open(&opts.state_dir)?;
+        let persisted = state_dir.read().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ignoring the persisted state");
+            None
+        });
+        let persisted = persisted.unwrap_or_default();
+        let proc_cmdline = std::fs::read_to_string(procfs.path("cmdline")).unwrap_or_default();
+        let kdump_tools = read_config(KDUMP_TOOLS_CONFIG)?;
+        let sysconfig = read_config(SYSCONFIG_KDUMP)?;
+        let distro = DistroConfigs {
+            kdump_tools: kdump_tools
+                .as_deref()
+                .map(|t| (Path::new(KDUMP_TOOLS_CONFIG), t)),
+            sysconfig: sysconfig
+                .as_deref()
+                .map(|t| (Path::new(SYSCONFIG_KDUMP), t)),
+        };
+        let recipe = recipe::resolve(
+            &opts.flags,
+            persisted.recipe.as_ref().map(RecipeRecord::to_recipe),
+            &distro,
+            &proc_cmdline,
+            &state.kernel_release,
+        )
+        .map_err(anyhow::Error::msg)?;
+        let strategy = match (opts.choice, &recipe) {
+            (Some(ReloadChoice::Off), _) | (None, None) => None,
+            (Some(ReloadChoice::KexecFile) | None, Some(r)) => {
+                Some(ReloadStrategy::KexecFile(r.clone()))
+            }
+            (Some(ReloadChoice::KexecFile), None) => bail!(
+                "--reload kexec-file needs a recipe: pass --kernel (with --initrd, --cmdline) \
+                 or configure {KDUMP_TOOLS_CONFIG} or {SYSCONFIG_KDUMP}"
+            ),
+            (Some(ReloadChoice::Command), _) if opts.command.is_empty() => {
+                bail!("--reload command needs --reload-command")
+            }
+            (Some(ReloadChoice::Command), _) => Some(ReloadStrategy::Command {
+                argv: opts.command.clone(),
+                timeout: opts.command_timeout,
+            }),
+        };
+        let lock = strategy.as_ref().map(|_| state_dir.lock()).transpose()?;
+        let mut loader = strategy.map(|s| CrashLoader::new(s, sysfs.clone()));
+        let crash_loaded = state.facts.crash_loaded;
+        if let (Some(loader), Some(r)) = (&mut loader, &recipe)
+            && crash_loaded
+            && persisted.last_good.as_ref() == Some(&RecipeRecord::from(r))
+        {
+            // What is loaded came from this recipe in an earlier run: keep it for rollbacks.
+            match loader.adopt_last_good() {
+                Ok(bytes) => tracing::info!(bytes, "last known good image adopted from the recipe"),
+                Err(e) => tracing::warn!(error = %e, "no last known good image"),
+            }
+        }
+        let header = if crash_loaded {
+            Self::initial_header(&persisted, procfs)
+        } else {
+            None
+        };
+        state.can_reload = loader.is_some();
+        state.reload.strategy = loader
+            .as_ref()
+            .map_or("off", |l| l.strategy().name())
+            .to_owned();
+        state.reload.recipe = recipe.as_ref().map(describe);
+        if loader.is_some() && state.mode() == Mode::Unsupported {
+            tracing::warn!(
+                "reloading is configured but this kernel cannot load a crash kernel: {}",
+                state.readiness().reason
+            );
+        }
+        let has_last_good = loader.as_ref().is_some_and(CrashLoader::has_last_good);
+        Ok(Self {
+            procfs: procfs.clone(),
+            sysfs: sysfs.clone(),
+            reconciler: Reconciler::new(opts.timing, state.mode(), state.can_reload, has_last_good),
+            loader,
+            recipe,
+            state_dir,
+            _lock: lock,
+            persisted,
+            header,
+            crash_loaded,
+            attempt: None,
+            job: None,
+        })
+    }
+
+    /// The persisted header if an earlier run left one, else the one inferred from RAM now.
+    fn initial_header(persisted: &PersistedState, procfs: &Procfs) -> Option<LoadedHeader> {
+        if let Some(ram) = persisted
+            .loaded_header
+            .as_deref()
+            .and_then(RangeRecord::to_ram)
+        {
+            return Some(LoadedHeader {
+                load: LoadPath::infer(&ram),
+                ram,
+                verified: persisted.loaded_header_verified,
+            });
+        }
+        let iomem = node::read_iomem(procfs).ok()?;
+        LoadedHeader::inferred(&iomem, LoadPath::KexecFileLoad).ok()
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.reconciler.next_deadline()
+    }
+
+    /// A load the daemon must run off the event loop, if one was decided.
+    pub fn take_job(&mut self) -> Option<LoadJob> {
+        self.job.take()
+    }
+
+    /// Feeds one input and performs the resulting actions (and their answers) until the
+    /// reconciler waits for time or for a load.
+    pub fn handle(&mut self, now: Instant, input: Input, state: &mut AgentState) {
+        let mut inputs = vec![input];
+        while let Some(input) = inputs.pop() {
+            for action in self.reconciler.handle(now, input) {
+                match action {
+                    Action::Verify => {
+                        let check = self.verify(state);
+                        if state.mode() != self.reconciler.mode() {
+                            inputs.push(Input::Mode(state.mode()));
+                        }
+                        inputs.push(Input::Checked(check));
+                    }
+                    Action::Reload { reason } => {
+                        tracing::info!(%reason, "reloading the crash kernel");
+                        self.attempt = Some(Attempt {
+                            decided: now,
+                            reason,
+                            unprotected: Duration::ZERO,
+                        });
+                        self.start_job(false);
+                    }
+                    Action::Rollback => {
+                        tracing::warn!("rolling back to the last known good crash kernel");
+                        self.start_job(true);
+                    }
+                    Action::Alert(alert) => {
+                        let line = alert_line(alert);
+                        tracing::warn!(alert = %line, "kdump alert");
+                        state.reload.alert = Some(line);
+                    }
+                }
+            }
+            state.reload.failures = self.reconciler.view().failures;
+        }
+    }
+
+    /// After a rescan: the mode may have changed (e.g. crash_hotplug after a load).
+    pub fn resync_mode(&mut self, now: Instant, state: &mut AgentState) {
+        if state.mode() != self.reconciler.mode() {
+            self.handle(now, Input::Mode(state.mode()), state);
+        }
+    }
+
+    fn start_job(&mut self, rollback: bool) {
+        let loader = self
+            .loader
+            .take()
+            .expect("the reconciler decides a load only with a loader, one at a time");
+        self.job = Some(LoadJob { loader, rollback });
+    }
+
+    /// Re-reads the node, updates what is known of the loaded header, and answers `Verify`.
+    fn verify(&mut self, state: &mut AgentState) -> HeaderCheck {
+        match node::read_facts(&self.procfs, &self.sysfs) {
+            Ok(facts) => state.facts = facts,
+            Err(e) => tracing::warn!(error = %e, "verify: keeping the last facts"),
+        }
+        let loaded = state.facts.crash_loaded;
+        let iomem = node::read_iomem(&self.procfs);
+        if !loaded {
+            self.header = None;
+        } else if !self.crash_loaded && self.header.is_none() {
+            // Someone else loaded since the last look: its header was built from RAM about now.
+            self.header = iomem
+                .as_ref()
+                .ok()
+                .and_then(|io| LoadedHeader::inferred(io, LoadPath::KexecFileLoad).ok());
+        }
+        self.crash_loaded = loaded;
+        let diff = match (&self.header, &iomem) {
+            (Some(header), Ok(io)) => header.diff(io).ok(),
+            (_, Err(e)) => {
+                tracing::warn!(error = %e, "verify: cannot read RAM");
+                None
+            }
+            (None, _) => None,
+        };
+        let header = diff
+            .as_ref()
+            .map_or(HeaderState::Unknown, HeaderState::from);
+        let verified = self.header.as_ref().is_some_and(|h| h.verified);
+        let was_stale = state.header.stale;
+        state.header = match &diff {
+            Some(d) => HeaderStatus {
+                verified,
+                stale: d.stale(),
+                missing_bytes: d.missing_bytes,
+                excess_bytes: d.excess_bytes,
+                stale_since: match (d.stale(), was_stale) {
+                    (false, _) => None,
+                    (true, true) => state.header.stale_since,
+                    (true, false) => Some(unix_seconds(SystemTime::now())),
+                },
+            },
+            None => HeaderStatus {
+                verified,
+                ..HeaderStatus::default()
+            },
+        };
+        HeaderCheck {
+            loaded,
+            header,
+            verified,
+        }
+    }
+
+    /// A load job came back: count it, remember what is loaded, tell the reconciler.
+    pub fn finished(&mut self, now: Instant, done: LoadDone, state: &mut AgentState) {
+        let LoadDone {
+            loader,
+            report,
+            rollback,
+        } = done;
+        self.reconciler.set_last_good(loader.has_last_good());
+        self.loader = Some(loader);
+        let mut attempt = self.attempt.unwrap_or(Attempt {
+            decided: now,
+            reason: ReloadReason::Requested,
+            unprotected: Duration::ZERO,
+        });
+        if report.outcome != LoadOutcome::Refused {
+            attempt.unprotected += report.load_time;
+        }
+        let what = if rollback { "rollback" } else { "reload" };
+        match report.outcome {
+            LoadOutcome::Loaded => tracing::info!(%report, reason = %attempt.reason, "{what} done"),
+            _ => tracing::error!(%report, reason = %attempt.reason, "{what} failed"),
+        }
+        // A failure that freed the old image is followed by a rollback; count the attempt once.
+        let rolls_back = !rollback
+            && report.outcome
+                == (LoadOutcome::Failed {
+                    still_loaded: false,
+                })
+            && self.loader.as_ref().is_some_and(CrashLoader::has_last_good);
+        let result = match (report.outcome, rollback) {
+            (LoadOutcome::Loaded, false) => Some("success"),
+            (LoadOutcome::Loaded, true) => Some("rolled_back"),
+            _ if rolls_back => None,
+            _ => Some("failure"),
+        };
+        if report.outcome == LoadOutcome::Loaded {
+            self.header = node::read_iomem(&self.procfs)
+                .ok()
+                .and_then(|io| LoadedHeader::inferred(&io, LoadPath::KexecFileLoad).ok());
+            self.crash_loaded = true;
+        }
+        if let Some(result) = result {
+            *state.counters.reloads.entry(result).or_default() += 1;
+            state
+                .reload_durations
+                .record((now - attempt.decided).as_secs_f64());
+            if attempt.unprotected > Duration::ZERO && report.outcome == LoadOutcome::Loaded {
+                state
+                    .unprotected_windows
+                    .record(attempt.unprotected.as_secs_f64());
+            }
+            state.reload.last = Some(format!(
+                "{result} ({}, {:.3} s): {}",
+                attempt.reason,
+                (now - attempt.decided).as_secs_f64(),
+                report.detail
+            ));
+            self.persist(
+                attempt,
+                result,
+                now,
+                report.outcome == LoadOutcome::Loaded && !rollback,
+            );
+            self.attempt = None;
+        } else {
+            self.attempt = Some(attempt);
+        }
+        self.handle(now, Input::Loaded(report.outcome), state);
+    }
+
+    fn persist(&mut self, attempt: Attempt, result: &str, now: Instant, recipe_loaded: bool) {
+        let p = &mut self.persisted;
+        p.recipe = self.recipe.as_ref().map(RecipeRecord::from);
+        p.last_load = Some(LoadRecord {
+            at_unix_seconds: unix_seconds(SystemTime::now()),
+            result: result.to_owned(),
+            reason: attempt.reason.to_string(),
+            duration_seconds: (now - attempt.decided).as_secs_f64(),
+        });
+        p.loaded_header = self.header.as_ref().map(|h| RangeRecord::all(&h.ram));
+        p.loaded_header_verified = self.header.as_ref().is_some_and(|h| h.verified);
+        if recipe_loaded {
+            p.last_good = p.recipe.clone();
+        }
+        if let Err(e) = self.state_dir.write(p) {
+            tracing::error!(error = %e, "state not persisted");
+        }
+    }
+}
+
+fn alert_line(alert: Alert) -> String {
+    use crate::units::bytes;
+    match alert {
+        Alert::Stale(s) => format!(
+            "header stale ({} missing, {} excess) and this agent does not reload",
+            bytes(s.missing_bytes),
+            bytes(s.excess_bytes)
+        ),
+        Alert::KernelUpdateFailed(s) => format!(
+            "the kernel did not update the header ({} missing, {} excess)",
+            bytes(s.missing_bytes),
+            bytes(s.excess_bytes)
+        ),
+        Alert::StaleAfterReload(s) => format!(
+            "still stale after the agent's load ({} missing, {} excess)",
+            bytes(s.missing_bytes),
+            bytes(s.excess_bytes)
+        ),
+        Alert::ReloadFailed { failures, retry_in } => format!(
+            "reload failed {failures} time(s) in a row; next try in {:.1} s",
+            retry_in.as_secs_f64()
+        ),
+        Alert::RollbackFailed { retry_in } => format!(
+            "rollback to the last known good image failed; no crash kernel loaded; next try in {:.1} s",
+            retry_in.as_secs_f64()
+        ),
+        Alert::NoCaptureKernel => "no crash kernel is loaded and this agent cannot load one".into(),
+    }
+}
