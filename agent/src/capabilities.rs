@@ -1,12 +1,12 @@
 //! What this kernel and this process can do for kdump-agent, each fact with its reason.
 //!
 //! Detection touches the system (bpf() probes, sysfs, procfs); the result is plain data.
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{kconfig::KernelConfig, procfs::Procfs, sysfs::Sysfs};
 
 /// One capability the agent depends on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Feature {
     /// The `bpf()` syscall works for this process.
@@ -48,7 +48,7 @@ impl Feature {
 }
 
 /// Whether a feature is there, and in words why (not).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capability {
     pub feature: Feature,
     pub available: bool,

@@ -17,6 +17,7 @@ use tokio::{
 
 use crate::{
     capabilities::{self, missing_process_caps},
+    control,
     events::{Event, EventSource},
     http,
     metrics::Exporter,
@@ -34,6 +35,8 @@ pub struct Options {
     pub sysfs: Sysfs,
     pub boot: PathBuf,
     pub listen: SocketAddr,
+    /// Holds the control socket.
+    pub state_dir: PathBuf,
     pub textfile_dir: Option<PathBuf>,
     /// Full rescans of the node, whatever the event source (resync after missed events).
     pub rescan_interval: Duration,
@@ -78,9 +81,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         );
     }
     let mut initial = initial_state(&opts.procfs, &opts.sysfs, &opts.boot)?;
-    let mut reconcile =
-        ReconcileLoop::start(opts.reload.clone(), &mut initial, &opts.procfs, &opts.sysfs)?;
+    let mut reconcile = ReconcileLoop::start(
+        opts.reload.clone(),
+        &opts.state_dir,
+        &mut initial,
+        &opts.procfs,
+        &opts.sysfs,
+    )?;
     let listener = http::bind(opts.listen).await?;
+    let control_listener = control::bind(&opts.state_dir)?;
     let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
 
     let (attached, reports) = probes::attach(&initial.capabilities);
@@ -122,6 +131,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         listener,
         state.clone(),
         exporter.clone(),
+        stop_rx.clone(),
+    ));
+    let control = tokio::spawn(control::serve(
+        control_listener,
+        control::socket_path(&opts.state_dir),
+        state.clone(),
         stop_rx,
     ));
     publish(&opts, &state, &exporter);
@@ -181,6 +196,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     let _ = stop_tx.send(true);
     let _ = server.await;
+    let _ = control.await;
     Ok(())
 }
 

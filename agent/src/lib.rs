@@ -17,6 +17,7 @@ pub mod units;
 
 // System access, each named after what it touches.
 pub mod capabilities;
+pub mod control;
 pub mod crash_sysfs;
 pub mod http;
 pub mod kexec;

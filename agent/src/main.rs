@@ -25,8 +25,10 @@ enum LogFormat {
 enum Command {
     /// Run the daemon: watch memory hotplug and kexec loads, export readiness.
     Run(cli::run::RunArgs),
-    /// Is kdump ready on this node? Exit 0 when ready, 3 when not.
+    /// Is kdump ready on this node? Asks the daemon. Exit 0 when ready, 3 when not.
     Status(cli::status::StatusArgs),
+    /// The same status computed in one shot, without a daemon.
+    Check(cli::check::CheckArgs),
     /// Build, print, parse or compare a crash ELF header (elfcorehdr).
     Header(cli::header::HeaderArgs),
 }
@@ -54,6 +56,7 @@ fn main() {
     let result = match cli.command {
         Command::Run(args) => cli::run::run(args),
         Command::Status(args) => cli::status::run(args),
+        Command::Check(args) => cli::check::run(args),
         Command::Header(args) => cli::header::run(args),
     };
     match result {

@@ -2,7 +2,7 @@
 //! `/proc/iomem`; loads run off the event loop as [`LoadJob`]s), keeps the loaded header,
 //! persists state and fills the reload metrics.
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -46,7 +46,6 @@ pub struct ReloadOptions {
     pub command: Vec<String>,
     pub command_timeout: Duration,
     pub flags: RecipeFlags,
-    pub state_dir: PathBuf,
     pub timing: Timing,
 }
 
@@ -130,11 +129,12 @@ impl ReconcileLoop {
     /// persisted, and fills the reload side of `state`.
     pub fn start(
         opts: ReloadOptions,
+        state_dir: &Path,
         state: &mut AgentState,
         procfs: &Procfs,
         sysfs: &Sysfs,
     ) -> anyhow::Result<Self> {
-        let state_dir = StateDir::open(&opts.state_dir)?;
+        let state_dir = StateDir::open(state_dir)?;
         let persisted = state_dir.read().unwrap_or_else(|e| {
             tracing::warn!(error = %e, "ignoring the persisted state");
             None

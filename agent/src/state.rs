@@ -5,7 +5,7 @@ use std::{
     time::SystemTime,
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     capabilities::{Capability, Feature},
@@ -60,7 +60,7 @@ pub struct KdumpFacts {
 }
 
 /// What the agent knows about the loaded header.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeaderStatus {
     /// The loaded header's content was captured (true) or inferred (false).
     pub verified: bool,
@@ -72,7 +72,8 @@ pub struct HeaderStatus {
 }
 
 /// The agent's reload side, as `status` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ReloadStatus {
     /// `kexec-file`, `command` or `off`.
     pub strategy: String,
@@ -99,7 +100,7 @@ impl Default for ReloadStatus {
 }
 
 /// How one probe is attached, or why it is not.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeReport {
     /// The kernel function or tracepoint.
     pub probe: String,

@@ -18,7 +18,6 @@ use crate::{
     recipe::{LoadRecipe, RecipeSource},
 };
 
-pub const DEFAULT_STATE_DIR: &str = "/run/kdump-agent";
 const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "lock";
 /// Bumped when the format changes incompatibly; an unknown version is ignored, not misread.

@@ -1,5 +1,5 @@
 //! `kdump-agent status`: the kdumpctl-style summary of an [`AgentState`], as text or JSON.
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     capabilities::Capability,
@@ -11,11 +11,11 @@ use crate::{
 pub const EXIT_NOT_READY: i32 = 3;
 
 /// The status as `--json` prints it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StatusReport {
     pub ready: bool,
     pub reason: String,
-    pub mode: &'static str,
+    pub mode: String,
     pub kernel: String,
     pub crash_kernel_loaded: bool,
     pub reserved_bytes: u64,
@@ -23,7 +23,7 @@ pub struct StatusReport {
     pub system_ram_bytes: Option<u64>,
     pub header: HeaderStatus,
     pub reload: ReloadStatus,
-    pub event_source: &'static str,
+    pub event_source: String,
     pub capabilities: Vec<Capability>,
     pub probes: Vec<ProbeReport>,
 }
@@ -34,7 +34,7 @@ impl StatusReport {
         Self {
             ready: r.ready,
             reason: r.reason,
-            mode: s.mode().as_str(),
+            mode: s.mode().as_str().to_string(),
             kernel: s.kernel_release.clone(),
             crash_kernel_loaded: s.facts.crash_loaded,
             reserved_bytes: s.facts.reserved_bytes,
@@ -42,7 +42,7 @@ impl StatusReport {
             system_ram_bytes: s.facts.system_ram_bytes,
             header: s.header.clone(),
             reload: s.reload.clone(),
-            event_source: s.event_source.as_str(),
+            event_source: s.event_source.as_str().to_string(),
             capabilities: s.capabilities.clone(),
             probes: s.probes.clone(),
         }

@@ -39,11 +39,13 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
 struct Daemon {
     child: Child,
     port: u16,
+    state_dir: tempfile::TempDir,
 }
 
 impl Daemon {
     fn start(extra: &[&str]) -> Self {
         let port = free_port();
+        let state_dir = tempfile::tempdir().unwrap();
         let child = Command::new(BIN)
             .args([
                 "run",
@@ -52,12 +54,18 @@ impl Daemon {
                 "--rescan-interval",
                 "0.5",
             ])
+            .arg("--state-dir")
+            .arg(state_dir.path())
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let d = Self { child, port };
+        let d = Self {
+            child,
+            port,
+            state_dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while get(port, "/readyz").is_none_or(|(code, _)| code != 200) {
             assert!(
@@ -110,8 +118,16 @@ fn sysfs_fixture(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
+/// `status` with no daemon behind its state directory: the one-shot path.
 fn status(args: &[&str]) -> Output {
-    Command::new(BIN).arg("status").args(args).output().unwrap()
+    let no_daemon = tempfile::tempdir().unwrap();
+    Command::new(BIN)
+        .arg("status")
+        .arg("--state-dir")
+        .arg(no_daemon.path())
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn host_has_kexec() -> bool {
@@ -399,4 +415,50 @@ fn iomem_that_turns_bad_while_running_keeps_the_daemon_and_its_last_facts() {
         "{log}"
     );
     assert!(log.contains("iomem line 1: not UTF-8 text"), "{log}");
+}
+
+#[test]
+fn status_asks_the_running_daemon_and_check_works_without_one() {
+    let d = Daemon::start(&["--sysfs", sysfs_fixture(&[]).path().to_str().unwrap()]);
+    let state_dir = d.state_dir.path().to_str().unwrap().to_string();
+    let socket = d.state_dir.path().join("agent.sock");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "root-only socket"
+    );
+    let out = Command::new(BIN)
+        .args(["status", "--state-dir", &state_dir])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("(from the running daemon)"), "{text}");
+    let json = Command::new(BIN)
+        .args(["status", "--json", "--state-dir", &state_dir])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["event_source"], "uevent");
+    let second = Command::new(BIN)
+        .args([
+            "run",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--state-dir",
+            &state_dir,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("another kdump-agent is already serving"),
+        "{err}"
+    );
+    let check = Command::new(BIN).args(["check"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&check.stdout).contains("(computed in one shot"));
+    d.stop();
+    assert!(!socket.exists(), "the socket is removed on shutdown");
 }

@@ -1,4 +1,5 @@
 //! `cargo xtask`: the developer entry point.
+mod fleet;
 mod paths;
 mod run;
 mod setup;
@@ -26,6 +27,9 @@ enum Command {
     },
     /// Format check, clippy, every test.
     Test,
+    /// Regenerate deploy/prometheusrule.yaml and deploy/grafana-dashboard.yaml from the rules
+    /// file and the dashboard.
+    FleetGen,
 }
 
 /// `cargo` in the workspace root, with the project's tools on PATH.
@@ -42,6 +46,7 @@ fn main() {
         Command::Setup => setup::run().map(|_| ()),
         Command::Run { args } => run::run(&args),
         Command::Test => test::run(),
+        Command::FleetGen => fleet::generate(&paths::root()),
     };
     if let Err(err) = result {
         eprintln!("xtask: error: {err:#}");

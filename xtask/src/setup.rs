@@ -3,7 +3,7 @@
 //! Each step checks first and only then installs, so a second run only checks (under 2 s).
 use std::{
     fs,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
 };
 
@@ -14,15 +14,20 @@ use crate::{paths, ui::Step};
 /// bpf-linker release that builds against the preinstalled nightly's LLVM 22.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Debian packages: the VM lab (QEMU, busybox, kexec-tools, socat), promtool (prometheus),
-/// the guest tools the lab puts in its images.
+/// Debian packages: the VM lab (QEMU, busybox, kexec-tools, socat), promtool and the real
+/// Prometheus server (prometheus), the guest tools the lab puts in its images, the HTTP load
+/// generator of `cargo xtask bench-fleet` (wrk).
 pub const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "kexec-tools",
     "socat",
     "prometheus",
+    "wrk",
 ];
+
+/// kubernetes-validate (PyPI) release: the Kubernetes schemas the manifests are checked against.
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
 
 /// Runs every step; returns true when something was installed.
 pub fn run() -> Result<bool> {
@@ -48,6 +53,7 @@ pub fn run() -> Result<bool> {
     )?;
     changed |= bpf_linker()?;
     changed |= apt_packages()?;
+    changed |= python_venv()?;
     Ok(changed)
 }
 
@@ -157,6 +163,47 @@ fn apt_packages() -> Result<bool> {
         "apt-get install",
     )?;
     step.done(&format!("installed: {}", missing.join(" ")));
+    Ok(true)
+}
+
+/// The project's Python venv (under the target dir) for the Python tools the tests use.
+fn venv() -> PathBuf {
+    paths::target_dir().join("venv")
+}
+
+/// `kubernetes-validate` in the project's venv.
+pub fn kubernetes_validate() -> PathBuf {
+    venv().join("bin/kubernetes-validate")
+}
+
+fn python_venv() -> Result<bool> {
+    let step = Step::start(format!("kubernetes-validate {KUBERNETES_VALIDATE_VERSION}"));
+    let tool = kubernetes_validate();
+    if Command::new(&tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains(KUBERNETES_VALIDATE_VERSION)
+        })
+    {
+        step.done(&format!("already in {}", venv().display()));
+        return Ok(false);
+    }
+    step.progress(&format!("pip install into {}", venv().display()));
+    run_quiet(
+        Command::new("python3").args(["-m", "venv"]).arg(venv()),
+        "python3 -m venv",
+    )?;
+    run_quiet(
+        Command::new(venv().join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(format!(
+                "kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"
+            )),
+        "pip install kubernetes-validate",
+    )?;
+    step.done(&format!("installed into {}", venv().display()));
     Ok(true)
 }
 

@@ -55,8 +55,18 @@ pub fn run() -> Result<()> {
     ui::section("cargo test");
     cargo_test(
         &mut tally,
-        cargo().args(["test", "--workspace", "--exclude", "kdump-agent-ebpf"]),
+        // --show-output: a test's `SKIP: why` line must reach the tally even when it passes.
+        cargo().args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "kdump-agent-ebpf",
+            "--",
+            "--show-output",
+        ]),
     )?;
+
+    crate::fleet::run(&mut tally)?;
 
     println!();
     for failure in &tally.failures {

@@ -5,6 +5,7 @@ use clap::Args;
 
 use crate::{procfs::Procfs, sysfs::Sysfs};
 
+pub mod check;
 pub mod header;
 pub mod run;
 pub mod status;
@@ -34,6 +35,14 @@ pub struct SystemArgs {
     /// Directory with the kernels' config-* files, read when procfs has no config.gz.
     #[arg(long, value_name = "DIR", default_value = "/boot")]
     pub boot: PathBuf,
+}
+
+/// Where the daemon keeps its state and its control socket.
+#[derive(Args, Clone, Debug)]
+pub struct StateDirArgs {
+    /// State directory (root-only): persisted state and the control socket `agent.sock`.
+    #[arg(long, value_name = "DIR", default_value = "/run/kdump-agent")]
+    pub state_dir: PathBuf,
 }
 
 impl SystemArgs {

@@ -3,13 +3,12 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Args;
 
-use super::SystemArgs;
+use super::{StateDirArgs, SystemArgs};
 use crate::{
     daemon,
     recipe::RecipeFlags,
     reconcile::Timing,
     reload::{ReloadChoice, ReloadOptions},
-    statefile::DEFAULT_STATE_DIR,
 };
 
 /// Default `--listen`: loopback, on a port outside Prometheus' exporter range (9100-9999 is full).
@@ -19,6 +18,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:10864";
 pub struct RunArgs {
     #[command(flatten)]
     pub system: SystemArgs,
+    #[command(flatten)]
+    pub state: StateDirArgs,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
@@ -55,9 +56,6 @@ pub struct ReloadArgs {
     /// "irqpoll nr_cpus=1 reset_devices").
     #[arg(long, value_name = "TEXT")]
     pub cmdline: Option<String>,
-    /// Where the agent keeps its state and lock.
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
-    pub state_dir: PathBuf,
     /// Seconds without a memory event before the agent acts on a burst.
     #[arg(long, value_name = "SECONDS", default_value_t = 0.25)]
     pub quiet_period: f64,
@@ -105,7 +103,6 @@ impl ReloadArgs {
                 initrd: self.initrd.clone(),
                 cmdline: self.cmdline.clone(),
             },
-            state_dir: self.state_dir.clone(),
             timing: Timing {
                 quiet_period,
                 max_delay,
@@ -132,6 +129,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         sysfs: args.system.sysfs(),
         boot: args.system.boot.clone(),
         listen: args.listen,
+        state_dir: args.state.state_dir.clone(),
         textfile_dir: args.textfile_dir,
         rescan_interval: Duration::from_secs_f64(args.rescan_interval),
         reload: args.reload.options()?,

@@ -1,0 +1,618 @@
+//! The fleet suite of `cargo xtask test`: the kustomize base, the alert rules, the dashboard, and
+//! a real Prometheus scraping a running agent.
+mod exposition;
+pub mod live;
+mod manifests;
+mod promql;
+
+use std::{
+    collections::BTreeSet,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use serde_json::Value;
+
+pub use exposition::Catalogue;
+pub use manifests::generate;
+
+use crate::{paths, test::Tally, ui};
+
+/// Kubernetes release the manifests are validated against (kubernetes-validate's newest schema).
+pub const KUBERNETES_VERSION: &str = "1.37.0";
+
+/// The alerts the rules file must define (issue 7).
+const ALERTS: &[&str] = &[
+    "KdumpNotReady",
+    "KdumpHeaderStale",
+    "KdumpCrashKernelNotLoaded",
+    "KdumpReloadFailing",
+    "KdumpHeaderUnverified",
+    "KdumpAgentEventsLost",
+    "KdumpAgentDown",
+];
+
+const RULES: &str = "deploy/prometheus/kdump-agent.rules.yaml";
+const RULE_TESTS: &str = "deploy/prometheus/tests";
+const DASHBOARD: &str = "dashboards/kdump-agent.json";
+const RUNBOOK: &str = "docs/runbook.md";
+
+/// Scratch space of the suite (generated test files, Prometheus' data, logs).
+pub fn work_dir() -> PathBuf {
+    paths::target_dir().join("xtask-fleet")
+}
+
+/// Records one check: pass, or fail with its error, printed on its own aligned line.
+fn record(tally: &mut Tally, name: &str, outcome: Result<()>) {
+    match outcome {
+        Ok(()) => {
+            println!("  ok   {name}");
+            tally.pass();
+        }
+        Err(e) => {
+            println!("  FAIL {name}: {e:#}");
+            tally.fail(format!("fleet: {name}: {e:#}"));
+        }
+    }
+}
+
+/// A command that passes when it exits 0; its output is shown only when it fails.
+fn command_check(cmd: &mut Command) -> Result<()> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn read(root: &Path, path: &str) -> Result<String> {
+    fs::read_to_string(root.join(path)).with_context(|| format!("reading {path}"))
+}
+
+pub fn run(tally: &mut Tally) -> Result<()> {
+    let root = paths::root();
+    fs::create_dir_all(work_dir())?;
+    let rules: Value =
+        serde_yaml_ng::from_str(&read(&root, RULES)?).with_context(|| RULES.to_owned())?;
+    let dashboard: Value =
+        serde_json::from_str(&read(&root, DASHBOARD)?).with_context(|| DASHBOARD.to_owned())?;
+
+    ui::section("fleet: deploy/ kustomize base");
+    manifest_checks(tally, &root, &rules, &dashboard)?;
+
+    ui::section("fleet: alert rules");
+    rule_checks(tally, &root, &rules)?;
+
+    ui::section("fleet: a running agent and a real Prometheus");
+    let Some(catalogue) = live_checks(tally, &root, &rules, &dashboard)? else {
+        return Ok(());
+    };
+
+    ui::section("fleet: every PromQL expression against the agent's catalogue");
+    expression_checks(tally, &catalogue, &rules, &dashboard)
+}
+
+fn manifest_checks(tally: &mut Tally, root: &Path, rules: &Value, dashboard: &Value) -> Result<()> {
+    for (generated, source, generator) in manifests::GENERATED {
+        let outcome = (|| {
+            let want = manifests::expected(root, source, *generator)?;
+            ensure!(
+                read(root, generated)? == want,
+                "differs from {source}: run `cargo xtask fleet-gen`"
+            );
+            Ok(())
+        })();
+        record(
+            tally,
+            &format!("{generated} is generated from {source}"),
+            outcome,
+        );
+    }
+    let resources = match manifests::render(&root.join("deploy")) {
+        Ok(r) => r,
+        Err(e) => {
+            record(tally, "render deploy/", Err(e));
+            return Ok(());
+        }
+    };
+    record(
+        tally,
+        &format!("render deploy/ ({} resources)", resources.len()),
+        Ok(()),
+    );
+    let rendered = work_dir().join("rendered.yaml");
+    let text: String = resources
+        .iter()
+        .map(|r| Ok(format!("---\n{}", serde_yaml_ng::to_string(r)?)))
+        .collect::<Result<_>>()?;
+    fs::write(&rendered, text)?;
+
+    if Command::new("kubectl")
+        .args(["kustomize", "--help"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let outcome = (|| {
+            let out = Command::new("kubectl")
+                .arg("kustomize")
+                .arg(root.join("deploy"))
+                .output()?;
+            ensure!(
+                out.status.success(),
+                "kubectl kustomize: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            let theirs =
+                manifests::documents(&String::from_utf8_lossy(&out.stdout), "kubectl kustomize")?;
+            manifests::same_resources(&resources, &theirs)
+        })();
+        record(
+            tally,
+            "kubectl kustomize renders the same resources",
+            outcome,
+        );
+    } else {
+        tally.skip(
+            "kubectl kustomize renders the same resources",
+            "neither kustomize nor kubectl is on PATH (not in Debian 12); rendered by concatenating the resources only",
+        );
+    }
+
+    for (name, outcome) in manifests::cross_checks(&resources, rules, dashboard) {
+        record(tally, name, outcome);
+    }
+    kubernetes_validate(tally, &rendered)
+}
+
+/// Validates every rendered resource against the Kubernetes schema; custom resources have none.
+fn kubernetes_validate(tally: &mut Tally, rendered: &Path) -> Result<()> {
+    let tool = crate::setup::kubernetes_validate();
+    let out = Command::new(&tool)
+        .args(["--strict", "--kubernetes-version", KUBERNETES_VERSION])
+        .arg(rendered)
+        .output()
+        .with_context(|| format!("running {}", tool.display()))?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let mut seen = 0;
+    for line in text.lines() {
+        let rest = line
+            .split_once(&rendered.display().to_string())
+            .map_or(line, |(_, r)| r)
+            .trim();
+        if let Some(resource) = rest.strip_prefix("passed for resource ") {
+            let resource = resource
+                .split(" against version")
+                .next()
+                .unwrap_or(resource);
+            record(
+                tally,
+                &format!("Kubernetes {KUBERNETES_VERSION} schema: {resource}"),
+                Ok(()),
+            );
+        } else if line.starts_with("WARN") && rest.starts_with("Couldn't find schema for kind ") {
+            let kind = rest
+                .trim_start_matches("Couldn't find schema for kind ")
+                .split_whitespace()
+                .next()
+                .unwrap_or("?");
+            let why = match kind {
+                "PrometheusRule" => {
+                    "custom resource without a schema in kubernetes-validate; its groups are checked by promtool above and below"
+                }
+                _ => {
+                    "custom resource without a schema in kubernetes-validate; its selector and port are cross-checked above"
+                }
+            };
+            tally.skip(
+                &format!("Kubernetes {KUBERNETES_VERSION} schema: {kind}"),
+                why,
+            );
+        } else if line.starts_with("ERROR") {
+            record(tally, "Kubernetes schema", Err(anyhow::anyhow!("{rest}")));
+        } else {
+            continue;
+        }
+        seen += 1;
+    }
+    if seen == 0 || (!out.status.success() && !text.contains("ERROR")) {
+        record(
+            tally,
+            "kubernetes-validate",
+            Err(anyhow::anyhow!("{}: {}", out.status, text.trim())),
+        );
+    }
+    Ok(())
+}
+
+fn rule_checks(tally: &mut Tally, root: &Path, rules: &Value) -> Result<()> {
+    record(
+        tally,
+        &format!("promtool check rules {RULES}"),
+        command_check(
+            Command::new("promtool")
+                .args(["check", "rules"])
+                .arg(root.join(RULES)),
+        ),
+    );
+    let mut tests: Vec<PathBuf> = fs::read_dir(root.join(RULE_TESTS))
+        .with_context(|| format!("reading {RULE_TESTS}"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    tests.sort();
+    if tests.is_empty() {
+        record(
+            tally,
+            "promtool test rules",
+            Err(anyhow::anyhow!("no unit tests in {RULE_TESTS}")),
+        );
+    }
+    for test in &tests {
+        let name = test
+            .strip_prefix(root)
+            .unwrap_or(test)
+            .display()
+            .to_string();
+        record(
+            tally,
+            &format!("promtool test rules {name}"),
+            command_check(Command::new("promtool").args(["test", "rules"]).arg(test)),
+        );
+    }
+    let tested: String = tests
+        .iter()
+        .map(|t| fs::read_to_string(t).unwrap_or_default())
+        .collect();
+    let runbook = read(root, RUNBOOK)?;
+    let anchors: BTreeSet<String> = runbook
+        .lines()
+        .filter_map(|l| l.strip_prefix("## "))
+        .map(|h| h.trim().to_lowercase().replace(' ', "-"))
+        .collect();
+    for alert in ALERTS {
+        let outcome = (|| {
+            let rule = rules["groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+                .find(|r| r["alert"] == *alert)
+                .context("missing from the rules file")?;
+            ensure!(rule["for"].is_string(), "no `for:` duration");
+            for key in ["summary", "description", "runbook_url"] {
+                ensure!(
+                    rule["annotations"][key]
+                        .as_str()
+                        .is_some_and(|s| !s.is_empty()),
+                    "no {key} annotation"
+                );
+            }
+            let url = rule["annotations"]["runbook_url"]
+                .as_str()
+                .unwrap_or_default();
+            let (page, anchor) = url.rsplit_once('#').context("runbook_url has no #anchor")?;
+            ensure!(
+                page.ends_with(RUNBOOK),
+                "runbook_url does not point into {RUNBOOK}"
+            );
+            ensure!(
+                anchors.contains(anchor),
+                "{RUNBOOK} has no section #{anchor}"
+            );
+            ensure!(
+                tested.contains(&format!("alertname: {alert}")),
+                "no promtool unit test in {RULE_TESTS}"
+            );
+            Ok(())
+        })();
+        record(
+            tally,
+            &format!("{alert}: for, annotations, runbook section, unit test"),
+            outcome,
+        );
+    }
+    Ok(())
+}
+
+/// Starts the agent, reads its catalogue from /metrics, and has a real Prometheus scrape it and
+/// evaluate the rules and every dashboard expression. None when the agent could not be scraped.
+fn live_checks(
+    tally: &mut Tally,
+    root: &Path,
+    rules: &Value,
+    dashboard: &Value,
+) -> Result<Option<Catalogue>> {
+    let binary = live::build_agent()?;
+    let help = Command::new(&binary)
+        .args(["run", "--help"])
+        .output()
+        .context("kdump-agent run --help")?;
+    if !String::from_utf8_lossy(&help.stdout).contains("--listen") {
+        tally.skip(
+            "agent catalogue, real Prometheus, PromQL evaluation",
+            "this agent has no exporter yet (`kdump-agent run --help` lists no --listen)",
+        );
+        return Ok(None);
+    }
+    let work = work_dir();
+    let agent_port = live::free_port()?;
+    let mut agent = live::start_agent(
+        &binary,
+        agent_port,
+        &work.join("agent-state"),
+        &work.join("agent.log"),
+    )?;
+    let text = match live::scrape(agent_port, &mut agent) {
+        Ok(text) => text,
+        Err(e) => {
+            record(
+                tally,
+                "the agent serves /metrics",
+                Err(e.context(format!("log: {}", work.join("agent.log").display()))),
+            );
+            return Ok(None);
+        }
+    };
+    let catalogue = match Catalogue::parse(&text) {
+        Ok(c) => c,
+        Err(e) => {
+            record(tally, "the agent's /metrics parses", Err(e));
+            return Ok(None);
+        }
+    };
+    record(
+        tally,
+        &format!(
+            "the agent serves /metrics ({} families, {} samples)",
+            catalogue.families.len(),
+            catalogue.samples.len()
+        ),
+        Ok(()),
+    );
+    let http = live::http();
+    for path in ["/healthz", "/readyz"] {
+        let outcome = live::get(&http, &format!("http://127.0.0.1:{agent_port}{path}")).and_then(
+            |(status, body)| {
+                ensure!(status == 200, "HTTP {status}: {}", body.trim());
+                Ok(())
+            },
+        );
+        record(
+            tally,
+            &format!("the agent answers {path} with 200"),
+            outcome,
+        );
+    }
+
+    let prom_dir = work.join("prometheus");
+    let _ = fs::remove_dir_all(&prom_dir);
+    let prom_port = live::free_port()?;
+    let mut prometheus =
+        live::start_prometheus(&prom_dir, prom_port, agent_port, &root.join(RULES))?;
+    let ready = live::wait_for("Prometheus /-/ready", LIVE_TIMEOUT, || {
+        prometheus.alive()?;
+        Ok(
+            live::get(&http, &format!("http://127.0.0.1:{prom_port}/-/ready"))
+                .is_ok_and(|(status, _)| status == 200)
+                .then_some(()),
+        )
+    });
+    if let Err(e) = ready {
+        record(
+            tally,
+            "Prometheus starts",
+            Err(e.context(format!(
+                "log: {}",
+                prom_dir.join("prometheus.log").display()
+            ))),
+        );
+        return Ok(Some(catalogue));
+    }
+    let up = live::wait_for("target kdump-agent up", LIVE_TIMEOUT, || {
+        let data = live::api(
+            &http,
+            prom_port,
+            "/api/v1/query",
+            Some(r#"up{job="kdump-agent"}"#),
+        )?;
+        Ok((data["result"][0]["value"][1] == "1").then_some(()))
+    });
+    record(
+        tally,
+        &format!("Prometheus (127.0.0.1:{prom_port}) scrapes the agent: up == 1"),
+        up,
+    );
+
+    let wanted: BTreeSet<String> = catalogue
+        .series_names()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let present = live::wait_for("every catalogue series in Prometheus", LIVE_TIMEOUT, || {
+        let names = live::api(&http, prom_port, "/api/v1/label/__name__/values", None)?;
+        let have: BTreeSet<String> = names
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        let missing: Vec<&String> = wanted.difference(&have).collect();
+        if missing.is_empty() {
+            Ok(Some(()))
+        } else {
+            bail!("missing {missing:?}")
+        }
+    });
+    record(
+        tally,
+        &format!(
+            "every catalogue series is in Prometheus ({} names)",
+            wanted.len()
+        ),
+        present,
+    );
+
+    let rules_ok = live::wait_for("every rule evaluated with health ok", LIVE_TIMEOUT, || {
+        let data = live::api(&http, prom_port, "/api/v1/rules", None)?;
+        let loaded: Vec<&Value> = data["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+            .collect();
+        ensure!(
+            loaded.len() == promql::rule_expressions(rules)?.len(),
+            "{} rules loaded",
+            loaded.len()
+        );
+        for rule in &loaded {
+            let name = rule["name"].as_str().unwrap_or("?");
+            if rule["health"] != "ok" {
+                bail!("{name}: health {} {}", rule["health"], rule["lastError"]);
+            }
+        }
+        Ok(loaded
+            .iter()
+            .all(|r| {
+                r["lastEvaluation"]
+                    .as_str()
+                    .is_some_and(|t| !t.starts_with("0001"))
+            })
+            .then(|| {
+                for rule in &loaded {
+                    println!(
+                        "       {:<28} {}",
+                        rule["name"].as_str().unwrap_or("?"),
+                        rule["state"].as_str().unwrap_or("-")
+                    );
+                }
+            }))
+    });
+    record(
+        tally,
+        "Prometheus evaluates every alert rule: health ok",
+        rules_ok,
+    );
+
+    let mut expressions = promql::rule_expressions(rules)?;
+    expressions.extend(promql::dashboard_expressions(dashboard)?);
+    let errors: Vec<String> = expressions
+        .iter()
+        .filter_map(|e| {
+            live::api(&http, prom_port, "/api/v1/query", Some(&e.expr))
+                .err()
+                .map(|err| format!("{}: {err:#}", e.origin))
+        })
+        .collect();
+    record(
+        tally,
+        &format!(
+            "Prometheus evaluates every rule and dashboard expression ({})",
+            expressions.len()
+        ),
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!("{}", errors.join("; ")))
+        },
+    );
+    agent
+        .alive()
+        .context("the agent during the Prometheus test")?;
+    Ok(Some(catalogue))
+}
+
+fn expression_checks(
+    tally: &mut Tally,
+    catalogue: &Catalogue,
+    rules: &Value,
+    dashboard: &Value,
+) -> Result<()> {
+    let mut expressions = promql::rule_expressions(rules)?;
+    expressions.extend(promql::dashboard_expressions(dashboard)?);
+    let dir = work_dir().join("promql");
+    fs::create_dir_all(&dir)?;
+    for (index, expression) in expressions.iter().enumerate() {
+        let outcome = evaluate(
+            catalogue,
+            expression,
+            &dir.join(format!("expr-{index}.yaml")),
+        );
+        record(tally, &expression.origin, outcome);
+    }
+    // A reference to a metric the agent does not export must fail both ways, or the checks above
+    // prove nothing.
+    let control = promql::Expression {
+        origin: "negative control".into(),
+        expr: r#"sum by (node) (kdump_no_such_metric{job="kdump-agent"})"#.into(),
+    };
+    let reads = promql::reads(&control.expr)?;
+    let names_fail = !promql::unknown_names(&reads, catalogue).is_empty();
+    let promtool_fails =
+        promtool_passes(catalogue, &control, &dir.join("negative-control.yaml"))?.is_err();
+    record(
+        tally,
+        "negative control: an unknown metric fails the name check and promtool",
+        if names_fail && promtool_fails {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!(
+                "name check failed: {names_fail}, promtool failed: {promtool_fails}"
+            ))
+        },
+    );
+    Ok(())
+}
+
+/// The expression names only catalogue metrics and labels, and promtool evaluates it.
+fn evaluate(catalogue: &Catalogue, expression: &promql::Expression, file: &Path) -> Result<()> {
+    let reads = promql::reads(&expression.expr)?;
+    let unknown = promql::unknown_names(&reads, catalogue);
+    ensure!(
+        unknown.is_empty(),
+        "{} not exported by the agent, in {}",
+        unknown.join(", "),
+        expression.expr
+    );
+    promtool_passes(catalogue, expression, file)?
+}
+
+/// Ok(Ok) when promtool's evaluation passes, Ok(Err) when it fails; Err when it cannot run.
+fn promtool_passes(
+    catalogue: &Catalogue,
+    expression: &promql::Expression,
+    file: &Path,
+) -> Result<Result<()>> {
+    let test = promql::promtool_test(catalogue, expression)?;
+    fs::write(file, serde_json::to_string_pretty(&test)?)?;
+    let out = Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(file)
+        .output()
+        .context("running promtool")?;
+    Ok(if out.status.success() {
+        Ok(())
+    } else {
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        Err(anyhow::anyhow!(
+            "promtool ({}): {}",
+            file.display(),
+            text.trim()
+        ))
+    })
+}
+
+/// How long the live test waits for Prometheus to scrape and evaluate.
+pub const LIVE_TIMEOUT: Duration = Duration::from_secs(60);
