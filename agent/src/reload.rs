@@ -476,3 +476,235 @@ fn alert_line(alert: Alert) -> String {
         Alert::NoCaptureKernel => "no crash kernel is loaded and this agent cannot load one".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{fs, path::PathBuf};
+
+    use super::*;
+    use crate::events::{Event, EventSource, HotplugAction};
+
+    const IOMEM_1G: &str = "\
+00000000-00000fff : Reserved
+00001000-0009fbff : System RAM
+000f0000-000fffff : Reserved
+00100000-3ffdffff : System RAM
+  2f000000-3effffff : Crash kernel
+";
+    const DIMM: &str = "100000000-11fffffff : System RAM\n";
+    const MS: Duration = Duration::from_millis(1);
+
+    /// A node in files: procfs and sysfs trees with kexec, a crash kernel loaded, 1 GiB RAM.
+    struct Node {
+        dir: tempfile::TempDir,
+    }
+
+    impl Node {
+        fn new() -> Self {
+            let node = Self {
+                dir: tempfile::tempdir().unwrap(),
+            };
+            node.write("proc/iomem", IOMEM_1G);
+            node.write("proc/cmdline", "root=/dev/vda crashkernel=256M\n");
+            node.write("sys/kernel/kexec_crash_loaded", "1\n");
+            node.write("sys/kernel/kexec_crash_size", "268435456\n");
+            node
+        }
+
+        fn write(&self, rel: &str, text: &str) {
+            let path = self.dir.path().join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, text).unwrap();
+        }
+
+        fn procfs(&self) -> Procfs {
+            Procfs::new(self.dir.path().join("proc"))
+        }
+
+        fn sysfs(&self) -> Sysfs {
+            Sysfs::new(self.dir.path().join("sys"))
+        }
+
+        fn state_dir(&self) -> PathBuf {
+            self.dir.path().join("run/kdump-agent")
+        }
+
+        fn state(&self) -> AgentState {
+            let mut s = AgentState::new("6.1.0-47-amd64".into(), vec![], String::new());
+            s.facts = node::read_facts(&self.procfs(), &self.sysfs()).unwrap();
+            s
+        }
+
+        /// `--reload command` running `script` with the node's sysfs in `$SYS`.
+        fn start(&self, script: &str, state: &mut AgentState) -> ReconcileLoop {
+            let sys = self.dir.path().join("sys");
+            let opts = ReloadOptions {
+                choice: Some(ReloadChoice::Command),
+                command: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    format!("SYS={}; {script}", sys.display()),
+                ],
+                command_timeout: Duration::from_secs(10),
+                flags: RecipeFlags::default(),
+                timing: Timing::default(),
+            };
+            ReconcileLoop::start(
+                opts,
+                &self.state_dir(),
+                state,
+                &self.procfs(),
+                &self.sysfs(),
+            )
+            .unwrap()
+        }
+    }
+
+    fn online() -> Input {
+        Input::Event(Event::Memory {
+            action: HotplugAction::Online,
+            phys_start: Some(1 << 32),
+            bytes: Some(128 << 20),
+            source: EventSource::Uevent,
+            ktime_ns: None,
+        })
+    }
+
+    #[test]
+    fn a_hot_added_dimm_is_one_reload_and_the_header_ends_current() {
+        let node = Node::new();
+        let mut state = node.state();
+        let mut rl = node.start("echo reloaded", &mut state);
+        assert_eq!(state.mode(), Mode::AgentManaged);
+        assert_eq!(state.reload.strategy, "command");
+        let t0 = Instant::now();
+        rl.handle(t0, Input::Tick, &mut state);
+        assert!(!state.header.stale, "inferred at start: current");
+        assert!(!state.header.verified);
+
+        node.write("proc/iomem", &format!("{IOMEM_1G}{DIMM}"));
+        for i in 0..4 {
+            rl.handle(t0 + MS * i, online(), &mut state);
+        }
+        assert!(rl.take_job().is_none(), "nothing before the quiet period");
+        rl.handle(t0 + 253 * MS, Input::Tick, &mut state);
+        assert!(state.header.stale);
+        assert_eq!(state.header.missing_bytes, 512 << 20);
+        assert!(state.header.stale_since.is_some());
+        assert!(!state.readiness().ready);
+        let job = rl.take_job().expect("one reload");
+        let done = job.run();
+        rl.finished(t0 + 400 * MS, done, &mut state);
+        assert!(rl.take_job().is_none(), "exactly one");
+        assert!(!state.header.stale, "{:?}", state.header);
+        assert!(state.readiness().ready, "{}", state.readiness().reason);
+        assert_eq!(state.counters.reloads.get("success"), Some(&1));
+        assert_eq!(state.reload_durations.total, 1);
+        assert_eq!(state.unprotected_windows.total, 1);
+        let last = state.reload.last.clone().unwrap();
+        assert!(
+            last.starts_with("success (ram-changed, 0.147 s): exit status: 0 after "),
+            "{last}"
+        );
+        let persisted = StateDir::open(&node.state_dir())
+            .unwrap()
+            .read()
+            .unwrap()
+            .unwrap();
+        assert_eq!(persisted.last_load.unwrap().result, "success");
+        let ram = RangeRecord::to_ram(&persisted.loaded_header.unwrap()).unwrap();
+        assert!(ram.contains(1 << 32), "the DIMM is in the persisted header");
+    }
+
+    #[test]
+    fn a_restarted_agent_sees_the_persisted_header_is_stale() {
+        let node = Node::new();
+        let mut state = node.state();
+        let mut rl = node.start("echo reloaded", &mut state);
+        let t0 = Instant::now();
+        rl.handle(t0, Input::Tick, &mut state);
+        node.write("proc/iomem", &format!("{IOMEM_1G}{DIMM}"));
+        rl.handle(t0, online(), &mut state);
+        rl.handle(t0 + 250 * MS, Input::Tick, &mut state);
+        let done = rl.take_job().unwrap().run();
+        rl.finished(t0 + 300 * MS, done, &mut state);
+        drop(rl);
+
+        // Killed; RAM shrinks back while it is down; a new agent starts.
+        node.write("proc/iomem", IOMEM_1G);
+        let mut state = node.state();
+        let mut rl = node.start("echo reloaded", &mut state);
+        rl.handle(Instant::now(), Input::Tick, &mut state);
+        assert!(state.header.stale);
+        assert_eq!(state.header.excess_bytes, 512 << 20);
+        assert!(
+            rl.take_job().is_some(),
+            "the survey reloads the stale header"
+        );
+    }
+
+    #[test]
+    fn a_failed_command_that_unloaded_counts_one_failure_and_alerts() {
+        let node = Node::new();
+        let mut state = node.state();
+        let mut rl = node.start(
+            "echo 0 > $SYS/kernel/kexec_crash_loaded; echo kexec failed >&2; exit 1",
+            &mut state,
+        );
+        let t0 = Instant::now();
+        rl.handle(t0, Input::Tick, &mut state);
+        node.write("proc/iomem", &format!("{IOMEM_1G}{DIMM}"));
+        rl.handle(t0, online(), &mut state);
+        rl.handle(t0 + 250 * MS, Input::Tick, &mut state);
+        let done = rl.take_job().unwrap().run();
+        rl.finished(t0 + 300 * MS, done, &mut state);
+        // The command strategy keeps no image, so there is no rollback: a failure, then backoff.
+        assert!(rl.take_job().is_none());
+        assert_eq!(state.counters.reloads.get("failure"), Some(&1));
+        assert_eq!(state.reload.failures, 1);
+        assert!(
+            state
+                .reload
+                .last
+                .clone()
+                .unwrap()
+                .ends_with(": kexec failed")
+        );
+        assert_eq!(
+            state.reload.alert.as_deref(),
+            Some("reload failed 1 time(s) in a row; next try in 1.0 s")
+        );
+        assert_eq!(rl.next_deadline(), Some(t0 + 1300 * MS));
+        rl.handle(t0 + 1300 * MS, Input::Tick, &mut state);
+        assert!(!state.facts.crash_loaded);
+        assert!(rl.take_job().is_some(), "the retry loads again");
+    }
+
+    #[test]
+    fn two_agents_never_share_a_state_directory() {
+        let node = Node::new();
+        let mut state = node.state();
+        let _first = node.start("true", &mut state);
+        let opts = ReloadOptions {
+            choice: Some(ReloadChoice::Command),
+            command: vec!["true".into()],
+            command_timeout: Duration::from_secs(1),
+            flags: RecipeFlags::default(),
+            timing: Timing::default(),
+        };
+        let err = ReconcileLoop::start(
+            opts,
+            &node.state_dir(),
+            &mut state,
+            &node.procfs(),
+            &node.sysfs(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains(&format!("is held by pid {}", std::process::id())),
+            "{err}"
+        );
+    }
+}
