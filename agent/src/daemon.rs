@@ -17,7 +17,7 @@ use tokio::{
 
 use crate::{
     capabilities::{self, missing_process_caps},
-    control,
+    control::{self, ReloadRequest},
     events::{Event, EventSource},
     http,
     metrics::Exporter,
@@ -133,10 +133,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         exporter.clone(),
         stop_rx.clone(),
     ));
+    let (reload_tx, mut reload_rx) = mpsc::channel(16);
     let control = tokio::spawn(control::serve(
         control_listener,
         control::socket_path(&opts.state_dir),
         state.clone(),
+        reload_tx,
         stop_rx,
     ));
     publish(&opts, &state, &exporter);
@@ -149,9 +151,17 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     with_state(&state, |s| reconcile.handle(Instant::now(), Input::Tick, s));
     publish(&opts, &state, &exporter);
     let mut load: Option<JoinHandle<LoadDone>> = None;
+    // `kdump-agent reload` clients, answered when the reconcile they asked for is over.
+    let mut waiting: Vec<(ReloadRequest, u64)> = Vec::new();
     loop {
         if let Some(job) = reconcile.take_job() {
             load = Some(tokio::task::spawn_blocking(move || job.run()));
+        }
+        if load.is_none() && !waiting.is_empty() {
+            let s = state.read().unwrap_or_else(|e| e.into_inner());
+            for (reply, reloads_before) in waiting.drain(..) {
+                let _ = reply.send(reload_answer(&s, reloads_before));
+            }
         }
         let deadline = reconcile.next_deadline();
         // select! builds every branch's future, so a disabled timer still needs an instant.
@@ -184,9 +194,22 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 publish(&opts, &state, &exporter);
             }
             _ = rescan.tick() => {
+                let before = with_state(&state, |s| (s.facts.system_ram_bytes, s.facts.crash_loaded));
                 rescan_now(&opts, &state);
                 with_state(&state, |s| {
-                    reconcile.resync_mode(Instant::now(), s)
+                    let now = Instant::now();
+                    // A change no event told us about (missed events, another loader).
+                    if (s.facts.system_ram_bytes, s.facts.crash_loaded) != before {
+                        reconcile.handle(now, Input::Event(Event::IomemChanged), s);
+                    }
+                    reconcile.resync_mode(now, s)
+                });
+                publish(&opts, &state, &exporter);
+            }
+            Some(reply) = reload_rx.recv() => {
+                with_state(&state, |s| {
+                    waiting.push((reply, reloads_done(s)));
+                    reconcile.handle(Instant::now(), Input::ReloadRequested, s);
                 });
                 publish(&opts, &state, &exporter);
             }
@@ -222,6 +245,33 @@ fn rescan_now(opts: &Options, state: &SharedState) {
     if let Err(e) = refresh(&mut s, &opts.procfs, &opts.sysfs) {
         tracing::error!(error = %format!("{e:#}"), "rescan failed; keeping the last good state");
     }
+}
+
+fn reloads_done(s: &AgentState) -> u64 {
+    s.counters.reloads.values().sum()
+}
+
+/// What `kdump-agent reload` prints: what the reconcile did, and whether kdump is ready now.
+fn reload_answer(s: &AgentState, reloads_before: u64) -> serde_json::Value {
+    let readiness = s.readiness();
+    let outcome = if reloads_done(s) > reloads_before {
+        format!("reloaded: {}", s.reload.last.as_deref().unwrap_or("?"))
+    } else if readiness.ready {
+        "nothing to do: the loaded header covers all RAM".to_owned()
+    } else {
+        format!(
+            "not reloaded{}",
+            s.reload
+                .alert
+                .as_deref()
+                .map_or(String::new(), |a| format!(": {a}"))
+        )
+    };
+    serde_json::json!({
+        "outcome": outcome,
+        "ready": readiness.ready,
+        "reason": readiness.reason,
+    })
 }
 
 /// Runs `f` with the state locked for writing.
