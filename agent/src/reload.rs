@@ -333,6 +333,14 @@ impl ReconcileLoop {
             .map_or(HeaderState::Unknown, HeaderState::from);
         let verified = self.header.as_ref().is_some_and(|h| h.verified);
         let was_stale = state.header.stale;
+        if let Some(d) = diff.as_ref().filter(|d| d.stale() && !was_stale) {
+            tracing::warn!(
+                missing_bytes = d.missing_bytes,
+                excess_bytes = d.excess_bytes,
+                verified,
+                "the loaded crash header is stale"
+            );
+        }
         state.header = match &diff {
             Some(d) => HeaderStatus {
                 verified,
