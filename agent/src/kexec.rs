@@ -126,7 +126,11 @@ fn sealed_copy(name: &CStr, src: &File) -> io::Result<(OwnedFd, u64)> {
     if unsafe { libc::fcntl(dst.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((OwnedFd::from(dst), copied))
+    // The kernel reads images with deny_write_access(): ETXTBSY while any descriptor may
+    // write. Keep a read-only one to the same memory and close the writable one.
+    let read_only = File::open(format!("/proc/self/fd/{}", dst.as_raw_fd()))?;
+    drop(dst);
+    Ok((OwnedFd::from(read_only), copied))
 }
 
 impl SealedImage {
@@ -320,10 +324,55 @@ mod tests {
         ] {
             assert_ne!(seals & seal, 0, "seal {seal:#x} missing");
         }
-        let mut writer = File::from(image.kernel.try_clone().unwrap());
-        let err = writer.write_all(b"x").unwrap_err();
+        let path = format!("/proc/self/fd/{}", image.kernel.as_raw_fd());
+        let err = fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(b"x"))
+            .unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
         assert!(CString::new("a\0b").is_err());
+    }
+
+    /// The access mode of every descriptor of this process open on the inode of `fd`.
+    fn access_modes_of(fd: &OwnedFd) -> Vec<i32> {
+        use std::os::unix::fs::MetadataExt as _;
+        let ino = File::from(fd.try_clone().unwrap())
+            .metadata()
+            .unwrap()
+            .ino();
+        let mut modes = Vec::new();
+        for entry in fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(Result::ok)
+        {
+            if fs::metadata(entry.path()).is_ok_and(|m| m.ino() == ino) {
+                let name = entry.file_name().into_string().unwrap();
+                let info = fs::read_to_string(format!("/proc/self/fdinfo/{name}")).unwrap();
+                let flags = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("flags:"))
+                    .map(|f| i32::from_str_radix(f.trim(), 8).unwrap())
+                    .unwrap();
+                modes.push(flags & libc::O_ACCMODE);
+            }
+        }
+        modes
+    }
+
+    #[test]
+    fn no_descriptor_can_write_the_sealed_copy_so_the_kernel_can_read_it() {
+        // kexec_file_load reads through kernel_read_file(), which takes deny_write_access():
+        // ETXTBSY while any descriptor is open for writing on the file.
+        let opened = OpenedRecipe {
+            kernel: File::open("/bin/true").unwrap(),
+            initrd: None,
+            needed_bytes: 0,
+        };
+        let image = SealedImage::copy(&opened, "").unwrap();
+        let modes = access_modes_of(&image.kernel);
+        assert!(!modes.is_empty());
+        assert!(modes.iter().all(|&m| m == libc::O_RDONLY), "{modes:?}");
     }
 
     fn argv(words: &[&str]) -> Vec<String> {
