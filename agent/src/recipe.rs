@@ -291,6 +291,35 @@ pub fn resolve(
         .map_err(|e| e.to_string())
 }
 
+/// The recipe of a `kexec_file_load` another loader made, from what a probe saw at the call:
+/// the caller's pid and command, its kernel and initrd descriptors (`None`: no initrd), and
+/// the command line as passed. The descriptors are resolved through `procfs` (`/proc/PID/fd/N`)
+/// while the call is in flight, since they mean nothing afterwards.
+pub fn adopted(
+    procfs_root: &Path,
+    pid: u32,
+    comm: &str,
+    kernel_fd: i32,
+    initrd_fd: Option<i32>,
+    cmdline: &str,
+) -> io::Result<LoadRecipe> {
+    let resolve = |fd: i32| {
+        let link = procfs_root.join(format!("{pid}/fd/{fd}"));
+        std::fs::read_link(&link)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", link.display())))
+    };
+    Ok(LoadRecipe {
+        kernel: resolve(kernel_fd)?,
+        initrd: initrd_fd.map(resolve).transpose()?,
+        // The kernel requires the NUL in cmdline_len; it is not part of the line.
+        cmdline: cmdline.trim_end_matches('\0').to_owned(),
+        source: RecipeSource::Adopted {
+            pid,
+            comm: comm.to_owned(),
+        },
+    })
+}
+
 /// The x86 boot protocol header fields the kernel's `bzImage64_probe` and loader look at
 /// (Documentation/arch/x86/boot.rst; arch/x86/kernel/kexec-bzimage64.c).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -815,6 +844,42 @@ KDUMP_SSH=$(hostname)
             resolve(&orphan, None, &DistroConfigs::default(), "", "6.1"),
             Err("--initrd and --cmdline need --kernel".into())
         );
+    }
+
+    #[test]
+    fn an_adopted_recipe_resolves_the_callers_descriptors() {
+        use std::os::fd::AsRawFd as _;
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = write_file(dir.path(), "vmlinuz", b"k", 0o644);
+        let initrd = write_file(dir.path(), "initrd", b"i", 0o644);
+        let (k, i) = (File::open(&kernel).unwrap(), File::open(&initrd).unwrap());
+        let r = adopted(
+            Path::new("/proc"),
+            std::process::id(),
+            "kexec",
+            k.as_raw_fd(),
+            Some(i.as_raw_fd()),
+            "console=ttyS0 irqpoll\0",
+        )
+        .unwrap();
+        assert_eq!(r.kernel, kernel);
+        assert_eq!(r.initrd, Some(initrd));
+        assert_eq!(r.cmdline, "console=ttyS0 irqpoll");
+        assert_eq!(
+            r.source.to_string(),
+            format!("adopted from kexec (pid {})", std::process::id())
+        );
+        let err = adopted(
+            Path::new("/proc"),
+            std::process::id(),
+            "kexec",
+            9999,
+            None,
+            "",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("/fd/9999: "), "{err}");
     }
 
     const SYSCONFIG: &str = r#"
