@@ -320,6 +320,17 @@ impl ReconcileLoop {
                 .and_then(|io| LoadedHeader::inferred(io, LoadPath::KexecFileLoad).ok());
         }
         self.crash_loaded = loaded;
+        if loaded
+            && state.mode() == Mode::KernelManaged
+            && !self.header.as_ref().is_some_and(|h| h.verified)
+        {
+            // The kernel rewrites the header on hotplug; with no captured header to check,
+            // the best knowledge is that it did (unverified).
+            self.header = iomem
+                .as_ref()
+                .ok()
+                .and_then(|io| LoadedHeader::inferred(io, LoadPath::KexecFileLoad).ok());
+        }
         let diff = match (&self.header, &iomem) {
             (Some(header), Ok(io)) => header.diff(io).ok(),
             (_, Err(e)) => {
@@ -686,6 +697,23 @@ mod tests {
         rl.handle(t0 + 1300 * MS, Input::Tick, &mut state);
         assert!(!state.facts.crash_loaded);
         assert!(rl.take_job().is_some(), "the retry loads again");
+    }
+
+    #[test]
+    fn kernel_managed_without_a_captured_header_trusts_the_kernel_and_does_not_reload() {
+        let node = Node::new();
+        node.write("sys/devices/system/memory/crash_hotplug", "1\n");
+        let mut state = node.state();
+        let mut rl = node.start("echo reloaded", &mut state);
+        assert_eq!(state.mode(), Mode::KernelManaged);
+        let t0 = Instant::now();
+        rl.handle(t0, Input::Tick, &mut state);
+        node.write("proc/iomem", &format!("{IOMEM_1G}{DIMM}"));
+        rl.handle(t0, online(), &mut state);
+        rl.handle(t0 + 250 * MS, Input::Tick, &mut state);
+        assert!(rl.take_job().is_none(), "no reload in kernel-managed mode");
+        assert!(!state.header.stale);
+        assert!(!state.header.verified, "inferred, not captured");
     }
 
     #[test]
