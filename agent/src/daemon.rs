@@ -146,6 +146,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut rescan = tokio::time::interval(opts.rescan_interval);
+    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     rescan.tick().await;
     // The start-up survey: is a crash kernel loaded, is its header current?
     with_state(&state, |s| reconcile.handle(Instant::now(), Input::Tick, s));
@@ -172,7 +173,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 while let Ok(more) = rx.try_recv() {
                     batch.push(more);
                 }
-                apply(&opts, &state, &batch);
+                // A load in flight holds the kexec lock: kexec_crash_size reads EBUSY until it
+                // ends, and the verify after the load re-reads everything anyway.
+                apply(&opts, &state, &batch, load.is_none());
                 with_state(&state, |s| {
                     let now = Instant::now();
                     for event in batch {
@@ -193,7 +196,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 });
                 publish(&opts, &state, &exporter);
             }
-            _ = rescan.tick() => {
+            _ = rescan.tick(), if load.is_none() => {
                 let before = with_state(&state, |s| (s.facts.system_ram_bytes, s.facts.crash_loaded));
                 rescan_now(&opts, &state);
                 with_state(&state, |s| {
@@ -224,7 +227,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 }
 
 /// Counts a batch of events and re-reads the node once for all of them.
-fn apply(opts: &Options, state: &SharedState, batch: &[Event]) {
+fn apply(opts: &Options, state: &SharedState, batch: &[Event], rescan: bool) {
     {
         let mut s = state.write().unwrap_or_else(|e| e.into_inner());
         for event in batch {
@@ -235,7 +238,9 @@ fn apply(opts: &Options, state: &SharedState, batch: &[Event]) {
             s.count(event);
         }
     }
-    rescan_now(opts, state);
+    if rescan {
+        rescan_now(opts, state);
+    }
 }
 
 /// Re-reads the node. A file that cannot be read now keeps the last good facts: the error is

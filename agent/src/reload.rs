@@ -86,6 +86,8 @@ struct Attempt {
     reason: ReloadReason,
     /// Time spent in loads that had freed the old image (an upper bound of the window).
     unprotected: Duration,
+    /// A crash kernel was loaded when the reload began (else there was no protection to lose).
+    replaced: bool,
 }
 
 pub struct ReconcileLoop {
@@ -269,6 +271,7 @@ impl ReconcileLoop {
                             decided: now,
                             reason,
                             unprotected: Duration::ZERO,
+                            replaced: state.facts.crash_loaded,
                         });
                         self.start_job(false);
                     }
@@ -389,6 +392,7 @@ impl ReconcileLoop {
             decided: now,
             reason: ReloadReason::Requested,
             unprotected: Duration::ZERO,
+            replaced: false,
         });
         if report.outcome != LoadOutcome::Refused {
             attempt.unprotected += report.load_time;
@@ -422,7 +426,7 @@ impl ReconcileLoop {
             state
                 .reload_durations
                 .record((now - attempt.decided).as_secs_f64());
-            if attempt.unprotected > Duration::ZERO && report.outcome == LoadOutcome::Loaded {
+            if attempt.replaced && report.outcome == LoadOutcome::Loaded {
                 state
                     .unprotected_windows
                     .record(attempt.unprotected.as_secs_f64());
