@@ -29,6 +29,10 @@ pub const APT_PACKAGES: &[&str] = &[
 /// kubernetes-validate (PyPI) release: the Kubernetes schemas the manifests are checked against.
 const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
 
+/// npm package with the prometheus-operator CRDs' schemas (ServiceMonitor, PrometheusRule).
+const PROMETHEUS_OPERATOR_MODELS: (&str, &str) =
+    ("@kubernetes-models/prometheus-operator", "6.0.0");
+
 /// Runs every step; returns true when something was installed.
 pub fn run() -> Result<bool> {
     crate::ui::section("setup");
@@ -54,6 +58,7 @@ pub fn run() -> Result<bool> {
     changed |= bpf_linker()?;
     changed |= apt_packages()?;
     changed |= python_venv()?;
+    changed |= node_modules()?;
     Ok(changed)
 }
 
@@ -204,6 +209,43 @@ fn python_venv() -> Result<bool> {
         "pip install kubernetes-validate",
     )?;
     step.done(&format!("installed into {}", venv().display()));
+    Ok(true)
+}
+
+/// The project's npm prefix (under the target dir) for the Node tools the tests use.
+pub fn node_tools() -> PathBuf {
+    paths::target_dir().join("node-tools")
+}
+
+fn node_modules() -> Result<bool> {
+    let (package, version) = PROMETHEUS_OPERATOR_MODELS;
+    let step = Step::start(format!("{package} {version}"));
+    let manifest = node_tools()
+        .join("node_modules")
+        .join(package)
+        .join("package.json");
+    let installed = fs::read_to_string(&manifest)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|m| m["version"] == version);
+    if installed {
+        step.done(&format!("already in {}", node_tools().display()));
+        return Ok(false);
+    }
+    if Command::new("npm").arg("--version").output().is_err() {
+        step.done("npm not found: the CRD schema checks will be skipped");
+        return Ok(false);
+    }
+    step.progress(&format!("npm install into {}", node_tools().display()));
+    fs::create_dir_all(node_tools())?;
+    run_quiet(
+        Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+            .arg(node_tools())
+            .arg(format!("{package}@{version}")),
+        "npm install",
+    )?;
+    step.done(&format!("installed into {}", node_tools().display()));
     Ok(true)
 }
 

@@ -16,6 +16,7 @@ use crate::{
     },
     iomem::{Iomem, KERNEL_CODE},
     ranges::RamRanges,
+    units::bytes,
 };
 
 /// Exit code for unreadable or malformed input.
@@ -81,7 +82,7 @@ pub fn run(args: HeaderArgs) -> Result<i32> {
     };
     match result {
         Ok(out) => {
-            print!("{out}");
+            super::print(&out)?;
             Ok(0)
         }
         Err(e) => {
@@ -254,24 +255,24 @@ fn render_compare(
     let _ = writeln!(
         out,
         "expected  {:>12}  in {} ranges",
-        human(expected.total_bytes()),
+        bytes(expected.total_bytes()),
         expected.len()
     );
     let _ = writeln!(
         out,
         "loaded    {:>12}  in {} ranges",
-        human(loaded.total_bytes()),
+        bytes(loaded.total_bytes()),
         loaded.len()
     );
     let _ = writeln!(
         out,
         "missing   {:>12}  (RAM not in the dump)",
-        human(diff.missing_bytes)
+        bytes(diff.missing_bytes)
     );
     let _ = writeln!(
         out,
         "excess    {:>12}  (header ranges that are not RAM)",
-        human(diff.excess_bytes)
+        bytes(diff.excess_bytes)
     );
     let _ = writeln!(out, "stale     {}", if diff.stale() { "yes" } else { "no" });
     if diff.stale() {
@@ -286,7 +287,7 @@ fn render_compare(
                 out,
                 "{kind:<8}  {:<29}  {:>12}",
                 r.to_string(),
-                human(r.size())
+                bytes(r.size())
             );
         }
     }
@@ -322,7 +323,7 @@ fn render_header(header: &ElfCoreHeader, file_bytes: usize, format: Format) -> S
         header.class_bits,
         header.machine,
         header.segments.len(),
-        human(file_bytes as u64)
+        bytes(file_bytes as u64)
     );
     let _ = writeln!(
         out,
@@ -342,13 +343,13 @@ fn render_header(header: &ElfCoreHeader, file_bytes: usize, format: Format) -> S
             out,
             "{:<12}  {range:<29}  {:>12}  {vaddr}",
             kind_label(s),
-            human(s.memsz)
+            bytes(s.memsz)
         );
     }
     let _ = writeln!(
         out,
         "RAM: {} in {} PT_LOADs ({} bytes); notes: {}; kernel text: {}",
-        human(ram.total_bytes()),
+        bytes(ram.total_bytes()),
         header.count(SegmentKind::Ram),
         ram.total_bytes(),
         header.count(SegmentKind::Note),
@@ -357,34 +358,10 @@ fn render_header(header: &ElfCoreHeader, file_bytes: usize, format: Format) -> S
     out
 }
 
-/// Bytes with a binary unit, e.g. `512.00 MiB`.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.2} {}", UNITS[unit])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::elfcorehdr::arch::X86_64_DEFAULT_PAGE_OFFSET;
-
-    #[test]
-    fn human_sizes() {
-        assert_eq!(human(0), "0 B");
-        assert_eq!(human(336), "336 B");
-        assert_eq!(human(1024), "1.00 KiB");
-        assert_eq!(human(512 << 20), "512.00 MiB");
-        assert_eq!(human(u64::MAX), "16.00 EiB");
-    }
 
     #[test]
     fn default_page_offset_matches_the_arch_constant() {

@@ -28,6 +28,10 @@ impl Running {
         Ok(Self { name, child })
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Fails if the process has already exited.
     pub fn alive(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {
@@ -112,27 +116,32 @@ pub fn build_agent() -> Result<PathBuf> {
     Ok(paths::target_dir().join("debug/kdump-agent"))
 }
 
-/// The agent's daemon on `127.0.0.1:port`, reading this host's /proc and /sys, with its state in
-/// `state_dir`; its log goes to `log`.
-pub fn start_agent(binary: &Path, port: u16, state_dir: &Path, log: &Path) -> Result<Running> {
-    fs::create_dir_all(state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
+/// The agent's daemon on `127.0.0.1:port`, reading this host's /proc and /sys, writing its
+/// textfile into `textfile_dir` if given; its log goes to `log`.
+pub fn start_agent(
+    binary: &Path,
+    port: u16,
+    textfile_dir: Option<&Path>,
+    log: &Path,
+) -> Result<Running> {
     let log_file = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let mut cmd = Command::new(binary);
+    cmd.args([
+        "run",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--procfs",
+        "/proc",
+        "--sysfs",
+        "/sys",
+    ]);
+    if let Some(dir) = textfile_dir {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        cmd.arg("--textfile-dir").arg(dir);
+    }
     Running::start(
         "kdump-agent run",
-        Command::new(binary)
-            .args([
-                "run",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--procfs",
-                "/proc",
-                "--sysfs",
-                "/sys",
-            ])
-            .arg("--state-dir")
-            .arg(state_dir)
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file),
+        cmd.stdout(log_file.try_clone()?).stderr(log_file),
     )
 }
 
@@ -140,14 +149,17 @@ pub fn start_agent(binary: &Path, port: u16, state_dir: &Path, log: &Path) -> Re
 pub fn scrape(port: u16, agent: &mut Running) -> Result<String> {
     let http = http();
     let url = format!("http://127.0.0.1:{port}/metrics");
+    // An exited agent ends the wait at once rather than at the timeout.
     wait_for("the agent's /metrics", Duration::from_secs(30), || {
-        agent.alive()?;
+        if let Err(e) = agent.alive() {
+            return Ok(Some(Err(e)));
+        }
         match get(&http, &url) {
-            Ok((200, body)) => Ok(Some(body)),
+            Ok((200, body)) => Ok(Some(Ok(body))),
             Ok((status, _)) => bail!("HTTP {status}"),
             Err(e) => Err(e),
         }
-    })
+    })?
 }
 
 /// Prometheus on `127.0.0.1:port` scraping the agent every second, with `rules` loaded.

@@ -364,6 +364,61 @@ pub fn cross_checks(
     ]
 }
 
+/// deploy/Containerfile: nothing but the static binary, started with the DaemonSet's arguments.
+pub fn containerfile_check(containerfile: &str, resources: &[Value]) -> Result<()> {
+    let instructions: Vec<(String, &str)> = containerfile
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (op, rest) = l.split_once(char::is_whitespace).unwrap_or((l, ""));
+            (op.to_ascii_uppercase(), rest.trim())
+        })
+        .collect();
+    let froms: Vec<&str> = instructions
+        .iter()
+        .filter(|(op, _)| op == "FROM")
+        .map(|(_, r)| *r)
+        .collect();
+    ensure!(
+        froms == ["scratch"],
+        "the image must be FROM scratch only, not {froms:?}"
+    );
+    let copies: Vec<&str> = instructions
+        .iter()
+        .filter(|(op, _)| op == "COPY" || op == "ADD")
+        .map(|(_, r)| *r)
+        .collect();
+    ensure!(
+        copies == ["kdump-agent /kdump-agent"],
+        "the image must copy only the binary, not {copies:?}"
+    );
+    let json = |op: &str| -> Result<Vec<String>> {
+        let (_, rest) = instructions
+            .iter()
+            .find(|(o, _)| o == op)
+            .with_context(|| format!("no {op}"))?;
+        serde_json::from_str(rest).with_context(|| format!("{op} is not an exec-form JSON array"))
+    };
+    ensure!(
+        json("ENTRYPOINT")? == ["/kdump-agent"],
+        "ENTRYPOINT is not [\"/kdump-agent\"]"
+    );
+    let ds = find(resources, "DaemonSet")?;
+    let container = &ds["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<String> =
+        serde_json::from_value(container["args"].clone()).context("DaemonSet args")?;
+    ensure!(
+        json("CMD")? == args,
+        "CMD differs from the DaemonSet's args"
+    );
+    ensure!(
+        container["command"].is_null(),
+        "the DaemonSet overrides the ENTRYPOINT"
+    );
+    Ok(())
+}
+
 /// Checks the two renderings hold the same resources (compared as data, in any order).
 pub fn same_resources(ours: &[Value], theirs: &[Value]) -> Result<()> {
     let sorted = |v: &[Value]| {
@@ -405,6 +460,32 @@ mod tests {
         let cm = &documents(&dashboard_config_map(dashboard), "test").unwrap()[0];
         assert_eq!(cm["data"]["kdump-agent.json"], dashboard);
         assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    }
+
+    #[test]
+    fn containerfile_must_be_scratch_and_match_the_daemonset() {
+        let ds = documents(
+            "kind: DaemonSet\nspec:\n  template:\n    spec:\n      containers:\n        - args: [run, --listen, '0.0.0.0:1']\n",
+            "ds",
+        )
+        .unwrap();
+        let good = "FROM scratch\nCOPY kdump-agent /kdump-agent\nENTRYPOINT [\"/kdump-agent\"]\nCMD [\"run\", \"--listen\", \"0.0.0.0:1\"]\n";
+        assert!(containerfile_check(good, &ds).is_ok());
+        for (bad, why) in [
+            (good.replace("scratch", "debian:12"), "FROM scratch"),
+            (
+                good.replace("COPY", "COPY busybox /bin/sh\nCOPY"),
+                "copy only the binary",
+            ),
+            (good.replace("0.0.0.0:1", "0.0.0.0:2"), "CMD differs"),
+            (
+                good.replace("[\"/kdump-agent\"]", "/kdump-agent"),
+                "ENTRYPOINT is not an exec-form",
+            ),
+        ] {
+            let err = format!("{:#}", containerfile_check(&bad, &ds).unwrap_err());
+            assert!(err.contains(why), "{err} should say {why}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The fleet suite of `cargo xtask test`: the kustomize base, the alert rules, the dashboard, and
 //! a real Prometheus scraping a running agent.
+mod dashboard;
 mod exposition;
 pub mod live;
 mod manifests;
@@ -23,6 +24,9 @@ use crate::{paths, test::Tally, ui};
 
 /// Kubernetes release the manifests are validated against (kubernetes-validate's newest schema).
 pub const KUBERNETES_VERSION: &str = "1.37.0";
+
+/// How long the live test waits for Prometheus to scrape and evaluate.
+pub const LIVE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The alerts the rules file must define (issue 7).
 const ALERTS: &[&str] = &[
@@ -92,6 +96,11 @@ pub fn run(tally: &mut Tally) -> Result<()> {
 
     ui::section("fleet: alert rules");
     rule_checks(tally, &root, &rules)?;
+
+    ui::section("fleet: Grafana dashboard");
+    for (name, outcome) in dashboard::lint(&dashboard) {
+        record(tally, name, outcome);
+    }
 
     ui::section("fleet: a running agent and a real Prometheus");
     let Some(catalogue) = live_checks(tally, &root, &rules, &dashboard)? else {
@@ -171,7 +180,78 @@ fn manifest_checks(tally: &mut Tally, root: &Path, rules: &Value, dashboard: &Va
     for (name, outcome) in manifests::cross_checks(&resources, rules, dashboard) {
         record(tally, name, outcome);
     }
-    kubernetes_validate(tally, &rendered)
+    record(
+        tally,
+        "deploy/Containerfile: FROM scratch, the binary only, the DaemonSet's args",
+        read(root, "deploy/Containerfile")
+            .and_then(|text| manifests::containerfile_check(&text, &resources)),
+    );
+    kubernetes_validate(tally, &rendered)?;
+    custom_resources_validate(tally, &resources)
+}
+
+/// Validates the prometheus-operator resources against their CRDs' schemas (Node, npm package).
+fn custom_resources_validate(tally: &mut Tally, resources: &[Value]) -> Result<()> {
+    let what = "prometheus-operator CRD schemas";
+    let prefix = crate::setup::node_tools();
+    if !prefix.join("node_modules").is_dir() {
+        tally.skip(what, "npm was not available to `cargo xtask setup`");
+        return Ok(());
+    }
+    // ESM resolves imports next to the script, so the script lives in the npm prefix.
+    let script = prefix.join("validate-crds.mjs");
+    fs::write(&script, include_str!("validate-crds.mjs"))?;
+    let mut child = match Command::new("node")
+        .arg(&script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => {
+            tally.skip(what, &format!("cannot run node: {e}"));
+            return Ok(());
+        }
+    };
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().context("node stdin")?;
+        stdin.write_all(serde_json::to_string(resources)?.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut validated = 0;
+    for line in text.lines() {
+        if let Some(id) = line.strip_prefix("ok ") {
+            record(tally, &format!("{what}: {id}"), Ok(()));
+            validated += 1;
+        } else if let Some(rest) = line.strip_prefix("invalid ") {
+            let (id, why) = rest.split_once(": ").unwrap_or((rest, ""));
+            record(
+                tally,
+                &format!("{what}: {id}"),
+                Err(anyhow::anyhow!("{why}")),
+            );
+            validated += 1;
+        }
+    }
+    let expected = resources
+        .iter()
+        .filter(|r| r["apiVersion"] == "monitoring.coreos.com/v1")
+        .count();
+    if !out.status.success() || validated != expected {
+        record(
+            tally,
+            what,
+            Err(anyhow::anyhow!(
+                "validated {validated} of {expected} resources ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+        );
+    }
+    Ok(())
 }
 
 /// Validates every rendered resource against the Kubernetes schema; custom resources have none.
@@ -206,18 +286,15 @@ fn kubernetes_validate(tally: &mut Tally, rendered: &Path) -> Result<()> {
                 .split_whitespace()
                 .next()
                 .unwrap_or("?");
-            let why = match kind {
-                "PrometheusRule" => {
-                    "custom resource without a schema in kubernetes-validate; its groups are checked by promtool above and below"
-                }
-                _ => {
-                    "custom resource without a schema in kubernetes-validate; its selector and port are cross-checked above"
-                }
-            };
-            tally.skip(
-                &format!("Kubernetes {KUBERNETES_VERSION} schema: {kind}"),
-                why,
-            );
+            // prometheus-operator kinds are validated against their CRDs next; anything else
+            // without a schema is a resource nobody validates.
+            if !rest.contains("monitoring.coreos.com/") {
+                record(
+                    tally,
+                    &format!("Kubernetes {KUBERNETES_VERSION} schema: {kind}"),
+                    Err(anyhow::anyhow!("no schema for this kind")),
+                );
+            }
         } else if line.starts_with("ERROR") {
             record(tally, "Kubernetes schema", Err(anyhow::anyhow!("{rest}")));
         } else {
@@ -347,10 +424,12 @@ fn live_checks(
     }
     let work = work_dir();
     let agent_port = live::free_port()?;
+    let textfile_dir = work.join("textfile");
+    let _ = fs::remove_dir_all(&textfile_dir);
     let mut agent = live::start_agent(
         &binary,
         agent_port,
-        &work.join("agent-state"),
+        Some(&textfile_dir),
         &work.join("agent.log"),
     )?;
     let text = match live::scrape(agent_port, &mut agent) {
@@ -394,6 +473,29 @@ fn live_checks(
             outcome,
         );
     }
+
+    record(
+        tally,
+        "promtool check metrics: the agent's /metrics lints clean",
+        promtool_check_metrics(&text),
+    );
+    let textfile = textfile_dir.join("kdump_agent.prom");
+    let outcome = (|| {
+        let text = fs::read_to_string(&textfile)
+            .with_context(|| format!("reading {}", textfile.display()))?;
+        promtool_check_metrics(&text)?;
+        let written = Catalogue::parse(&text)?;
+        ensure!(
+            written.families == catalogue.families,
+            "families differ from /metrics"
+        );
+        Ok(())
+    })();
+    record(
+        tally,
+        "--textfile-dir: kdump_agent.prom lints clean, same families as /metrics",
+        outcome,
+    );
 
     let prom_dir = work.join("prometheus");
     let _ = fs::remove_dir_all(&prom_dir);
@@ -463,46 +565,78 @@ fn live_checks(
         present,
     );
 
-    let rules_ok = live::wait_for("every rule evaluated with health ok", LIVE_TIMEOUT, || {
+    // Rule evaluations from before the first scrape prove little: wait for one after it.
+    let loaded_rules = || -> Result<Vec<Value>> {
         let data = live::api(&http, prom_port, "/api/v1/rules", None)?;
-        let loaded: Vec<&Value> = data["groups"]
+        Ok(data["groups"]
             .as_array()
             .into_iter()
             .flatten()
-            .flat_map(|g| g["rules"].as_array().into_iter().flatten())
-            .collect();
-        ensure!(
-            loaded.len() == promql::rule_expressions(rules)?.len(),
-            "{} rules loaded",
-            loaded.len()
-        );
-        for rule in &loaded {
-            let name = rule["name"].as_str().unwrap_or("?");
-            if rule["health"] != "ok" {
-                bail!("{name}: health {} {}", rule["health"], rule["lastError"]);
-            }
-        }
-        Ok(loaded
-            .iter()
-            .all(|r| {
-                r["lastEvaluation"]
-                    .as_str()
-                    .is_some_and(|t| !t.starts_with("0001"))
-            })
-            .then(|| {
-                for rule in &loaded {
-                    println!(
-                        "       {:<28} {}",
-                        rule["name"].as_str().unwrap_or("?"),
-                        rule["state"].as_str().unwrap_or("-")
+            .flat_map(|g| g["rules"].as_array().into_iter().flatten().cloned())
+            .collect())
+    };
+    let before: Vec<Value> = loaded_rules()?
+        .iter()
+        .map(|r| r["lastEvaluation"].clone())
+        .collect();
+    let rules_ok = live::wait_for(
+        "every rule evaluated after the first scrape",
+        LIVE_TIMEOUT,
+        || {
+            let loaded = loaded_rules()?;
+            ensure!(
+                loaded.len() == promql::rule_expressions(rules)?.len(),
+                "{} rules loaded",
+                loaded.len()
+            );
+            for rule in &loaded {
+                if rule["health"] != "ok" {
+                    bail!(
+                        "{}: health {} {}",
+                        rule["name"],
+                        rule["health"],
+                        rule["lastError"]
                     );
                 }
-            }))
+            }
+            let fresh = loaded.len() == before.len()
+                && loaded
+                    .iter()
+                    .zip(&before)
+                    .all(|(r, b)| r["lastEvaluation"] != *b);
+            Ok(fresh.then_some(loaded))
+        },
+    );
+    let states = rules_ok.map(|loaded| {
+        // Each alert's state follows its expression on the agent's live metrics.
+        let mut wrong = Vec::new();
+        for rule in &loaded {
+            let name = rule["name"].as_str().unwrap_or("?");
+            let state = rule["state"].as_str().unwrap_or("-");
+            let query = rule["query"].as_str().unwrap_or_default();
+            let active = live::api(&http, prom_port, "/api/v1/query", Some(query))
+                .map(|d| d["result"].as_array().is_some_and(|r| !r.is_empty()));
+            println!(
+                "       {name:<28} {state:<9} expression {}",
+                match &active {
+                    Ok(true) => "true",
+                    Ok(false) => "false",
+                    Err(_) => "error",
+                }
+            );
+            if active.as_ref().ok() != Some(&(state != "inactive")) {
+                wrong.push(format!("{name} is {state}"));
+            }
+        }
+        wrong
     });
     record(
         tally,
-        "Prometheus evaluates every alert rule: health ok",
-        rules_ok,
+        "Prometheus evaluates every alert rule on live data: health ok, states follow expressions",
+        states.and_then(|wrong| {
+            ensure!(wrong.is_empty(), "{}", wrong.join(", "));
+            Ok(())
+        }),
     );
 
     let mut expressions = promql::rule_expressions(rules)?;
@@ -527,9 +661,7 @@ fn live_checks(
             Err(anyhow::anyhow!("{}", errors.join("; ")))
         },
     );
-    agent
-        .alive()
-        .context("the agent during the Prometheus test")?;
+    record(tally, "the agent kept running throughout", agent.alive());
     Ok(Some(catalogue))
 }
 
@@ -575,6 +707,31 @@ fn expression_checks(
     Ok(())
 }
 
+/// `promtool check metrics` (exposition format and naming conventions: base units, `_total`).
+fn promtool_check_metrics(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running promtool check metrics")?;
+    child
+        .stdin
+        .take()
+        .context("promtool stdin")?
+        .write_all(text.as_bytes())?;
+    let out = child.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 /// The expression names only catalogue metrics and labels, and promtool evaluates it.
 fn evaluate(catalogue: &Catalogue, expression: &promql::Expression, file: &Path) -> Result<()> {
     let reads = promql::reads(&expression.expr)?;
@@ -613,6 +770,3 @@ fn promtool_passes(
         ))
     })
 }
-
-/// How long the live test waits for Prometheus to scrape and evaluate.
-pub const LIVE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -14,6 +14,9 @@ pub const TARGET_LABELS: &[&str] = &["job", "instance", "node", "__name__"];
 /// The series Prometheus adds for every target, besides what the agent exports.
 const SYNTHETIC_SERIES: &[&str] = &["up"];
 
+/// Samples per test series, one a minute; expressions are evaluated at minute 30.
+const SAMPLES: usize = 61;
+
 /// Grafana variables and what the test puts in their place: every node, a 1m rate window.
 const DASHBOARD_VARIABLES: &[(&str, &str)] = &[
     ("${node}", ".*"),
@@ -350,8 +353,10 @@ pub fn promtool_test(catalogue: &Catalogue, expression: &Expression) -> Result<V
     let reads = reads(&expression.expr).with_context(|| expression.origin.clone())?;
     let mut series = Vec::new();
     for node in ["node-a", "node-b"] {
-        let target = format!("job=\"kdump-agent\", instance=\"{node}:9864\", node=\"{node}\"");
-        series.push(json!({"series": format!("up{{{target}}}"), "values": "1x60"}));
+        let target = format!("job=\"kdump-agent\", instance=\"{node}:10864\", node=\"{node}\"");
+        series.push(
+            json!({"series": format!("up{{{target}}}"), "values": format!("1x{}", SAMPLES - 1)}),
+        );
         for sample in &catalogue.samples {
             let family = catalogue.family_of(&sample.name).unwrap_or(&sample.name);
             let cumulative = matches!(
@@ -367,10 +372,20 @@ pub fn promtool_test(catalogue: &Catalogue, expression: &Expression) -> Result<V
             }
             let value = sample.value;
             // Counters and histograms grow by one event per minute; gauges hold the scraped value.
-            let values = if cumulative {
-                format!("{value}+1x60")
+            // promtool's `AxN` shorthand takes finite numbers only: NaN/Inf are written out.
+            let values = if !value.is_finite() {
+                let token = if value.is_nan() {
+                    "NaN"
+                } else if value > 0.0 {
+                    "Inf"
+                } else {
+                    "-Inf"
+                };
+                vec![token; SAMPLES].join(" ")
+            } else if cumulative {
+                format!("{value}+1x{}", SAMPLES - 1)
             } else {
-                format!("{value}x60")
+                format!("{value}x{}", SAMPLES - 1)
             };
             series
                 .push(json!({"series": format!("{}{{{labels}}}", sample.name), "values": values}));
@@ -441,6 +456,36 @@ mod tests {
             "count by (node) (kdump_ready{job=\"a\"})"
         );
         assert!(label_values_expr("query_result(up)").is_err());
+    }
+
+    #[test]
+    fn test_series_hold_the_scraped_values() {
+        let catalogue = Catalogue::parse(
+            "# TYPE g gauge\ng NaN\n# TYPE c counter\nc{r=\"x\"} 2\n# TYPE i gauge\ni -Inf\n",
+        )
+        .unwrap();
+        let expression = Expression {
+            origin: "t".into(),
+            expr: "g".into(),
+        };
+        let test = promtool_test(&catalogue, &expression).unwrap();
+        let series = test["tests"][0]["input_series"].as_array().unwrap();
+        let values = |name: &str| {
+            series
+                .iter()
+                .find(|s| s["series"].as_str().unwrap().starts_with(name))
+                .map(|s| s["values"].as_str().unwrap().to_owned())
+                .unwrap()
+        };
+        assert_eq!(
+            values("g{").split(' ').filter(|v| *v == "NaN").count(),
+            SAMPLES
+        );
+        assert_eq!(values("c{"), "2+1x60");
+        assert!(values("i{").starts_with("-Inf -Inf"));
+        assert_eq!(values("up{"), "1x60");
+        assert!(series.iter().any(|s| s["series"]
+            == "c{job=\"kdump-agent\", instance=\"node-b:10864\", node=\"node-b\", r=\"x\"}"));
     }
 
     #[test]
