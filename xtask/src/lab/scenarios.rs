@@ -131,6 +131,13 @@ pub const ALL: &[Scenario] = &[
         fixture: false,
         body: agent::agent_restart_6_1,
     },
+    Scenario {
+        name: "bench-reload-vs-throttler-6.1",
+        about: "6.1, one burst of 2 DIMMs under the agent, one under the udev-throttler policy: time to fresh, reloads, unprotected window",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        body: agent::bench_reload_vs_throttler_6_1,
+    },
 ];
 
 const MIB: u64 = 1 << 20;

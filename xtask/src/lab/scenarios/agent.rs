@@ -350,3 +350,146 @@ pub(super) fn agent_restart_6_1(run: &mut Run) -> Result<()> {
     run.expect(0, 0);
     Ok(())
 }
+
+/// Logs each change of `kexec_crash_loaded` with the guest's uptime (10 ms resolution), so both
+/// policies are timed by the same clock and the same sampler.
+const POLLER: &str = "p=; while :; do read v < /sys/kernel/kexec_crash_loaded; \
+     if [ \"$v\" != \"$p\" ]; then read u _ < /proc/uptime; echo \"$u $v\"; p=$v; fi; done";
+
+/// What one policy did for one burst, from the poller's log.
+struct Burst {
+    reloads: u32,
+    unprotected_seconds: f64,
+    /// From the last block online until a crash kernel is loaded again for the last time.
+    seconds_to_fresh: f64,
+}
+
+fn uptime(m: &mut Machine) -> Result<f64> {
+    let text = m.sh("cut -d' ' -f1 /proc/uptime")?;
+    text.trim().parse().context("/proc/uptime")
+}
+
+/// Plugs `count` 512 MiB DIMMs back to back and onlines all their blocks in one command;
+/// `before_online` runs in the guest first (the baseline's throttler starts on the first event).
+fn burst(run: &mut Run, m: &mut Machine, count: usize, before_online: &str) -> Result<f64> {
+    let dimms = m.hot_add_dimms(&vec![512; count])?;
+    let mut blocks = Vec::new();
+    for dimm in &dimms {
+        let range = m.blocks(dimm)?;
+        blocks.push(format!("$(seq {} {})", range.start, range.end - 1));
+        run.report.hotplugged_bytes += dimm.size;
+    }
+    m.sh(&format!(
+        "{before_online} for i in {}; do echo online > /sys/devices/system/memory/memory$i/state; done",
+        blocks.join(" ")
+    ))?;
+    uptime(m)
+}
+
+/// Reads the poller's log from `since` (guest uptime) on.
+fn measure(m: &mut Machine, since: f64, last_online: f64) -> Result<Burst> {
+    let log = m.sh("cat /tmp/poll.log")?;
+    let mut samples = Vec::new();
+    for line in log.lines() {
+        let mut words = line.split_whitespace();
+        if let (Some(t), Some(v)) = (words.next(), words.next()) {
+            let t: f64 = t.parse().with_context(|| format!("poller line `{line}`"))?;
+            if t >= since {
+                samples.push((t, v == "1"));
+            }
+        }
+    }
+    let (mut reloads, mut unprotected, mut lost_at, mut fresh_at) = (0, 0.0, None, last_online);
+    for (t, loaded) in samples {
+        match (loaded, lost_at) {
+            (false, None) => {
+                reloads += 1;
+                lost_at = Some(t);
+            }
+            (true, Some(lost)) => {
+                unprotected += t - lost;
+                lost_at = None;
+                fresh_at = fresh_at.max(t);
+            }
+            _ => {}
+        }
+    }
+    if lost_at.is_some() {
+        bail!("no crash kernel loaded at the end of the burst");
+    }
+    Ok(Burst {
+        reloads,
+        unprotected_seconds: unprotected,
+        seconds_to_fresh: fresh_at - last_online,
+    })
+}
+
+/// The agent and the distributions' udev-throttler policy, one burst each, in one guest.
+pub(super) fn bench_reload_vs_throttler_6_1(run: &mut Run) -> Result<()> {
+    const DIMMS: usize = 2;
+    let boot = Boot {
+        memory: Memory {
+            boot_mib: 1024,
+            slots: 2 * DIMMS as u32,
+            max_mib: 1024 + 2 * 512 * DIMMS as u64,
+        },
+        ..Boot::default()
+    };
+    let mut m = start(run, &boot, LoadPath::KexecFileLoad)?;
+    wait_ready(&mut m)?;
+    m.sh(&format!("({POLLER}) > /tmp/poll.log 2>&1 &"))?;
+
+    let since = uptime(&mut m)?;
+    let last_online = burst(run, &mut m, DIMMS, "")?;
+    wait_metric(&mut m, SUCCESS, 1.0)?;
+    wait_ready(&mut m)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let agent = measure(&mut m, since, last_online)?;
+
+    // Fedora/RHEL: udev runs kdump-udev-throttler on the first memory event; it sleeps 1 s,
+    // waits for udev to settle (here: every block online), then `kdumpctl reload`, which
+    // unloads and loads again.
+    m.sh(&format!(
+        "kill $(pidof {}) && sleep 1",
+        GUEST_AGENT.rsplit('/').next().unwrap_or("kdump-agent")
+    ))?;
+    let reload = format!(
+        "kexec -p -u && kexec -s -p {GUEST_KERNEL} --initrd={GUEST_CAPTURE_INITRD} --append='{CAPTURE_CMDLINE}'"
+    );
+    let settle =
+        "while grep -qx offline /sys/devices/system/memory/memory*/state; do sleep 0.1; done";
+    let throttler = format!(
+        "(sleep 1; {settle}; {reload}; echo done > /tmp/throttler) >/tmp/throttler.log 2>&1 &"
+    );
+    let since = uptime(&mut m)?;
+    let last_online = burst(run, &mut m, DIMMS, &throttler)?;
+    m.wait_until("[ -e /tmp/throttler ]", AGENT_TIMEOUT)
+        .context("the throttler's reload did not finish")?;
+    std::thread::sleep(Duration::from_secs(1));
+    let baseline = measure(&mut m, since, last_online)?;
+
+    for (who, b) in [("agent", &agent), ("throttler", &baseline)] {
+        run.note(&format!("{who}_reloads"), b.reloads);
+        run.note(&format!("{who}_seconds_to_fresh"), b.seconds_to_fresh);
+        run.note(&format!("{who}_unprotected_seconds"), b.unprotected_seconds);
+    }
+    let faster = baseline.seconds_to_fresh / agent.seconds_to_fresh.max(0.01);
+    let window = agent.unprotected_seconds / baseline.unprotected_seconds.max(0.01);
+    run.note("fresh_speedup", faster);
+    run.note("window_ratio", window);
+    run.check(
+        faster >= 3.0,
+        format!("the agent is {faster:.2}x faster to fresh, target 3x"),
+    );
+    run.check(
+        agent.reloads == 1,
+        format!("the agent made {} reloads for one burst", agent.reloads),
+    );
+    run.check(
+        window <= 0.5,
+        format!("unprotected window ratio {window:.2}, target <= 0.5"),
+    );
+    run.crash(&mut m)?;
+    run.expect(0, 0);
+    Ok(())
+}
