@@ -83,7 +83,9 @@ fn build_prints_the_kexec_file_load_header() {
         machine.join("sys").to_str().unwrap(),
     ]));
     let lines: Vec<&str> = table.lines().collect();
-    assert!(lines[0].starts_with("ELF64 core header, e_machine 62, 6 program headers, 4.0 KiB"));
+    assert!(
+        lines[0].starts_with("ELF64 core header, e_machine 62, 6 program headers, 4.0 KiB read")
+    );
     assert!(lines[1].starts_with("TYPE"));
     assert_eq!(lines.iter().filter(|l| l.starts_with("PT_NOTE")).count(), 3);
     let text = lines
@@ -117,10 +119,33 @@ fn built_header_round_trips_through_parse() {
         "json",
     ]));
     assert_eq!(built["segments"], parsed["segments"]);
-    assert_eq!(parsed["file_bytes"], 4096);
+    assert_eq!(parsed["bytes_read"], 4096);
     assert_eq!(parsed["ram_bytes"], 0x3fee0000u64 - 256 * MIB);
     let table = ok_stdout(&agent(&["--parse", out.to_str().unwrap()]));
     assert!(table.contains("RAM: 766.9 MiB in 2 PT_LOADs (804126720 bytes)"));
+}
+
+#[test]
+fn parse_reads_only_the_head_of_a_whole_vmcore() {
+    let procfs = procfs_with("guest-1g-crashkernel", "vmcore");
+    let header = procfs.join("elfcorehdr");
+    build_header(&procfs, &header);
+    // A stand-in for /proc/vmcore: the header followed by 16 MiB of "dump".
+    let vmcore = procfs.join("vmcore");
+    let mut bytes = fs::read(&header).unwrap();
+    bytes.resize(bytes.len() + (16 << 20), 0xaa);
+    fs::write(&vmcore, bytes).unwrap();
+    let parsed = json(&agent(&[
+        "--parse",
+        vmcore.to_str().unwrap(),
+        "--format",
+        "json",
+    ]));
+    assert_eq!(
+        parsed["bytes_read"],
+        kdump_agent::elfcorehdr::MAX_HEADER_BYTES
+    );
+    assert_eq!(parsed["ram_bytes"], 0x3fee0000u64 - 256 * MIB);
 }
 
 #[test]

@@ -14,11 +14,13 @@ use crate::{paths, ui::Step};
 /// bpf-linker release that builds against the preinstalled nightly's LLVM 22.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Debian packages: the VM lab (QEMU, busybox, kexec-tools, socat), promtool and the real
-/// Prometheus server (prometheus), the guest tools the lab puts in its images, the HTTP load
-/// generator of `cargo xtask bench-fleet` (wrk).
+/// Debian packages: the VM lab (QEMU, busybox, kexec-tools, socat, the archive keyring that
+/// verifies the lab's private trixie source), promtool and the real Prometheus server
+/// (prometheus), the guest tools the lab puts in its images, the HTTP load generator of
+/// `cargo xtask bench-fleet` (wrk).
 pub const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
+    "debian-archive-keyring",
     "busybox-static",
     "kexec-tools",
     "socat",

@@ -3,6 +3,7 @@
 use std::{
     fmt::Write as _,
     fs,
+    io::Read as _,
     path::{Path, PathBuf},
 };
 
@@ -12,7 +13,8 @@ use serde_json::json;
 use crate::{
     crash_sysfs,
     elfcorehdr::{
-        self, ElfCoreHeader, HeaderDiff, HeaderInputs, KernelText, LoadPath, Segment, SegmentKind,
+        self, ElfCoreHeader, HeaderDiff, HeaderInputs, KernelText, LoadPath, MAX_HEADER_BYTES,
+        Segment, SegmentKind,
     },
     iomem::{Iomem, KERNEL_CODE},
     ranges::RamRanges,
@@ -98,9 +100,14 @@ fn read_iomem(procfs: &Path) -> Result<Iomem> {
     Iomem::parse_bytes(&bytes).map_err(|e| anyhow!("{} {e}", path.display()))
 }
 
-fn read_header(file: &Path) -> Result<ElfCoreHeader> {
-    let bytes = fs::read(file).with_context(|| file.display().to_string())?;
-    ElfCoreHeader::parse(&bytes).map_err(|e| anyhow!("{}: {e}", file.display()))
+/// Reads no more than a header can span, so `--parse /proc/vmcore` reads its head, not the dump.
+fn read_header(file: &Path) -> Result<(ElfCoreHeader, usize)> {
+    let mut bytes = Vec::new();
+    fs::File::open(file)
+        .and_then(|f| f.take(MAX_HEADER_BYTES as u64).read_to_end(&mut bytes))
+        .with_context(|| file.display().to_string())?;
+    let header = ElfCoreHeader::parse(&bytes).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    Ok((header, bytes.len()))
 }
 
 fn build(args: &HeaderArgs) -> Result<String> {
@@ -182,13 +189,12 @@ fn read_kernel_text(procfs: &Path, iomem: &Iomem) -> Result<KernelText> {
 }
 
 fn parse(args: &HeaderArgs, file: &Path) -> Result<String> {
-    let header = read_header(file)?;
-    let len = fs::metadata(file)?.len() as usize;
+    let (header, len) = read_header(file)?;
     Ok(render_header(&header, len, args.format))
 }
 
 fn compare(args: &HeaderArgs, file: &Path) -> Result<String> {
-    let header = read_header(file)?;
+    let (header, _) = read_header(file)?;
     let iomem_path = args.procfs.join("iomem");
     let iomem = read_iomem(&args.procfs)?;
     let loaded = header.ram_ranges();
@@ -303,13 +309,13 @@ fn kind_label(s: &Segment) -> String {
     }
 }
 
-fn render_header(header: &ElfCoreHeader, file_bytes: usize, format: Format) -> String {
+fn render_header(header: &ElfCoreHeader, bytes_read: usize, format: Format) -> String {
     let ram = header.ram_ranges();
     if format == Format::Json {
         let v = json!({
             "class_bits": header.class_bits,
             "machine": header.machine,
-            "file_bytes": file_bytes,
+            "bytes_read": bytes_read,
             "segments": header.segments,
             "ram_bytes": ram.total_bytes(),
             "ram_ranges": ram,
@@ -319,11 +325,11 @@ fn render_header(header: &ElfCoreHeader, file_bytes: usize, format: Format) -> S
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "ELF{} core header, e_machine {}, {} program headers, {}",
+        "ELF{} core header, e_machine {}, {} program headers, {} read",
         header.class_bits,
         header.machine,
         header.segments.len(),
-        bytes(file_bytes as u64)
+        bytes(bytes_read as u64)
     );
     let _ = writeln!(
         out,

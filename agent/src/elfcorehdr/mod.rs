@@ -17,6 +17,10 @@ pub use diff::{HeaderDiff, diff};
 
 use crate::ranges::{PhysRange, RamRanges};
 
+/// The most bytes a crash header can span: an ELF64 header and 65,534 program headers
+/// (0xffff means extended numbering, which crash headers never use).
+pub const MAX_HEADER_BYTES: usize = 64 + 0xfffe * 56;
+
 /// What a program header describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -135,6 +139,28 @@ mod tests {
 180000000-1bfffffff : virtio0
   180000000-19fffffff : System RAM (virtio_mem)
 ";
+
+    #[test]
+    fn the_largest_header_fits_in_max_header_bytes() {
+        let ram: Vec<PhysRange> = (0..0xfffe - 2)
+            .map(|i| PhysRange::from_start_size(i * 0x2000, 0x1000).unwrap())
+            .collect();
+        let bytes = build(&HeaderInputs {
+            cpu_notes: &[],
+            vmcoreinfo: NoteRegion { paddr: 0, size: 1 },
+            kernel_text: Some(KernelText {
+                vaddr: arch::X86_64_START_KERNEL_MAP,
+                paddr: 0,
+                size: 1,
+            }),
+            ram: &ram,
+            page_offset: arch::X86_64_DEFAULT_PAGE_OFFSET,
+        })
+        .unwrap();
+        let header = ElfCoreHeader::parse(&bytes[..MAX_HEADER_BYTES]).unwrap();
+        assert_eq!(header.segments.len(), 0xfffe);
+        assert!(ElfCoreHeader::parse(&bytes[..MAX_HEADER_BYTES - 1]).is_err());
+    }
 
     /// A header freshly built for the current RAM diffs to zero whichever loader built it.
     #[test]

@@ -24,6 +24,7 @@ const DEMO: Scenario = Scenario {
 };
 
 pub fn main(accel: Accel) -> Result<()> {
+    crate::setup::run()?;
     let lab = Lab::prepare(&[DEMO.kernel], accel)?;
     ui::section(&format!(
         "demo: Debian 12 kernel {} under QEMU ({}), no in-kernel crash hotplug",

@@ -80,7 +80,7 @@ impl Output {
     }
 }
 
-pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 const CONSOLE_TAIL: usize = 50;
 
@@ -110,6 +110,9 @@ impl Machine {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let (qmp_sock, proto_sock) = (sockets.join("qmp"), sockets.join("proto"));
+        let qemu_log_path = spec.console_log.with_extension("qemu.log");
+        let qemu_log = fs::File::create(&qemu_log_path)
+            .with_context(|| format!("creating {}", qemu_log_path.display()))?;
         let m = spec.memory;
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args(["-machine", "pc", "-accel", spec.accel.as_str()])
@@ -139,7 +142,7 @@ impl Machine {
             .arg(format!("unix:{},server=on,wait=off", qmp_sock.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stderr(qemu_log);
         let started = Instant::now();
         let mut child = cmd.spawn().map_err(|e| {
             if e.kind() == ErrorKind::NotFound {
@@ -418,6 +421,18 @@ impl Machine {
         for line in &lines[lines.len().saturating_sub(CONSOLE_TAIL)..] {
             eprintln!("  | {}", line.trim_end_matches('\r'));
         }
+        let qemu =
+            fs::read_to_string(self.console_log.with_extension("qemu.log")).unwrap_or_default();
+        for line in qemu
+            .lines()
+            .rev()
+            .take(10)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            eprintln!("  qemu: {line}");
+        }
         anyhow!(
             "{step}: {why:#} (guest killed after {:.0} s)",
             self.elapsed()
@@ -544,5 +559,34 @@ impl Qmp {
             }
             self.events.push(event);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_survive_split_reads_timeouts_and_a_closed_socket() {
+        let (host, mut guest) = UnixStream::pair().unwrap();
+        let mut lines = LineStream::new(host);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        guest.write_all(b"@@BEGIN 1\r\naGk=\n@@EN").unwrap();
+        assert_eq!(lines.next_line(deadline).unwrap(), "@@BEGIN 1");
+        assert_eq!(lines.next_line(deadline).unwrap(), "aGk=");
+        let soon = Instant::now() + Duration::from_millis(50);
+        assert!(
+            lines
+                .next_line(soon)
+                .unwrap_err()
+                .to_string()
+                .contains("timed out")
+        );
+        // The partial line read before the timeout is kept.
+        guest.write_all(b"D 1 0\n").unwrap();
+        assert_eq!(lines.next_line(deadline).unwrap(), "@@END 1 0");
+        drop(guest);
+        let closed = lines.next_line(deadline).unwrap_err().to_string();
+        assert!(closed.contains("closed"), "{closed}");
     }
 }

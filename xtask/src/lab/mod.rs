@@ -55,6 +55,7 @@ pub fn main(command: LabCommand) -> Result<()> {
         }
         LabCommand::Run { names, all, accel } => {
             let chosen = scenarios::select(&names, all)?;
+            crate::setup::run()?;
             let started = Instant::now();
             let reports = run_scenarios(&chosen, accel, &mut |_, _| {})?;
             let failed: Vec<&str> = reports
@@ -73,7 +74,10 @@ pub fn main(command: LabCommand) -> Result<()> {
             }
             Ok(())
         }
-        LabCommand::Fixtures { accel } => scenarios::write_fixtures(accel),
+        LabCommand::Fixtures { accel } => {
+            crate::setup::run()?;
+            scenarios::write_fixtures(accel)
+        }
     }
 }
 
@@ -87,6 +91,7 @@ pub fn run_scenarios(
     let kernels: Vec<Kernel> = chosen.iter().map(|s| s.kernel).collect();
     let lab = Lab::prepare(&kernels, accel)?;
     let mut reports = Vec::new();
+    crate::ui::section("lab: scenarios (one JSON line each)");
     for scenario in chosen {
         let report = lab.run(scenario);
         println!("{}", serde_json::to_string(&report)?);
@@ -108,6 +113,7 @@ impl Lab {
     /// Fetches packages, builds the agent and the images for `kernels`.
     pub fn prepare(kernels: &[Kernel], accel: Accel) -> Result<Self> {
         crate::ui::section("lab: prepare");
+        qemu_present()?;
         let mut wanted = Vec::new();
         for kernel in kernels {
             for p in image::packages_for(kernel) {
@@ -116,7 +122,7 @@ impl Lab {
                 }
             }
         }
-        let unpacked = packages::fetch(&wanted)?;
+        let unpacked = packages::fetch(&wanted).context("lab step `debian packages`")?;
         let agent = build_agent()?;
         let dir = paths::target_dir().join("lab");
         let mut images = BTreeMap::new();
@@ -127,9 +133,9 @@ impl Lab {
             let step = Step::start(format!("image {}", kernel.release));
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let path = dir.join(format!("initrd-{}.cpio", kernel.release));
-            let size = image::guest_image(kernel, &unpacked, &agent)?
-                .write(&path)
-                .with_context(|| format!("writing the guest image {}", path.display()))?;
+            let size = image::guest_image(kernel, &unpacked, &agent)
+                .and_then(|image| image.write(&path))
+                .with_context(|| format!("lab step `image {}`", kernel.release))?;
             step.done(&format!("{} ({})", path.display(), bytes(size)));
             images.insert(kernel.release, path);
         }
@@ -148,10 +154,7 @@ impl Lab {
         Machine::boot(&MachineSpec {
             vmlinuz: &vmlinuz,
             initrd,
-            cmdline: format!(
-                "console=ttyS0 {} panic=-1 quiet {}",
-                boot.crashkernel, boot.extra
-            ),
+            cmdline: format!("console=ttyS0 {} panic=-1 {}", boot.crashkernel, boot.extra),
             memory: boot.memory,
             accel: self.accel,
             console_log: self.runs.join(format!("{log}.log")),
@@ -159,7 +162,7 @@ impl Lab {
     }
 
     fn run(&self, scenario: &scenarios::Scenario) -> scenarios::Report {
-        let step = Step::start(format!("scenario {}", scenario.name));
+        let step = Step::start(scenario.name);
         step.progress(scenario.about);
         let report = scenarios::run(self, scenario);
         step.done(if report.pass { "pass" } else { "FAIL" });
@@ -186,6 +189,24 @@ impl Default for Boot {
             crashkernel: "crashkernel=256M",
             extra: "",
         }
+    }
+}
+
+/// Fails early, naming the fix, when QEMU is not installed.
+fn qemu_present() -> Result<()> {
+    let step = Step::start("qemu-system-x86_64");
+    let out = std::process::Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output();
+    match out {
+        Ok(out) if out.status.success() => {
+            let version = String::from_utf8_lossy(&out.stdout);
+            step.done(version.lines().next().unwrap_or("").trim());
+            Ok(())
+        }
+        _ => bail!(
+            "lab step `qemu-system-x86_64`: not installed or not runnable (run `cargo xtask setup`, which installs qemu-system-x86)"
+        ),
     }
 }
 

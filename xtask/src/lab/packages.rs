@@ -301,7 +301,8 @@ pub fn fetch(packages: &[Package]) -> Result<Unpacked> {
             package.name,
             package.version.replace(':', "%3a")
         ));
-        if !deb_is_intact(&deb, size, &sha)? {
+        let fresh = !deb_is_intact(&deb, size, &sha)?;
+        if fresh {
             step.progress(&format!(
                 "apt-get download {}={} ({})",
                 package.name,
@@ -317,7 +318,7 @@ pub fn fetch(packages: &[Package]) -> Result<Unpacked> {
             }
             fetched += 1;
         }
-        roots.push((*package, unpack(&deb, &cache.join("root"))?));
+        roots.push((*package, unpack(&deb, &cache.join("root"), fresh)?));
     }
     step.done(&format!(
         "{} packages ready, {fetched} downloaded, in {}",
@@ -382,12 +383,12 @@ fn download(apt: &PrivateApt, package: &Package, deb: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `dpkg-deb -x` once per .deb; a stamp marks a complete unpack.
-fn unpack(deb: &Path, into: &Path) -> Result<PathBuf> {
+/// `dpkg-deb -x` once per .deb (again when `fresh`ly fetched); a stamp marks a complete unpack.
+fn unpack(deb: &Path, into: &Path, fresh: bool) -> Result<PathBuf> {
     let stem = deb.file_stem().expect("a .deb file name");
     let root = into.join(stem);
     let stamp = root.join(".unpacked");
-    if stamp.is_file() {
+    if stamp.is_file() && !fresh {
         return Ok(root);
     }
     let _ = fs::remove_dir_all(&root);

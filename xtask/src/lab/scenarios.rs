@@ -300,7 +300,7 @@ impl Run<'_> {
         self.boots += 1;
         let log = format!("{}-{}", self.scenario.name, self.boots);
         let m = self.lab.boot(&self.scenario.kernel, boot, &log)?;
-        self.report.boot_seconds = Some(m.elapsed());
+        self.report.boot_seconds = Some(millis(m.elapsed()));
         Ok(m)
     }
 
@@ -322,7 +322,7 @@ impl Run<'_> {
                 loaded.trim()
             );
         }
-        self.report.ready_seconds = Some(m.elapsed());
+        self.report.ready_seconds = Some(millis(m.elapsed()));
         self.report.load = Some(load.as_str());
         self.load = Some(load);
         self.kexec_command = command;
@@ -384,7 +384,7 @@ impl Run<'_> {
         let iomem_text = m.sh("cat /proc/iomem")?;
         let iomem = Iomem::parse(&iomem_text).map_err(|e| anyhow!("guest /proc/iomem: {e}"))?;
         self.report.system_ram_bytes = Some(iomem.system_ram().total_bytes());
-        self.report.capture_boot_seconds = Some(m.crash(CRASH_TIMEOUT)?);
+        self.report.capture_boot_seconds = Some(millis(m.crash(CRASH_TIMEOUT)?));
         let head = m.run(&format!("head -c {VMCORE_HEAD_BYTES} /proc/vmcore"))?;
         if head.code != 0 {
             bail!(
@@ -525,8 +525,13 @@ pub fn run(lab: &Lab, scenario: &Scenario) -> Report {
         _ => {}
     }
     report.pass = report.failures.is_empty();
-    report.seconds = started.elapsed().as_secs_f64();
+    report.seconds = millis(started.elapsed().as_secs_f64());
     report
+}
+
+/// Seconds rounded to the millisecond, so JSON lines read `4.518`, not `4.5177294759999995`.
+fn millis(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
 }
 
 /// The scenarios named, or all of them.
