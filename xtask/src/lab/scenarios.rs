@@ -381,6 +381,13 @@ impl Run<'_> {
     /// the RAM the first kernel had just before the crash.
     pub fn crash(&mut self, m: &mut Machine) -> Result<()> {
         let load = self.load.context("crash before kdump was loaded")?;
+        // A panic while the kernel holds the kexec lock (loading, or rewriting the header after a
+        // hotplug) skips the capture kernel; kexec_crash_size reads EBUSY until the lock is free.
+        m.wait_until(
+            "cat /sys/kernel/kexec_crash_size >/dev/null",
+            Duration::from_secs(30),
+        )
+        .context("the kexec lock stayed busy before the crash")?;
         let iomem_text = m.sh("cat /proc/iomem")?;
         let iomem = Iomem::parse(&iomem_text).map_err(|e| anyhow!("guest /proc/iomem: {e}"))?;
         self.report.system_ram_bytes = Some(iomem.system_ram().total_bytes());
