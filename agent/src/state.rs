@@ -71,6 +71,34 @@ pub struct HeaderStatus {
     pub stale_since: Option<u64>,
 }
 
+/// The agent's reload side, as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReloadStatus {
+    /// `kexec-file`, `command` or `off`.
+    pub strategy: String,
+    /// Where the recipe came from and what it loads.
+    pub recipe: Option<String>,
+    /// The last reload, one line.
+    pub last: Option<String>,
+    /// The last alert raised, one line.
+    pub alert: Option<String>,
+    /// Consecutive failed reloads (0 after a success).
+    pub failures: u32,
+}
+
+impl Default for ReloadStatus {
+    fn default() -> Self {
+        Self {
+            strategy: "off".into(),
+            recipe: None,
+            last: None,
+            alert: None,
+            failures: 0,
+        }
+    }
+}
+
 /// How one probe is attached, or why it is not.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeReport {
@@ -152,6 +180,7 @@ pub struct AgentState {
     pub unprotected_windows: Observations,
     /// The agent has a recipe and a reload strategy (agent-managed when the kernel is not).
     pub can_reload: bool,
+    pub reload: ReloadStatus,
     /// When this state was last refreshed from the system.
     pub refreshed_at: Option<SystemTime>,
 }
@@ -184,6 +213,7 @@ impl AgentState {
             reload_durations: Observations::default(),
             unprotected_windows: Observations::default(),
             can_reload: false,
+            reload: ReloadStatus::default(),
             refreshed_at: None,
         }
     }

@@ -77,7 +77,7 @@ fn demo(run: &mut Run) -> Result<()> {
     step.done("capture kernel loaded");
 
     let step = Step::start("start kdump-agent run");
-    run.start_agent(&mut m)?;
+    run.start_agent(&mut m, "")?;
     step.done("serving on 127.0.0.1:10864 in the guest");
     guest_status(&mut m, "kdump-agent status (before the hot-add)")?;
 
