@@ -21,7 +21,7 @@ use super::{
 };
 use crate::paths;
 
-mod agent;
+pub mod agent;
 
 pub struct Scenario {
     pub name: &'static str,

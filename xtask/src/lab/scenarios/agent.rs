@@ -18,12 +18,12 @@ use crate::lab::{
 const METRICS: &str = "http://127.0.0.1:10864/metrics";
 /// Reloads under TCG take seconds; this bounds waiting for the agent to act.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(90);
-const SUCCESS: &str = r#"kdump_reloads_total{result="success"}"#;
+pub const SUCCESS: &str = r#"kdump_reloads_total{result="success"}"#;
 const FAILURE: &str = r#"kdump_reloads_total{result="failure"}"#;
 const ROLLED_BACK: &str = r#"kdump_reloads_total{result="rolled_back"}"#;
 
 /// The agent's recipe: the lab's capture kernel, initramfs and command line.
-fn recipe() -> String {
+pub fn recipe() -> String {
     format!("--kernel {GUEST_KERNEL} --initrd {GUEST_CAPTURE_INITRD} --cmdline '{CAPTURE_CMDLINE}'")
 }
 
@@ -44,7 +44,7 @@ fn reloads(m: &mut Machine) -> Result<f64> {
 }
 
 /// Waits until `series` reaches `at_least`; returns the seconds it took.
-fn wait_metric(m: &mut Machine, series: &str, at_least: f64) -> Result<f64> {
+pub fn wait_metric(m: &mut Machine, series: &str, at_least: f64) -> Result<f64> {
     let start = Instant::now();
     loop {
         let value = metric(m, series)?;
