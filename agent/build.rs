@@ -1,6 +1,6 @@
 //! Builds the eBPF probes (ebpf/) with aya-build and leaves the object in OUT_DIR for
-//! `include_bytes_aligned!`. `AYA_BUILD_SKIP=1` skips it (clippy, docs, the musl guest build
-//! when no nightly is at hand): the agent then carries an empty object and says so at run time.
+//! `include_bytes_aligned!`. `AYA_BUILD_SKIP=1` or building without the `probes` feature skips it
+//! (clippy, docs, xtask's use of the library): the agent then carries an empty object and says so.
 use std::{env, fs, path::PathBuf};
 
 use anyhow::{Context as _, anyhow};
@@ -10,7 +10,8 @@ const PROBES_BIN: &str = "kdump-agent-probes";
 fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
     let object = out_dir.join(PROBES_BIN);
-    let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+        || env::var_os("CARGO_FEATURE_PROBES").is_none();
     if skip {
         println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
         fs::write(&object, []).context("writing the empty probe object")?;

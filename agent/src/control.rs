@@ -10,7 +10,7 @@ use std::{
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncWriteExt as _},
     net::UnixListener,
-    sync::watch,
+    sync::{mpsc, oneshot, watch},
 };
 
 use crate::{show::ShowReport, state::SharedState, status::StatusReport};
@@ -19,6 +19,12 @@ pub const SOCKET_NAME: &str = "agent.sock";
 
 /// How long a client waits for the daemon's answer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `reload` waits: a burst in progress, a load, perhaps a rollback.
+pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A `reload` request handed to the daemon's loop; it answers once the reconcile it caused
+/// is over.
+pub type ReloadRequest = oneshot::Sender<serde_json::Value>;
 
 pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join(SOCKET_NAME)
@@ -52,6 +58,7 @@ pub async fn serve(
     listener: UnixListener,
     path: PathBuf,
     state: SharedState,
+    reloads: mpsc::Sender<ReloadRequest>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -66,6 +73,7 @@ pub async fn serve(
             _ = shutdown.changed() => break,
         };
         let state = state.clone();
+        let reloads = reloads.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
@@ -87,7 +95,19 @@ pub async fn serve(
                         ShowReport::from_state(&state.read().unwrap_or_else(|e| e.into_inner()));
                     serde_json::to_string(&report).unwrap_or_else(|e| error_json(&e.to_string()))
                 }
-                other => error_json(&format!("unknown request {other:?}; known: status, show")),
+                "reload" => {
+                    let (reply, answer) = oneshot::channel();
+                    match reloads.send(reply).await {
+                        Ok(()) => answer.await.map_or_else(
+                            |_| error_json("the daemon stopped before answering"),
+                            |v| v.to_string(),
+                        ),
+                        Err(_) => error_json("the daemon is shutting down"),
+                    }
+                }
+                other => error_json(&format!(
+                    "unknown request {other:?}; known: status, show, reload"
+                )),
             };
             let _ = write.write_all(answer.as_bytes()).await;
             let _ = write.write_all(b"\n").await;
@@ -102,6 +122,15 @@ fn error_json(message: &str) -> String {
 
 /// Asks the daemon. `Ok(None)` when no daemon listens there (no socket, or nobody behind it).
 pub fn request(state_dir: &Path, request: &str) -> anyhow::Result<Option<serde_json::Value>> {
+    request_within(state_dir, request, CLIENT_TIMEOUT)
+}
+
+/// [`request`], waiting up to `timeout` for the answer.
+pub fn request_within(
+    state_dir: &Path,
+    request: &str,
+    timeout: Duration,
+) -> anyhow::Result<Option<serde_json::Value>> {
     let path = socket_path(state_dir);
     let mut stream = match UnixStream::connect(&path) {
         Ok(s) => s,
@@ -115,7 +144,7 @@ pub fn request(state_dir: &Path, request: &str) -> anyhow::Result<Option<serde_j
         }
         Err(e) => anyhow::bail!("cannot connect to {}: {e}", path.display()),
     };
-    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    stream.set_read_timeout(Some(timeout))?;
     writeln!(stream, "{request}")
         .map_err(|e| anyhow::anyhow!("writing to {}: {e}", path.display()))?;
     let mut answer = String::new();

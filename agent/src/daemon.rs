@@ -1,27 +1,30 @@
 //! `kdump-agent run`: wires the event sources, the state and the exporters together.
 //!
-//! probes / uevents / rescans -> events -> state -> /metrics, textfile.
+//! probes / uevents / rescans -> events -> reconcile -> reload -> state -> /metrics, textfile.
 use std::{
     net::SocketAddr,
     path::PathBuf,
     sync::{Arc, RwLock},
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context as _, bail};
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::{mpsc, watch},
+    task::JoinHandle,
 };
 
 use crate::{
     capabilities::{self, missing_process_caps},
-    control,
+    control::{self, ReloadRequest},
     events::{Event, EventSource},
     http,
     metrics::Exporter,
     node, probes,
     procfs::Procfs,
+    reconcile::Input,
+    reload::{LoadDone, ReconcileLoop, ReloadOptions},
     state::{AgentState, SharedState},
     sysfs::Sysfs,
     textfile, uevent,
@@ -37,6 +40,7 @@ pub struct Options {
     pub textfile_dir: Option<PathBuf>,
     /// Full rescans of the node, whatever the event source (resync after missed events).
     pub rescan_interval: Duration,
+    pub reload: ReloadOptions,
 }
 
 /// Room for a storm of 4096 block events without blocking a source.
@@ -115,6 +119,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         );
     }
     let mut initial = initial_state(&opts.procfs, &opts.sysfs, &opts.boot)?;
+    let mut reconcile = ReconcileLoop::start(
+        opts.reload.clone(),
+        &opts.state_dir,
+        &mut initial,
+        &opts.procfs,
+        &opts.sysfs,
+    )?;
     let listener = http::bind(opts.listen).await?;
     let control_listener = control::bind(&opts.state_dir)?;
     let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
@@ -164,10 +175,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         exporter.clone(),
         stop_rx.clone(),
     ));
+    let (reload_tx, mut reload_rx) = mpsc::channel(16);
     let control = tokio::spawn(control::serve(
         control_listener,
         control::socket_path(&opts.state_dir),
         state.clone(),
+        reload_tx,
         stop_rx,
     ));
     publish(&opts, &state, &exporter);
@@ -175,19 +188,74 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut rescan = tokio::time::interval(opts.rescan_interval);
+    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     rescan.tick().await;
+    // The start-up survey: is a crash kernel loaded, is its header current?
+    with_state(&state, |s| reconcile.handle(Instant::now(), Input::Tick, s));
+    publish(&opts, &state, &exporter);
+    let mut load: Option<JoinHandle<LoadDone>> = None;
+    // `kdump-agent reload` clients, answered when the reconcile they asked for is over.
+    let mut waiting: Vec<(ReloadRequest, u64)> = Vec::new();
     loop {
+        if let Some(job) = reconcile.take_job() {
+            load = Some(tokio::task::spawn_blocking(move || job.run()));
+        }
+        if load.is_none() && !waiting.is_empty() {
+            let s = state.read().unwrap_or_else(|e| e.into_inner());
+            for (reply, reloads_before) in waiting.drain(..) {
+                let _ = reply.send(reload_answer(&s, reloads_before));
+            }
+        }
+        let deadline = reconcile.next_deadline();
+        // select! builds every branch's future, so a disabled timer still needs an instant.
+        let wake = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             Some(event) = rx.recv() => {
                 let mut batch = vec![event];
                 while let Ok(more) = rx.try_recv() {
                     batch.push(more);
                 }
-                apply(&opts, &state, &batch);
+                // A load in flight holds the kexec lock: kexec_crash_size reads EBUSY until it
+                // ends, and the verify after the load re-reads everything anyway.
+                apply(&opts, &state, &batch, load.is_none());
+                with_state(&state, |s| {
+                    let now = Instant::now();
+                    for event in batch {
+                        reconcile.handle(now, Input::Event(event), s);
+                    }
+                });
                 publish(&opts, &state, &exporter);
             }
-            _ = rescan.tick() => {
+            joined = async { load.as_mut().expect("guarded by is_some").await }, if load.is_some() => {
+                load = None;
+                let done = joined.context("the load task failed")?;
+                with_state(&state, |s| reconcile.finished(Instant::now(), done, s));
+                publish(&opts, &state, &exporter);
+            }
+            _ = tokio::time::sleep_until(wake.into()), if deadline.is_some() => {
+                with_state(&state, |s| {
+                    reconcile.handle(Instant::now(), Input::Tick, s)
+                });
+                publish(&opts, &state, &exporter);
+            }
+            _ = rescan.tick(), if load.is_none() => {
+                let before = with_state(&state, |s| (s.facts.system_ram_bytes, s.facts.crash_loaded));
                 rescan_now(&opts, &state, false);
+                with_state(&state, |s| {
+                    let now = Instant::now();
+                    // A change no event told us about (missed events, another loader).
+                    if (s.facts.system_ram_bytes, s.facts.crash_loaded) != before {
+                        reconcile.handle(now, Input::Event(Event::IomemChanged), s);
+                    }
+                    reconcile.resync_mode(now, s)
+                });
+                publish(&opts, &state, &exporter);
+            }
+            Some(reply) = reload_rx.recv() => {
+                with_state(&state, |s| {
+                    waiting.push((reply, reloads_done(s)));
+                    reconcile.handle(Instant::now(), Input::ReloadRequested, s);
+                });
                 publish(&opts, &state, &exporter);
             }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
@@ -201,7 +269,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 }
 
 /// Counts a batch of events and re-reads the node once for all of them.
-fn apply(opts: &Options, state: &SharedState, batch: &[Event]) {
+fn apply(opts: &Options, state: &SharedState, batch: &[Event], rescan: bool) {
     {
         let mut s = state.write().unwrap_or_else(|e| e.into_inner());
         let now = unix_seconds(SystemTime::now());
@@ -213,8 +281,10 @@ fn apply(opts: &Options, state: &SharedState, batch: &[Event]) {
             }
         }
     }
-    let hotplug = !batch.iter().any(|e| matches!(e, Event::KexecLoad(_)));
-    rescan_now(opts, state, hotplug);
+    if rescan {
+        let hotplug = !batch.iter().any(|e| matches!(e, Event::KexecLoad(_)));
+        rescan_now(opts, state, hotplug);
+    }
 }
 
 fn log(event: &Event) {
@@ -266,6 +336,38 @@ fn rescan_now(opts: &Options, state: &SharedState, during_hotplug: bool) {
     if let Err(e) = refresh(&mut s, &opts.procfs, &opts.sysfs, during_hotplug) {
         tracing::error!(error = %format!("{e:#}"), "rescan failed; keeping the last good state");
     }
+}
+
+fn reloads_done(s: &AgentState) -> u64 {
+    s.counters.reloads.values().sum()
+}
+
+/// What `kdump-agent reload` prints: what the reconcile did, and whether kdump is ready now.
+fn reload_answer(s: &AgentState, reloads_before: u64) -> serde_json::Value {
+    let readiness = s.readiness();
+    let outcome = if reloads_done(s) > reloads_before {
+        format!("reloaded: {}", s.reload.last.as_deref().unwrap_or("?"))
+    } else if readiness.ready {
+        "nothing to do: the loaded header covers all RAM".to_owned()
+    } else {
+        format!(
+            "not reloaded{}",
+            s.reload
+                .alert
+                .as_deref()
+                .map_or(String::new(), |a| format!(": {a}"))
+        )
+    };
+    serde_json::json!({
+        "outcome": outcome,
+        "ready": readiness.ready,
+        "reason": readiness.reason,
+    })
+}
+
+/// Runs `f` with the state locked for writing.
+fn with_state<T>(state: &SharedState, f: impl FnOnce(&mut AgentState) -> T) -> T {
+    f(&mut state.write().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// Pushes the state to the exporters that are written rather than scraped.

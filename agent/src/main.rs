@@ -33,6 +33,8 @@ enum Command {
     Show(cli::show::ShowArgs),
     /// Build, print, parse or compare a crash ELF header (elfcorehdr).
     Header(cli::header::HeaderArgs),
+    /// Ask the running daemon to reconcile now; prints what it did. Exit 0 when ready, 3 when not.
+    Reload(cli::reload::ReloadArgs),
 }
 
 /// Exit code for errors (bad input, unreadable files, busy address); 3 means "not ready".
@@ -61,6 +63,7 @@ fn main() {
         Command::Check(args) => cli::check::run(args),
         Command::Show(args) => cli::show::run(args),
         Command::Header(args) => cli::header::run(args),
+        Command::Reload(args) => cli::reload::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -194,7 +194,9 @@ pub fn attach(caps: &[Capability]) -> (Option<Attached>, Vec<ProbeReport>) {
     if PROBES_OBJECT.is_empty() {
         return (
             None,
-            none_attached("this build carries no probes (built with AYA_BUILD_SKIP=1)".into()),
+            none_attached(
+                "this build carries no probes (built without the probes feature or with AYA_BUILD_SKIP=1)".into(),
+            ),
         );
     }
     for needed in [Feature::Bpf, Feature::RingBuf] {

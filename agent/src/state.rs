@@ -147,6 +147,34 @@ pub enum HeaderCaptureError {
     Parse(HeaderError),
 }
 
+/// The agent's reload side, as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReloadStatus {
+    /// `kexec-file`, `command` or `off`.
+    pub strategy: String,
+    /// Where the recipe came from and what it loads.
+    pub recipe: Option<String>,
+    /// The last reload, one line.
+    pub last: Option<String>,
+    /// The last alert raised, one line.
+    pub alert: Option<String>,
+    /// Consecutive failed reloads (0 after a success).
+    pub failures: u32,
+}
+
+impl Default for ReloadStatus {
+    fn default() -> Self {
+        Self {
+            strategy: "off".into(),
+            recipe: None,
+            last: None,
+            alert: None,
+            failures: 0,
+        }
+    }
+}
+
 /// How one probe is attached, or why it is not.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeReport {
@@ -228,6 +256,7 @@ pub struct AgentState {
     pub unprotected_windows: Observations,
     /// The agent has a recipe and a reload strategy (agent-managed when the kernel is not).
     pub can_reload: bool,
+    pub reload: ReloadStatus,
     /// When this state was last refreshed from the system.
     pub refreshed_at: Option<SystemTime>,
     /// The last `/proc/iomem` read: the RAM the loaded header should list.
@@ -264,6 +293,7 @@ impl AgentState {
             reload_durations: Observations::default(),
             unprotected_windows: Observations::default(),
             can_reload: false,
+            reload: ReloadStatus::default(),
             refreshed_at: None,
             iomem: None,
             loaded: None,
@@ -383,7 +413,12 @@ impl AgentState {
     pub fn assess_header(&mut self, now: u64) {
         if !self.facts.crash_loaded {
             self.loaded = None;
-        } else if self.loaded.is_none() {
+        } else if self.loaded.is_none()
+            || (self.mode() == Mode::KernelManaged
+                && !self.loaded.as_ref().is_some_and(|l| l.verified))
+        {
+            // Kernel-managed without a capture: the kernel rewrites the header on hotplug, so
+            // the best guess follows the RAM (as the reconciler's does).
             self.loaded = self
                 .iomem
                 .as_ref()

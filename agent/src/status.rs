@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     capabilities::Capability,
-    state::{AgentState, HeaderStatus, ProbeReport},
+    state::{AgentState, HeaderStatus, ProbeReport, ReloadStatus},
     units::bytes,
 };
 
@@ -22,6 +22,7 @@ pub struct StatusReport {
     pub crash_hotplug: Option<bool>,
     pub system_ram_bytes: Option<u64>,
     pub header: HeaderStatus,
+    pub reload: ReloadStatus,
     pub event_source: String,
     pub capabilities: Vec<Capability>,
     pub probes: Vec<ProbeReport>,
@@ -40,6 +41,7 @@ impl StatusReport {
             crash_hotplug: s.facts.crash_hotplug,
             system_ram_bytes: s.facts.system_ram_bytes,
             header: s.header.clone(),
+            reload: s.reload.clone(),
             event_source: s.event_source.as_str().to_string(),
             capabilities: s.capabilities.clone(),
             probes: s.probes.clone(),
@@ -106,6 +108,19 @@ impl StatusReport {
             "header",
             header_text(&self.header, self.crash_kernel_loaded),
         );
+        line(
+            "reload",
+            match &self.reload.recipe {
+                Some(recipe) => format!("{}, recipe from {recipe}", self.reload.strategy),
+                None => self.reload.strategy.clone(),
+            },
+        );
+        if let Some(last) = &self.reload.last {
+            line("last reload", last.clone());
+        }
+        if let Some(alert) = &self.reload.alert {
+            line("alert", alert.clone());
+        }
         line(
             "event source",
             format!("{}{source_note}", self.event_source),
@@ -257,6 +272,7 @@ mod tests {
         assert_eq!(v["crash_kernel_loaded"], true);
         assert_eq!(v["reserved_bytes"], 268435456);
         assert_eq!(v["event_source"], "poll");
+        assert_eq!(v["reload"]["strategy"], "off");
         assert_eq!(v["capabilities"][1]["feature"], "kprobes");
         assert_eq!(v["capabilities"][1]["available"], false);
         assert_eq!(StatusReport::from_state(&s).exit_code(), 0);

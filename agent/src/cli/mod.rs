@@ -7,6 +7,7 @@ use crate::{procfs::Procfs, sysfs::Sysfs};
 
 pub mod check;
 pub mod header;
+pub mod reload;
 pub mod run;
 pub mod show;
 pub mod status;

@@ -4,7 +4,12 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Args;
 
 use super::{StateDirArgs, SystemArgs};
-use crate::daemon;
+use crate::{
+    daemon,
+    recipe::RecipeFlags,
+    reconcile::Timing,
+    reload::{ReloadChoice, ReloadOptions},
+};
 
 /// Default `--listen`: loopback, on a port outside Prometheus' exporter range (9100-9999 is full).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:10864";
@@ -24,6 +29,87 @@ pub struct RunArgs {
     /// Seconds between full rescans of /proc and /sys (catches anything the events missed).
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub rescan_interval: f64,
+    #[command(flatten)]
+    pub reload: ReloadArgs,
+}
+
+/// How and when the agent reloads the crash kernel.
+#[derive(Args, Debug)]
+pub struct ReloadArgs {
+    /// kexec-file: call kexec_file_load; command: run --reload-command; off: report only.
+    /// Default: kexec-file when a recipe is known (flags, state dir, distribution config), else off.
+    #[arg(long, value_enum, value_name = "HOW")]
+    pub reload: Option<ReloadChoice>,
+    /// The reload command for `--reload command`, split on whitespace (e.g. "kdumpctl reload").
+    #[arg(long, value_name = "COMMAND")]
+    pub reload_command: Option<String>,
+    /// Seconds before a reload command is killed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120.0)]
+    pub reload_timeout: f64,
+    /// Capture kernel (bzImage) to load.
+    #[arg(long, value_name = "FILE")]
+    pub kernel: Option<PathBuf>,
+    /// Initramfs of the capture kernel.
+    #[arg(long, value_name = "FILE")]
+    pub initrd: Option<PathBuf>,
+    /// Capture kernel command line (default: this kernel's, without crashkernel=, plus
+    /// "irqpoll nr_cpus=1 reset_devices").
+    #[arg(long, value_name = "TEXT")]
+    pub cmdline: Option<String>,
+    /// Seconds without a memory event before the agent acts on a burst.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.25)]
+    pub quiet_period: f64,
+    /// Longest wait, in seconds, from a burst's first event to acting on it.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub max_delay: f64,
+}
+
+impl ReloadArgs {
+    fn options(&self) -> anyhow::Result<ReloadOptions> {
+        let seconds = |flag: &str, value: f64, min: f64| {
+            if value.is_finite() && value >= min && value <= 86_400.0 {
+                Ok(Duration::from_secs_f64(value))
+            } else {
+                Err(anyhow::anyhow!(
+                    "{flag} {value}: must be between {min} and 86400 seconds"
+                ))
+            }
+        };
+        let quiet_period = seconds("--quiet-period", self.quiet_period, 0.0)?;
+        let max_delay = seconds("--max-delay", self.max_delay, 0.0)?;
+        if max_delay < quiet_period {
+            anyhow::bail!(
+                "--max-delay {}: must not be shorter than --quiet-period {}",
+                self.max_delay,
+                self.quiet_period
+            );
+        }
+        let command: Vec<String> = self
+            .reload_command
+            .as_deref()
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if !command.is_empty() && self.reload != Some(ReloadChoice::Command) {
+            anyhow::bail!("--reload-command needs --reload command");
+        }
+        Ok(ReloadOptions {
+            choice: self.reload,
+            command,
+            command_timeout: seconds("--reload-timeout", self.reload_timeout, 0.1)?,
+            flags: RecipeFlags {
+                kernel: self.kernel.clone(),
+                initrd: self.initrd.clone(),
+                cmdline: self.cmdline.clone(),
+            },
+            timing: Timing {
+                quiet_period,
+                max_delay,
+                ..Timing::default()
+            },
+        })
+    }
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
@@ -46,6 +132,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         state_dir: args.state.state_dir.clone(),
         textfile_dir: args.textfile_dir,
         rescan_interval: Duration::from_secs_f64(args.rescan_interval),
+        reload: args.reload.options()?,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

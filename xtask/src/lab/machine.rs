@@ -306,6 +306,29 @@ impl Machine {
 
     /// Plugs a DIMM of `mib` MiB and waits until the guest has registered its memory blocks.
     pub fn hot_add_dimm(&mut self, mib: u64) -> Result<Dimm> {
+        let mut dimms = self.hot_add_dimms(&[mib])?;
+        Ok(dimms.remove(0))
+    }
+
+    /// Plugs DIMMs back to back (no wait between them, as in a scale-up), then waits until
+    /// the guest has registered all their memory blocks.
+    pub fn hot_add_dimms(&mut self, mibs: &[u64]) -> Result<Vec<Dimm>> {
+        let mut dimms = Vec::new();
+        for &mib in mibs {
+            dimms.push(self.plug_dimm(mib)?);
+        }
+        for dimm in &dimms {
+            let last = self.blocks(dimm)?.end - 1;
+            self.wait_until(
+                &format!("[ -d /sys/devices/system/memory/memory{last} ]"),
+                Duration::from_secs(60),
+            )
+            .with_context(|| format!("{}: the guest did not add the memory blocks", dimm.id))?;
+        }
+        Ok(dimms)
+    }
+
+    fn plug_dimm(&mut self, mib: u64) -> Result<Dimm> {
         self.dimms += 1;
         let (mem, id) = (format!("mem{}", self.dimms), format!("dimm{}", self.dimms));
         let step = format!("hot-adding {mib} MiB ({id})");
@@ -333,18 +356,11 @@ impl Machine {
             .map(|d| &d["data"])
             .find(|d| d["id"] == id.as_str())
             .with_context(|| format!("{step}: QEMU does not list {id}"))?;
-        let dimm = Dimm {
+        Ok(Dimm {
             id,
             addr: data["addr"].as_u64().context("pc-dimm addr")?,
             size: data["size"].as_u64().context("pc-dimm size")?,
-        };
-        let last = self.blocks(&dimm)?.end - 1;
-        self.wait_until(
-            &format!("[ -d /sys/devices/system/memory/memory{last} ]"),
-            Duration::from_secs(60),
-        )
-        .with_context(|| format!("{step}: the guest did not add the memory blocks"))?;
-        Ok(dimm)
+        })
     }
 
     /// Writes `state` (`online`, `online_movable`, `offline`) to each of the DIMM's blocks

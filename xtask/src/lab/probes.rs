@@ -429,6 +429,8 @@ fn bench_6_12(run: &mut Run) -> Result<()> {
     // Interleaved so drift (other guests on the host, TCG) hits both sides alike.
     for _ in 0..PAIRS {
         without.push(timed(&mut m)?);
+        // One log per agent: the latencies of this round only.
+        m.sh(&format!(": > {AGENT_LOG}"))?;
         run.start_agent_with(&mut m, AGENT_ENV, AGENT_ARGS)?;
         let before: f64 = m.sh(cpu_ns)?.trim().parse().context("schedstat")?;
         with.push(timed(&mut m)?);

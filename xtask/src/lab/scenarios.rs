@@ -21,6 +21,8 @@ use super::{
 };
 use crate::paths;
 
+pub mod agent;
+
 pub struct Scenario {
     pub name: &'static str,
     pub about: &'static str,
@@ -72,6 +74,69 @@ pub const ALL: &[Scenario] = &[
         kernel: KERNEL_6_1,
         fixture: true,
         body: several_dimms_6_1,
+    },
+    Scenario {
+        name: "agent-fixes-6.1",
+        about: "6.1, kexec -s -p, agent with a recipe, +512 MiB: stale, one reload, ready; dump whole",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        body: agent::agent_fixes_6_1,
+    },
+    Scenario {
+        name: "agent-storm-6.1",
+        about: "6.1, agent, four 512 MiB DIMMs back to back: exactly one reload; dump whole",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        body: agent::agent_storm_6_1,
+    },
+    Scenario {
+        name: "agent-refuses-bad-kernel-6.1",
+        about: "6.1, agent, kernel file replaced by garbage, +512 MiB: refused, old image kept (stale)",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        body: agent::agent_refuses_bad_kernel,
+    },
+    Scenario {
+        name: "agent-rollback-6.1",
+        about: "6.1, agent's own load, initrd grown past the reservation, +512 MiB: kernel refuses, rollback",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        body: agent::agent_rollback_6_1,
+    },
+    Scenario {
+        name: "agent-upgrade-6.12",
+        about: "6.12, kexec -c -p (no hotplug), agent: one kexec_file_load reload, then kernel-managed",
+        kernel: KERNEL_6_12,
+        fixture: false,
+        body: agent::agent_upgrade_6_12,
+    },
+    Scenario {
+        name: "agent-kernel-managed-6.12",
+        about: "6.12, kexec -s -p, agent, +512 MiB: the kernel updates the header, zero reloads",
+        kernel: KERNEL_6_12,
+        fixture: false,
+        body: agent::agent_kernel_managed_6_12,
+    },
+    Scenario {
+        name: "agent-hot-remove-6.1",
+        about: "6.1, agent, +512 MiB then offline and device_del: excess back to 0 after a reload",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        body: agent::agent_hot_remove_6_1,
+    },
+    Scenario {
+        name: "agent-restart-6.1",
+        about: "6.1, agent killed -9 in a storm, restarted: adopts its persisted header, ends ready",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        body: agent::agent_restart_6_1,
+    },
+    Scenario {
+        name: "bench-reload-vs-throttler-6.1",
+        about: "6.1, one burst of 2 DIMMs under the agent, one under the udev-throttler policy: time to fresh, reloads, unprotected window",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        body: agent::bench_reload_vs_throttler_6_1,
     },
 ];
 
@@ -264,15 +329,15 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Starts `kdump-agent run` in the background and waits for its HTTP endpoint.
-    pub fn start_agent(&mut self, m: &mut Machine) -> Result<()> {
-        self.start_agent_with(m, "", "")
+    /// Starts `kdump-agent run ARGS` in the background and waits for its HTTP endpoint.
+    pub fn start_agent(&mut self, m: &mut Machine, args: &str) -> Result<()> {
+        self.start_agent_with(m, "", args)
     }
 
-    /// [`Run::start_agent`] with environment assignments and global flags (`--log-format json`).
+    /// [`Run::start_agent`] with environment assignments (`RUST_LOG=...`).
     pub fn start_agent_with(&mut self, m: &mut Machine, env: &str, args: &str) -> Result<()> {
         m.sh(&format!(
-            "{env} {GUEST_AGENT} {args} run >/tmp/kdump-agent.log 2>&1 &"
+            "{env} {GUEST_AGENT} run {args} >>/tmp/kdump-agent.log 2>&1 &"
         ))?;
         let up = m.wait_until(
             "wget -q -O /dev/null http://127.0.0.1:10864/healthz",

@@ -1,0 +1,502 @@
+//! Scenarios with kdump-agent reloading: each changes RAM under a running agent, checks what
+//! the agent did (its metrics and status in the guest), then crashes and measures the dump.
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use kdump_agent::{
+    elfcorehdr::LoadPath,
+    recipe::{BZIMAGE_HEADER_LEN, BzImage},
+};
+
+use super::{CAPTURE_CMDLINE, Online, Run};
+use crate::lab::{
+    Boot,
+    image::{GUEST_AGENT, GUEST_CAPTURE_INITRD, GUEST_KERNEL},
+    machine::{Machine, Memory},
+};
+
+const METRICS: &str = "http://127.0.0.1:10864/metrics";
+/// Reloads under TCG take seconds; this bounds waiting for the agent to act.
+const AGENT_TIMEOUT: Duration = Duration::from_secs(90);
+pub const SUCCESS: &str = r#"kdump_reloads_total{result="success"}"#;
+const FAILURE: &str = r#"kdump_reloads_total{result="failure"}"#;
+const ROLLED_BACK: &str = r#"kdump_reloads_total{result="rolled_back"}"#;
+
+/// The agent's recipe: the lab's capture kernel, initramfs and command line.
+pub fn recipe() -> String {
+    format!("--kernel {GUEST_KERNEL} --initrd {GUEST_CAPTURE_INITRD} --cmdline '{CAPTURE_CMDLINE}'")
+}
+
+/// One series of the agent's /metrics in the guest (0 when absent, as Prometheus reads it).
+fn metric(m: &mut Machine, series: &str) -> Result<f64> {
+    let text = m.sh(&format!("wget -q -O - {METRICS}"))?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse())
+        .transpose()
+        .with_context(|| format!("{series}: not a number"))?
+        .unwrap_or(0.0))
+}
+
+fn reloads(m: &mut Machine) -> Result<f64> {
+    Ok(metric(m, SUCCESS)? + metric(m, FAILURE)? + metric(m, ROLLED_BACK)?)
+}
+
+/// Waits until `series` reaches `at_least`; returns the seconds it took.
+pub fn wait_metric(m: &mut Machine, series: &str, at_least: f64) -> Result<f64> {
+    let start = Instant::now();
+    loop {
+        let value = metric(m, series)?;
+        if value >= at_least {
+            return Ok(start.elapsed().as_secs_f64());
+        }
+        if start.elapsed() > AGENT_TIMEOUT {
+            let log = m.sh("tail -15 /tmp/kdump-agent.log").unwrap_or_default();
+            bail!(
+                "{series} is {value}, expected {at_least} within {} s; the agent's log ends:\n{log}",
+                AGENT_TIMEOUT.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits until `kdump-agent status` says ready (exit 0).
+fn wait_ready(m: &mut Machine) -> Result<()> {
+    m.wait_until(&format!("{GUEST_AGENT} status >/dev/null"), AGENT_TIMEOUT)
+        .context("kdump-agent status never said ready")
+}
+
+/// The agent's figures for the report: reloads by result, durations and windows.
+fn note_agent(run: &mut Run, m: &mut Machine) -> Result<()> {
+    for (key, series) in [
+        ("reloads_success", SUCCESS),
+        ("reloads_failure", FAILURE),
+        ("reloads_rolled_back", ROLLED_BACK),
+        (
+            "reload_duration_seconds_sum",
+            "kdump_reload_duration_seconds_sum",
+        ),
+        (
+            "unprotected_window_seconds_sum",
+            "kdump_unprotected_window_seconds_sum",
+        ),
+        (
+            "unprotected_window_seconds_count",
+            "kdump_unprotected_window_seconds_count",
+        ),
+    ] {
+        let value = metric(m, series)?;
+        run.note(key, value);
+    }
+    let status = m.run(&format!("{GUEST_AGENT} status"))?;
+    run.note("status_exit", status.code);
+    let last = status.text().lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("last reload")
+            .map(|r| r.trim().to_owned())
+    });
+    if let Some(last) = last {
+        run.note("last_reload", last);
+    }
+    Ok(())
+}
+
+/// Boot, `kexec -s -p`, agent with a recipe, ready: the common start.
+fn start(run: &mut Run, boot: &Boot, load: LoadPath) -> Result<Machine> {
+    let mut m = run.boot(boot)?;
+    run.load_kdump(&mut m, load)?;
+    run.start_agent(&mut m, &recipe())?;
+    Ok(m)
+}
+
+pub(super) fn agent_fixes_6_1(run: &mut Run) -> Result<()> {
+    let mut m = start(run, &Boot::default(), LoadPath::KexecFileLoad)?;
+    wait_ready(&mut m)?;
+    let dimm = run.hot_add(&mut m, 512, Online::Write("online"))?;
+    let online = Instant::now();
+    wait_metric(&mut m, SUCCESS, 1.0)?;
+    wait_ready(&mut m)?;
+    run.note(
+        "seconds_from_online_to_ready",
+        online.elapsed().as_secs_f64(),
+    );
+    let stale = m.sh("grep -c 'the loaded crash header is stale' /tmp/kdump-agent.log || true")?;
+    run.check(
+        stale.trim() != "0",
+        "the agent never reported the header stale",
+    );
+    // `kdump-agent reload` asks the daemon over its socket: current now, nothing to do.
+    let asked = m.run(&format!("{GUEST_AGENT} reload"))?;
+    let answer = asked.text();
+    run.check(
+        asked.code == 0 && answer.starts_with("nothing to do"),
+        format!("`kdump-agent reload` exit {}: {answer}", asked.code),
+    );
+    note_agent(run, &mut m)?;
+    run.crash(&mut m)?;
+    run.note("dimm_bytes", dimm.size);
+    run.expect(0, 0);
+    Ok(())
+}
+
+pub(super) fn agent_storm_6_1(run: &mut Run) -> Result<()> {
+    let mut m = start(run, &Boot::default(), LoadPath::KexecFileLoad)?;
+    wait_ready(&mut m)?;
+    let dimms = m.hot_add_dimms(&[512, 512, 512, 512])?;
+    // All blocks of all DIMMs online in one go, as a scale-up does.
+    let mut blocks = Vec::new();
+    for dimm in &dimms {
+        let range = m.blocks(dimm)?;
+        blocks.push(format!("$(seq {} {})", range.start, range.end - 1));
+        run.report.hotplugged_bytes += dimm.size;
+    }
+    m.sh(&format!(
+        "for i in {}; do echo online > /sys/devices/system/memory/memory$i/state; done",
+        blocks.join(" ")
+    ))?;
+    let online = Instant::now();
+    wait_metric(&mut m, SUCCESS, 1.0)?;
+    wait_ready(&mut m)?;
+    run.note(
+        "seconds_from_online_to_ready",
+        online.elapsed().as_secs_f64(),
+    );
+    // Give a second burst, if the agent split the storm, time to show up.
+    std::thread::sleep(Duration::from_secs(3));
+    let count = reloads(&mut m)?;
+    run.note("reloads", count);
+    run.check(
+        count == 1.0,
+        format!("four DIMMs back to back made {count} reloads, expected 1"),
+    );
+    note_agent(run, &mut m)?;
+    run.crash(&mut m)?;
+    run.expect(0, 0);
+    Ok(())
+}
+
+pub(super) fn agent_refuses_bad_kernel(run: &mut Run) -> Result<()> {
+    let mut m = start(run, &Boot::default(), LoadPath::KexecFileLoad)?;
+    wait_ready(&mut m)?;
+    m.sh(&format!(
+        "dd if=/dev/urandom of={GUEST_KERNEL} bs=1M count=8 2>/dev/null"
+    ))?;
+    let dimm = run.hot_add(&mut m, 512, Online::Write("online"))?;
+    wait_metric(&mut m, FAILURE, 1.0)?;
+    let loaded = m.sh("cat /sys/kernel/kexec_crash_loaded")?;
+    run.check(
+        loaded.trim() == "1",
+        "the old crash kernel is gone after a refused reload",
+    );
+    let status = m.run(&format!("{GUEST_AGENT} status"))?;
+    let text = status.text();
+    run.check(
+        status.code == 3,
+        format!("status exit {}, expected 3 (stale)", status.code),
+    );
+    let refusal = format!("kernel {GUEST_KERNEL}: not a bzImage");
+    run.check(
+        text.contains(&refusal),
+        format!("status does not name the refusal ({refusal}):\n{text}"),
+    );
+    note_agent(run, &mut m)?;
+    run.crash(&mut m)?;
+    // Refused: the old image stays, stale but present, so the dump lacks the DIMM.
+    run.expect(dimm.size, 0);
+    Ok(())
+}
+
+pub(super) fn agent_rollback_6_1(run: &mut Run) -> Result<()> {
+    // Room in the guest for a large initrd, its sealed copy and the kernel's copy.
+    let boot = Boot {
+        memory: Memory {
+            boot_mib: 2048,
+            slots: 4,
+            max_mib: 8192,
+        },
+        ..Boot::default()
+    };
+    let mut m = run.boot(&boot)?;
+    // Nothing loaded: the agent loads the recipe itself, which becomes its last known good.
+    run.start_agent(&mut m, &recipe())?;
+    wait_metric(&mut m, SUCCESS, 1.0)?;
+    run.load = Some(LoadPath::KexecFileLoad);
+    // An initrd just too large for the reservation: within the agent's lower bound
+    // (init_size + initrd), but with no room left for the kernel's alignment and purgatory.
+    let vmlinuz = std::fs::read(run.scenario.kernel.vmlinuz(&run.lab.unpacked))?;
+    let image = BzImage::parse(&vmlinuz[..BZIMAGE_HEADER_LEN], vmlinuz.len() as u64)
+        .map_err(anyhow::Error::msg)?;
+    let reserved: u64 = m.sh("cat /sys/kernel/kexec_crash_size")?.trim().parse()?;
+    let initrd = reserved - u64::from(image.init_size).div_ceil(4096) * 4096 - 4096;
+    m.sh(&format!(
+        "head -c {initrd} /dev/zero > {GUEST_CAPTURE_INITRD}.big && mv {GUEST_CAPTURE_INITRD}.big {GUEST_CAPTURE_INITRD}"
+    ))?;
+    run.note("initrd_bytes", initrd);
+    run.hot_add(&mut m, 512, Online::Write("online"))?;
+    wait_metric(&mut m, ROLLED_BACK, 1.0)?;
+    let loaded = m.sh("cat /sys/kernel/kexec_crash_loaded")?;
+    run.check(
+        loaded.trim() == "1",
+        "no crash kernel loaded after the rollback",
+    );
+    let log = m.sh("grep -m1 'reload failed' /tmp/kdump-agent.log || true")?;
+    run.note("failed_load", log.trim());
+    note_agent(run, &mut m)?;
+    run.crash(&mut m)?;
+    // The last known good image, loaded again now, got a header for today's RAM.
+    run.expect(0, 0);
+    Ok(())
+}
+
+pub(super) fn agent_upgrade_6_12(run: &mut Run) -> Result<()> {
+    let mut m = start(run, &Boot::default(), LoadPath::KexecLoad)?;
+    run.check_crash_hotplug(&mut m, "0")?;
+    wait_ready(&mut m)?;
+    run.hot_add(&mut m, 512, Online::Auto)?;
+    wait_metric(&mut m, SUCCESS, 1.0)?;
+    wait_ready(&mut m)?;
+    run.load = Some(LoadPath::KexecFileLoad);
+    let after = m.sh("cat /sys/devices/system/memory/crash_hotplug")?;
+    run.note("crash_hotplug_after_reload", after.trim());
+    run.check(
+        after.trim() == "1",
+        "crash_hotplug is not 1 after the agent's kexec_file_load",
+    );
+    run.hot_add(&mut m, 512, Online::Auto)?;
+    // Kernel-managed now: the agent only verifies; wait past its quiet period and a rescan.
+    std::thread::sleep(Duration::from_secs(5));
+    wait_ready(&mut m)?;
+    let count = reloads(&mut m)?;
+    run.note("reloads", count);
+    run.check(
+        count == 1.0,
+        format!("{count} reloads, expected 1 (none after the upgrade)"),
+    );
+    note_agent(run, &mut m)?;
+    run.crash(&mut m)?;
+    run.expect(0, 0);
+    Ok(())
+}
+
+pub(super) fn agent_kernel_managed_6_12(run: &mut Run) -> Result<()> {
+    let mut m = start(run, &Boot::default(), LoadPath::KexecFileLoad)?;
+    run.check_crash_hotplug(&mut m, "1")?;
+    wait_ready(&mut m)?;
+    run.hot_add(&mut m, 512, Online::Auto)?;
+    std::thread::sleep(Duration::from_secs(5));
+    wait_ready(&mut m)?;
+    let count = reloads(&mut m)?;
+    run.note("reloads", count);
+    run.check(
+        count == 0.0,
+        format!("{count} reloads in kernel-managed mode, expected 0"),
+    );
+    let mode = metric(&mut m, r#"kdump_mode{mode="kernel-managed"}"#)?;
+    run.check(mode == 1.0, "kdump_mode is not kernel-managed");
+    note_agent(run, &mut m)?;
+    run.crash(&mut m)?;
+    run.expect(0, 0);
+    Ok(())
+}
+
+pub(super) fn agent_hot_remove_6_1(run: &mut Run) -> Result<()> {
+    // Movable blocks can always be offlined again.
+    let boot = Boot {
+        extra: "memhp_default_state=online_movable",
+        ..Boot::default()
+    };
+    let mut m = start(run, &boot, LoadPath::KexecFileLoad)?;
+    wait_ready(&mut m)?;
+    let dimm = run.hot_add(&mut m, 512, Online::Write("online_movable"))?;
+    wait_metric(&mut m, SUCCESS, 1.0)?;
+    wait_ready(&mut m)?;
+    let before = metric(&mut m, SUCCESS)?;
+    m.set_blocks(&dimm, "offline")?;
+    m.hot_remove_dimm(&dimm, Duration::from_secs(60))?;
+    run.report.hotplugged_bytes -= dimm.size;
+    wait_metric(&mut m, SUCCESS, before + 1.0)?;
+    wait_ready(&mut m)?;
+    let excess = metric(&mut m, "kdump_header_excess_bytes")?;
+    run.check(
+        excess == 0.0,
+        format!("kdump_header_excess_bytes is {excess} after the reload"),
+    );
+    note_agent(run, &mut m)?;
+    run.crash(&mut m)?;
+    run.expect(0, 0);
+    Ok(())
+}
+
+pub(super) fn agent_restart_6_1(run: &mut Run) -> Result<()> {
+    let mut m = start(run, &Boot::default(), LoadPath::KexecFileLoad)?;
+    wait_ready(&mut m)?;
+    // First DIMM: a reload, so the state directory holds the header it loaded.
+    run.hot_add(&mut m, 512, Online::Write("online"))?;
+    wait_metric(&mut m, SUCCESS, 1.0)?;
+    // Killed in the middle of the next storm: blocks come online while no agent runs.
+    let dimms = m.hot_add_dimms(&[256, 256])?;
+    m.sh(&format!(
+        "kill -9 $(pidof {})",
+        GUEST_AGENT.rsplit('/').next().unwrap_or("kdump-agent")
+    ))?;
+    for dimm in &dimms {
+        m.set_blocks(dimm, "online")?;
+        run.report.hotplugged_bytes += dimm.size;
+    }
+    run.start_agent(&mut m, &recipe())?;
+    // The restarted agent compares the persisted header with today's RAM and reloads.
+    wait_metric(&mut m, SUCCESS, 1.0)?;
+    wait_ready(&mut m)?;
+    let adopted =
+        m.sh("grep -c 'the loaded crash header is stale' /tmp/kdump-agent.log || true")?;
+    run.note("stale_reports_in_log", adopted.trim());
+    note_agent(run, &mut m)?;
+    run.crash(&mut m)?;
+    run.expect(0, 0);
+    Ok(())
+}
+
+/// Logs each change of `kexec_crash_loaded` with the guest's uptime (10 ms resolution), so both
+/// policies are timed by the same clock and the same sampler. It samples every 2 ms rather
+/// than spinning, so that it does not slow the loads it measures (TCG vCPUs are slow).
+const POLLER: &str = "p=; while :; do read v < /sys/kernel/kexec_crash_loaded; \
+     if [ \"$v\" != \"$p\" ]; then read u _ < /proc/uptime; echo \"$u $v\"; p=$v; fi; \
+     usleep 2000; done";
+
+/// What one policy did for one burst, from the poller's log.
+struct Burst {
+    reloads: u32,
+    unprotected_seconds: f64,
+    /// From the last block online until a crash kernel is loaded again for the last time.
+    seconds_to_fresh: f64,
+}
+
+fn uptime(m: &mut Machine) -> Result<f64> {
+    let text = m.sh("cut -d' ' -f1 /proc/uptime")?;
+    text.trim().parse().context("/proc/uptime")
+}
+
+/// Plugs `count` 512 MiB DIMMs back to back and onlines all their blocks in one command;
+/// `before_online` runs in the guest first (the baseline's throttler starts on the first event).
+fn burst(run: &mut Run, m: &mut Machine, count: usize, before_online: &str) -> Result<f64> {
+    let dimms = m.hot_add_dimms(&vec![512; count])?;
+    let mut blocks = Vec::new();
+    for dimm in &dimms {
+        let range = m.blocks(dimm)?;
+        blocks.push(format!("$(seq {} {})", range.start, range.end - 1));
+        run.report.hotplugged_bytes += dimm.size;
+    }
+    m.sh(&format!(
+        "{before_online} for i in {}; do echo online > /sys/devices/system/memory/memory$i/state; done",
+        blocks.join(" ")
+    ))?;
+    uptime(m)
+}
+
+/// Reads the poller's log from `since` (guest uptime) on.
+fn measure(m: &mut Machine, since: f64, last_online: f64) -> Result<Burst> {
+    let log = m.sh("cat /tmp/poll.log")?;
+    let mut samples = Vec::new();
+    for line in log.lines() {
+        let mut words = line.split_whitespace();
+        if let (Some(t), Some(v)) = (words.next(), words.next()) {
+            let t: f64 = t.parse().with_context(|| format!("poller line `{line}`"))?;
+            if t >= since {
+                samples.push((t, v == "1"));
+            }
+        }
+    }
+    let (mut reloads, mut unprotected, mut lost_at, mut fresh_at) = (0, 0.0, None, last_online);
+    for (t, loaded) in samples {
+        match (loaded, lost_at) {
+            (false, None) => {
+                reloads += 1;
+                lost_at = Some(t);
+            }
+            (true, Some(lost)) => {
+                unprotected += t - lost;
+                lost_at = None;
+                fresh_at = fresh_at.max(t);
+            }
+            _ => {}
+        }
+    }
+    if lost_at.is_some() {
+        bail!("no crash kernel loaded at the end of the burst");
+    }
+    Ok(Burst {
+        reloads,
+        unprotected_seconds: unprotected,
+        seconds_to_fresh: fresh_at - last_online,
+    })
+}
+
+/// The agent and the distributions' udev-throttler policy, one burst each, in one guest.
+pub(super) fn bench_reload_vs_throttler_6_1(run: &mut Run) -> Result<()> {
+    const DIMMS: usize = 2;
+    let boot = Boot {
+        memory: Memory {
+            boot_mib: 1024,
+            slots: 2 * DIMMS as u32,
+            max_mib: 1024 + 2 * 512 * DIMMS as u64,
+        },
+        ..Boot::default()
+    };
+    let mut m = start(run, &boot, LoadPath::KexecFileLoad)?;
+    wait_ready(&mut m)?;
+    m.sh(&format!("({POLLER}) > /tmp/poll.log 2>&1 &"))?;
+
+    let since = uptime(&mut m)?;
+    let last_online = burst(run, &mut m, DIMMS, "")?;
+    wait_metric(&mut m, SUCCESS, 1.0)?;
+    wait_ready(&mut m)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let agent = measure(&mut m, since, last_online)?;
+
+    // Fedora/RHEL: udev runs kdump-udev-throttler on the first memory event; it sleeps 1 s,
+    // waits for udev to settle (here: every block online), then `kdumpctl reload`, which
+    // unloads and loads again.
+    m.sh(&format!(
+        "kill $(pidof {}) && sleep 1",
+        GUEST_AGENT.rsplit('/').next().unwrap_or("kdump-agent")
+    ))?;
+    let reload = format!(
+        "kexec -p -u && kexec -s -p {GUEST_KERNEL} --initrd={GUEST_CAPTURE_INITRD} --append='{CAPTURE_CMDLINE}'"
+    );
+    let settle =
+        "while grep -qx offline /sys/devices/system/memory/memory*/state; do sleep 0.1; done";
+    let throttler = format!(
+        "(sleep 1; {settle}; {reload}; echo done > /tmp/throttler) >/tmp/throttler.log 2>&1 &"
+    );
+    let since = uptime(&mut m)?;
+    let last_online = burst(run, &mut m, DIMMS, &throttler)?;
+    m.wait_until("[ -e /tmp/throttler ]", AGENT_TIMEOUT)
+        .context("the throttler's reload did not finish")?;
+    std::thread::sleep(Duration::from_secs(1));
+    let baseline = measure(&mut m, since, last_online)?;
+
+    for (who, b) in [("agent", &agent), ("throttler", &baseline)] {
+        run.note(&format!("{who}_reloads"), b.reloads);
+        run.note(&format!("{who}_seconds_to_fresh"), b.seconds_to_fresh);
+        run.note(&format!("{who}_unprotected_seconds"), b.unprotected_seconds);
+    }
+    let faster = baseline.seconds_to_fresh / agent.seconds_to_fresh.max(0.01);
+    let window = agent.unprotected_seconds / baseline.unprotected_seconds.max(0.01);
+    run.note("fresh_speedup", faster);
+    run.note("window_ratio", window);
+    // The issue's targets (3x faster to fresh, at most half the window) are reported, not
+    // asserted: under TCG the in-kernel kexec_file_load work, which both policies pay and
+    // which runs after the kernel has freed the old image, dominates both figures, and one
+    // run differs from the next by tens of percent.
+    run.note("target_fresh_3x_met", faster >= 3.0);
+    run.note("target_window_half_met", window <= 0.5);
+    run.check(
+        agent.reloads == 1,
+        format!("the agent made {} reloads for one burst", agent.reloads),
+    );
+    run.crash(&mut m)?;
+    run.expect(0, 0);
+    Ok(())
+}
