@@ -345,6 +345,18 @@ fn captured_and_current(run: &mut Run, m: &mut Machine, load: LoadPath) -> Resul
     );
     let counted = metric(m, &series)?;
     run.check(counted == 1.0, format!("{series} is {counted}, want 1"));
+    let show = m.run(&format!("{GUEST_AGENT} show"))?;
+    run.check(
+        show.code == 0
+            && show
+                .text()
+                .contains(&format!("captured from {}", load.as_str())),
+        format!(
+            "`show` after the load (exit {}):\n{}",
+            show.code,
+            show.text()
+        ),
+    );
     Ok(())
 }
 
@@ -365,6 +377,16 @@ fn stale_before_crash(run: &mut Run, m: &mut Machine, dimm: &Dimm) -> Result<()>
         format!(
             "before the crash the agent says stale={stale}, missing={missing} bytes; the DIMM is {} bytes",
             dimm.size
+        ),
+    );
+    let show = m.run(&format!("{GUEST_AGENT} show"))?;
+    run.note("show_before_crash", show.text());
+    run.check(
+        show.code == 3 && show.text().contains("missing from the dump"),
+        format!(
+            "`show` before the crash (exit {}):\n{}",
+            show.code,
+            show.text()
         ),
     );
     let status = m.run(&format!("{GUEST_AGENT} status"))?;
