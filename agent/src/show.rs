@@ -123,8 +123,8 @@ impl ShowReport {
             return out;
         }
         out.push_str(&format!(
-            "  {:<18}  {:<18}  {:>10}  {:<6}  {:<8}\n",
-            "start", "end", "size", "loaded", "expected"
+            "  {:<18}  {:<18}  {:>10}  {:<6}  expected\n",
+            "start", "end", "size", "loaded"
         ));
         let yes = |b: bool| if b { "yes" } else { "no" };
         for r in &self.ranges {
@@ -133,14 +133,16 @@ impl ShowReport {
                 (true, false) => "  excess: no longer RAM",
                 _ => "",
             };
-            out.push_str(&format!(
-                "  {:#018x}  {:#018x}  {:>10}  {:<6}  {:<8}{verdict}\n",
+            let row = format!(
+                "  {:#018x}  {:#018x}  {:>10}  {:<6}  {:<8}{verdict}",
                 r.start,
                 r.end,
                 bytes(r.end - r.start + 1),
                 yes(r.in_loaded),
                 yes(r.in_expected)
-            ));
+            );
+            out.push_str(row.trim_end());
+            out.push('\n');
         }
         out.push_str(&format!(
             "  {}: {} missing, {} excess\n",
@@ -220,8 +222,14 @@ mod tests {
         );
         assert!(lines[5].ends_with("excess: no longer RAM"), "{text}");
         assert_eq!(lines[6], "  stale: 512.0 MiB missing, 256.0 MiB excess");
-        // Columns line up: every range row has the same width up to the verdict.
-        assert!(lines[2..6].iter().all(|l| l[..70].len() == 70));
+        // Columns line up (the "expected" column starts at the same place) and no line ends in spaces.
+        assert!(
+            lines[1..6]
+                .iter()
+                .all(|l| &l[62..65] == "yes" || &l[62..65] == "no " || &l[62..70] == "expected"),
+            "{text}"
+        );
+        assert!(lines.iter().all(|l| !l.ends_with(' ')), "{text}");
         assert_eq!(report.exit_code(), 3);
     }
 
