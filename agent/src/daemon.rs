@@ -88,7 +88,17 @@ fn refresh(
     state.iomem = Some(iomem);
     let now = SystemTime::now();
     state.refreshed_at = Some(now);
+    let was_stale = state.header.stale;
     state.assess_header(unix_seconds(now));
+    let h = &state.header;
+    if h.stale && !was_stale {
+        tracing::warn!(
+            missing_bytes = h.missing_bytes,
+            excess_bytes = h.excess_bytes,
+            verified = h.verified,
+            "the loaded crash header is stale"
+        );
+    }
     Ok(())
 }
 

@@ -337,9 +337,11 @@ pub(super) fn agent_restart_6_1(run: &mut Run) -> Result<()> {
     wait_metric(&mut m, SUCCESS, 1.0)?;
     // Killed in the middle of the next storm: blocks come online while no agent runs.
     let dimms = m.hot_add_dimms(&[256, 256])?;
+    // A killed agent exits only once the kernel has detached its ~40 probe programs
+    // (trampolines wait for RCU, slow under TCG); until then it holds its lock.
+    let name = GUEST_AGENT.rsplit('/').next().unwrap_or("kdump-agent");
     m.sh(&format!(
-        "kill -9 $(pidof {})",
-        GUEST_AGENT.rsplit('/').next().unwrap_or("kdump-agent")
+        "kill -9 $(pidof {name}); while pidof {name} >/dev/null; do sleep 0.1; done"
     ))?;
     for dimm in &dimms {
         m.set_blocks(dimm, "online")?;
