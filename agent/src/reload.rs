@@ -102,6 +102,8 @@ pub struct ReconcileLoop {
     persisted: PersistedState,
     header: Option<LoadedHeader>,
     crash_loaded: bool,
+    /// Set by a finished load: the next verify re-reads the kexec-locked sysfs files.
+    reread_locked: bool,
     attempt: Option<Attempt>,
     job: Option<LoadJob>,
 }
@@ -220,6 +222,7 @@ impl ReconcileLoop {
             persisted,
             header,
             crash_loaded,
+            reread_locked: false,
             attempt: None,
             job: None,
         })
@@ -306,8 +309,14 @@ impl ReconcileLoop {
     }
 
     /// Re-reads the node, updates what is known of the loaded header, and answers `Verify`.
+    /// `kexec_crash_size` and `crash_hotplug` take the kexec lock, and a kernel that finds it busy
+    /// skips its in-place header rewrite: they are re-read only after a load (when they change),
+    /// never while hotplug events are being verified.
     fn verify(&mut self, state: &mut AgentState) -> HeaderCheck {
-        match node::read_facts(&self.procfs, &self.sysfs) {
+        let locked_from = (!std::mem::take(&mut self.reread_locked)).then(|| state.facts.clone());
+        match node::read_iomem(&self.procfs)
+            .and_then(|io| node::facts(&io, &self.sysfs, locked_from.as_ref()))
+        {
             Ok(facts) => state.facts = facts,
             Err(e) => tracing::warn!(error = %e, "verify: keeping the last facts"),
         }
@@ -398,6 +407,7 @@ impl ReconcileLoop {
         } = done;
         self.reconciler.set_last_good(loader.has_last_good());
         self.loader = Some(loader);
+        self.reread_locked = true;
         let mut attempt = self.attempt.unwrap_or(Attempt {
             decided: now,
             reason: ReloadReason::Requested,
