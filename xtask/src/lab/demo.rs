@@ -23,6 +23,7 @@ const DEMO: Scenario = Scenario {
     about: "6.1 guest with kdump-agent: hot-add 512 MiB, crash, check the dump",
     kernel: KERNEL_6_1,
     fixture: false,
+    benchmark: false,
     body: demo,
 };
 

@@ -19,6 +19,7 @@ pub const ALL: &[Scenario] = &[
         about: "6.1, agent with probes, +512 MiB onlined: one online event per block, at its pfns",
         kernel: KERNEL_6_1,
         fixture: false,
+        benchmark: false,
         body: hotplug_6_1,
     },
     Scenario {
@@ -26,6 +27,7 @@ pub const ALL: &[Scenario] = &[
         about: "6.12, agent with probes, +512 MiB auto-onlined: one online event per block",
         kernel: KERNEL_6_12,
         fixture: false,
+        benchmark: false,
         body: hotplug_6_12,
     },
     Scenario {
@@ -33,6 +35,7 @@ pub const ALL: &[Scenario] = &[
         about: "6.1, kexec -c -p after the agent: header captured and current; DIMM: stale before the crash",
         kernel: KERNEL_6_1,
         fixture: false,
+        benchmark: false,
         body: kexec_load_6_1,
     },
     Scenario {
@@ -40,6 +43,7 @@ pub const ALL: &[Scenario] = &[
         about: "6.12, kexec -c -p after the agent: header captured and current; DIMM: stale before the crash",
         kernel: KERNEL_6_12,
         fixture: false,
+        benchmark: false,
         body: kexec_load_6_12,
     },
     Scenario {
@@ -47,6 +51,7 @@ pub const ALL: &[Scenario] = &[
         about: "6.1, kexec -s -p after the agent: kernel-built header captured; DIMM: stale before the crash",
         kernel: KERNEL_6_1,
         fixture: false,
+        benchmark: false,
         body: kexec_file_6_1,
     },
     Scenario {
@@ -54,6 +59,7 @@ pub const ALL: &[Scenario] = &[
         about: "6.12, kexec -s -p after the agent: the kernel-built header is captured and verified",
         kernel: KERNEL_6_12,
         fixture: false,
+        benchmark: false,
         body: kexec_file_6_12,
     },
     Scenario {
@@ -61,6 +67,7 @@ pub const ALL: &[Scenario] = &[
         about: "6.12, kexec -s -p, +512 MiB: in-kernel updates captured, header covers the DIMM, ready",
         kernel: KERNEL_6_12,
         fixture: false,
+        benchmark: false,
         body: kernel_update_6_12,
     },
     Scenario {
@@ -68,6 +75,7 @@ pub const ALL: &[Scenario] = &[
         about: "6.12: online 32 blocks without/with the agent, its CPU per event, event latency",
         kernel: KERNEL_6_12,
         fixture: false,
+        benchmark: true,
         body: bench_6_12,
     },
 ];

@@ -29,6 +29,8 @@ pub struct Scenario {
     pub kernel: Kernel,
     /// Its dump is written to agent/tests/fixtures/lab/ by `cargo xtask lab fixtures`.
     pub fixture: bool,
+    /// Measures speed; `cargo xtask test` leaves it out (speed is measured, not asserted).
+    pub benchmark: bool,
     pub body: fn(&mut Run) -> Result<()>,
 }
 
@@ -38,6 +40,7 @@ pub const ALL: &[Scenario] = &[
         about: "6.1, kexec -s -p at boot, +512 MiB DIMM onlined: the dump misses the DIMM",
         kernel: KERNEL_6_1,
         fixture: true,
+        benchmark: false,
         body: baseline_stale_6_1,
     },
     Scenario {
@@ -45,6 +48,7 @@ pub const ALL: &[Scenario] = &[
         about: "6.12, kexec -c -p (kexec_load, no --hotplug), +512 MiB: stale",
         kernel: KERNEL_6_12,
         fixture: true,
+        benchmark: false,
         body: baseline_stale_kexec_load_6_12,
     },
     Scenario {
@@ -52,6 +56,7 @@ pub const ALL: &[Scenario] = &[
         about: "6.12, kexec -s -p, +512 MiB: the kernel updates the header, dump whole",
         kernel: KERNEL_6_12,
         fixture: true,
+        benchmark: false,
         body: baseline_kernel_managed_6_12,
     },
     Scenario {
@@ -59,6 +64,7 @@ pub const ALL: &[Scenario] = &[
         about: "6.12, kexec -s -p, +512 MiB, offline, device_del, crash: what the header says",
         kernel: KERNEL_6_12,
         fixture: true,
+        benchmark: false,
         body: baseline_hot_remove_6_12,
     },
     Scenario {
@@ -66,6 +72,7 @@ pub const ALL: &[Scenario] = &[
         about: "6.12 with 5 GiB, crashkernel=256M,high + 64M,low, kexec -s -p, +512 MiB",
         kernel: KERNEL_6_12,
         fixture: true,
+        benchmark: false,
         body: crashkernel_high_low_6_12,
     },
     Scenario {
@@ -73,6 +80,7 @@ pub const ALL: &[Scenario] = &[
         about: "6.1, kexec -c -p, DIMMs of 128, 256 and 512 MiB onlined: the dump misses all",
         kernel: KERNEL_6_1,
         fixture: true,
+        benchmark: false,
         body: several_dimms_6_1,
     },
     Scenario {
@@ -80,6 +88,7 @@ pub const ALL: &[Scenario] = &[
         about: "6.1, kexec -s -p, agent with a recipe, +512 MiB: stale, one reload, ready; dump whole",
         kernel: KERNEL_6_1,
         fixture: false,
+        benchmark: false,
         body: agent::agent_fixes_6_1,
     },
     Scenario {
@@ -87,6 +96,7 @@ pub const ALL: &[Scenario] = &[
         about: "6.1, agent, four 512 MiB DIMMs back to back: exactly one reload; dump whole",
         kernel: KERNEL_6_1,
         fixture: false,
+        benchmark: false,
         body: agent::agent_storm_6_1,
     },
     Scenario {
@@ -94,6 +104,7 @@ pub const ALL: &[Scenario] = &[
         about: "6.1, agent, kernel file replaced by garbage, +512 MiB: refused, old image kept (stale)",
         kernel: KERNEL_6_1,
         fixture: false,
+        benchmark: false,
         body: agent::agent_refuses_bad_kernel,
     },
     Scenario {
@@ -101,6 +112,7 @@ pub const ALL: &[Scenario] = &[
         about: "6.1, agent's own load, initrd grown past the reservation, +512 MiB: kernel refuses, rollback",
         kernel: KERNEL_6_1,
         fixture: false,
+        benchmark: false,
         body: agent::agent_rollback_6_1,
     },
     Scenario {
@@ -108,6 +120,7 @@ pub const ALL: &[Scenario] = &[
         about: "6.12, kexec -c -p (no hotplug), agent: one kexec_file_load reload, then kernel-managed",
         kernel: KERNEL_6_12,
         fixture: false,
+        benchmark: false,
         body: agent::agent_upgrade_6_12,
     },
     Scenario {
@@ -115,6 +128,7 @@ pub const ALL: &[Scenario] = &[
         about: "6.12, kexec -s -p, agent, +512 MiB: the kernel updates the header, zero reloads",
         kernel: KERNEL_6_12,
         fixture: false,
+        benchmark: false,
         body: agent::agent_kernel_managed_6_12,
     },
     Scenario {
@@ -122,6 +136,7 @@ pub const ALL: &[Scenario] = &[
         about: "6.1, agent, +512 MiB then offline and device_del: excess back to 0 after a reload",
         kernel: KERNEL_6_1,
         fixture: false,
+        benchmark: false,
         body: agent::agent_hot_remove_6_1,
     },
     Scenario {
@@ -129,6 +144,7 @@ pub const ALL: &[Scenario] = &[
         about: "6.1, agent killed -9 in a storm, restarted: adopts its persisted header, ends ready",
         kernel: KERNEL_6_1,
         fixture: false,
+        benchmark: false,
         body: agent::agent_restart_6_1,
     },
     Scenario {
@@ -136,6 +152,7 @@ pub const ALL: &[Scenario] = &[
         about: "6.1, one burst of 2 DIMMs under the agent, one under the udev-throttler policy: time to fresh, reloads, unprotected window",
         kernel: KERNEL_6_1,
         fixture: false,
+        benchmark: true,
         body: agent::bench_reload_vs_throttler_6_1,
     },
 ];
