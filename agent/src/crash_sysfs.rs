@@ -118,6 +118,64 @@ pub fn parse_cpu_list(text: &str) -> Result<Vec<u32>, String> {
 mod tests {
     use super::*;
 
+    fn write(dir: &Path, rel: &str, text: &str) {
+        let path = dir.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn reads_present_cpus_and_names_the_absent_ones() {
+        let sys = tempfile::tempdir().unwrap();
+        let sys = sys.path();
+        write(sys, "devices/system/cpu/possible", "0-3\n");
+        for (cpu, addr) in [(0, "2ec1e9c0"), (1, "2ec5e9c0")] {
+            write(
+                sys,
+                &format!("devices/system/cpu/cpu{cpu}/crash_notes"),
+                &format!("{addr}\n"),
+            );
+            write(
+                sys,
+                &format!("devices/system/cpu/cpu{cpu}/crash_notes_size"),
+                "336\n",
+            );
+        }
+        write(sys, "kernel/vmcoreinfo", "0x000000001a9e9000 1024\n");
+        let notes = read_cpu_crash_notes(sys).unwrap();
+        assert_eq!(
+            notes.notes,
+            vec![
+                NoteRegion {
+                    paddr: 0x2ec1_e9c0,
+                    size: 336
+                },
+                NoteRegion {
+                    paddr: 0x2ec5_e9c0,
+                    size: 336
+                }
+            ]
+        );
+        assert_eq!(notes.unreadable, vec![2, 3]);
+        assert_eq!(
+            read_vmcoreinfo(sys).unwrap(),
+            NoteRegion {
+                paddr: 0x1a9e_9000,
+                size: 0x1024
+            }
+        );
+
+        write(sys, "devices/system/cpu/cpu1/crash_notes_size", "lots\n");
+        let err = read_cpu_crash_notes(sys).unwrap_err().to_string();
+        assert!(
+            err.ends_with("cpu1/crash_notes_size: \"lots\" is not a decimal number"),
+            "{err}"
+        );
+        fs::remove_file(sys.join("devices/system/cpu/cpu0/crash_notes")).unwrap();
+        let err = read_cpu_crash_notes(sys).unwrap_err().to_string();
+        assert!(err.contains("CONFIG_CRASH_DUMP"), "{err}");
+    }
+
     #[test]
     fn cpu_lists() {
         assert_eq!(parse_cpu_list("0").unwrap(), vec![0]);

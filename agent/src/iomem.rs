@@ -119,66 +119,37 @@ impl Iomem {
         // Split on '\n' only: a '\r' (CRLF file) is a control character error, not silently
         // dropped, so what parses prints back the same.
         let body = text.strip_suffix('\n').unwrap_or(text);
-        let mut lines = Vec::new();
+        let mut tree = TreeBuilder::with_capacity(body.len() / 32);
+        let mut all_zero = true;
         for (i, raw) in body.split('\n').enumerate() {
-            lines.push(parse_line(raw).map_err(|kind| IomemError { line: i + 1, kind })?);
+            let line = i + 1;
+            let l = parse_line(raw).map_err(|kind| IomemError { line, kind })?;
+            all_zero &= l.range == ZERO;
+            if let Err(kind) = tree.push(l, line) {
+                // An unprivileged read breaks the tree shape first: say why instead.
+                let rest_zero = || {
+                    body.split('\n')
+                        .skip(line)
+                        .all(|raw| parse_line(raw).is_ok_and(|l| l.range == ZERO))
+                };
+                if all_zero && rest_zero() {
+                    return Err(IomemError {
+                        line: 1,
+                        kind: IomemErrorKind::Redacted,
+                    });
+                }
+                return Err(IomemError { line, kind });
+            }
         }
-        // Checked before the tree shape, which all-zero addresses would also violate.
-        if lines.len() > 1 && lines.iter().all(|l| l.range.start == 0 && l.range.end == 0) {
+        if all_zero && tree.resources.len() > 1 {
             return Err(IomemError {
                 line: 1,
                 kind: IomemErrorKind::Redacted,
             });
         }
-        let mut resources: Vec<Resource> = Vec::with_capacity(lines.len());
-        // Open ancestors (index into `resources`) and, per depth, the last sibling seen.
-        let mut stack: Vec<usize> = Vec::new();
-        let mut last_at_depth: Vec<Option<usize>> = vec![None];
-        for (i, l) in lines.into_iter().enumerate() {
-            let line = i + 1;
-            let err = |kind| IomemError { line, kind };
-            if l.depth as usize > stack.len() {
-                return Err(err(IomemErrorKind::IndentJump {
-                    from: stack.len() as u32,
-                    to: l.depth,
-                }));
-            }
-            // Returning to a shallower depth closes the deeper levels.
-            stack.truncate(l.depth as usize);
-            last_at_depth.truncate(l.depth as usize + 1);
-            if let Some(&p) = stack.last() {
-                let parent = &resources[p];
-                if !parent.range.encloses(&l.range) {
-                    return Err(err(IomemErrorKind::OutsideParent {
-                        range: l.range,
-                        parent: parent.range,
-                        parent_line: parent.line,
-                    }));
-                }
-            }
-            if let Some(Some(s)) = last_at_depth.get(l.depth as usize) {
-                let sibling = &resources[*s];
-                if l.range.start <= sibling.range.end {
-                    return Err(err(IomemErrorKind::SiblingOrder {
-                        range: l.range,
-                        sibling: sibling.range,
-                        sibling_line: sibling.line,
-                    }));
-                }
-            }
-            let index = resources.len();
-            resources.push(Resource {
-                range: l.range,
-                name: l.name.into(),
-                depth: l.depth,
-                parent: stack.last().map(|&p| p as u32),
-                line,
-            });
-            last_at_depth[l.depth as usize] = Some(index);
-            last_at_depth.push(None);
-            stack.push(index);
-        }
-        Ok(Iomem { resources })
+        Ok(Iomem {
+            resources: tree.resources,
+        })
     }
 
     pub fn resources(&self) -> &[Resource] {
@@ -215,6 +186,73 @@ impl Iomem {
     }
 }
 
+/// What a line shows when addresses are hidden from non-root readers.
+const ZERO: PhysRange = PhysRange { start: 0, end: 0 };
+
+/// Builds the resource tree line by line, checking the kernel's invariants.
+struct TreeBuilder {
+    resources: Vec<Resource>,
+    /// Open ancestors of the next line (indexes into `resources`).
+    stack: Vec<usize>,
+    /// Per depth, the last sibling seen.
+    last_at_depth: Vec<Option<usize>>,
+}
+
+impl TreeBuilder {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            resources: Vec::with_capacity(n),
+            stack: Vec::new(),
+            last_at_depth: vec![None],
+        }
+    }
+
+    fn push(&mut self, l: Line<'_>, line: usize) -> Result<(), IomemErrorKind> {
+        let depth = l.depth as usize;
+        if depth > self.stack.len() {
+            return Err(IomemErrorKind::IndentJump {
+                from: self.stack.len() as u32,
+                to: l.depth,
+            });
+        }
+        // Returning to a shallower depth closes the deeper levels.
+        self.stack.truncate(depth);
+        self.last_at_depth.truncate(depth + 1);
+        if let Some(&p) = self.stack.last() {
+            let parent = &self.resources[p];
+            if !parent.range.encloses(&l.range) {
+                return Err(IomemErrorKind::OutsideParent {
+                    range: l.range,
+                    parent: parent.range,
+                    parent_line: parent.line,
+                });
+            }
+        }
+        if let Some(s) = self.last_at_depth[depth] {
+            let sibling = &self.resources[s];
+            if l.range.start <= sibling.range.end {
+                return Err(IomemErrorKind::SiblingOrder {
+                    range: l.range,
+                    sibling: sibling.range,
+                    sibling_line: sibling.line,
+                });
+            }
+        }
+        let index = self.resources.len();
+        self.resources.push(Resource {
+            range: l.range,
+            name: l.name.into(),
+            depth: l.depth,
+            parent: self.stack.last().map(|&p| p as u32),
+            line,
+        });
+        self.last_at_depth[depth] = Some(index);
+        self.last_at_depth.push(None);
+        self.stack.push(index);
+        Ok(())
+    }
+}
+
 struct Line<'a> {
     depth: u32,
     range: PhysRange,
@@ -222,7 +260,10 @@ struct Line<'a> {
 }
 
 fn parse_line(raw: &str) -> Result<Line<'_>, IomemErrorKind> {
-    if let Some((column, c)) = raw.chars().enumerate().find(|(_, c)| c.is_control()) {
+    // Byte screen first (C0, DEL, and 0xc2 which leads every C1 control); chars only then.
+    if raw.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2)
+        && let Some((column, c)) = raw.chars().enumerate().find(|(_, c)| c.is_control())
+    {
         return Err(IomemErrorKind::ControlChar {
             code: u32::from(c),
             column: column + 1,
@@ -249,11 +290,18 @@ fn parse_line(raw: &str) -> Result<Line<'_>, IomemErrorKind> {
 }
 
 fn parse_hex(s: &str) -> Result<u64, IomemErrorKind> {
-    // from_str_radix alone would accept a leading '+'.
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(IomemErrorKind::Address { found: excerpt(s) });
+    let bad = || IomemErrorKind::Address { found: excerpt(s) };
+    if s.is_empty() {
+        return Err(bad());
     }
-    u64::from_str_radix(s, 16).map_err(|_| IomemErrorKind::Address { found: excerpt(s) })
+    s.bytes().try_fold(0u64, |acc, b| {
+        let digit = (b as char).to_digit(16).ok_or_else(bad)?;
+        // A fifth nibble above 60 bits would shift out of the u64.
+        if acc >> 60 != 0 {
+            return Err(bad());
+        }
+        Ok(acc << 4 | u64::from(digit))
+    })
 }
 
 /// At most 60 characters of an offending input, for one-line errors.

@@ -8,6 +8,10 @@ use std::{
     process::Command,
 };
 
+use kdump_agent::{
+    elfcorehdr::{ElfCoreHeader, LoadPath, SegmentKind, crash_memory_ranges},
+    iomem::Iomem,
+};
 use serde_json::Value;
 
 fn lab_dir() -> PathBuf {
@@ -57,11 +61,41 @@ fn check(dir: &Path) -> Result<String, String> {
             ));
         }
     }
+    // Where the kernel's header is fresh, the builder's PT_LOAD list must be the kernel's, range
+    // for range (same splits, same order), not just the same bytes.
+    let fresh = expect["expect_missing_bytes"] == 0 && expect["expect_excess_bytes"] == 0;
+    let mut same_loads = "";
+    if fresh
+        && let Some(load) = expect["load"]
+            .as_str()
+            .and_then(|l| l.parse::<LoadPath>().ok())
+    {
+        let header = ElfCoreHeader::parse(&fs::read(dir.join("vmcore-head")).unwrap())
+            .map_err(|e| format!("{name}/vmcore-head: {e}"))?;
+        let kernel_loads: Vec<_> = header
+            .segments
+            .iter()
+            .filter(|s| s.kind == SegmentKind::Ram)
+            .filter_map(|s| s.phys_range())
+            .collect();
+        let iomem = Iomem::parse_bytes(&fs::read(dir.join("iomem")).unwrap())
+            .map_err(|e| format!("{name}/iomem {e}"))?;
+        let ours = crash_memory_ranges(&iomem, load).map_err(|e| e.to_string())?;
+        same_loads = ", builder's PT_LOADs identical to the kernel's";
+        if ours.ranges() != kernel_loads.as_slice() {
+            wrong.push(format!(
+                "built PT_LOADs {:?} but the kernel's are {kernel_loads:?}",
+                ours.ranges()
+            ));
+        }
+    }
     let kernel = expect["kernel"].as_str().unwrap_or("?");
     if wrong.is_empty() {
         Ok(format!(
-            "{name} ({kernel}, {}): missing {} B, excess {} B, as the kernel",
-            got["load"], got["missing_bytes"], got["excess_bytes"]
+            "{name} ({kernel}, {}): missing {} B, excess {} B, as the kernel{same_loads}",
+            got["load"].as_str().unwrap_or("?"),
+            got["missing_bytes"],
+            got["excess_bytes"]
         ))
     } else {
         Err(format!("{name} ({kernel}): {}", wrong.join("; ")))

@@ -151,6 +151,7 @@ fn fuzz_one(
         let line = line.context("reading cargo fuzz output")?;
         if started.is_none() && (line.starts_with("INFO:") || line.starts_with('#')) {
             started = Some(Instant::now());
+            last_print = Instant::now();
         }
         // libFuzzer status lines: "#12345\tpulse  cov: 321 ft: 654 corp: 40/2Kb exec/s: 9000 ..."
         if let Some(n) = line

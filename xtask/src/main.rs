@@ -2,6 +2,7 @@
 mod bench_fleet;
 mod fleet;
 mod fuzz;
+mod lab;
 mod paths;
 mod run;
 mod setup;
@@ -27,7 +28,7 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Format check, clippy, every test.
+    /// Format check, clippy, every test, then the VM lab.
     Test,
     /// Fuzz the iomem and crash ELF header parsers (nightly, cargo-fuzz; not part of `test`).
     Fuzz {
@@ -53,6 +54,18 @@ enum Command {
         /// Concurrent scrapers (wrk connections).
         #[arg(long, default_value_t = 50)]
         connections: u32,
+    },
+    /// A 6.1 guest with kdump-agent: status, hot-add 512 MiB, status, crash, does the dump
+    /// cover all RAM?
+    Demo {
+        /// QEMU accelerator: tcg (default) or kvm.
+        #[arg(long, value_enum, default_value_t)]
+        accel: lab::machine::Accel,
+    },
+    /// The VM lab: real Debian kernels under QEMU, hot-plugged DIMMs, real crashes.
+    Lab {
+        #[command(subcommand)]
+        command: lab::LabCommand,
     },
 }
 
@@ -81,6 +94,8 @@ fn main() {
             scrape_seconds,
             connections,
         }),
+        Command::Lab { command } => lab::main(command),
+        Command::Demo { accel } => lab::demo::main(accel),
     };
     if let Err(err) = result {
         eprintln!("xtask: error: {err:#}");

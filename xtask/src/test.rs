@@ -68,6 +68,9 @@ pub fn run() -> Result<()> {
 
     crate::fleet::run(&mut tally)?;
 
+    ui::section("VM lab: every scenario (cargo xtask lab run --all)");
+    lab_scenarios(&mut tally);
+
     println!();
     for failure in &tally.failures {
         println!("FAILED: {failure}");
@@ -80,6 +83,26 @@ pub fn run() -> Result<()> {
         bail!("{} test(s) failed", tally.failed);
     }
     Ok(())
+}
+
+/// Each lab scenario counts as one test; a lab that cannot start (no QEMU, no packages) is one
+/// failure naming the step.
+fn lab_scenarios(tally: &mut Tally) {
+    let all: Vec<_> = crate::lab::scenarios::ALL.iter().collect();
+    let result = crate::lab::run_scenarios(&all, Default::default(), &mut |scenario, report| {
+        if report.pass {
+            tally.pass();
+        } else {
+            tally.fail(format!(
+                "lab {}: {}",
+                scenario.name,
+                report.failures.join("; ")
+            ));
+        }
+    });
+    if let Err(e) = result {
+        tally.fail(format!("lab: {e:#}"));
+    }
 }
 
 /// A command that is one check: it passes or fails as a whole.

@@ -32,3 +32,8 @@ impl Step {
 pub fn section(title: &str) {
     println!("==> {title}");
 }
+
+/// A figure under a section: `  name ........ value`, aligned with the steps.
+pub fn fact(name: &str, value: &str) {
+    println!("  {name:<NAME_WIDTH$} {value}");
+}

@@ -1,0 +1,241 @@
+//! The guests' initramfs images (newc cpio), declared in one place: [`guest_image`].
+use std::{
+    collections::BTreeSet,
+    fs,
+    io::Write as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, bail};
+use cpio::newc::{Builder, ModeFileType, trailer};
+
+use super::packages::{self, BUSYBOX, KEXEC_LIBS, KEXEC_TOOLS, Package, Unpacked};
+
+const INIT: &str = include_str!("guest/init.sh");
+const RUNNER: &str = include_str!("guest/runner.sh");
+
+/// Where the lab puts things in the guest (scenarios build their commands from these).
+pub const GUEST_KERNEL: &str = "/boot/vmlinuz";
+pub const GUEST_CAPTURE_INITRD: &str = "/boot/capture.cpio";
+pub const GUEST_AGENT: &str = "/usr/sbin/kdump-agent";
+pub const GUEST_KEXEC: &str = "/usr/sbin/kexec";
+
+/// A Debian kernel package and the files the lab uses from it.
+#[derive(Clone, Copy, Debug)]
+pub struct Kernel {
+    pub package: Package,
+    /// `uname -r`, e.g. `6.1.0-47-amd64`.
+    pub release: &'static str,
+}
+
+pub const KERNEL_6_1: Kernel = Kernel {
+    package: packages::LINUX_6_1,
+    release: "6.1.0-47-amd64",
+};
+pub const KERNEL_6_12: Kernel = Kernel {
+    package: packages::LINUX_6_12,
+    release: "6.12.117+deb13-amd64",
+};
+
+impl Kernel {
+    pub fn vmlinuz(&self, unpacked: &Unpacked) -> PathBuf {
+        unpacked
+            .root(&self.package)
+            .join(format!("boot/vmlinuz-{}", self.release))
+    }
+
+    /// The kernel's config, which the agent reads to learn what the kernel supports.
+    fn config(&self, unpacked: &Unpacked) -> PathBuf {
+        unpacked
+            .root(&self.package)
+            .join(format!("boot/config-{}", self.release))
+    }
+}
+
+/// Every package an image takes files from.
+pub fn packages_for(kernel: &Kernel) -> Vec<Package> {
+    let mut all = vec![kernel.package, BUSYBOX, KEXEC_TOOLS];
+    all.extend_from_slice(KEXEC_LIBS);
+    all
+}
+
+/// One file of an image.
+enum Content {
+    Host(PathBuf),
+    Bytes(Vec<u8>),
+}
+
+/// A list of (guest path, mode, content); parent directories are added when written.
+#[derive(Default)]
+pub struct Image {
+    files: Vec<(String, u32, Content)>,
+}
+
+impl Image {
+    fn host(mut self, guest: &str, mode: u32, host: PathBuf) -> Self {
+        self.files
+            .push((guest.to_owned(), mode, Content::Host(host)));
+        self
+    }
+
+    fn bytes(mut self, guest: &str, mode: u32, bytes: impl Into<Vec<u8>>) -> Self {
+        self.files
+            .push((guest.to_owned(), mode, Content::Bytes(bytes.into())));
+        self
+    }
+
+    /// An ELF executable plus its interpreter and DT_NEEDED closure, found in `libs`' roots.
+    fn elf_with_libs(mut self, guest: &str, host: PathBuf, libs: &[&Path]) -> Result<Self> {
+        let mut queue = vec![host.clone()];
+        let mut seen = BTreeSet::new();
+        self = self.host(guest, 0o755, host);
+        while let Some(object) = queue.pop() {
+            let data =
+                fs::read(&object).with_context(|| format!("reading {}", object.display()))?;
+            let elf = goblin::elf::Elf::parse(&data)
+                .with_context(|| format!("{}: not an ELF file", object.display()))?;
+            if let Some(interp) = elf.interpreter
+                && seen.insert(interp.to_owned())
+            {
+                let found = find_library(libs, interp.rsplit('/').next().unwrap_or(interp))?;
+                self = self.host(interp, 0o755, found);
+            }
+            for needed in elf.libraries {
+                if seen.insert(needed.to_owned()) {
+                    let found = find_library(libs, needed)?;
+                    queue.push(found.clone());
+                    self = self.host(&format!("/usr/lib/x86_64-linux-gnu/{needed}"), 0o755, found);
+                }
+            }
+        }
+        Ok(self)
+    }
+
+    /// Writes the newc archive; returns its size in bytes.
+    pub fn write(&self, to: &Path) -> Result<u64> {
+        let bytes = self.to_cpio()?;
+        let tmp = to.with_extension("tmp");
+        fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
+        fs::rename(&tmp, to).with_context(|| format!("renaming {}", tmp.display()))?;
+        Ok(bytes.len() as u64)
+    }
+
+    fn to_cpio(&self) -> Result<Vec<u8>> {
+        let mut dirs = BTreeSet::new();
+        for (path, _, _) in &self.files {
+            let mut parent = Path::new(path.trim_start_matches('/')).parent();
+            while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+                dirs.insert(p.to_string_lossy().into_owned());
+                parent = p.parent();
+            }
+        }
+        for d in [
+            "proc", "sys", "dev", "tmp", "bin", "sbin", "usr/bin", "usr/sbin",
+        ] {
+            dirs.insert(d.to_owned());
+        }
+        let mut out = Vec::new();
+        let mut ino = 1;
+        // BTreeSet order puts every parent before its children.
+        for dir in &dirs {
+            out = Builder::new(dir)
+                .ino(ino)
+                .mode(0o755)
+                .set_mode_file_type(ModeFileType::Directory)
+                .nlink(2)
+                .write(out, 0)
+                .finish()?;
+            ino += 1;
+        }
+        for (path, mode, content) in &self.files {
+            let data = match content {
+                Content::Host(host) => {
+                    fs::read(host).with_context(|| format!("reading {}", host.display()))?
+                }
+                Content::Bytes(b) => b.clone(),
+            };
+            let size = u32::try_from(data.len())
+                .with_context(|| format!("{path}: too large for a cpio entry"))?;
+            let mut w = Builder::new(path.trim_start_matches('/'))
+                .ino(ino)
+                .mode(*mode)
+                .set_mode_file_type(ModeFileType::Regular)
+                .write(out, size);
+            w.write_all(&data)?;
+            out = w.finish()?;
+            ino += 1;
+        }
+        Ok(trailer(out)?)
+    }
+}
+
+fn find_library(roots: &[&Path], name: &str) -> Result<PathBuf> {
+    for root in roots {
+        for dir in ["usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu"] {
+            let candidate = root.join(dir).join(name);
+            if candidate.exists() {
+                return Ok(candidate);
+            }
+        }
+    }
+    bail!("{name}: not found in the kexec library packages (add its package to KEXEC_LIBS)")
+}
+
+/// The capture kernel's initramfs: busybox and the runner, which serves /proc/vmcore.
+pub fn capture_image(unpacked: &Unpacked) -> Image {
+    Image::default()
+        .host(
+            "/bin/busybox",
+            0o755,
+            unpacked.root(&BUSYBOX).join("bin/busybox"),
+        )
+        .bytes("/init", 0o755, INIT)
+        .bytes("/bin/lab-runner", 0o755, RUNNER)
+}
+
+/// The first kernel's initramfs: the capture image's tools plus kexec, the agent, and the
+/// capture kernel (the same vmlinuz) with the capture initramfs.
+pub fn guest_image(kernel: &Kernel, unpacked: &Unpacked, agent: &Path) -> Result<Image> {
+    let capture = capture_image(unpacked).to_cpio()?;
+    let libs: Vec<&Path> = unpacked.roots(KEXEC_LIBS).collect();
+    let image = capture_image(unpacked)
+        .elf_with_libs(
+            GUEST_KEXEC,
+            unpacked.root(&KEXEC_TOOLS).join("usr/sbin/kexec"),
+            &libs,
+        )?
+        .host(GUEST_AGENT, 0o755, agent.to_path_buf())
+        .host(GUEST_KERNEL, 0o644, kernel.vmlinuz(unpacked))
+        .host(
+            &format!("/boot/config-{}", kernel.release),
+            0o644,
+            kernel.config(unpacked),
+        )
+        .bytes(GUEST_CAPTURE_INITRD, 0o644, capture);
+    Ok(image)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpio_has_parents_before_children_and_a_trailer() {
+        let image = Image::default().bytes("/usr/sbin/x", 0o755, "hi");
+        let bytes = image.to_cpio().unwrap();
+        let mut names = Vec::new();
+        let mut rest = &bytes[..];
+        loop {
+            let reader = cpio::NewcReader::new(rest).unwrap();
+            if reader.entry().is_trailer() {
+                break;
+            }
+            names.push(reader.entry().name().to_owned());
+            rest = reader.finish().unwrap();
+        }
+        let pos = |n: &str| names.iter().position(|x| x == n).unwrap();
+        assert!(pos("usr") < pos("usr/sbin"));
+        assert!(pos("usr/sbin") < pos("usr/sbin/x"));
+        assert!(names.contains(&"proc".to_owned()));
+    }
+}

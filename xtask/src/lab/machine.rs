@@ -1,0 +1,532 @@
+//! One QEMU guest: boot, the command protocol, DIMM hot-plug over QMP, crash into the capture
+//! kernel.
+//!
+//! The serial console (ttyS0) goes to a log file. The guest's runner (`guest/runner.sh`) serves
+//! ttyS1, a unix socket on the host, with a line protocol:
+//! - guest: `@@READY ROLE RELEASE` when it starts (ROLE is `guest`, or `capture` when
+//!   /proc/vmcore exists);
+//! - host: `ID COMMAND` (one line, run with `sh -c`);
+//! - guest: `@@BEGIN ID`, the command's output (stdout and stderr) in base64 lines,
+//!   `@@END ID EXIT-CODE`.
+//!
+//! Every wait has a deadline; a guest that misses one is killed and the last 50 console lines
+//! are printed.
+use std::{
+    fs,
+    io::{ErrorKind, Read as _, Write as _},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+/// How QEMU runs the guest. KVM is opt-in: nested KVM fails on this project's hosts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Accel {
+    #[default]
+    Tcg,
+    Kvm,
+}
+
+impl Accel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Tcg => "tcg",
+            Accel::Kvm => "kvm",
+        }
+    }
+}
+
+/// Boot RAM, DIMM slots and the hot-plug ceiling, in MiB.
+#[derive(Clone, Copy, Debug)]
+pub struct Memory {
+    pub boot_mib: u64,
+    pub slots: u32,
+    pub max_mib: u64,
+}
+
+/// Everything QEMU needs to start one guest.
+pub struct MachineSpec<'a> {
+    pub vmlinuz: &'a Path,
+    pub initrd: &'a Path,
+    pub cmdline: String,
+    pub memory: Memory,
+    pub accel: Accel,
+    /// The serial console log (kept after the run for post-mortems).
+    pub console_log: PathBuf,
+}
+
+/// A DIMM the host plugged, where QEMU put it.
+#[derive(Clone, Debug)]
+pub struct Dimm {
+    pub id: String,
+    pub addr: u64,
+    pub size: u64,
+}
+
+/// A command's exit code and output (stdout and stderr interleaved).
+pub struct Output {
+    pub code: i32,
+    pub output: Vec<u8>,
+}
+
+impl Output {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.output).into_owned()
+    }
+}
+
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+const CONSOLE_TAIL: usize = 50;
+
+pub struct Machine {
+    child: Child,
+    qmp: Qmp,
+    proto: LineStream,
+    console_log: PathBuf,
+    sockets: PathBuf,
+    started: Instant,
+    next_id: u64,
+    dimms: u32,
+    block_size: Option<u64>,
+}
+
+impl Machine {
+    /// Starts QEMU and waits for the guest's runner; fails if QEMU is missing or the guest
+    /// never answers.
+    pub fn boot(spec: &MachineSpec) -> Result<Self> {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Sockets live in a short private directory: unix socket paths are limited to 108 bytes.
+        let sockets = std::env::temp_dir().join(format!("kdump-lab-{}-{seq}", std::process::id()));
+        let _ = fs::remove_dir_all(&sockets);
+        fs::create_dir_all(&sockets).with_context(|| format!("creating {}", sockets.display()))?;
+        if let Some(dir) = spec.console_log.parent() {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let (qmp_sock, proto_sock) = (sockets.join("qmp"), sockets.join("proto"));
+        let m = spec.memory;
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(["-machine", "pc", "-accel", spec.accel.as_str()])
+            .args(["-smp", "2", "-m"])
+            .arg(format!(
+                "{}M,slots={},maxmem={}M",
+                m.boot_mib, m.slots, m.max_mib
+            ))
+            .args(["-nodefaults", "-display", "none", "-no-reboot"])
+            .arg("-kernel")
+            .arg(spec.vmlinuz)
+            .arg("-initrd")
+            .arg(spec.initrd)
+            .arg("-append")
+            .arg(&spec.cmdline)
+            .arg("-chardev")
+            .arg(format!(
+                "file,id=console,path={}",
+                spec.console_log.display()
+            ))
+            .args(["-serial", "chardev:console", "-chardev"])
+            .arg(format!(
+                "socket,id=proto,path={},server=on,wait=off",
+                proto_sock.display()
+            ))
+            .args(["-serial", "chardev:proto", "-qmp"])
+            .arg(format!("unix:{},server=on,wait=off", qmp_sock.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let started = Instant::now();
+        let mut child = cmd.spawn().map_err(|e| {
+            if e.kind() == ErrorKind::NotFound {
+                anyhow!("qemu-system-x86_64 not found: run `cargo xtask setup` (installs qemu-system-x86)")
+            } else {
+                anyhow!("starting qemu-system-x86_64: {e}")
+            }
+        })?;
+        let connect = |path: &Path, child: &mut Child| -> Result<UnixStream> {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Ok(stream) = UnixStream::connect(path) {
+                    return Ok(stream);
+                }
+                if let Some(status) = child.try_wait()? {
+                    let mut err = String::new();
+                    if let Some(mut e) = child.stderr.take() {
+                        let _ = e.read_to_string(&mut err);
+                    }
+                    bail!(
+                        "qemu-system-x86_64 exited at start ({status}): {}",
+                        err.trim()
+                    );
+                }
+                if Instant::now() > deadline {
+                    bail!("qemu-system-x86_64 did not open {}", path.display());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        let proto = connect(&proto_sock, &mut child)?;
+        let qmp = connect(&qmp_sock, &mut child)?;
+        let mut machine = Self {
+            child,
+            qmp: Qmp::new(LineStream::new(qmp)),
+            proto: LineStream::new(proto),
+            console_log: spec.console_log.clone(),
+            sockets,
+            started,
+            next_id: 1,
+            dimms: 0,
+            block_size: None,
+        };
+        if let Err(e) = machine.qmp.handshake() {
+            return Err(machine.fail("QMP handshake", e));
+        }
+        machine.wait_ready("guest", BOOT_TIMEOUT)?;
+        Ok(machine)
+    }
+
+    /// Seconds since QEMU was started.
+    pub fn elapsed(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Waits for the runner's `@@READY ROLE`.
+    fn wait_ready(&mut self, role: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.proto.next_line(deadline) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("@@READY ") {
+                        if rest.split_whitespace().next() == Some(role) {
+                            return Ok(());
+                        }
+                        let e = anyhow!("expected the {role} runner, got `{line}`");
+                        return Err(self.fail(&format!("waiting for the {role} kernel"), e));
+                    }
+                }
+                Err(e) => return Err(self.fail(&format!("waiting for the {role} kernel"), e)),
+            }
+        }
+    }
+
+    /// Runs `command` in the guest with `sh -c`.
+    pub fn run_with_timeout(&mut self, command: &str, timeout: Duration) -> Result<Output> {
+        if command.contains('\n') {
+            bail!("guest command has a newline (one line only): {command:?}");
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let deadline = Instant::now() + timeout;
+        let step = format!("guest command `{command}`");
+        if let Err(e) = self.proto.send(&format!("{id} {command}\n")) {
+            return Err(self.fail(&step, e));
+        }
+        let (begin, end) = (format!("@@BEGIN {id}"), format!("@@END {id} "));
+        let mut encoded = String::new();
+        let mut inside = false;
+        loop {
+            let line = match self.proto.next_line(deadline) {
+                Ok(line) => line,
+                Err(e) => return Err(self.fail(&step, e)),
+            };
+            if line == begin {
+                inside = true;
+            } else if let Some(code) = line.strip_prefix(&end) {
+                let code = code.trim().parse().unwrap_or(-1);
+                let output = base64::engine::general_purpose::STANDARD
+                    .decode(encoded.as_bytes())
+                    .with_context(|| format!("{step}: bad base64 from the guest"))?;
+                return Ok(Output { code, output });
+            } else if inside {
+                encoded.push_str(line.trim());
+            } else if line.starts_with("@@READY") {
+                let e = anyhow!("the guest restarted (`{line}`)");
+                return Err(self.fail(&step, e));
+            }
+        }
+    }
+
+    pub fn run(&mut self, command: &str) -> Result<Output> {
+        self.run_with_timeout(command, COMMAND_TIMEOUT)
+    }
+
+    /// Runs `command`, which must succeed; returns its output as text.
+    pub fn sh(&mut self, command: &str) -> Result<String> {
+        let out = self.run(command)?;
+        if out.code != 0 {
+            bail!(
+                "guest command `{command}` exited with {}: {}",
+                out.code,
+                out.text().trim()
+            );
+        }
+        Ok(out.text())
+    }
+
+    /// Polls a guest shell condition every 100 ms until it holds (one command per try, so a
+    /// slow condition cannot outlive the deadline by more than one try).
+    pub fn wait_until(&mut self, condition: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.run(condition)?.code == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("`{condition}` did not hold within {} s", timeout.as_secs());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Memory block size of the running kernel, in bytes.
+    pub fn block_size(&mut self) -> Result<u64> {
+        if let Some(size) = self.block_size {
+            return Ok(size);
+        }
+        let hex = self.sh("cat /sys/devices/system/memory/block_size_bytes")?;
+        let size = u64::from_str_radix(hex.trim(), 16)
+            .with_context(|| format!("block_size_bytes: `{}` is not hex", hex.trim()))?;
+        self.block_size = Some(size);
+        Ok(size)
+    }
+
+    /// The memory block numbers that cover `dimm`.
+    pub fn blocks(&mut self, dimm: &Dimm) -> Result<std::ops::Range<u64>> {
+        let bs = self.block_size()?;
+        Ok(dimm.addr / bs..(dimm.addr + dimm.size).div_ceil(bs))
+    }
+
+    /// Plugs a DIMM of `mib` MiB and waits until the guest has registered its memory blocks.
+    pub fn hot_add_dimm(&mut self, mib: u64) -> Result<Dimm> {
+        self.dimms += 1;
+        let (mem, id) = (format!("mem{}", self.dimms), format!("dimm{}", self.dimms));
+        let step = format!("hot-adding {mib} MiB ({id})");
+        let plugged = self
+            .qmp
+            .execute(
+                "object-add",
+                json!({"qom-type": "memory-backend-ram", "id": mem, "size": mib << 20}),
+            )
+            .and_then(|_| {
+                self.qmp.execute(
+                    "device_add",
+                    json!({"driver": "pc-dimm", "id": id, "memdev": mem}),
+                )
+            })
+            .and_then(|_| self.qmp.execute("query-memory-devices", json!({})));
+        let devices = match plugged {
+            Ok(devices) => devices,
+            Err(e) => return Err(self.fail(&step, e)),
+        };
+        let data = devices
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| &d["data"])
+            .find(|d| d["id"] == id.as_str())
+            .with_context(|| format!("{step}: QEMU does not list {id}"))?;
+        let dimm = Dimm {
+            id,
+            addr: data["addr"].as_u64().context("pc-dimm addr")?,
+            size: data["size"].as_u64().context("pc-dimm size")?,
+        };
+        let last = self.blocks(&dimm)?.end - 1;
+        self.wait_until(
+            &format!("[ -d /sys/devices/system/memory/memory{last} ]"),
+            Duration::from_secs(60),
+        )
+        .with_context(|| format!("{step}: the guest did not add the memory blocks"))?;
+        Ok(dimm)
+    }
+
+    /// Writes `state` (`online`, `online_movable`, `offline`) to each of the DIMM's blocks
+    /// that is not in it yet.
+    pub fn set_blocks(&mut self, dimm: &Dimm, state: &str) -> Result<()> {
+        let blocks = self.blocks(dimm)?;
+        let want = if state == "offline" {
+            "offline"
+        } else {
+            "online"
+        };
+        self.sh(&format!(
+            "for i in $(seq {} {}); do f=/sys/devices/system/memory/memory$i/state; [ \"$(cat $f)\" = {want} ] || echo {state} > $f || exit 1; done",
+            blocks.start,
+            blocks.end - 1
+        ))
+        .map(drop)
+        .with_context(|| format!("setting {} blocks {blocks:?} {state}", dimm.id))
+    }
+
+    /// Asks QEMU to unplug `dimm` and waits for the guest to release it (DEVICE_DELETED).
+    pub fn hot_remove_dimm(&mut self, dimm: &Dimm, timeout: Duration) -> Result<()> {
+        self.qmp
+            .execute("device_del", json!({"id": dimm.id}))
+            .with_context(|| format!("device_del {}", dimm.id))?;
+        self.qmp
+            .wait_event("DEVICE_DELETED", &dimm.id, Instant::now() + timeout)
+            .with_context(|| format!("the guest did not release {}", dimm.id))
+    }
+
+    /// Panics the guest (`echo c > /proc/sysrq-trigger`) and waits for the capture kernel's
+    /// runner. Returns the capture kernel's boot time in seconds.
+    pub fn crash(&mut self, timeout: Duration) -> Result<f64> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let start = Instant::now();
+        if let Err(e) = self
+            .proto
+            .send(&format!("{id} echo c > /proc/sysrq-trigger\n"))
+        {
+            return Err(self.fail("crashing the guest", e));
+        }
+        self.wait_ready("capture", timeout)?;
+        Ok(start.elapsed().as_secs_f64())
+    }
+
+    /// Kills QEMU, prints the last console lines, and names the step.
+    fn fail(&mut self, step: &str, why: anyhow::Error) -> anyhow::Error {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let console = fs::read(&self.console_log).unwrap_or_default();
+        let console = String::from_utf8_lossy(&console);
+        let lines: Vec<&str> = console.lines().collect();
+        eprintln!(
+            "  --- last {CONSOLE_TAIL} console lines ({}) ---",
+            self.console_log.display()
+        );
+        for line in &lines[lines.len().saturating_sub(CONSOLE_TAIL)..] {
+            eprintln!("  | {}", line.trim_end_matches('\r'));
+        }
+        anyhow!(
+            "{step}: {why:#} (guest killed after {:.0} s)",
+            self.elapsed()
+        )
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.sockets);
+    }
+}
+
+/// Newline-delimited reading with a deadline on a unix socket.
+struct LineStream {
+    stream: UnixStream,
+    pending: Vec<u8>,
+}
+
+impl LineStream {
+    fn new(stream: UnixStream) -> Self {
+        Self {
+            stream,
+            pending: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, text: &str) -> Result<()> {
+        self.stream
+            .write_all(text.as_bytes())
+            .context("writing to the guest")
+    }
+
+    /// The next line without its `\r\n`; an error on timeout or when QEMU closes the socket.
+    fn next_line(&mut self, deadline: Instant) -> Result<String> {
+        let mut buf = [0u8; 8192];
+        loop {
+            if let Some(pos) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=pos).collect();
+                let text = String::from_utf8_lossy(&line);
+                return Ok(text.trim_end_matches(['\r', '\n']).to_owned());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!("timed out");
+            }
+            self.stream.set_read_timeout(Some(left))?;
+            match self.stream.read(&mut buf) {
+                Ok(0) => bail!("QEMU closed the connection (the guest powered off or QEMU died)"),
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    bail!("timed out")
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// A QMP (QEMU Machine Protocol, JSON) client; events that arrive meanwhile are kept.
+struct Qmp {
+    lines: LineStream,
+    events: Vec<Value>,
+}
+
+const QMP_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Qmp {
+    fn new(lines: LineStream) -> Self {
+        Self {
+            lines,
+            events: Vec::new(),
+        }
+    }
+
+    fn handshake(&mut self) -> Result<()> {
+        let greeting = self.read(Instant::now() + QMP_TIMEOUT)?;
+        if greeting.get("QMP").is_none() {
+            bail!("not a QMP greeting: {greeting}");
+        }
+        self.execute("qmp_capabilities", json!({}))?;
+        Ok(())
+    }
+
+    fn read(&mut self, deadline: Instant) -> Result<Value> {
+        let line = self.lines.next_line(deadline)?;
+        serde_json::from_str(&line).with_context(|| format!("QMP sent `{line}`"))
+    }
+
+    fn execute(&mut self, command: &str, arguments: Value) -> Result<Value> {
+        let request = json!({"execute": command, "arguments": arguments});
+        self.lines.send(&format!("{request}\n"))?;
+        let deadline = Instant::now() + QMP_TIMEOUT;
+        loop {
+            let reply = self.read(deadline)?;
+            if reply.get("event").is_some() {
+                self.events.push(reply);
+            } else if let Some(error) = reply.get("error") {
+                bail!(
+                    "QMP {command}: {}",
+                    error["desc"].as_str().unwrap_or("error")
+                );
+            } else if let Some(ret) = reply.get("return") {
+                return Ok(ret.clone());
+            }
+        }
+    }
+
+    fn wait_event(&mut self, name: &str, device: &str, deadline: Instant) -> Result<()> {
+        let matches = |e: &Value| e["event"] == name && e["data"]["device"] == device;
+        if let Some(pos) = self.events.iter().position(matches) {
+            self.events.remove(pos);
+            return Ok(());
+        }
+        loop {
+            let event = self
+                .read(deadline)
+                .with_context(|| format!("waiting for {name} {device}"))?;
+            if matches(&event) {
+                return Ok(());
+            }
+            self.events.push(event);
+        }
+    }
+}

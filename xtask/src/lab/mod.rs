@@ -1,0 +1,234 @@
+//! The VM lab: real Debian kernels under QEMU, hot-plugged DIMMs, real crashes, the dump's
+//! header read back from /proc/vmcore in the capture kernel.
+//!
+//! `packages` fetches the pinned .debs, `image` declares and writes the initramfs images,
+//! `machine` runs one QEMU guest, `scenarios` are the named experiments.
+pub mod demo;
+pub mod image;
+pub mod machine;
+pub mod packages;
+pub mod scenarios;
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Subcommand;
+use kdump_agent::units::bytes;
+
+use crate::{cargo, paths, ui::Step};
+use image::Kernel;
+use machine::{Accel, Machine, MachineSpec, Memory};
+
+#[derive(Subcommand)]
+pub enum LabCommand {
+    /// List the scenarios.
+    List,
+    /// Run scenarios by name (or all); each prints one JSON line.
+    Run {
+        /// Scenario names (see `cargo xtask lab list`).
+        names: Vec<String>,
+        #[arg(long)]
+        all: bool,
+        /// QEMU accelerator: tcg (default) or kvm (nested KVM fails on many hosts).
+        #[arg(long, value_enum, default_value_t)]
+        accel: Accel,
+    },
+    /// Regenerate agent/tests/fixtures/lab/ from the fixture scenarios.
+    Fixtures {
+        #[arg(long, value_enum, default_value_t)]
+        accel: Accel,
+    },
+}
+
+pub fn main(command: LabCommand) -> Result<()> {
+    match command {
+        LabCommand::List => {
+            for s in scenarios::ALL {
+                println!("{:<34} {}", s.name, s.about);
+            }
+            Ok(())
+        }
+        LabCommand::Run { names, all, accel } => {
+            let chosen = scenarios::select(&names, all)?;
+            let started = Instant::now();
+            let reports = run_scenarios(&chosen, accel, &mut |_, _| {})?;
+            let failed: Vec<&str> = reports
+                .iter()
+                .filter(|r| !r.pass)
+                .map(|r| r.scenario.as_str())
+                .collect();
+            println!(
+                "lab: {} passed, {} failed in {:.0} s",
+                reports.len() - failed.len(),
+                failed.len(),
+                started.elapsed().as_secs_f64()
+            );
+            if !failed.is_empty() {
+                bail!("lab scenarios failed: {}", failed.join(", "));
+            }
+            Ok(())
+        }
+        LabCommand::Fixtures { accel } => scenarios::write_fixtures(accel),
+    }
+}
+
+/// Prepares the lab once and runs `chosen` in order; each report is printed as one JSON line
+/// and handed to `each` (with the scenario's name) so callers can tally.
+pub fn run_scenarios(
+    chosen: &[&'static scenarios::Scenario],
+    accel: Accel,
+    each: &mut dyn FnMut(&scenarios::Scenario, &scenarios::Report),
+) -> Result<Vec<scenarios::Report>> {
+    let kernels: Vec<Kernel> = chosen.iter().map(|s| s.kernel).collect();
+    let lab = Lab::prepare(&kernels, accel)?;
+    let mut reports = Vec::new();
+    for scenario in chosen {
+        let report = lab.run(scenario);
+        println!("{}", serde_json::to_string(&report)?);
+        each(scenario, &report);
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// Everything prepared for guests: unpacked packages, the agent, one image per kernel.
+pub struct Lab {
+    unpacked: packages::Unpacked,
+    images: BTreeMap<&'static str, PathBuf>,
+    accel: Accel,
+    runs: PathBuf,
+}
+
+impl Lab {
+    /// Fetches packages, builds the agent and the images for `kernels`.
+    pub fn prepare(kernels: &[Kernel], accel: Accel) -> Result<Self> {
+        crate::ui::section("lab: prepare");
+        let mut wanted = Vec::new();
+        for kernel in kernels {
+            for p in image::packages_for(kernel) {
+                if !wanted.iter().any(|w: &packages::Package| w.name == p.name) {
+                    wanted.push(p);
+                }
+            }
+        }
+        let unpacked = packages::fetch(&wanted)?;
+        let agent = build_agent()?;
+        let dir = paths::target_dir().join("lab");
+        let mut images = BTreeMap::new();
+        for kernel in kernels {
+            if images.contains_key(kernel.release) {
+                continue;
+            }
+            let step = Step::start(format!("image {}", kernel.release));
+            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let path = dir.join(format!("initrd-{}.cpio", kernel.release));
+            let size = image::guest_image(kernel, &unpacked, &agent)?
+                .write(&path)
+                .with_context(|| format!("writing the guest image {}", path.display()))?;
+            step.done(&format!("{} ({})", path.display(), bytes(size)));
+            images.insert(kernel.release, path);
+        }
+        Ok(Self {
+            unpacked,
+            images,
+            accel,
+            runs: dir.join("runs"),
+        })
+    }
+
+    /// Boots `kernel` with `boot`; the console log goes to `target/lab/runs/<log>.log`.
+    pub fn boot(&self, kernel: &Kernel, boot: &Boot, log: &str) -> Result<Machine> {
+        let vmlinuz = kernel.vmlinuz(&self.unpacked);
+        let initrd = &self.images[kernel.release];
+        Machine::boot(&MachineSpec {
+            vmlinuz: &vmlinuz,
+            initrd,
+            cmdline: format!(
+                "console=ttyS0 {} panic=-1 quiet {}",
+                boot.crashkernel, boot.extra
+            ),
+            memory: boot.memory,
+            accel: self.accel,
+            console_log: self.runs.join(format!("{log}.log")),
+        })
+    }
+
+    fn run(&self, scenario: &scenarios::Scenario) -> scenarios::Report {
+        let step = Step::start(format!("scenario {}", scenario.name));
+        step.progress(scenario.about);
+        let report = scenarios::run(self, scenario);
+        step.done(if report.pass { "pass" } else { "FAIL" });
+        report
+    }
+}
+
+/// How a guest boots: RAM layout, the crashkernel= reservation(s), extra kernel parameters.
+pub struct Boot {
+    pub memory: Memory,
+    pub crashkernel: &'static str,
+    pub extra: &'static str,
+}
+
+impl Default for Boot {
+    /// 1 GiB with room for three more GiB of DIMMs, 256 MiB reserved for the capture kernel.
+    fn default() -> Self {
+        Self {
+            memory: Memory {
+                boot_mib: 1024,
+                slots: 4,
+                max_mib: 4096,
+            },
+            crashkernel: "crashkernel=256M",
+            extra: "",
+        }
+    }
+}
+
+/// `cargo build --release -p kdump-agent --target x86_64-unknown-linux-musl` (with probes).
+pub fn build_agent() -> Result<PathBuf> {
+    const TARGET: &str = "x86_64-unknown-linux-musl";
+    let step = Step::start("kdump-agent (static, with probes)");
+    step.progress(&format!("cargo build --release --target {TARGET}"));
+    let out = cargo()
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "kdump-agent",
+            "--target",
+            TARGET,
+        ])
+        .env_remove("AYA_BUILD_SKIP")
+        .output()
+        .context("cargo build: cannot start")?;
+    if !out.status.success() {
+        let text = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        for line in tail.iter().rev() {
+            eprintln!("    {line}");
+        }
+        bail!(
+            "building the static kdump-agent for the guest failed ({})",
+            out.status
+        );
+    }
+    let bin = paths::target_dir().join(TARGET).join("release/kdump-agent");
+    let size = fs::metadata(&bin)
+        .with_context(|| format!("{}: not built", bin.display()))?
+        .len();
+    step.done(&format!("{} ({})", bin.display(), bytes(size)));
+    Ok(bin)
+}
+
+/// `path` relative to the workspace root when it is inside it (for SOURCE lines and logs).
+pub fn relative(path: &Path) -> String {
+    path.strip_prefix(paths::root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}

@@ -1,0 +1,539 @@
+//! Named lab scenarios: plain functions over a [`Run`], each ending in one JSON [`Report`].
+//!
+//! A scenario boots a kernel, loads kdump, changes RAM, crashes, and states what the dump
+//! should miss; [`Run::crash`] measures it from the capture kernel's /proc/vmcore header with
+//! the agent's own parser. Adding one is a function and an entry in [`ALL`].
+use std::{fs, time::Duration};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use kdump_agent::{
+    elfcorehdr::{ElfCoreHeader, LoadPath, diff, expected_ram},
+    iomem::Iomem,
+    ranges::PhysRange,
+};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::{
+    Boot, Lab,
+    image::{GUEST_AGENT, GUEST_CAPTURE_INITRD, GUEST_KERNEL, KERNEL_6_1, KERNEL_6_12, Kernel},
+    machine::{Accel, Dimm, Machine, Memory},
+};
+use crate::paths;
+
+pub struct Scenario {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub kernel: Kernel,
+    /// Its dump is written to agent/tests/fixtures/lab/ by `cargo xtask lab fixtures`.
+    pub fixture: bool,
+    pub body: fn(&mut Run) -> Result<()>,
+}
+
+pub const ALL: &[Scenario] = &[
+    Scenario {
+        name: "baseline-stale-6.1",
+        about: "6.1, kexec -s -p at boot, +512 MiB DIMM onlined: the dump misses the DIMM",
+        kernel: KERNEL_6_1,
+        fixture: true,
+        body: baseline_stale_6_1,
+    },
+    Scenario {
+        name: "baseline-stale-kexec-load-6.12",
+        about: "6.12, kexec -c -p (kexec_load, no --hotplug), +512 MiB: stale",
+        kernel: KERNEL_6_12,
+        fixture: true,
+        body: baseline_stale_kexec_load_6_12,
+    },
+    Scenario {
+        name: "baseline-kernel-managed-6.12",
+        about: "6.12, kexec -s -p, +512 MiB: the kernel updates the header, dump whole",
+        kernel: KERNEL_6_12,
+        fixture: true,
+        body: baseline_kernel_managed_6_12,
+    },
+    Scenario {
+        name: "baseline-hot-remove-6.12",
+        about: "6.12, kexec -s -p, +512 MiB, offline, device_del, crash: what the header says",
+        kernel: KERNEL_6_12,
+        fixture: true,
+        body: baseline_hot_remove_6_12,
+    },
+    Scenario {
+        name: "crashkernel-high-low-6.12",
+        about: "6.12 with 5 GiB, crashkernel=256M,high + 64M,low, kexec -s -p, +512 MiB",
+        kernel: KERNEL_6_12,
+        fixture: true,
+        body: crashkernel_high_low_6_12,
+    },
+    Scenario {
+        name: "several-dimms-6.1",
+        about: "6.1, kexec -c -p, DIMMs of 128, 256 and 512 MiB onlined: the dump misses all",
+        kernel: KERNEL_6_1,
+        fixture: true,
+        body: several_dimms_6_1,
+    },
+];
+
+const MIB: u64 = 1 << 20;
+
+fn baseline_stale_6_1(run: &mut Run) -> Result<()> {
+    let mut m = run.boot(&Boot::default())?;
+    run.load_kdump(&mut m, LoadPath::KexecFileLoad)?;
+    let dimm = run.hot_add(&mut m, 512, Online::Write("online"))?;
+    run.crash(&mut m)?;
+    // 6.1 has no crash hotplug: the header still describes the boot RAM.
+    run.expect(dimm.size, 0);
+    Ok(())
+}
+
+fn baseline_stale_kexec_load_6_12(run: &mut Run) -> Result<()> {
+    let mut m = run.boot(&Boot::default())?;
+    run.load_kdump(&mut m, LoadPath::KexecLoad)?;
+    run.check_crash_hotplug(&mut m, "0")?;
+    let dimm = run.hot_add(&mut m, 512, Online::Auto)?;
+    run.crash(&mut m)?;
+    // kexec_load without --hotplug: the kernel may not touch a header it did not build.
+    run.expect(dimm.size, 0);
+    Ok(())
+}
+
+fn baseline_kernel_managed_6_12(run: &mut Run) -> Result<()> {
+    let mut m = run.boot(&Boot::default())?;
+    run.load_kdump(&mut m, LoadPath::KexecFileLoad)?;
+    run.check_crash_hotplug(&mut m, "1")?;
+    run.hot_add(&mut m, 512, Online::Auto)?;
+    run.crash(&mut m)?;
+    run.expect(0, 0);
+    Ok(())
+}
+
+fn baseline_hot_remove_6_12(run: &mut Run) -> Result<()> {
+    // Movable blocks can always be offlined (kernel allocations never land there).
+    let boot = Boot {
+        extra: "memhp_default_state=online_movable",
+        ..Boot::default()
+    };
+    let mut m = run.boot(&boot)?;
+    run.load_kdump(&mut m, LoadPath::KexecFileLoad)?;
+    let dimm = run.hot_add(&mut m, 512, Online::Auto)?;
+    m.set_blocks(&dimm, "offline")?;
+    m.hot_remove_dimm(&dimm, Duration::from_secs(60))?;
+    run.note("dimm_released", true);
+    run.crash(&mut m)?;
+    // x86 rebuilds the header at MEM_OFFLINE from the System RAM resources, which still hold
+    // the offlined blocks then; removing the DIMM sends no memory notifier, so the header keeps
+    // it: the dump has the whole DIMM in excess.
+    run.expect(0, dimm.size);
+    run.read_excess(&mut m)?;
+    Ok(())
+}
+
+fn crashkernel_high_low_6_12(run: &mut Run) -> Result<()> {
+    let boot = Boot {
+        memory: Memory {
+            boot_mib: 5120,
+            slots: 4,
+            max_mib: 8192,
+        },
+        crashkernel: "crashkernel=256M,high crashkernel=64M,low",
+        extra: "",
+    };
+    let mut m = run.boot(&boot)?;
+    run.load_kdump(&mut m, LoadPath::KexecFileLoad)?;
+    let reservations = m.sh("grep -c 'Crash kernel' /proc/iomem")?;
+    run.check(
+        reservations.trim() == "2",
+        format!(
+            "expected 2 crash kernel reservations, /proc/iomem has {}",
+            reservations.trim()
+        ),
+    );
+    run.hot_add(&mut m, 512, Online::Auto)?;
+    run.crash(&mut m)?;
+    run.expect(0, 0);
+    Ok(())
+}
+
+fn several_dimms_6_1(run: &mut Run) -> Result<()> {
+    let mut m = run.boot(&Boot::default())?;
+    run.load_kdump(&mut m, LoadPath::KexecLoad)?;
+    let mut added = 0;
+    for mib in [128, 256, 512] {
+        added += run.hot_add(&mut m, mib, Online::Write("online"))?.size;
+    }
+    run.crash(&mut m)?;
+    run.expect(added, 0);
+    Ok(())
+}
+
+/// What brings a hot-added DIMM's blocks online.
+pub enum Online {
+    /// The kernel does (6.12's default policy, or `memhp_default_state=`).
+    Auto,
+    /// The scenario writes this state to each block (6.1 leaves them offline).
+    Write(&'static str),
+}
+
+/// One scenario's figures, printed as one JSON line.
+#[derive(Serialize, Default)]
+pub struct Report {
+    pub scenario: String,
+    pub pass: bool,
+    pub kernel: String,
+    pub load: Option<&'static str>,
+    pub boot_seconds: Option<f64>,
+    /// From QEMU start until `/sys/kernel/kexec_crash_loaded` reads 1.
+    pub ready_seconds: Option<f64>,
+    /// From the panic until the capture kernel's runner answers.
+    pub capture_boot_seconds: Option<f64>,
+    pub hotplugged_bytes: u64,
+    /// The first kernel's System RAM just before the crash.
+    pub system_ram_bytes: Option<u64>,
+    /// Size of /proc/vmcore in the capture kernel.
+    pub vmcore_bytes: Option<u64>,
+    /// RAM `PT_LOAD`s of the capture kernel's header (inclusive ends).
+    pub vmcore_ranges: Vec<PhysRange>,
+    pub missing_bytes: Option<u64>,
+    pub excess_bytes: Option<u64>,
+    pub expect_missing_bytes: Option<u64>,
+    pub expect_excess_bytes: Option<u64>,
+    pub notes: Map<String, Value>,
+    pub failures: Vec<String>,
+    pub seconds: f64,
+    #[serde(skip)]
+    pub fixture: Option<Fixture>,
+}
+
+/// What a fixture directory holds, straight from the guest.
+pub struct Fixture {
+    iomem: String,
+    vmcore_head: Vec<u8>,
+    command: String,
+}
+
+/// A scenario in progress: the lab, the figures so far.
+pub struct Run<'a> {
+    lab: &'a Lab,
+    scenario: &'a Scenario,
+    report: Report,
+    boots: u32,
+    load: Option<LoadPath>,
+    kexec_command: String,
+    vmcore_header: Option<ElfCoreHeader>,
+    excess: Vec<PhysRange>,
+}
+
+/// Capture kernel parameters: one CPU and reset devices, as distributions' kdump does.
+const CAPTURE_CMDLINE: &str = "console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=-1 quiet";
+/// The part of /proc/vmcore the lab copies back: the ELF header and program headers.
+const VMCORE_HEAD_BYTES: u64 = 64 * 1024;
+const CRASH_TIMEOUT: Duration = Duration::from_secs(180);
+
+impl Run<'_> {
+    pub fn boot(&mut self, boot: &Boot) -> Result<Machine> {
+        self.boots += 1;
+        let log = format!("{}-{}", self.scenario.name, self.boots);
+        let m = self.lab.boot(&self.scenario.kernel, boot, &log)?;
+        self.report.boot_seconds = Some(m.elapsed());
+        Ok(m)
+    }
+
+    /// Loads the capture kernel (the same vmlinuz) with `kexec -s -p` or `kexec -c -p`.
+    pub fn load_kdump(&mut self, m: &mut Machine, load: LoadPath) -> Result<()> {
+        let syscall = match load {
+            LoadPath::KexecFileLoad => "-s",
+            // kexec-tools 2.0.29 may try kexec_file_load first without an explicit -c.
+            LoadPath::KexecLoad => "-c",
+        };
+        let command = format!(
+            "kexec {syscall} -p {GUEST_KERNEL} --initrd={GUEST_CAPTURE_INITRD} --append='{CAPTURE_CMDLINE}'"
+        );
+        m.sh(&command).context("loading the capture kernel")?;
+        let loaded = m.sh("cat /sys/kernel/kexec_crash_loaded")?;
+        if loaded.trim() != "1" {
+            bail!(
+                "`{command}` succeeded but kexec_crash_loaded is {}",
+                loaded.trim()
+            );
+        }
+        self.report.ready_seconds = Some(m.elapsed());
+        self.report.load = Some(load.as_str());
+        self.load = Some(load);
+        self.kexec_command = command;
+        Ok(())
+    }
+
+    /// Starts `kdump-agent run` in the background and waits for its HTTP endpoint.
+    pub fn start_agent(&mut self, m: &mut Machine) -> Result<()> {
+        m.sh(&format!("{GUEST_AGENT} run >/tmp/kdump-agent.log 2>&1 &"))?;
+        let up = m.wait_until(
+            "wget -q -O /dev/null http://127.0.0.1:10864/healthz",
+            Duration::from_secs(60),
+        );
+        if let Err(e) = up {
+            let log = m.sh("tail -20 /tmp/kdump-agent.log").unwrap_or_default();
+            bail!("kdump-agent did not come up: {e:#}; its log ends:\n{log}");
+        }
+        Ok(())
+    }
+
+    /// Records `/sys/devices/system/memory/crash_hotplug` and checks it reads `want`.
+    pub fn check_crash_hotplug(&mut self, m: &mut Machine, want: &str) -> Result<()> {
+        let value = m.sh("cat /sys/devices/system/memory/crash_hotplug")?;
+        let value = value.trim();
+        self.note("crash_hotplug", value);
+        self.check(
+            value == want,
+            format!("crash_hotplug is {value}, expected {want}"),
+        );
+        Ok(())
+    }
+
+    /// Plugs a DIMM of `mib` MiB and waits until all its blocks are online.
+    pub fn hot_add(&mut self, m: &mut Machine, mib: u64, online: Online) -> Result<Dimm> {
+        let dimm = m.hot_add_dimm(mib)?;
+        if let Online::Write(state) = online {
+            m.set_blocks(&dimm, state)?;
+        }
+        let blocks = m.blocks(&dimm)?;
+        m.wait_until(
+            &format!(
+                "! grep -l offline $(seq -f /sys/devices/system/memory/memory%g/state {} {}) >/dev/null",
+                blocks.start,
+                blocks.end - 1
+            ),
+            Duration::from_secs(60),
+        )
+        .with_context(|| format!("{} ({mib} MiB) did not come online", dimm.id))?;
+        self.report.hotplugged_bytes += dimm.size;
+        Ok(dimm)
+    }
+
+    /// Records /proc/iomem, panics the guest, and measures the capture kernel's header against
+    /// the RAM the first kernel had just before the crash.
+    pub fn crash(&mut self, m: &mut Machine) -> Result<()> {
+        let load = self.load.context("crash before kdump was loaded")?;
+        let iomem_text = m.sh("cat /proc/iomem")?;
+        let iomem = Iomem::parse(&iomem_text).map_err(|e| anyhow!("guest /proc/iomem: {e}"))?;
+        self.report.system_ram_bytes = Some(iomem.system_ram().total_bytes());
+        self.report.capture_boot_seconds = Some(m.crash(CRASH_TIMEOUT)?);
+        let head = m.run(&format!("head -c {VMCORE_HEAD_BYTES} /proc/vmcore"))?;
+        if head.code != 0 {
+            bail!(
+                "reading /proc/vmcore in the capture kernel: {}",
+                head.text().trim()
+            );
+        }
+        let size = m.sh("stat -c %s /proc/vmcore")?;
+        self.report.vmcore_bytes = Some(
+            size.trim()
+                .parse()
+                .with_context(|| format!("stat /proc/vmcore: `{}`", size.trim()))?,
+        );
+        let header = ElfCoreHeader::parse(&head.output)
+            .map_err(|e| anyhow!("the capture kernel's /proc/vmcore header: {e}"))?;
+        let loaded = header.ram_ranges();
+        let expected = expected_ram(&iomem, load)
+            .map_err(|e| anyhow!("expected RAM for {}: {e}", load.as_str()))?;
+        let d = diff(&expected, &loaded);
+        let inferred = LoadPath::infer(&loaded);
+        self.check(
+            inferred == load,
+            format!(
+                "the header looks built by {}, kdump was loaded with {}",
+                inferred.as_str(),
+                load.as_str()
+            ),
+        );
+        self.report.vmcore_ranges = loaded.iter().copied().collect();
+        self.report.missing_bytes = Some(d.missing_bytes);
+        self.report.excess_bytes = Some(d.excess_bytes);
+        self.excess = d.excess.iter().copied().collect();
+        self.vmcore_header = Some(header);
+        self.report.fixture = Some(Fixture {
+            iomem: iomem_text,
+            vmcore_head: head.output,
+            command: self.kexec_command.clone(),
+        });
+        Ok(())
+    }
+
+    /// Reads the first page of every excess range through /proc/vmcore and checks that the
+    /// capture kernel survives touching RAM that is gone.
+    pub fn read_excess(&mut self, m: &mut Machine) -> Result<()> {
+        let Some(header) = &self.vmcore_header else {
+            bail!("read_excess before crash");
+        };
+        let mut offsets = Vec::new();
+        for range in &self.excess {
+            if let Some(seg) = header.segments.iter().find(|s| {
+                s.phys_range()
+                    .is_some_and(|r| r.start <= range.start && range.start <= r.end)
+            }) {
+                offsets.push(seg.offset + (range.start - seg.paddr));
+            }
+        }
+        self.check(
+            !offsets.is_empty() || self.excess.is_empty(),
+            "an excess range has no PT_LOAD",
+        );
+        for offset in &offsets {
+            let out = m.run(&format!(
+                "dd if=/proc/vmcore of=/dev/null bs=4096 count=1 skip={offset} iflag=skip_bytes"
+            ))?;
+            self.check(
+                out.code == 0,
+                format!("reading /proc/vmcore at {offset:#x}: {}", out.text().trim()),
+            );
+        }
+        // The capture kernel is still serving commands after touching RAM that is gone.
+        m.sh("true")?;
+        self.note("capture_survived_reading_excess", !offsets.is_empty());
+        Ok(())
+    }
+
+    pub fn expect(&mut self, missing: u64, excess: u64) {
+        self.report.expect_missing_bytes = Some(missing);
+        self.report.expect_excess_bytes = Some(excess);
+    }
+
+    /// A scenario-specific condition; a false one fails the scenario with `what`.
+    pub fn check(&mut self, ok: bool, what: impl Into<String>) {
+        if !ok {
+            self.report.failures.push(what.into());
+        }
+    }
+
+    /// An observation for the report (what the kernel did).
+    pub fn note(&mut self, key: &str, value: impl Into<Value>) {
+        self.report.notes.insert(key.to_owned(), value.into());
+    }
+}
+
+/// Runs one scenario; errors become a failed report (with the error as a failure).
+pub fn run(lab: &Lab, scenario: &Scenario) -> Report {
+    let started = std::time::Instant::now();
+    let mut run = Run {
+        lab,
+        scenario,
+        report: Report {
+            scenario: scenario.name.to_owned(),
+            kernel: scenario.kernel.release.to_owned(),
+            ..Report::default()
+        },
+        boots: 0,
+        load: None,
+        kexec_command: String::new(),
+        vmcore_header: None,
+        excess: Vec::new(),
+    };
+    let result = (scenario.body)(&mut run);
+    let mut report = run.report;
+    if let Err(e) = result {
+        report.failures.push(format!("{e:#}"));
+    }
+    match (
+        report.missing_bytes,
+        report.expect_missing_bytes,
+        report.excess_bytes,
+        report.expect_excess_bytes,
+    ) {
+        (Some(m), Some(em), Some(x), Some(ex)) => {
+            if m != em {
+                report.failures.push(format!(
+                    "the dump misses {m} bytes, expected {em} ({} MiB)",
+                    em / MIB
+                ));
+            }
+            if x != ex {
+                report
+                    .failures
+                    .push(format!("the dump has {x} excess bytes, expected {ex}"));
+            }
+        }
+        _ if report.failures.is_empty() => {
+            report.failures.push("no dump was measured".to_owned());
+        }
+        _ => {}
+    }
+    report.pass = report.failures.is_empty();
+    report.seconds = started.elapsed().as_secs_f64();
+    report
+}
+
+/// The scenarios named, or all of them.
+pub fn select(names: &[String], all: bool) -> Result<Vec<&'static Scenario>> {
+    if all {
+        return Ok(ALL.iter().collect());
+    }
+    if names.is_empty() {
+        bail!("name scenarios or pass --all (see `cargo xtask lab list`)");
+    }
+    names
+        .iter()
+        .map(|n| {
+            ALL.iter()
+                .find(|s| s.name == n)
+                .ok_or_else(|| anyhow!("no scenario `{n}` (see `cargo xtask lab list`)"))
+        })
+        .collect()
+}
+
+/// Runs the fixture scenarios and rewrites agent/tests/fixtures/lab/<scenario>/ from those
+/// that pass (a failed one keeps its old fixture and fails the command).
+pub fn write_fixtures(accel: Accel) -> Result<()> {
+    let chosen: Vec<&Scenario> = ALL.iter().filter(|s| s.fixture).collect();
+    let root = paths::root().join("agent/tests/fixtures/lab");
+    let mut failed = Vec::new();
+    let mut write = |scenario: &Scenario, report: &Report| {
+        let Some(fixture) = report.fixture.as_ref().filter(|_| report.pass) else {
+            failed.push(scenario.name);
+            return;
+        };
+        if let Err(e) = write_fixture(&root.join(scenario.name), scenario, report, fixture) {
+            eprintln!("  {}: {e:#}", scenario.name);
+            failed.push(scenario.name);
+        }
+    };
+    super::run_scenarios(&chosen, accel, &mut write)?;
+    if !failed.is_empty() {
+        bail!("fixtures not regenerated for: {}", failed.join(", "));
+    }
+    println!("fixtures written to {}", super::relative(&root));
+    Ok(())
+}
+
+fn write_fixture(
+    dir: &std::path::Path,
+    scenario: &Scenario,
+    report: &Report,
+    fixture: &Fixture,
+) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let expect = serde_json::json!({
+        "kernel": report.kernel,
+        "load": report.load,
+        "hotplugged_bytes": report.hotplugged_bytes,
+        "expect_missing_bytes": report.expect_missing_bytes,
+        "expect_excess_bytes": report.expect_excess_bytes,
+    });
+    let p = scenario.kernel.package;
+    let source = format!(
+        "cargo xtask lab fixtures: scenario {}, {}={} under QEMU, `{}`, then hot-plug and `echo c > /proc/sysrq-trigger`; iomem read just before the crash, vmcore-head = first {} bytes of /proc/vmcore in the capture kernel\n",
+        scenario.name, p.name, p.version, fixture.command, VMCORE_HEAD_BYTES
+    );
+    for (name, bytes) in [
+        ("iomem", fixture.iomem.as_bytes().to_vec()),
+        ("vmcore-head", fixture.vmcore_head.clone()),
+        (
+            "expect.json",
+            format!("{}\n", serde_json::to_string_pretty(&expect)?).into_bytes(),
+        ),
+        ("SOURCE", source.into_bytes()),
+    ] {
+        let path = dir.join(name);
+        fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
