@@ -164,22 +164,19 @@ mod tests {
         let good: Value = serde_json::from_str(text).unwrap();
         let mut old = good.clone();
         old["schemaVersion"] = json!(27);
-        assert_eq!(
-            failing(&old),
-            vec!["dashboard: current schema, unique panel ids, 24-column grid"]
+        assert!(
+            failing(&old).contains(&"dashboard: current schema, unique panel ids, 24-column grid")
         );
         let mut foreign = good.clone();
         foreign["panels"][1]["targets"][0]["datasource"] =
             json!({"type": "prometheus", "uid": "prod"});
-        assert_eq!(
-            failing(&foreign),
-            vec!["dashboard: every panel and target queries ${datasource}"]
+        assert!(
+            failing(&foreign).contains(&"dashboard: every panel and target queries ${datasource}")
         );
         let mut wide = good;
         wide["panels"][1]["gridPos"]["x"] = json!(20);
-        assert_eq!(
-            failing(&wide),
-            vec!["dashboard: current schema, unique panel ids, 24-column grid"]
+        assert!(
+            failing(&wide).contains(&"dashboard: current schema, unique panel ids, 24-column grid")
         );
     }
 }

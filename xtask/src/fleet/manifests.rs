@@ -233,7 +233,11 @@ pub fn cross_checks(
                 "--listen {listen} is not the container port {}",
                 port["containerPort"]
             );
-            for (flag, dir) in [("--procfs", "/host/proc"), ("--sysfs", "/host/sys")] {
+            for (flag, dir) in [
+                ("--procfs", "/host/proc"),
+                ("--sysfs", "/host/sys"),
+                ("--boot", "/host/boot"),
+            ] {
                 ensure!(
                     args.windows(2).any(|w| w[0] == flag && w[1] == dir),
                     "args lack {flag} {dir}"

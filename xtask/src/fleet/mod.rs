@@ -23,10 +23,10 @@ pub use manifests::generate;
 use crate::{paths, test::Tally, ui};
 
 /// Kubernetes release the manifests are validated against (kubernetes-validate's newest schema).
-pub const KUBERNETES_VERSION: &str = "1.37.0";
+const KUBERNETES_VERSION: &str = "1.37.0";
 
 /// How long the live test waits for Prometheus to scrape and evaluate.
-pub const LIVE_TIMEOUT: Duration = Duration::from_secs(60);
+const LIVE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The alerts the rules file must define (issue 7).
 const ALERTS: &[&str] = &[
@@ -44,9 +44,10 @@ const RULE_TESTS: &str = "deploy/prometheus/tests";
 const DASHBOARD: &str = "dashboards/kdump-agent.json";
 const RUNBOOK: &str = "docs/runbook.md";
 
-/// Scratch space of the suite (generated test files, Prometheus' data, logs).
-pub fn work_dir() -> PathBuf {
-    paths::target_dir().join("xtask-fleet")
+/// Scratch space of this run (generated test files, Prometheus' data, logs); one per process,
+/// as several worktrees may share a target dir.
+fn work_dir() -> PathBuf {
+    paths::target_dir().join(format!("xtask-fleet-{}", std::process::id()))
 }
 
 /// Records one check: pass, or fail with its error, printed on its own aligned line.
@@ -83,9 +84,25 @@ fn read(root: &Path, path: &str) -> Result<String> {
     fs::read_to_string(root.join(path)).with_context(|| format!("reading {path}"))
 }
 
+/// Runs the suite; its scratch dir is removed when every check passed and kept (and named)
+/// for the post-mortem otherwise.
 pub fn run(tally: &mut Tally) -> Result<()> {
-    let root = paths::root();
+    let failed_before = tally.failed;
     fs::create_dir_all(work_dir())?;
+    let outcome = checks(tally);
+    if outcome.is_ok() && tally.failed == failed_before {
+        let _ = fs::remove_dir_all(work_dir());
+    } else {
+        println!(
+            "  logs and generated files kept in {}",
+            work_dir().display()
+        );
+    }
+    outcome
+}
+
+fn checks(tally: &mut Tally) -> Result<()> {
+    let root = paths::root();
     let rules: Value =
         serde_yaml_ng::from_str(&read(&root, RULES)?).with_context(|| RULES.to_owned())?;
     let dashboard: Value =
