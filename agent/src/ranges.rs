@@ -297,7 +297,7 @@ impl CrashMem {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -305,7 +305,8 @@ mod tests {
         PhysRange::new(start, end).unwrap()
     }
 
-    fn set(v: &[(u64, u64)]) -> RamRanges {
+    /// A set from inclusive `(start, end)` pairs; shared by the tests of every range user.
+    pub(crate) fn set(v: &[(u64, u64)]) -> RamRanges {
         v.iter().map(|&(s, e)| r(s, e)).collect()
     }
 

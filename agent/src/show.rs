@@ -166,13 +166,7 @@ impl ShowReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ranges::PhysRange;
-
-    fn set(v: &[(u64, u64)]) -> RamRanges {
-        v.iter()
-            .map(|&(s, e)| PhysRange::new(s, e).unwrap())
-            .collect()
-    }
+    use crate::ranges::tests::set;
 
     #[test]
     fn rows_split_into_shared_missing_and_excess_in_address_order() {

@@ -34,13 +34,7 @@ pub fn diff(expected: &RamRanges, loaded: &RamRanges) -> HeaderDiff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ranges::PhysRange;
-
-    fn set(v: &[(u64, u64)]) -> RamRanges {
-        v.iter()
-            .map(|&(s, e)| PhysRange::new(s, e).unwrap())
-            .collect()
-    }
+    use crate::ranges::tests::set;
 
     #[test]
     fn fresh_header_diffs_to_zero() {
