@@ -9,14 +9,14 @@ use std::{
 
 use kdump_agent_common::{
     HEADER_CHUNK_BYTES, HEADER_MAX_BYTES, HeaderOrigin, KEXEC_FILE_ON_CRASH, KEXEC_ON_CRASH,
-    KexecSyscall, MemoryOp, Phase,
+    KexecSyscall, MemoryOp, Phase, Protection,
 };
 
 use crate::{
     elfcorehdr::LoadPath,
     events::{
         CapturedHeader, Event, EventSource, FileLoad, HeaderSource, HotplugAction,
-        KernelHeaderUpdate, KexecLoad,
+        KernelHeaderUpdate, KexecLoad, UnprotectedWindow,
     },
     records::Record,
 };
@@ -91,6 +91,8 @@ pub struct Assembler<P> {
     loads: HashMap<u32, PendingLoad>,
     updates: HashMap<u32, PendingUpdate>,
     captures: HashMap<(u32, u64), Capture>,
+    /// When a load or unload released the crash image that no load has replaced yet.
+    unprotected_since: Option<u64>,
 }
 
 fn action(op: MemoryOp) -> HotplugAction {
@@ -113,6 +115,7 @@ impl<P: Processes> Assembler<P> {
             loads: HashMap::new(),
             updates: HashMap::new(),
             captures: HashMap::new(),
+            unprotected_since: None,
         }
     }
 
@@ -128,6 +131,7 @@ impl<P: Processes> Assembler<P> {
         self.loads.clear();
         self.updates.clear();
         self.captures.clear();
+        self.unprotected_since = None;
     }
 
     /// The event this record completes, if any.
@@ -314,6 +318,27 @@ impl<P: Processes> Assembler<P> {
                     }))
                 }
             },
+            // Only inside a kexec syscall: an in-kernel header rewrite also unprotects and
+            // protects, but keeps the image loaded throughout.
+            Record::CrashProtection { at, protection } => {
+                let load = self.loads.get(&at.tid).filter(|l| l.crash)?;
+                match protection {
+                    Protection::Unprotect => {
+                        self.unprotected_since.get_or_insert(at.ktime_ns);
+                        None
+                    }
+                    Protection::Protect => {
+                        let since = self.unprotected_since.take()?;
+                        Some(Event::UnprotectedWindow(UnprotectedWindow {
+                            duration_ns: at.ktime_ns.saturating_sub(since),
+                            pid: load.pid,
+                            comm: load.comm.clone(),
+                            by_agent: load.by_agent,
+                            ktime_ns: at.ktime_ns,
+                        }))
+                    }
+                }
+            }
         }
     }
 
@@ -651,5 +676,127 @@ mod tests {
         assert!(!failed.succeeded());
         assert_eq!(failed.result, -12);
         assert_eq!(a.open_calls(), 0);
+    }
+
+    fn protection(tid: u32, protection: Protection, ktime: u64) -> Vec<u8> {
+        bytes_of(&kdump_agent_common::CrashProtectionEvent {
+            header: header(EventKind::CrashProtection, ktime, tid, tid),
+            protection: protection as u32,
+            _pad: 0,
+        })
+    }
+
+    fn windows(events: &[Event]) -> Vec<(u64, u32, bool)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::UnprotectedWindow(w) => Some((w.duration_ns, w.pid, w.by_agent)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_replacing_load_is_one_window_from_unprotect_to_protect() {
+        let mut a = Assembler::new(Fake, 4096);
+        let events = push_all(
+            &mut a,
+            &[
+                file_load(1, KEXEC_FILE_ON_CRASH),
+                protection(1, Protection::Unprotect, 100),
+                protection(1, Protection::Protect, 900),
+                exit(1, KexecSyscall::KexecFileLoad, 0, 950),
+            ],
+        );
+        assert_eq!(windows(&events), [(800, 1, true)]);
+        assert_eq!(a.open_calls(), 0);
+    }
+
+    #[test]
+    fn an_unload_then_a_load_is_one_window_across_both_syscalls() {
+        let mut a = Assembler::new(Fake, 4096);
+        let unload = bytes_of(&KexecLoadEvent {
+            header: header(EventKind::KexecLoadEnter, 1_000, 30, 30),
+            comm: [0; COMM_BYTES],
+            entry: 0,
+            nr_segments: 0,
+            flags: KEXEC_ON_CRASH,
+            header_segment: -1,
+            _pad: 0,
+            header_mem: 0,
+            header_bufsz: 0,
+        });
+        let events = push_all(
+            &mut a,
+            &[
+                unload,
+                protection(30, Protection::Unprotect, 1_010),
+                exit(30, KexecSyscall::KexecLoad, 0, 1_020),
+                // The new load had nothing to unprotect: only its protect.
+                file_load(31, KEXEC_FILE_ON_CRASH),
+                protection(31, Protection::Protect, 5_010),
+                exit(31, KexecSyscall::KexecFileLoad, 0, 5_020),
+            ],
+        );
+        assert_eq!(windows(&events), [(4_000, 31, false)]);
+    }
+
+    #[test]
+    fn a_failed_load_keeps_the_window_open_until_the_rollback_loads() {
+        let mut a = Assembler::new(Fake, 4096);
+        let events = push_all(
+            &mut a,
+            &[
+                file_load(1, KEXEC_FILE_ON_CRASH),
+                protection(1, Protection::Unprotect, 100),
+                exit(1, KexecSyscall::KexecFileLoad, -99, 300),
+                file_load(1, KEXEC_FILE_ON_CRASH),
+                protection(1, Protection::Protect, 700),
+                exit(1, KexecSyscall::KexecFileLoad, 0, 710),
+            ],
+        );
+        assert_eq!(windows(&events), [(600, 1, true)]);
+    }
+
+    #[test]
+    fn in_kernel_rewrites_and_first_loads_open_no_window() {
+        let mut a = Assembler::new(Fake, 4096);
+        let events = push_all(
+            &mut a,
+            &[
+                // 6.6+: the hotplug handler unprotects and protects around its rewrite.
+                update(77, Phase::Entry, 1),
+                protection(77, Protection::Unprotect, 2),
+                protection(77, Protection::Protect, 3),
+                update(77, Phase::Exit, 4),
+                // A first load: nothing was loaded, so nothing to unprotect.
+                file_load(5, KEXEC_FILE_ON_CRASH),
+                protection(5, Protection::Protect, 50),
+                exit(5, KexecSyscall::KexecFileLoad, 0, 51),
+            ],
+        );
+        assert_eq!(windows(&events), []);
+    }
+
+    #[test]
+    fn lost_records_forget_an_open_window() {
+        let mut a = Assembler::new(Fake, 4096);
+        push_all(
+            &mut a,
+            &[
+                file_load(1, KEXEC_FILE_ON_CRASH),
+                protection(1, Protection::Unprotect, 100),
+            ],
+        );
+        a.reset();
+        let events = push_all(
+            &mut a,
+            &[
+                file_load(1, KEXEC_FILE_ON_CRASH),
+                protection(1, Protection::Protect, 700),
+                exit(1, KexecSyscall::KexecFileLoad, 0, 710),
+            ],
+        );
+        assert_eq!(windows(&events), []);
     }
 }

@@ -148,6 +148,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             tracing::info!(probe = %r.probe, how = %r.how, fallback_because = %r.reason, "probe attached");
         }
     }
+    initial.windows_from_probes = probes::WINDOW_PROBES
+        .iter()
+        .all(|w| reports.iter().any(|r| r.probe == *w && r.how != "none"));
     initial.probes = reports;
     let block_bytes = opts.sysfs.memory_block_size().ok().flatten();
     initial.event_source = match attached.map(|a| a.spawn_reader(tx.clone())) {
@@ -320,6 +323,10 @@ fn log(event: &Event) {
             result = u.result, duration_ns = ?u.duration_ns,
             header_bytes = ?u.header.as_ref().map(|h| h.bytes.len()),
             "in-kernel crash header update seen"
+        ),
+        Event::UnprotectedWindow(w) => tracing::info!(
+            seconds = w.seconds(), pid = w.pid, comm = %w.comm, by_agent = w.by_agent,
+            "crash kernel in place again after a window without one"
         ),
         Event::Memory {
             action,

@@ -106,6 +106,8 @@ pub enum Event {
     KexecLoad(KexecLoad),
     /// The kernel rewrote the loaded crash header after a hotplug event (probes only).
     KernelHeaderUpdate(KernelHeaderUpdate),
+    /// A load put a crash image in place after the node had none (probes only).
+    UnprotectedWindow(UnprotectedWindow),
     /// Records were dropped (ring buffer full, socket overrun): the agent must resync.
     Lost { count: u64, source: EventSource },
 }
@@ -185,5 +187,24 @@ pub struct KernelHeaderUpdate {
 impl KernelHeaderUpdate {
     pub fn succeeded(&self) -> bool {
         self.result == 0 && self.header.is_some()
+    }
+}
+
+/// The time between the kernel releasing a loaded crash image (at the start of a load or an
+/// unload) and the next load putting one in place: a panic in it is not captured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnprotectedWindow {
+    pub duration_ns: u64,
+    /// The load that closed the window.
+    pub pid: u32,
+    pub comm: String,
+    pub by_agent: bool,
+    /// CLOCK_MONOTONIC nanoseconds when the new image was in place.
+    pub ktime_ns: u64,
+}
+
+impl UnprotectedWindow {
+    pub fn seconds(&self) -> f64 {
+        self.duration_ns as f64 / 1e9
     }
 }

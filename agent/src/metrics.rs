@@ -151,7 +151,7 @@ impl Exporter {
             ),
             unprotected_window: h(
                 "kdump_unprotected_window_seconds",
-                "Time with no crash kernel loaded during a reload, in seconds.",
+                "Time with no crash kernel loaded during a reload by any loader, in seconds (probes: from the kernel releasing the old image to the new one in place; without them, the agent's own load syscalls, an upper bound).",
             ),
             event_source: gv(
                 "kdump_agent_event_source",

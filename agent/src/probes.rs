@@ -51,6 +51,21 @@ const fn both(
     }
 }
 
+/// A function whose entry alone is the fact (no arguments worth keeping, nothing returned).
+const fn entry_only(
+    function: &'static str,
+    fentry: &'static str,
+    kprobe: &'static str,
+) -> FunctionProbe {
+    FunctionProbe {
+        function,
+        fentry: Some(fentry),
+        fexit: None,
+        kprobe: Some(kprobe),
+        kretprobe: None,
+    }
+}
+
 const FUNCTIONS: &[FunctionProbe] = &[
     both(
         "online_pages",
@@ -109,6 +124,23 @@ const FUNCTIONS: &[FunctionProbe] = &[
         "arch_crash_handle_hotplug_event_kprobe",
         "arch_crash_handle_hotplug_event_kretprobe",
     ),
+    entry_only(
+        "arch_kexec_unprotect_crashkres",
+        "arch_kexec_unprotect_crashkres_fentry",
+        "arch_kexec_unprotect_crashkres_kprobe",
+    ),
+    entry_only(
+        "arch_kexec_protect_crashkres",
+        "arch_kexec_protect_crashkres_fentry",
+        "arch_kexec_protect_crashkres_kprobe",
+    ),
+];
+
+/// The two probes that time the window without a crash image; without both, the agent falls
+/// back to the duration of its own load syscalls (an upper bound).
+pub const WINDOW_PROBES: [&str; 2] = [
+    "arch_kexec_unprotect_crashkres",
+    "arch_kexec_protect_crashkres",
 ];
 
 /// `syscalls/<name>` tracepoints; the program has the tracepoint's name.

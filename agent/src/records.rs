@@ -1,9 +1,9 @@
 //! Ring buffer records decoded into typed values. The only place that knows the byte layout
 //! of the probes' records (`kdump-agent-common`); everything after it sees [`Record`]s.
 use kdump_agent_common::{
-    CMDLINE_BYTES, COMM_BYTES, EventHeader, EventKind, HEADER_CHUNK_BYTES, HeaderBuiltEvent,
-    HeaderChunk, HeaderOrigin, HotplugUpdateEvent, KexecExitEvent, KexecFileLoadEvent,
-    KexecLoadEvent, KexecSyscall, MemoryEvent, MemoryOp, Phase,
+    CMDLINE_BYTES, COMM_BYTES, CrashProtectionEvent, EventHeader, EventKind, HEADER_CHUNK_BYTES,
+    HeaderBuiltEvent, HeaderChunk, HeaderOrigin, HotplugUpdateEvent, KexecExitEvent,
+    KexecFileLoadEvent, KexecLoadEvent, KexecSyscall, MemoryEvent, MemoryOp, Phase, Protection,
 };
 
 /// Who fired a probe, and when.
@@ -85,6 +85,10 @@ pub enum Record {
         at: Origin,
         phase: Phase,
     },
+    CrashProtection {
+        at: Origin,
+        protection: Protection,
+    },
 }
 
 impl Record {
@@ -97,7 +101,8 @@ impl Record {
             | Record::KexecExit { at, .. }
             | Record::HeaderChunk { at, .. }
             | Record::HeaderBuilt { at, .. }
-            | Record::HotplugUpdate { at, .. } => at,
+            | Record::HotplugUpdate { at, .. }
+            | Record::CrashProtection { at, .. } => at,
         }
     }
 }
@@ -230,6 +235,17 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             Record::HotplugUpdate {
                 at,
                 phase: field(Phase::from_u32(e.phase), "phase", e.phase)?,
+            }
+        }
+        EventKind::CrashProtection => {
+            let e: CrashProtectionEvent = read(bytes, "crash protection record")?;
+            Record::CrashProtection {
+                at,
+                protection: field(
+                    Protection::from_u32(e.protection),
+                    "protection",
+                    e.protection,
+                )?,
             }
         }
     })

@@ -446,7 +446,10 @@ impl ReconcileLoop {
             state
                 .reload_durations
                 .record((now - attempt.decided).as_secs_f64());
-            if attempt.replaced && report.outcome == LoadOutcome::Loaded {
+            if attempt.replaced
+                && report.outcome == LoadOutcome::Loaded
+                && !state.windows_from_probes
+            {
                 state
                     .unprotected_windows
                     .record(attempt.unprotected.as_secs_f64());

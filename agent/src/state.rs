@@ -254,6 +254,9 @@ pub struct AgentState {
     pub counters: Counters,
     pub reload_durations: Observations,
     pub unprotected_windows: Observations,
+    /// The probes time every window without a crash image (any loader's); otherwise the
+    /// agent records the duration of its own replacing loads, an upper bound.
+    pub windows_from_probes: bool,
     /// The agent has a recipe and a reload strategy (agent-managed when the kernel is not).
     pub can_reload: bool,
     pub reload: ReloadStatus,
@@ -292,6 +295,7 @@ impl AgentState {
             counters: Counters::default(),
             reload_durations: Observations::default(),
             unprotected_windows: Observations::default(),
+            windows_from_probes: false,
             can_reload: false,
             reload: ReloadStatus::default(),
             refreshed_at: None,
@@ -373,6 +377,7 @@ impl AgentState {
                     .entry(result)
                     .or_default() += 1;
             }
+            Event::UnprotectedWindow(window) => self.unprotected_windows.record(window.seconds()),
             Event::KexecLoad(_) | Event::MemoryFailed { .. } | Event::IomemChanged => {}
         }
     }

@@ -65,6 +65,9 @@ pub enum EventKind {
     HeaderBuilt = 6,
     /// `arch_crash_handle_hotplug_event` was entered or returned: [`HotplugUpdateEvent`].
     HotplugUpdate = 7,
+    /// `arch_kexec_unprotect_crashkres` or `arch_kexec_protect_crashkres` was entered:
+    /// [`CrashProtectionEvent`].
+    CrashProtection = 8,
 }
 
 impl EventKind {
@@ -77,6 +80,7 @@ impl EventKind {
             5 => Self::HeaderChunk,
             6 => Self::HeaderBuilt,
             7 => Self::HotplugUpdate,
+            8 => Self::CrashProtection,
             _ => return None,
         })
     }
@@ -295,6 +299,37 @@ pub struct HotplugUpdateEvent {
     pub _pad: u32,
 }
 
+/// The kernel opened (`Unprotect`) or closed (`Protect`) the crash kernel's reserved memory.
+/// A load unprotects it just before freeing the loaded image and protects it once the new
+/// image is in place; an unload unprotects it and leaves it so.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protection {
+    Unprotect = 0,
+    Protect = 1,
+}
+
+impl Protection {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::Unprotect),
+            1 => Some(Self::Protect),
+            _ => None,
+        }
+    }
+}
+
+/// `arch_kexec_unprotect_crashkres()` or `arch_kexec_protect_crashkres()` entered (both take
+/// no arguments and return nothing).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CrashProtectionEvent {
+    pub header: EventHeader,
+    /// A [`Protection`] value.
+    pub protection: u32,
+    pub _pad: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,20 +349,22 @@ mod tests {
         assert_eq!(size_of::<HeaderChunk>(), h + 8 + 4 * 4 + HEADER_CHUNK_BYTES);
         assert_eq!(size_of::<HeaderBuiltEvent>(), h + 8 * 4);
         assert_eq!(size_of::<HotplugUpdateEvent>(), h + 8);
+        assert_eq!(size_of::<CrashProtectionEvent>(), h + 8);
     }
 
     #[test]
     fn kinds_round_trip() {
-        for v in 1..=7 {
+        for v in 1..=8 {
             assert_eq!(EventKind::from_u32(v).map(|k| k as u32), Some(v));
         }
         assert_eq!(EventKind::from_u32(0), None);
-        assert_eq!(EventKind::from_u32(8), None);
+        assert_eq!(EventKind::from_u32(9), None);
         for v in 1..=6 {
             assert_eq!(MemoryOp::from_u32(v).map(|k| k as u32), Some(v));
         }
         assert_eq!(MemoryOp::from_u32(7), None);
         assert_eq!(Phase::from_u32(2), None);
+        assert_eq!(Protection::from_u32(2), None);
         assert_eq!(KexecSyscall::from_u32(3), None);
         assert_eq!(HeaderOrigin::from_u32(0), None);
     }

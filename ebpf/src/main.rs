@@ -4,6 +4,7 @@
 
 mod crash_header;
 mod crash_hotplug;
+mod crash_protection;
 mod kexec;
 mod memory;
 mod ring;
