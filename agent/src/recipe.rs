@@ -12,6 +12,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::{elfcorehdr::LoadPath, events::KexecLoad};
+
 /// What to load as the crash kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoadRecipe {
@@ -291,31 +293,58 @@ pub fn resolve(
         .map_err(|e| e.to_string())
 }
 
-/// The recipe of a `kexec_file_load` another loader made, from what a probe saw at the call:
-/// the caller's pid and command, its kernel and initrd descriptors (`None`: no initrd), and
-/// the command line as passed. The descriptors are resolved through `procfs` (`/proc/PID/fd/N`)
-/// while the call is in flight, since they mean nothing afterwards.
-pub fn adopted(
-    procfs_root: &Path,
-    pid: u32,
-    comm: &str,
-    kernel_fd: i32,
-    initrd_fd: Option<i32>,
-    cmdline: &str,
-) -> io::Result<LoadRecipe> {
-    let resolve = |fd: i32| {
-        let link = procfs_root.join(format!("{pid}/fd/{fd}"));
-        std::fs::read_link(&link)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", link.display())))
+/// Why a loader's `kexec_file_load` gives no recipe to adopt.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AdoptError {
+    #[error("not a successful kexec_file_load of a crash kernel")]
+    NotAFileLoad,
+    #[error("the {what} descriptor {fd} of pid {pid} was gone before the agent could resolve it")]
+    Unresolved {
+        what: &'static str,
+        fd: i32,
+        pid: u32,
+    },
+    #[error("the {what} was {path}, which cannot be opened again (an anonymous or deleted file)")]
+    NotReopenable { what: &'static str, path: String },
+}
+
+/// The recipe of a `kexec_file_load` another loader made, from what the probes saw: its
+/// descriptors resolved to paths while the call was in flight, and the command line as passed.
+/// A memfd or a deleted file cannot be loaded again, so it is refused.
+pub fn adopted(load: &KexecLoad) -> Result<LoadRecipe, AdoptError> {
+    let files = match &load.files {
+        Some(files)
+            if load.syscall == LoadPath::KexecFileLoad && load.succeeded() && !load.unload =>
+        {
+            files
+        }
+        _ => return Err(AdoptError::NotAFileLoad),
+    };
+    let reopenable = |what: &'static str, fd: i32, path: &Option<PathBuf>| {
+        let path = path.as_ref().ok_or(AdoptError::Unresolved {
+            what,
+            fd,
+            pid: load.pid,
+        })?;
+        let text = path.to_string_lossy();
+        if !path.is_absolute() || text.starts_with("/memfd:") || text.ends_with(" (deleted)") {
+            return Err(AdoptError::NotReopenable {
+                what,
+                path: text.into_owned(),
+            });
+        }
+        Ok(path.clone())
     };
     Ok(LoadRecipe {
-        kernel: resolve(kernel_fd)?,
-        initrd: initrd_fd.map(resolve).transpose()?,
+        kernel: reopenable("kernel", files.kernel_fd, &files.kernel)?,
+        initrd: (files.initrd_fd >= 0)
+            .then(|| reopenable("initrd", files.initrd_fd, &files.initrd))
+            .transpose()?,
         // The kernel requires the NUL in cmdline_len; it is not part of the line.
-        cmdline: cmdline.trim_end_matches('\0').to_owned(),
+        cmdline: files.cmdline.trim_end_matches('\0').to_owned(),
         source: RecipeSource::Adopted {
-            pid,
-            comm: comm.to_owned(),
+            pid: load.pid,
+            comm: load.comm.clone(),
         },
     })
 }
@@ -542,6 +571,7 @@ mod tests {
     use std::{fs, os::unix::fs::PermissionsExt as _};
 
     use super::*;
+    use crate::events::FileLoad;
 
     const PROC_CMDLINE: &str = "BOOT_IMAGE=/boot/vmlinuz-6.1.0-47-amd64 root=/dev/vda1 ro crashkernel=256M hugepages=16 quiet";
 
@@ -846,40 +876,67 @@ KDUMP_SSH=$(hostname)
         );
     }
 
+    fn file_load(kernel: &str, initrd: Option<&str>) -> KexecLoad {
+        KexecLoad {
+            syscall: LoadPath::KexecFileLoad,
+            pid: 4242,
+            comm: "kexec".into(),
+            flags: 2,
+            unload: false,
+            by_agent: false,
+            result: 0,
+            duration_ns: Some(1),
+            header: None,
+            files: Some(FileLoad {
+                kernel_fd: 3,
+                initrd_fd: if initrd.is_some() { 4 } else { -1 },
+                cmdline: "console=ttyS0 irqpoll\0".into(),
+                kernel: (!kernel.is_empty()).then(|| kernel.into()),
+                initrd: initrd.map(Into::into),
+            }),
+            ktime_ns: 2,
+        }
+    }
+
     #[test]
-    fn an_adopted_recipe_resolves_the_callers_descriptors() {
-        use std::os::fd::AsRawFd as _;
-        let dir = tempfile::tempdir().unwrap();
-        let kernel = write_file(dir.path(), "vmlinuz", b"k", 0o644);
-        let initrd = write_file(dir.path(), "initrd", b"i", 0o644);
-        let (k, i) = (File::open(&kernel).unwrap(), File::open(&initrd).unwrap());
-        let r = adopted(
-            Path::new("/proc"),
-            std::process::id(),
-            "kexec",
-            k.as_raw_fd(),
-            Some(i.as_raw_fd()),
-            "console=ttyS0 irqpoll\0",
-        )
-        .unwrap();
-        assert_eq!(r.kernel, kernel);
-        assert_eq!(r.initrd, Some(initrd));
-        assert_eq!(r.cmdline, "console=ttyS0 irqpoll");
+    fn an_adopted_recipe_takes_the_loaders_files_and_command_line() {
+        let r = adopted(&file_load("/boot/vmlinuz", Some("/boot/initrd.img-kdump"))).unwrap();
+        assert_eq!(r.kernel, Path::new("/boot/vmlinuz"));
         assert_eq!(
-            r.source.to_string(),
-            format!("adopted from kexec (pid {})", std::process::id())
+            r.initrd.as_deref(),
+            Some(Path::new("/boot/initrd.img-kdump"))
         );
-        let err = adopted(
-            Path::new("/proc"),
-            std::process::id(),
-            "kexec",
-            9999,
-            None,
-            "",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("/fd/9999: "), "{err}");
+        assert_eq!(r.cmdline, "console=ttyS0 irqpoll");
+        assert_eq!(r.source.to_string(), "adopted from kexec (pid 4242)");
+        assert_eq!(
+            adopted(&file_load("/boot/vmlinuz", None)).unwrap().initrd,
+            None
+        );
+    }
+
+    #[test]
+    fn files_that_cannot_be_opened_again_are_not_adopted() {
+        for (kernel, initrd, want) in [
+            (
+                "/memfd:kernel (deleted)",
+                None,
+                "the kernel was /memfd:kernel (deleted)",
+            ),
+            (
+                "/boot/vmlinuz",
+                Some("/boot/old.img (deleted)"),
+                "the initrd was /boot/old.img (deleted)",
+            ),
+            ("", None, "the kernel descriptor 3 of pid 4242 was gone"),
+        ] {
+            let err = adopted(&file_load(kernel, initrd)).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{err}");
+        }
+        let failed = KexecLoad {
+            result: -22,
+            ..file_load("/boot/vmlinuz", None)
+        };
+        assert_eq!(adopted(&failed), Err(AdoptError::NotAFileLoad));
     }
 
     const SYSCONFIG: &str = r#"

@@ -306,6 +306,11 @@ impl Reconciler {
         self.mode
     }
 
+    /// The agent gained a way to reload (a recipe adopted from another loader's load).
+    pub fn set_can_reload(&mut self, can_reload: bool) {
+        self.can_reload = can_reload;
+    }
+
     /// Whether a rollback image exists (the loader keeps one after each successful load).
     pub fn set_last_good(&mut self, has_last_good: bool) {
         self.has_last_good = has_last_good;

@@ -10,10 +10,11 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     elfcorehdr::LoadPath,
+    events::{Event, KexecLoad},
     loader::{CrashLoader, LoadReport, ReloadStrategy},
     node,
     procfs::Procfs,
-    recipe::{self, DistroConfigs, LoadRecipe, RecipeFlags},
+    recipe::{self, DistroConfigs, LoadRecipe, RecipeFlags, RecipeSource},
     reconcile::{
         Action, Alert, HeaderCheck, HeaderState, Input, LoadOutcome, LoadedHeader, Reconciler,
         ReloadReason, Timing,
@@ -98,6 +99,8 @@ pub struct ReconcileLoop {
     loader: Option<CrashLoader>,
     recipe: Option<LoadRecipe>,
     state_dir: StateDir,
+    /// `--reload` as given: only the default may start reloading with an adopted recipe.
+    choice: Option<ReloadChoice>,
     _lock: Option<LoadLock>,
     persisted: PersistedState,
     header: Option<LoadedHeader>,
@@ -218,6 +221,7 @@ impl ReconcileLoop {
             loader,
             recipe,
             state_dir,
+            choice: opts.choice,
             _lock: lock,
             persisted,
             header,
@@ -257,6 +261,11 @@ impl ReconcileLoop {
     /// Feeds one input and performs the resulting actions (and their answers) until the
     /// reconciler waits for time or for a load.
     pub fn handle(&mut self, now: Instant, input: Input, state: &mut AgentState) {
+        if let Input::Event(Event::KexecLoad(load)) = &input
+            && !load.by_agent
+        {
+            self.adopt(load, state);
+        }
         let mut inputs = vec![input];
         while let Some(input) = inputs.pop() {
             for action in self.reconciler.handle(now, input) {
@@ -290,6 +299,63 @@ impl ReconcileLoop {
                 }
             }
             state.reload.failures = self.reconciler.view().failures;
+        }
+    }
+
+    /// Another loader's successful `kexec_file_load` becomes the recipe when the agent has none
+    /// (or has one adopted earlier, which this newer load replaces) and `--reload` was left to
+    /// its default. What it loaded is sealed at once as the last known good.
+    fn adopt(&mut self, load: &KexecLoad, state: &mut AgentState) {
+        let replaceable = match &self.recipe {
+            None => self.choice.is_none(),
+            Some(r) => matches!(r.source, RecipeSource::Adopted { .. }) && self.loader.is_some(),
+        };
+        if !replaceable
+            || load.syscall != LoadPath::KexecFileLoad
+            || !load.succeeded()
+            || load.unload
+        {
+            return;
+        }
+        let recipe = match recipe::adopted(load) {
+            Ok(recipe) => recipe,
+            Err(e) => {
+                tracing::warn!(pid = load.pid, comm = %load.comm, reason = %e, "no recipe adopted from this kexec_file_load");
+                state.reload.adoption_refused =
+                    Some(format!("{} (pid {}): {e}", load.comm, load.pid));
+                return;
+            }
+        };
+        if self._lock.is_none() {
+            match self.state_dir.lock() {
+                Ok(lock) => self._lock = Some(lock),
+                Err(e) => {
+                    tracing::error!(error = %e, "no recipe adopted: the load lock is unavailable");
+                    state.reload.adoption_refused = Some(e.to_string());
+                    return;
+                }
+            }
+        }
+        let mut loader = CrashLoader::new(
+            ReloadStrategy::KexecFile(recipe.clone()),
+            self.sysfs.clone(),
+        );
+        if let Err(e) = loader.adopt_last_good() {
+            tracing::warn!(error = %e, "the adopted recipe's files could not be sealed as the last known good");
+        }
+        tracing::info!(recipe = %describe(&recipe), "recipe adopted from a kexec_file_load");
+        state.reload.adoption_refused = None;
+        state.reload.recipe = Some(describe(&recipe));
+        state.reload.strategy = loader.strategy().name().to_owned();
+        state.can_reload = true;
+        self.reconciler.set_can_reload(true);
+        self.reconciler.set_last_good(loader.has_last_good());
+        self.loader = Some(loader);
+        self.recipe = Some(recipe);
+        self.persisted.recipe = self.recipe.as_ref().map(RecipeRecord::from);
+        self.persisted.last_good = self.persisted.recipe.clone();
+        if let Err(e) = self.state_dir.write(&self.persisted) {
+            tracing::error!(error = %e, "state not persisted");
         }
     }
 
@@ -590,6 +656,29 @@ mod tests {
             s
         }
 
+        /// No recipe flags and `--reload` as given.
+        fn start_without_recipe(
+            &self,
+            choice: Option<ReloadChoice>,
+            state: &mut AgentState,
+        ) -> ReconcileLoop {
+            let opts = ReloadOptions {
+                choice,
+                command: vec![],
+                command_timeout: Duration::from_secs(10),
+                flags: RecipeFlags::default(),
+                timing: Timing::default(),
+            };
+            ReconcileLoop::start(
+                opts,
+                &self.state_dir(),
+                state,
+                &self.procfs(),
+                &self.sysfs(),
+            )
+            .unwrap()
+        }
+
         /// `--reload command` running `script` with the node's sysfs in `$SYS`.
         fn start(&self, script: &str, state: &mut AgentState) -> ReconcileLoop {
             let sys = self.dir.path().join("sys");
@@ -777,6 +866,93 @@ mod tests {
         assert!(
             err.contains(&format!("is held by pid {}", std::process::id())),
             "{err}"
+        );
+    }
+
+    /// A distribution's `kexec -s -p KERNEL --initrd INITRD`, as the probes report it.
+    fn distro_load(kernel: &Path, initrd: &Path) -> Input {
+        Input::Event(Event::KexecLoad(crate::events::KexecLoad {
+            syscall: LoadPath::KexecFileLoad,
+            pid: 4242,
+            comm: "kexec".into(),
+            flags: 2,
+            unload: false,
+            by_agent: false,
+            result: 0,
+            duration_ns: Some(1),
+            header: None,
+            files: Some(crate::events::FileLoad {
+                kernel_fd: 3,
+                initrd_fd: 4,
+                cmdline: "console=ttyS0 irqpoll\0".into(),
+                kernel: Some(kernel.to_path_buf()),
+                initrd: Some(initrd.to_path_buf()),
+            }),
+            ktime_ns: 2,
+        }))
+    }
+
+    #[test]
+    fn an_observing_agent_adopts_a_distribution_load_and_becomes_agent_managed() {
+        let node = Node::new();
+        let mut state = node.state();
+        let mut rl = node.start_without_recipe(None, &mut state);
+        assert_eq!(
+            (state.mode(), state.reload.strategy.as_str()),
+            (Mode::Observe, "off")
+        );
+        let (kernel, initrd) = (
+            node.dir.path().join("vmlinuz"),
+            node.dir.path().join("initrd"),
+        );
+        rl.handle(Instant::now(), distro_load(&kernel, &initrd), &mut state);
+        assert_eq!(state.mode(), Mode::AgentManaged);
+        assert_eq!(state.reload.strategy, "kexec-file");
+        let recipe = state.reload.recipe.clone().unwrap();
+        assert!(
+            recipe.starts_with("adopted from kexec (pid 4242): kernel "),
+            "{recipe}"
+        );
+        assert_eq!(state.reload.adoption_refused, None);
+        let persisted = StateDir::open(&node.state_dir())
+            .unwrap()
+            .read()
+            .unwrap()
+            .unwrap();
+        let adopted = persisted.recipe.unwrap().to_recipe();
+        assert_eq!((adopted.kernel, adopted.initrd), (kernel, Some(initrd)));
+        assert_eq!(adopted.cmdline, "console=ttyS0 irqpoll");
+    }
+
+    #[test]
+    fn a_memfd_or_reload_off_adopts_nothing_and_says_why() {
+        let node = Node::new();
+        let mut state = node.state();
+        let mut rl = node.start_without_recipe(None, &mut state);
+        let memfd = Path::new("/memfd:kernel (deleted)");
+        rl.handle(
+            Instant::now(),
+            distro_load(memfd, Path::new("/boot/i")),
+            &mut state,
+        );
+        assert_eq!(state.mode(), Mode::Observe);
+        let why = state.reload.adoption_refused.clone().unwrap();
+        assert_eq!(
+            why,
+            "kexec (pid 4242): the kernel was /memfd:kernel (deleted), which cannot be opened again (an anonymous or deleted file)"
+        );
+
+        let node = Node::new();
+        let mut state = node.state();
+        let mut rl = node.start_without_recipe(Some(ReloadChoice::Off), &mut state);
+        let (kernel, initrd) = (
+            node.dir.path().join("vmlinuz"),
+            node.dir.path().join("initrd"),
+        );
+        rl.handle(Instant::now(), distro_load(&kernel, &initrd), &mut state);
+        assert_eq!(
+            (state.mode(), state.reload.recipe.as_ref()),
+            (Mode::Observe, None)
         );
     }
 }

@@ -161,6 +161,8 @@ pub struct ReloadStatus {
     pub alert: Option<String>,
     /// Consecutive failed reloads (0 after a success).
     pub failures: u32,
+    /// Why the last `kexec_file_load` by another loader gave no recipe to adopt.
+    pub adoption_refused: Option<String>,
 }
 
 impl Default for ReloadStatus {
@@ -171,6 +173,7 @@ impl Default for ReloadStatus {
             last: None,
             alert: None,
             failures: 0,
+            adoption_refused: None,
         }
     }
 }

@@ -118,6 +118,9 @@ impl StatusReport {
         if let Some(last) = &self.reload.last {
             line("last reload", last.clone());
         }
+        if let Some(why) = &self.reload.adoption_refused {
+            line("not adopted", why.clone());
+        }
         if let Some(alert) = &self.reload.alert {
             line("alert", alert.clone());
         }

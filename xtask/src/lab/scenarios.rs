@@ -148,6 +148,14 @@ pub const ALL: &[Scenario] = &[
         body: agent::agent_restart_6_1,
     },
     Scenario {
+        name: "agent-adopts-recipe-6.1",
+        about: "6.1, agent without a recipe, then kexec -s -p: recipe adopted from the probes; +512 MiB: one reload; dump whole",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        benchmark: false,
+        body: agent::agent_adopts_recipe_6_1,
+    },
+    Scenario {
         name: "bench-reload-vs-throttler-6.1",
         about: "6.1, one burst of 2 DIMMs under the agent, one under the udev-throttler policy: time to fresh, reloads, unprotected window",
         kernel: KERNEL_6_1,

@@ -540,3 +540,46 @@ pub(super) fn bench_reload_vs_throttler_6_1(run: &mut Run) -> Result<()> {
     run.expect(0, 0);
     Ok(())
 }
+
+/// No recipe on the command line and no distribution config: the agent observes until the
+/// distribution's `kexec -s -p` shows it what to load, then reloads with it.
+pub(super) fn agent_adopts_recipe_6_1(run: &mut Run) -> Result<()> {
+    let mut m = run.boot(&Boot::default())?;
+    run.start_agent(&mut m, "")?;
+    let before = m.sh(&format!("{GUEST_AGENT} status || true"))?;
+    run.check(
+        reload_line(&before) == "off",
+        format!("before any load the agent should not reload:\n{before}"),
+    );
+    run.load_kdump(&mut m, LoadPath::KexecFileLoad)?;
+    m.wait_until(
+        &format!("{GUEST_AGENT} status | grep -q 'recipe from adopted from kexec'"),
+        AGENT_TIMEOUT,
+    )
+    .context("the agent never adopted the recipe of `kexec -s -p`")?;
+    let recipe = reload_line(&m.sh(&format!("{GUEST_AGENT} status || true"))?);
+    run.note("recipe", recipe.as_str());
+    let want = format!("kernel {GUEST_KERNEL}, initrd {GUEST_CAPTURE_INITRD}");
+    run.check(
+        recipe.starts_with("kexec-file, recipe from adopted from kexec (pid ")
+            && recipe.ends_with(&want),
+        format!("adopted recipe `{recipe}`, expected kexec-file with {want}"),
+    );
+    wait_ready(&mut m)?;
+    run.hot_add(&mut m, 512, Online::Write("online"))?;
+    wait_metric(&mut m, SUCCESS, 1.0)?;
+    wait_ready(&mut m)?;
+    note_agent(run, &mut m)?;
+    run.crash(&mut m)?;
+    run.expect(0, 0);
+    Ok(())
+}
+
+/// The `reload` line of `kdump-agent status`.
+fn reload_line(status: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("reload "))
+        .map(|r| r.trim().to_owned())
+        .unwrap_or_default()
+}
