@@ -3,6 +3,10 @@
 //! Blocking (file copies, the syscall, a command): the daemon runs it off its event loop.
 use std::{
     fmt,
+    fs::{File, OpenOptions},
+    io,
+    os::unix::fs::OpenOptionsExt as _,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -10,8 +14,52 @@ use crate::{
     kexec::{self, SealedImage},
     recipe::{self, LoadRecipe},
     reconcile::LoadOutcome,
+    statefile::try_lock_exclusive,
     sysfs::Sysfs,
 };
+
+/// How long a load waits for a distribution script holding the lock (kdumpctl waits 5 s too).
+const DISTRO_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// The distributions' kdump lock, held for one load so the agent and their scripts never load
+/// at once. `Ok(None)`: the lock cannot exist here (no directory, read-only), so no script uses it.
+fn distro_lock(path: &Path, wait: Duration) -> Result<Option<File>, String> {
+    let file = File::open(path).or_else(|e| match e.kind() {
+        io::ErrorKind::NotFound => OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path),
+        _ => Err(e),
+    });
+    let file = match file {
+        Ok(file) => file,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ReadOnlyFilesystem
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let start = Instant::now();
+    loop {
+        match try_lock_exclusive(&file) {
+            Ok(true) => return Ok(Some(file)),
+            Ok(false) if start.elapsed() < wait => std::thread::sleep(Duration::from_millis(50)),
+            Ok(false) => {
+                return Err(format!(
+                    "{} is held by another loader (a distribution kdump script?) after {:.1} s; not loading now",
+                    path.display(),
+                    wait.as_secs_f64()
+                ));
+            }
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        }
+    }
+}
 
 /// `--reload`: how the agent loads a crash kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +111,7 @@ pub struct CrashLoader {
     strategy: ReloadStrategy,
     sysfs: Sysfs,
     last_good: Option<SealedImage>,
+    distro_lock: Option<PathBuf>,
 }
 
 impl CrashLoader {
@@ -71,7 +120,15 @@ impl CrashLoader {
             strategy,
             sysfs,
             last_good: None,
+            distro_lock: None,
         }
+    }
+
+    /// Takes `path` (kdumpctl's lock) around each `kexec_file_load`. Not around the command
+    /// strategy: a distribution command takes it itself and would wait on the agent.
+    pub fn with_distro_lock(mut self, path: Option<PathBuf>) -> Self {
+        self.distro_lock = path;
+        self
     }
 
     pub fn strategy(&self) -> &ReloadStrategy {
@@ -175,6 +232,20 @@ impl CrashLoader {
     }
 
     fn load(&self, image: &SealedImage) -> LoadReport {
+        let _held = match self
+            .distro_lock
+            .as_deref()
+            .map(|p| distro_lock(p, DISTRO_LOCK_WAIT))
+        {
+            Some(Err(detail)) => {
+                return LoadReport {
+                    outcome: LoadOutcome::Refused,
+                    detail,
+                    load_time: Duration::ZERO,
+                };
+            }
+            held => held,
+        };
         let start = Instant::now();
         let result = image.load();
         let load_time = start.elapsed();
@@ -275,5 +346,27 @@ mod tests {
         assert_eq!(report.outcome, LoadOutcome::Loaded);
         let rollback = CrashLoader::new(command("true"), sysfs).rollback();
         assert_eq!(rollback.detail, "no last known good image to roll back to");
+    }
+
+    #[test]
+    fn the_distribution_lock_is_taken_waited_for_or_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kdump");
+        let wait = Duration::from_millis(120);
+        let held = distro_lock(&path, wait)
+            .unwrap()
+            .expect("created and taken");
+        // kdumpctl (another open file description) cannot take it now, nor can a second load.
+        let other = File::open(&path).unwrap();
+        assert!(!try_lock_exclusive(&other).unwrap());
+        let err = distro_lock(&path, wait).unwrap_err();
+        assert!(err.ends_with("is held by another loader (a distribution kdump script?) after 0.1 s; not loading now"), "{err}");
+        drop(held);
+        assert!(distro_lock(&path, wait).unwrap().is_some());
+        assert!(
+            distro_lock(&dir.path().join("missing/kdump"), wait)
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! `/proc/iomem`; loads run off the event loop as [`LoadJob`]s), keeps the loaded header,
 //! persists state and fills the reload metrics.
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -38,6 +38,8 @@ pub enum ReloadChoice {
 /// The distribution configurations a recipe can come from.
 pub const KDUMP_TOOLS_CONFIG: &str = "/etc/default/kdump-tools";
 pub const SYSCONFIG_KDUMP: &str = "/etc/sysconfig/kdump";
+/// kdumpctl's `single_instance_lock` (Fedora/RHEL).
+pub const DISTRO_LOCK: &str = "/var/lock/kdump";
 
 /// The reload flags of `kdump-agent run`.
 #[derive(Clone, Debug)]
@@ -46,6 +48,8 @@ pub struct ReloadOptions {
     pub choice: Option<ReloadChoice>,
     pub command: Vec<String>,
     pub command_timeout: Duration,
+    /// Flocked around each of the agent's own loads (`None`: not taken).
+    pub distro_lock: Option<PathBuf>,
     pub flags: RecipeFlags,
     pub timing: Timing,
 }
@@ -101,6 +105,7 @@ pub struct ReconcileLoop {
     state_dir: StateDir,
     /// `--reload` as given: only the default may start reloading with an adopted recipe.
     choice: Option<ReloadChoice>,
+    distro_lock: Option<PathBuf>,
     _lock: Option<LoadLock>,
     persisted: PersistedState,
     header: Option<LoadedHeader>,
@@ -184,7 +189,8 @@ impl ReconcileLoop {
             }),
         };
         let lock = strategy.as_ref().map(|_| state_dir.lock()).transpose()?;
-        let mut loader = strategy.map(|s| CrashLoader::new(s, sysfs.clone()));
+        let mut loader = strategy
+            .map(|s| CrashLoader::new(s, sysfs.clone()).with_distro_lock(opts.distro_lock.clone()));
         let crash_loaded = state.facts.crash_loaded;
         if let (Some(loader), Some(r)) = (&mut loader, &recipe)
             && crash_loaded
@@ -222,6 +228,7 @@ impl ReconcileLoop {
             recipe,
             state_dir,
             choice: opts.choice,
+            distro_lock: opts.distro_lock,
             _lock: lock,
             persisted,
             header,
@@ -339,7 +346,8 @@ impl ReconcileLoop {
         let mut loader = CrashLoader::new(
             ReloadStrategy::KexecFile(recipe.clone()),
             self.sysfs.clone(),
-        );
+        )
+        .with_distro_lock(self.distro_lock.clone());
         if let Err(e) = loader.adopt_last_good() {
             tracing::warn!(error = %e, "the adopted recipe's files could not be sealed as the last known good");
         }
@@ -666,6 +674,7 @@ mod tests {
                 choice,
                 command: vec![],
                 command_timeout: Duration::from_secs(10),
+                distro_lock: None,
                 flags: RecipeFlags::default(),
                 timing: Timing::default(),
             };
@@ -690,6 +699,7 @@ mod tests {
                     format!("SYS={}; {script}", sys.display()),
                 ],
                 command_timeout: Duration::from_secs(10),
+                distro_lock: None,
                 flags: RecipeFlags::default(),
                 timing: Timing::default(),
             };
@@ -850,6 +860,7 @@ mod tests {
             choice: Some(ReloadChoice::Command),
             command: vec!["true".into()],
             command_timeout: Duration::from_secs(1),
+            distro_lock: None,
             flags: RecipeFlags::default(),
             timing: Timing::default(),
         };

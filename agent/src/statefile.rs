@@ -229,12 +229,7 @@ impl StateDir {
             .mode(0o600)
             .open(&path)
             .map_err(io_err(&path))?;
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(io_err(&path)(err));
-            }
+        if !try_lock_exclusive(&file).map_err(io_err(&path))? {
             let mut holder = String::new();
             file.read_to_string(&mut holder).map_err(io_err(&path))?;
             let holder = match holder.trim() {
@@ -247,6 +242,20 @@ impl StateDir {
         writeln!(file, "{}", std::process::id()).map_err(io_err(&path))?;
         file.sync_all().map_err(io_err(&path))?;
         Ok(LoadLock { _file: file })
+    }
+}
+
+/// `flock(LOCK_EX | LOCK_NB)`: `Ok(false)` when another open file description holds it.
+pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    // SAFETY: flock on a descriptor the caller owns; no memory is involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(err)
     }
 }
 

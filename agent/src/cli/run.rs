@@ -1,5 +1,9 @@
 //! `kdump-agent run`: the daemon.
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use clap::Args;
 
@@ -8,7 +12,7 @@ use crate::{
     daemon,
     recipe::RecipeFlags,
     reconcile::Timing,
-    reload::{ReloadChoice, ReloadOptions},
+    reload::{DISTRO_LOCK, ReloadChoice, ReloadOptions},
 };
 
 /// Default `--listen`: loopback, on a port outside Prometheus' exporter range (9100-9999 is full).
@@ -62,6 +66,10 @@ pub struct ReloadArgs {
     /// Longest wait, in seconds, from a burst's first event to acting on it.
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     pub max_delay: f64,
+    /// The lock file the distributions' kdump scripts flock around their loads (kdumpctl's);
+    /// the agent's own loads take it too. "none": do not take it.
+    #[arg(long, value_name = "FILE", default_value = DISTRO_LOCK)]
+    pub distro_lock: PathBuf,
 }
 
 impl ReloadArgs {
@@ -98,6 +106,7 @@ impl ReloadArgs {
             choice: self.reload,
             command,
             command_timeout: seconds("--reload-timeout", self.reload_timeout, 0.1)?,
+            distro_lock: (self.distro_lock != Path::new("none")).then(|| self.distro_lock.clone()),
             flags: RecipeFlags {
                 kernel: self.kernel.clone(),
                 initrd: self.initrd.clone(),
