@@ -156,6 +156,14 @@ pub const ALL: &[Scenario] = &[
         body: agent::agent_adopts_recipe_6_1,
     },
     Scenario {
+        name: "agent-distro-lock-6.1",
+        about: "6.1, agent, /var/lock/kdump held (as kdumpctl holds it) across a +512 MiB: the reload waits, is refused, retries after release; dump whole",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        benchmark: false,
+        body: agent::agent_distro_lock_6_1,
+    },
+    Scenario {
         name: "bench-reload-vs-throttler-6.1",
         about: "6.1, one burst of 2 DIMMs under the agent, one under the udev-throttler policy: time to fresh, reloads, unprotected window",
         kernel: KERNEL_6_1,

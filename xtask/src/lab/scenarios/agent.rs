@@ -583,3 +583,40 @@ fn reload_line(status: &str) -> String {
         .map(|r| r.trim().to_owned())
         .unwrap_or_default()
 }
+
+/// A distribution script holding kdumpctl's lock: the agent's load waits for it, gives up
+/// (a failure that leaves the old image loaded), and succeeds on a retry once it is released.
+pub(super) fn agent_distro_lock_6_1(run: &mut Run) -> Result<()> {
+    let mut m = start(run, &Boot::default(), LoadPath::KexecFileLoad)?;
+    wait_ready(&mut m)?;
+    m.sh("mkdir -p /var/lock && (flock /var/lock/kdump sh -c 'until [ -e /tmp/release ]; do sleep 0.1; done' &)")?;
+    m.wait_until("! flock -n /var/lock/kdump true", Duration::from_secs(10))
+        .context("the stand-in script never took /var/lock/kdump")?;
+    run.hot_add(&mut m, 512, Online::Write("online"))?;
+    wait_metric(&mut m, FAILURE, 1.0)?;
+    let refused = m.sh("grep -c 'is held by another loader' /tmp/kdump-agent.log || true")?;
+    run.check(
+        refused.trim() != "0",
+        "the agent's log never said the lock was held",
+    );
+    run.check(
+        m.sh("cat /sys/kernel/kexec_crash_loaded")?.trim() == "1",
+        "the refused reload left no crash kernel loaded",
+    );
+    run.check(
+        metric(&mut m, SUCCESS)? == 0.0,
+        "the agent loaded while another loader held the lock",
+    );
+    let released = Instant::now();
+    m.sh("touch /tmp/release")?;
+    wait_metric(&mut m, SUCCESS, 1.0)?;
+    run.note(
+        "seconds_from_release_to_reload",
+        released.elapsed().as_secs_f64(),
+    );
+    wait_ready(&mut m)?;
+    note_agent(run, &mut m)?;
+    run.crash(&mut m)?;
+    run.expect(0, 0);
+    Ok(())
+}
