@@ -41,7 +41,7 @@ const ALERTS: &[&str] = &[
     "KdumpAgentDown",
 ];
 
-const RULES: &str = "deploy/prometheus/kdump-agent.rules.yaml";
+pub const RULES: &str = "deploy/prometheus/kdump-agent.rules.yaml";
 const RULE_TESTS: &str = "deploy/prometheus/tests";
 const DASHBOARD: &str = "dashboards/kdump-agent.json";
 const RUNBOOK: &str = "docs/runbook.md";
