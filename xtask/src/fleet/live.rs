@@ -1,4 +1,6 @@
-//! A running agent and a real Prometheus server (Debian's `prometheus`), both on loopback.
+//! A running agent and a real Prometheus server (Debian's `prometheus`), both on loopback; the
+//! fleet suite uses both, the VM lab's Prometheus scenarios the server (scraping a guest's agent
+//! through a port QEMU forwards).
 use std::{
     fs,
     net::TcpListener,
@@ -162,13 +164,21 @@ pub fn scrape(port: u16, agent: &mut Running) -> Result<String> {
     })?
 }
 
-/// Prometheus on `127.0.0.1:port` scraping the agent every second, with `rules` loaded.
-pub fn start_prometheus(dir: &Path, port: u16, agent_port: u16, rules: &Path) -> Result<Running> {
+/// Prometheus on `127.0.0.1:port` scraping the agent at `127.0.0.1:agent_port` every second as
+/// job `kdump-agent` with the target label `node` (as the ServiceMonitor sets them: the rules
+/// select on both), evaluating `rules` every second.
+pub fn start_prometheus(
+    dir: &Path,
+    port: u16,
+    agent_port: u16,
+    node: &str,
+    rules: &Path,
+) -> Result<Running> {
     fs::create_dir_all(dir.join("data")).with_context(|| format!("creating {}", dir.display()))?;
     let config = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
          rule_files:\n  - {rules}\n\
-         scrape_configs:\n  - job_name: kdump-agent\n    static_configs:\n      - targets: ['127.0.0.1:{agent_port}']\n        labels:\n          node: xtask-host\n",
+         scrape_configs:\n  - job_name: kdump-agent\n    static_configs:\n      - targets: ['127.0.0.1:{agent_port}']\n        labels:\n          node: {node}\n",
         rules = rules.display()
     );
     let config_path = dir.join("prometheus.yml");
@@ -187,6 +197,38 @@ pub fn start_prometheus(dir: &Path, port: u16, agent_port: u16, rules: &Path) ->
             .stdout(log.try_clone()?)
             .stderr(log),
     )
+}
+
+/// Waits until Prometheus on `port` answers /-/ready; an exited server ends the wait at once.
+pub fn wait_ready(
+    prometheus: &mut Running,
+    http: &ureq::Agent,
+    port: u16,
+    timeout: Duration,
+) -> Result<()> {
+    wait_for("Prometheus /-/ready", timeout, || {
+        prometheus.alive()?;
+        Ok(get(http, &format!("http://127.0.0.1:{port}/-/ready"))
+            .is_ok_and(|(status, _)| status == 200)
+            .then_some(()))
+    })
+}
+
+/// Waits until Prometheus has scraped the `kdump-agent` target of `node` successfully (up == 1).
+pub fn wait_up(http: &ureq::Agent, port: u16, node: &str, timeout: Duration) -> Result<()> {
+    let up = format!(r#"up{{job="kdump-agent",node="{node}"}}"#);
+    wait_for(&format!("{up} == 1"), timeout, || {
+        Ok(query(http, port, &up)?
+            .first()
+            .is_some_and(|s| s["value"][1] == "1")
+            .then_some(()))
+    })
+}
+
+/// An instant PromQL query: the samples of its vector result.
+pub fn query(http: &ureq::Agent, port: u16, promql: &str) -> Result<Vec<Value>> {
+    let data = api(http, port, "/api/v1/query", Some(promql))?;
+    Ok(data["result"].as_array().cloned().unwrap_or_default())
 }
 
 /// GET a Prometheus API path and return its `data` (the error names the API's own error).

@@ -27,6 +27,8 @@ const KUBERNETES_VERSION: &str = "1.37.0";
 
 /// How long the live test waits for Prometheus to scrape and evaluate.
 const LIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The `node` label of the live test's scrape target (this host).
+const LIVE_NODE: &str = "xtask-host";
 
 /// The alerts the rules file must define (issue 7).
 const ALERTS: &[&str] = &[
@@ -39,7 +41,7 @@ const ALERTS: &[&str] = &[
     "KdumpAgentDown",
 ];
 
-const RULES: &str = "deploy/prometheus/kdump-agent.rules.yaml";
+pub const RULES: &str = "deploy/prometheus/kdump-agent.rules.yaml";
 const RULE_TESTS: &str = "deploy/prometheus/tests";
 const DASHBOARD: &str = "dashboards/kdump-agent.json";
 const RUNBOOK: &str = "docs/runbook.md";
@@ -517,17 +519,14 @@ fn live_checks(
     let prom_dir = work.join("prometheus");
     let _ = fs::remove_dir_all(&prom_dir);
     let prom_port = live::free_port()?;
-    let mut prometheus =
-        live::start_prometheus(&prom_dir, prom_port, agent_port, &root.join(RULES))?;
-    let ready = live::wait_for("Prometheus /-/ready", LIVE_TIMEOUT, || {
-        prometheus.alive()?;
-        Ok(
-            live::get(&http, &format!("http://127.0.0.1:{prom_port}/-/ready"))
-                .is_ok_and(|(status, _)| status == 200)
-                .then_some(()),
-        )
-    });
-    if let Err(e) = ready {
+    let mut prometheus = live::start_prometheus(
+        &prom_dir,
+        prom_port,
+        agent_port,
+        LIVE_NODE,
+        &root.join(RULES),
+    )?;
+    if let Err(e) = live::wait_ready(&mut prometheus, &http, prom_port, LIVE_TIMEOUT) {
         record(
             tally,
             "Prometheus starts",
@@ -538,19 +537,10 @@ fn live_checks(
         );
         return Ok(Some(catalogue));
     }
-    let up = live::wait_for("target kdump-agent up", LIVE_TIMEOUT, || {
-        let data = live::api(
-            &http,
-            prom_port,
-            "/api/v1/query",
-            Some(r#"up{job="kdump-agent"}"#),
-        )?;
-        Ok((data["result"][0]["value"][1] == "1").then_some(()))
-    });
     record(
         tally,
         &format!("Prometheus (127.0.0.1:{prom_port}) scrapes the agent: up == 1"),
-        up,
+        live::wait_up(&http, prom_port, LIVE_NODE, LIVE_TIMEOUT),
     );
 
     let wanted: BTreeSet<String> = catalogue

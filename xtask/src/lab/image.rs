@@ -9,16 +9,24 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use cpio::newc::{Builder, ModeFileType, trailer};
 
-use super::packages::{self, BUSYBOX, KEXEC_LIBS, KEXEC_TOOLS, Package, Unpacked};
+use super::{
+    machine::NIC,
+    packages::{self, BUSYBOX, KEXEC_LIBS, KEXEC_TOOLS, Package, Unpacked},
+};
 
 const INIT: &str = include_str!("guest/init.sh");
 const RUNNER: &str = include_str!("guest/runner.sh");
+const NET_UP: &str = include_str!("guest/net-up.sh");
 
 /// Where the lab puts things in the guest (scenarios build their commands from these).
 pub const GUEST_KERNEL: &str = "/boot/vmlinuz";
 pub const GUEST_CAPTURE_INITRD: &str = "/boot/capture.cpio";
 pub const GUEST_AGENT: &str = "/usr/sbin/kdump-agent";
 pub const GUEST_KEXEC: &str = "/usr/sbin/kexec";
+/// Brings up the guest's NIC (a networked kernel's image only; see `guest/net-up.sh`).
+pub const GUEST_NET_UP: &str = "/bin/lab-net-up";
+/// The NIC driver and its dependencies, with `order`, the order to load them in.
+const GUEST_MODULES: &str = "/lib/modules/lab";
 
 /// A Debian kernel package and the files the lab uses from it.
 #[derive(Clone, Copy, Debug)]
@@ -26,15 +34,21 @@ pub struct Kernel {
     pub package: Package,
     /// `uname -r`, e.g. `6.1.0-47-amd64`.
     pub release: &'static str,
+    /// Its image carries the driver of [`NIC`], so its guests can be networked.
+    pub networked: bool,
 }
 
 pub const KERNEL_6_1: Kernel = Kernel {
     package: packages::LINUX_6_1,
     release: "6.1.0-47-amd64",
+    networked: true,
 };
+/// Not networked: no scenario needs it, and its modules are .ko.xz (busybox insmod's xz support
+/// is unchecked).
 pub const KERNEL_6_12: Kernel = Kernel {
     package: packages::LINUX_6_12,
     release: "6.12.117+deb13-amd64",
+    networked: false,
 };
 
 impl Kernel {
@@ -50,6 +64,85 @@ impl Kernel {
             .root(&self.package)
             .join(format!("boot/config-{}", self.release))
     }
+
+    /// The module `name` and the modules it needs (each `.modinfo`'s `depends=`), dependencies
+    /// first, as (module name, file). The package has no modules.dep (depmod writes it at
+    /// install time), so files are found through its `modules.order`.
+    fn modules_with_deps(&self, unpacked: &Unpacked, name: &str) -> Result<Vec<(String, PathBuf)>> {
+        let dir = unpacked
+            .root(&self.package)
+            .join(format!("lib/modules/{}", self.release));
+        let order_path = dir.join("modules.order");
+        let order = fs::read_to_string(&order_path)
+            .with_context(|| format!("reading {}", order_path.display()))?;
+        let mut loaded = Vec::new();
+        add_module(&dir, &order, name, &mut Vec::new(), &mut loaded)?;
+        Ok(loaded)
+    }
+}
+
+/// Appends `name` to `loaded` after its dependencies; `chain` is the path from the module asked
+/// for (a cycle is an error rather than endless recursion).
+fn add_module(
+    dir: &Path,
+    order: &str,
+    name: &str,
+    chain: &mut Vec<String>,
+    loaded: &mut Vec<(String, PathBuf)>,
+) -> Result<()> {
+    if loaded.iter().any(|(n, _)| n == name) {
+        return Ok(());
+    }
+    if chain.iter().any(|n| n == name) {
+        bail!("module dependency cycle: {} -> {name}", chain.join(" -> "));
+    }
+    // Module names use `_` where file names may use `-`.
+    let relative = order
+        .lines()
+        .map(str::trim)
+        .find(|l| {
+            l.rsplit('/')
+                .next()
+                .and_then(|f| f.strip_suffix(".ko"))
+                .is_some_and(|f| f.replace('-', "_") == name)
+        })
+        .with_context(|| format!("module {name}: not in {}/modules.order", dir.display()))?;
+    let path = dir.join(relative);
+    let data = fs::read(&path).with_context(|| {
+        format!(
+            "module {name}: reading {} (a compressed .ko.xz is not supported)",
+            path.display()
+        )
+    })?;
+    chain.push(name.to_owned());
+    for dep in module_depends(&data).with_context(|| format!("module {}", path.display()))? {
+        add_module(dir, order, &dep, chain, loaded)?;
+    }
+    chain.pop();
+    loaded.push((name.to_owned(), path));
+    Ok(())
+}
+
+/// The module names in a kernel module's `.modinfo` `depends=` entry.
+fn module_depends(data: &[u8]) -> Result<Vec<String>> {
+    let elf = goblin::elf::Elf::parse(data).context("not an ELF file")?;
+    let modinfo = elf
+        .section_headers
+        .iter()
+        .find(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(".modinfo"))
+        .context("no .modinfo section")?;
+    let bytes = usize::try_from(modinfo.sh_offset)
+        .ok()
+        .zip(usize::try_from(modinfo.sh_size).ok())
+        .and_then(|(offset, size)| data.get(offset..offset.checked_add(size)?))
+        .context(".modinfo lies outside the file")?;
+    Ok(bytes
+        .split(|&b| b == 0)
+        .filter_map(|field| field.strip_prefix(b"depends="))
+        .flat_map(|list| list.split(|&b| b == b','))
+        .filter(|dep| !dep.is_empty())
+        .map(|dep| String::from_utf8_lossy(dep).into_owned())
+        .collect())
 }
 
 /// Every package an image takes files from.
@@ -212,6 +305,22 @@ pub fn guest_image(kernel: &Kernel, unpacked: &Unpacked, agent: &Path) -> Result
             kernel.config(unpacked),
         )
         .bytes(GUEST_CAPTURE_INITRD, 0o644, capture);
+    if !kernel.networked {
+        return Ok(image);
+    }
+    let modules = kernel.modules_with_deps(unpacked, NIC)?;
+    let order: String = modules
+        .iter()
+        .map(|(name, _)| format!("{name}\n"))
+        .collect();
+    let mut image = image.bytes(GUEST_NET_UP, 0o755, NET_UP).bytes(
+        &format!("{GUEST_MODULES}/order"),
+        0o644,
+        order,
+    );
+    for (name, path) in modules {
+        image = image.host(&format!("{GUEST_MODULES}/{name}.ko"), 0o644, path);
+    }
     Ok(image)
 }
 

@@ -58,7 +58,19 @@ pub struct MachineSpec<'a> {
     pub accel: Accel,
     /// The serial console log (kept after the run for post-mortems).
     pub console_log: PathBuf,
+    /// A NIC on QEMU user networking with this forward; None: no NIC at all.
+    pub forward: Option<Forward>,
 }
+
+/// A host loopback port QEMU forwards to a TCP port of the guest (10.0.2.15 on its user network).
+#[derive(Clone, Copy, Debug)]
+pub struct Forward {
+    pub host_port: u16,
+    pub guest_port: u16,
+}
+
+/// The NIC networked guests get; its Linux driver module has the same name.
+pub const NIC: &str = "e1000";
 
 /// A DIMM the host plugged, where QEMU put it.
 #[derive(Clone, Debug)]
@@ -139,8 +151,18 @@ impl Machine {
                 proto_sock.display()
             ))
             .args(["-serial", "chardev:proto", "-qmp"])
-            .arg(format!("unix:{},server=on,wait=off", qmp_sock.display()))
-            .stdin(Stdio::null())
+            .arg(format!("unix:{},server=on,wait=off", qmp_sock.display()));
+        if let Some(f) = spec.forward {
+            // restrict=on: the guest reaches nothing outside; the forward still works. No
+            // option ROM: the kernel is booted directly, never from the network.
+            cmd.arg("-netdev")
+                .arg(format!(
+                    "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:{}",
+                    f.host_port, f.guest_port
+                ))
+                .args(["-device", &format!("{NIC},netdev=net0,romfile=")]);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(qemu_log);
         let started = Instant::now();

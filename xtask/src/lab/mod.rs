@@ -23,7 +23,7 @@ use kdump_agent::units::bytes;
 
 use crate::{cargo, paths, ui::Step};
 use image::Kernel;
-use machine::{Accel, Machine, MachineSpec, Memory};
+use machine::{Accel, Forward, Machine, MachineSpec, Memory};
 
 #[derive(Subcommand)]
 pub enum LabCommand {
@@ -152,6 +152,13 @@ impl Lab {
     pub fn boot(&self, kernel: &Kernel, boot: &Boot, log: &str) -> Result<Machine> {
         let vmlinuz = kernel.vmlinuz(&self.unpacked);
         let initrd = &self.images[kernel.release];
+        if boot.forward_agent.is_some() && !kernel.networked {
+            bail!(
+                "{}: its image has no {} driver (set `networked` on the kernel in lab/image.rs)",
+                kernel.release,
+                machine::NIC
+            );
+        }
         Machine::boot(&MachineSpec {
             vmlinuz: &vmlinuz,
             initrd,
@@ -159,6 +166,10 @@ impl Lab {
             memory: boot.memory,
             accel: self.accel,
             console_log: self.runs.join(format!("{log}.log")),
+            forward: boot.forward_agent.map(|host_port| Forward {
+                host_port,
+                guest_port: GUEST_AGENT_PORT,
+            }),
         })
     }
 
@@ -171,11 +182,18 @@ impl Lab {
     }
 }
 
-/// How a guest boots: RAM layout, the crashkernel= reservation(s), extra kernel parameters.
+/// The port of the guest agent's /metrics (its default `--listen` port).
+pub const GUEST_AGENT_PORT: u16 = 10864;
+
+/// How a guest boots: RAM layout, the crashkernel= reservation(s), extra kernel parameters,
+/// and whether the host reaches the guest agent's port.
 pub struct Boot {
     pub memory: Memory,
     pub crashkernel: &'static str,
     pub extra: &'static str,
+    /// A host loopback port forwarded to [`GUEST_AGENT_PORT`] over a NIC on QEMU user
+    /// networking (the guest brings it up with `image::GUEST_NET_UP`); None: no NIC.
+    pub forward_agent: Option<u16>,
 }
 
 impl Default for Boot {
@@ -189,6 +207,7 @@ impl Default for Boot {
             },
             crashkernel: "crashkernel=256M",
             extra: "",
+            forward_agent: None,
         }
     }
 }

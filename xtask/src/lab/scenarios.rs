@@ -22,6 +22,7 @@ use super::{
 use crate::paths;
 
 pub mod agent;
+pub mod prometheus;
 
 pub struct Scenario {
     pub name: &'static str,
@@ -164,6 +165,22 @@ pub const ALL: &[Scenario] = &[
         body: agent::agent_distro_lock_6_1,
     },
     Scenario {
+        name: "prometheus-stale-pending-6.1",
+        about: "6.1, agent --reload off, host Prometheus scraping it, +512 MiB: KdumpHeaderStale pending; dump misses the DIMM",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        benchmark: false,
+        body: prometheus::stale_pending_6_1,
+    },
+    Scenario {
+        name: "prometheus-reload-never-fires-6.1",
+        about: "6.1, agent with a recipe, host Prometheus scraping it, +512 MiB: reload, KdumpHeaderStale inactive again, never firing; dump whole",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        benchmark: false,
+        body: prometheus::reload_never_fires_6_1,
+    },
+    Scenario {
         name: "bench-reload-vs-throttler-6.1",
         about: "6.1, one burst of 2 DIMMs under the agent, one under the udev-throttler policy: time to fresh, reloads, unprotected window",
         kernel: KERNEL_6_1,
@@ -235,7 +252,7 @@ fn crashkernel_high_low_6_12(run: &mut Run) -> Result<()> {
             max_mib: 8192,
         },
         crashkernel: "crashkernel=256M,high crashkernel=64M,low",
-        extra: "",
+        ..Boot::default()
     };
     let mut m = run.boot(&boot)?;
     run.load_kdump(&mut m, LoadPath::KexecFileLoad)?;
@@ -538,6 +555,11 @@ impl Run<'_> {
         if !ok {
             self.report.failures.push(what.into());
         }
+    }
+
+    /// A progress line under the scenario's name, for a wait that may take a while.
+    pub fn progress(&self, what: &str) {
+        crate::ui::Step::start(self.scenario.name).progress(what);
     }
 
     /// An observation for the report (what the kernel did).
