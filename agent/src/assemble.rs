@@ -16,7 +16,7 @@ use crate::{
     elfcorehdr::LoadPath,
     events::{
         CapturedHeader, Event, EventSource, FileLoad, HeaderSource, HotplugAction,
-        KernelHeaderUpdate, KexecLoad, UnprotectedWindow,
+        KernelHeaderUpdate, KexecLoad, LoaderCommand, UnprotectedWindow,
     },
     records::Record,
 };
@@ -28,6 +28,10 @@ const KEXEC_FILE_UNLOAD: u64 = 0x1;
 pub trait Processes {
     /// The file behind `fd` in process `pid`.
     fn fd_path(&self, pid: u32, fd: i32) -> Option<PathBuf>;
+    /// The size in bytes of the file behind `fd` in process `pid`.
+    fn fd_bytes(&self, pid: u32, fd: i32) -> Option<u64>;
+    /// How process `pid` was started: its working directory and arguments.
+    fn command(&self, pid: u32) -> Option<LoaderCommand>;
     /// `pid` is the agent or a loader the agent started.
     fn is_agent(&self, pid: u32) -> bool;
 }
@@ -208,6 +212,8 @@ impl<P: Processes> Assembler<P> {
                 let unload = flags & KEXEC_FILE_UNLOAD != 0;
                 let files = (!unload).then(|| FileLoad {
                     kernel: self.processes.fd_path(at.pid, kernel_fd),
+                    kernel_bytes: self.processes.fd_bytes(at.pid, kernel_fd),
+                    loader: self.processes.command(at.pid),
                     initrd: (initrd_fd >= 0)
                         .then(|| self.processes.fd_path(at.pid, initrd_fd))
                         .flatten(),
@@ -371,6 +377,15 @@ mod tests {
     impl Processes for Fake {
         fn fd_path(&self, pid: u32, fd: i32) -> Option<PathBuf> {
             Some(format!("/proc/{pid}/fd/{fd}").into())
+        }
+        fn fd_bytes(&self, _pid: u32, fd: i32) -> Option<u64> {
+            Some(fd as u64 * 1000)
+        }
+        fn command(&self, _pid: u32) -> Option<LoaderCommand> {
+            Some(LoaderCommand {
+                cwd: "/".into(),
+                argv: vec!["kexec".into(), "-s".into(), "-p".into(), "vmlinuz".into()],
+            })
         }
         fn is_agent(&self, pid: u32) -> bool {
             pid == 1
@@ -623,6 +638,8 @@ mod tests {
         assert_eq!(files.cmdline, "irqpol");
         assert_eq!(files.kernel, Some("/proc/5/fd/3".into()));
         assert_eq!(files.initrd, Some("/proc/5/fd/4".into()));
+        assert_eq!(files.kernel_bytes, Some(3000));
+        assert_eq!(files.loader.as_ref().unwrap().argv[3], "vmlinuz");
         let unload = push_all(
             &mut a,
             &[

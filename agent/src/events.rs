@@ -171,6 +171,17 @@ pub struct FileLoad {
     /// `/proc/<pid>/fd/<fd>` resolved while the loader was still running.
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
+    /// Size of the kernel descriptor's file (kexec-tools >= 2.0.28 passes a memfd copy).
+    pub kernel_bytes: Option<u64>,
+    /// The loader's command, read while it was still running.
+    pub loader: Option<LoaderCommand>,
+}
+
+/// A process's working directory and arguments (`/proc/<pid>/cwd`, `/proc/<pid>/cmdline`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoaderCommand {
+    pub cwd: PathBuf,
+    pub argv: Vec<String>,
 }
 
 /// One `arch_crash_handle_hotplug_event` call.

@@ -15,7 +15,7 @@ use tokio::{io::unix::AsyncFd, sync::mpsc};
 use crate::{
     assemble::{Assembler, Processes},
     capabilities::{Capability, Feature},
-    events::{Event, EventSource},
+    events::{Event, EventSource, LoaderCommand},
     records,
     state::ProbeReport,
 };
@@ -393,6 +393,24 @@ struct LiveProcesses {
 impl Processes for LiveProcesses {
     fn fd_path(&self, pid: u32, fd: i32) -> Option<PathBuf> {
         std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()
+    }
+
+    fn fd_bytes(&self, pid: u32, fd: i32) -> Option<u64> {
+        std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))
+            .ok()
+            .map(|m| m.len())
+    }
+
+    fn command(&self, pid: u32) -> Option<LoaderCommand> {
+        let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        Some(LoaderCommand {
+            cwd: std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?,
+            argv: raw
+                .split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect(),
+        })
     }
 
     fn is_agent(&self, pid: u32) -> bool {

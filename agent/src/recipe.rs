@@ -310,8 +310,13 @@ pub enum AdoptError {
 
 /// The recipe of a `kexec_file_load` another loader made, from what the probes saw: its
 /// descriptors resolved to paths while the call was in flight, and the command line as passed.
-/// A memfd or a deleted file cannot be loaded again, so it is refused.
-pub fn adopted(load: &KexecLoad) -> Result<LoadRecipe, AdoptError> {
+/// kexec-tools >= 2.0.28 hands the kernel over as a memfd copy; the kernel is then the argument
+/// of the loader's command that names a file of the same size (`file_bytes` stats a path).
+/// Anything else that cannot be opened again (a memfd, a deleted file) is refused.
+pub fn adopted(
+    load: &KexecLoad,
+    file_bytes: impl Fn(&Path) -> Option<u64>,
+) -> Result<LoadRecipe, AdoptError> {
     let files = match &load.files {
         Some(files)
             if load.syscall == LoadPath::KexecFileLoad && load.succeeded() && !load.unload =>
@@ -335,11 +340,26 @@ pub fn adopted(load: &KexecLoad) -> Result<LoadRecipe, AdoptError> {
         }
         Ok(path.clone())
     };
+    let initrd = (files.initrd_fd >= 0)
+        .then(|| reopenable("initrd", files.initrd_fd, &files.initrd))
+        .transpose()?;
+    let kernel = reopenable("kernel", files.kernel_fd, &files.kernel).or_else(|refused| {
+        let (Some(loader), Some(bytes)) = (&files.loader, files.kernel_bytes) else {
+            return Err(refused);
+        };
+        loader
+            .argv
+            .iter()
+            .skip(1)
+            .filter(|a| !a.starts_with('-'))
+            .map(|a| loader.cwd.join(a))
+            .filter(|p| Some(p) != initrd.as_ref())
+            .find(|p| file_bytes(p) == Some(bytes))
+            .ok_or(refused)
+    })?;
     Ok(LoadRecipe {
-        kernel: reopenable("kernel", files.kernel_fd, &files.kernel)?,
-        initrd: (files.initrd_fd >= 0)
-            .then(|| reopenable("initrd", files.initrd_fd, &files.initrd))
-            .transpose()?,
+        kernel,
+        initrd,
         // The kernel requires the NUL in cmdline_len; it is not part of the line.
         cmdline: files.cmdline.trim_end_matches('\0').to_owned(),
         source: RecipeSource::Adopted {
@@ -893,14 +913,46 @@ KDUMP_SSH=$(hostname)
                 cmdline: "console=ttyS0 irqpoll\0".into(),
                 kernel: (!kernel.is_empty()).then(|| kernel.into()),
                 initrd: initrd.map(Into::into),
+                kernel_bytes: Some(8_000_000),
+                loader: Some(crate::events::LoaderCommand {
+                    cwd: "/boot".into(),
+                    argv: [
+                        "kexec",
+                        "-s",
+                        "-p",
+                        "vmlinuz-6.12",
+                        "--initrd=/boot/initrd.img-kdump",
+                        "--append=irqpoll",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                }),
             }),
             ktime_ns: 2,
         }
     }
 
+    /// No file on this "node" has the memfd's size.
+    fn adopted_here(load: &KexecLoad) -> Result<LoadRecipe, AdoptError> {
+        adopted(load, |_| None)
+    }
+
+    #[test]
+    fn a_memfd_kernel_is_the_loaders_argument_of_the_same_size() {
+        let load = file_load("/memfd:kernel (deleted)", Some("/boot/initrd.img-kdump"));
+        let sizes = |p: &Path| match p.to_str() {
+            Some("/boot/vmlinuz-6.12") => Some(8_000_000),
+            _ => Some(1),
+        };
+        let r = adopted(&load, sizes).unwrap();
+        assert_eq!(r.kernel, Path::new("/boot/vmlinuz-6.12"));
+        let wrong_size = |p: &Path| (p == Path::new("/boot/vmlinuz-6.12")).then_some(7);
+        assert!(adopted(&load, wrong_size).is_err());
+    }
+
     #[test]
     fn an_adopted_recipe_takes_the_loaders_files_and_command_line() {
-        let r = adopted(&file_load("/boot/vmlinuz", Some("/boot/initrd.img-kdump"))).unwrap();
+        let r = adopted_here(&file_load("/boot/vmlinuz", Some("/boot/initrd.img-kdump"))).unwrap();
         assert_eq!(r.kernel, Path::new("/boot/vmlinuz"));
         assert_eq!(
             r.initrd.as_deref(),
@@ -909,7 +961,9 @@ KDUMP_SSH=$(hostname)
         assert_eq!(r.cmdline, "console=ttyS0 irqpoll");
         assert_eq!(r.source.to_string(), "adopted from kexec (pid 4242)");
         assert_eq!(
-            adopted(&file_load("/boot/vmlinuz", None)).unwrap().initrd,
+            adopted_here(&file_load("/boot/vmlinuz", None))
+                .unwrap()
+                .initrd,
             None
         );
     }
@@ -929,14 +983,16 @@ KDUMP_SSH=$(hostname)
             ),
             ("", None, "the kernel descriptor 3 of pid 4242 was gone"),
         ] {
-            let err = adopted(&file_load(kernel, initrd)).unwrap_err().to_string();
+            let err = adopted_here(&file_load(kernel, initrd))
+                .unwrap_err()
+                .to_string();
             assert!(err.starts_with(want), "{err}");
         }
         let failed = KexecLoad {
             result: -22,
             ..file_load("/boot/vmlinuz", None)
         };
-        assert_eq!(adopted(&failed), Err(AdoptError::NotAFileLoad));
+        assert_eq!(adopted_here(&failed), Err(AdoptError::NotAFileLoad));
     }
 
     const SYSCONFIG: &str = r#"

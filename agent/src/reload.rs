@@ -307,6 +307,10 @@ impl ReconcileLoop {
             }
             state.reload.failures = self.reconciler.view().failures;
         }
+        // An alert describes a condition that kept the node from being ready; it ends with it.
+        if state.readiness().ready {
+            state.reload.alert = None;
+        }
     }
 
     /// Another loader's successful `kexec_file_load` becomes the recipe when the agent has none
@@ -324,7 +328,7 @@ impl ReconcileLoop {
         {
             return;
         }
-        let recipe = match recipe::adopted(load) {
+        let recipe = match recipe::adopted(load, |p| std::fs::metadata(p).ok().map(|m| m.len())) {
             Ok(recipe) => recipe,
             Err(e) => {
                 tracing::warn!(pid = load.pid, comm = %load.comm, reason = %e, "no recipe adopted from this kexec_file_load");
@@ -898,6 +902,8 @@ mod tests {
                 cmdline: "console=ttyS0 irqpoll\0".into(),
                 kernel: Some(kernel.to_path_buf()),
                 initrd: Some(initrd.to_path_buf()),
+                kernel_bytes: None,
+                loader: None,
             }),
             ktime_ns: 2,
         }))

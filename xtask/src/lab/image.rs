@@ -11,7 +11,7 @@ use cpio::newc::{Builder, ModeFileType, trailer};
 
 use super::{
     machine::NIC,
-    packages::{self, BUSYBOX, KEXEC_LIBS, KEXEC_TOOLS, Package, Unpacked},
+    packages::{self, BUSYBOX, KEXEC_LIBS, KEXEC_TOOLS, Package, UTIL_LINUX, Unpacked},
 };
 
 const INIT: &str = include_str!("guest/init.sh");
@@ -147,7 +147,7 @@ fn module_depends(data: &[u8]) -> Result<Vec<String>> {
 
 /// Every package an image takes files from.
 pub fn packages_for(kernel: &Kernel) -> Vec<Package> {
-    let mut all = vec![kernel.package, BUSYBOX, KEXEC_TOOLS];
+    let mut all = vec![kernel.package, BUSYBOX, KEXEC_TOOLS, UTIL_LINUX];
     all.extend_from_slice(KEXEC_LIBS);
     all
 }
@@ -295,6 +295,11 @@ pub fn guest_image(kernel: &Kernel, unpacked: &Unpacked, agent: &Path) -> Result
         .elf_with_libs(
             GUEST_KEXEC,
             unpacked.root(&KEXEC_TOOLS).join("usr/sbin/kexec"),
+            &libs,
+        )?
+        .elf_with_libs(
+            "/usr/bin/flock",
+            unpacked.root(&UTIL_LINUX).join("usr/bin/flock"),
             &libs,
         )?
         .host(GUEST_AGENT, 0o755, agent.to_path_buf())

@@ -63,6 +63,8 @@ pub const LINUX_6_12: Package = pkg(
 pub const BUSYBOX: Package = pkg("busybox-static", "1:1.35.0-4+deb12u1+b1", Suite::Bookworm);
 /// kexec-tools 2.0.29 (has `--hotplug`), used with both kernels.
 pub const KEXEC_TOOLS: Package = pkg("kexec-tools", "1:2.0.29-2+b2", Suite::Trixie);
+/// util-linux for `flock(1)`, which busybox lacks: a scenario holds kdumpctl's lock with it.
+pub const UTIL_LINUX: Package = pkg("util-linux", "2.41.5-0+deb13u1", Suite::Trixie);
 
 const XEN: &str = "4.20.4+63-g7abfd2bce2-0+deb13u1";
 /// The shared libraries trixie's `/usr/sbin/kexec` loads (its DT_NEEDED closure): glibc and

@@ -552,11 +552,14 @@ pub(super) fn agent_adopts_recipe_6_1(run: &mut Run) -> Result<()> {
         format!("before any load the agent should not reload:\n{before}"),
     );
     run.load_kdump(&mut m, LoadPath::KexecFileLoad)?;
-    m.wait_until(
+    let adopted = m.wait_until(
         &format!("{GUEST_AGENT} status | grep -q 'recipe from adopted from kexec'"),
         AGENT_TIMEOUT,
-    )
-    .context("the agent never adopted the recipe of `kexec -s -p`")?;
+    );
+    if let Err(e) = adopted {
+        let status = m.sh(&format!("{GUEST_AGENT} status || true"))?;
+        bail!("the agent never adopted the recipe of `kexec -s -p` ({e:#}); its status:\n{status}");
+    }
     let recipe = reload_line(&m.sh(&format!("{GUEST_AGENT} status || true"))?);
     run.note("recipe", recipe.as_str());
     let want = format!("kernel {GUEST_KERNEL}, initrd {GUEST_CAPTURE_INITRD}");
