@@ -47,7 +47,7 @@ struct PendingLoad {
     by_agent: bool,
     enter_ns: u64,
     header: Option<CapturedHeader>,
-    files: Option<FileLoad>,
+    files: Option<Box<FileLoad>>,
 }
 
 /// An `arch_crash_handle_hotplug_event` call between entry and exit.
@@ -210,16 +210,18 @@ impl<P: Processes> Assembler<P> {
                 cmdline,
             } => {
                 let unload = flags & KEXEC_FILE_UNLOAD != 0;
-                let files = (!unload).then(|| FileLoad {
-                    kernel: self.processes.fd_path(at.pid, kernel_fd),
-                    kernel_bytes: self.processes.fd_bytes(at.pid, kernel_fd),
-                    loader: self.processes.command(at.pid),
-                    initrd: (initrd_fd >= 0)
-                        .then(|| self.processes.fd_path(at.pid, initrd_fd))
-                        .flatten(),
-                    kernel_fd,
-                    initrd_fd,
-                    cmdline,
+                let files = (!unload).then(|| {
+                    Box::new(FileLoad {
+                        kernel: self.processes.fd_path(at.pid, kernel_fd),
+                        kernel_bytes: self.processes.fd_bytes(at.pid, kernel_fd),
+                        loader: self.processes.command(at.pid),
+                        initrd: (initrd_fd >= 0)
+                            .then(|| self.processes.fd_path(at.pid, initrd_fd))
+                            .flatten(),
+                        kernel_fd,
+                        initrd_fd,
+                        cmdline,
+                    })
                 });
                 self.loads.insert(
                     at.tid,

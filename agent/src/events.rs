@@ -150,7 +150,7 @@ pub struct KexecLoad {
     /// The header that was loaded, when a probe copied it.
     pub header: Option<CapturedHeader>,
     /// The files and command line of a `kexec_file_load`.
-    pub files: Option<FileLoad>,
+    pub files: Option<Box<FileLoad>>,
     /// CLOCK_MONOTONIC nanoseconds of the syscall's return.
     pub ktime_ns: u64,
 }

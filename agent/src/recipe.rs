@@ -907,7 +907,7 @@ KDUMP_SSH=$(hostname)
             result: 0,
             duration_ns: Some(1),
             header: None,
-            files: Some(FileLoad {
+            files: Some(Box::new(FileLoad {
                 kernel_fd: 3,
                 initrd_fd: if initrd.is_some() { 4 } else { -1 },
                 cmdline: "console=ttyS0 irqpoll\0".into(),
@@ -927,7 +927,7 @@ KDUMP_SSH=$(hostname)
                     .map(String::from)
                     .to_vec(),
                 }),
-            }),
+            })),
             ktime_ns: 2,
         }
     }

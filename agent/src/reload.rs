@@ -896,7 +896,7 @@ mod tests {
             result: 0,
             duration_ns: Some(1),
             header: None,
-            files: Some(crate::events::FileLoad {
+            files: Some(Box::new(crate::events::FileLoad {
                 kernel_fd: 3,
                 initrd_fd: 4,
                 cmdline: "console=ttyS0 irqpoll\0".into(),
@@ -904,7 +904,7 @@ mod tests {
                 initrd: Some(initrd.to_path_buf()),
                 kernel_bytes: None,
                 loader: None,
-            }),
+            })),
             ktime_ns: 2,
         }))
     }
