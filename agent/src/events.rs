@@ -159,6 +159,45 @@ impl KexecLoad {
     pub fn succeeded(&self) -> bool {
         self.result == 0
     }
+
+    /// Test fixture: `kexec -s -p vmlinuz-6.12 --initrd=...` run in /boot by pid 4242, its
+    /// kernel (8,000,000 bytes) and initrd descriptors resolved to `kernel` and `initrd`.
+    #[cfg(test)]
+    pub fn distro_file_load(kernel: Option<PathBuf>, initrd: Option<PathBuf>) -> Self {
+        Self {
+            syscall: LoadPath::KexecFileLoad,
+            pid: 4242,
+            comm: "kexec".into(),
+            flags: 2,
+            unload: false,
+            by_agent: false,
+            result: 0,
+            duration_ns: Some(1),
+            header: None,
+            files: Some(Box::new(FileLoad {
+                kernel_fd: 3,
+                initrd_fd: if initrd.is_some() { 4 } else { -1 },
+                cmdline: "console=ttyS0 irqpoll\0".into(),
+                kernel,
+                initrd,
+                kernel_bytes: Some(8_000_000),
+                loader: Some(LoaderCommand {
+                    cwd: "/boot".into(),
+                    argv: [
+                        "kexec",
+                        "-s",
+                        "-p",
+                        "vmlinuz-6.12",
+                        "--initrd=/boot/initrd.img-kdump",
+                        "--append=irqpoll",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                }),
+            })),
+            ktime_ns: 2,
+        }
+    }
 }
 
 /// What a `kexec_file_load` was given, so the same files can be loaded again.

@@ -591,7 +591,6 @@ mod tests {
     use std::{fs, os::unix::fs::PermissionsExt as _};
 
     use super::*;
-    use crate::events::FileLoad;
 
     const PROC_CMDLINE: &str = "BOOT_IMAGE=/boot/vmlinuz-6.1.0-47-amd64 root=/dev/vda1 ro crashkernel=256M hugepages=16 quiet";
 
@@ -897,39 +896,10 @@ KDUMP_SSH=$(hostname)
     }
 
     fn file_load(kernel: &str, initrd: Option<&str>) -> KexecLoad {
-        KexecLoad {
-            syscall: LoadPath::KexecFileLoad,
-            pid: 4242,
-            comm: "kexec".into(),
-            flags: 2,
-            unload: false,
-            by_agent: false,
-            result: 0,
-            duration_ns: Some(1),
-            header: None,
-            files: Some(Box::new(FileLoad {
-                kernel_fd: 3,
-                initrd_fd: if initrd.is_some() { 4 } else { -1 },
-                cmdline: "console=ttyS0 irqpoll\0".into(),
-                kernel: (!kernel.is_empty()).then(|| kernel.into()),
-                initrd: initrd.map(Into::into),
-                kernel_bytes: Some(8_000_000),
-                loader: Some(crate::events::LoaderCommand {
-                    cwd: "/boot".into(),
-                    argv: [
-                        "kexec",
-                        "-s",
-                        "-p",
-                        "vmlinuz-6.12",
-                        "--initrd=/boot/initrd.img-kdump",
-                        "--append=irqpoll",
-                    ]
-                    .map(String::from)
-                    .to_vec(),
-                }),
-            })),
-            ktime_ns: 2,
-        }
+        KexecLoad::distro_file_load(
+            (!kernel.is_empty()).then(|| kernel.into()),
+            initrd.map(Into::into),
+        )
     }
 
     /// No file on this "node" has the memfd's size.

@@ -668,15 +668,16 @@ mod tests {
             s
         }
 
-        /// No recipe flags and `--reload` as given.
-        fn start_without_recipe(
+        /// No recipe flags, `--reload` and `--reload-command` as given.
+        fn start_with(
             &self,
             choice: Option<ReloadChoice>,
+            command: Vec<String>,
             state: &mut AgentState,
         ) -> ReconcileLoop {
             let opts = ReloadOptions {
                 choice,
-                command: vec![],
+                command,
                 command_timeout: Duration::from_secs(10),
                 distro_lock: None,
                 flags: RecipeFlags::default(),
@@ -692,29 +693,23 @@ mod tests {
             .unwrap()
         }
 
+        fn start_without_recipe(
+            &self,
+            choice: Option<ReloadChoice>,
+            state: &mut AgentState,
+        ) -> ReconcileLoop {
+            self.start_with(choice, vec![], state)
+        }
+
         /// `--reload command` running `script` with the node's sysfs in `$SYS`.
         fn start(&self, script: &str, state: &mut AgentState) -> ReconcileLoop {
             let sys = self.dir.path().join("sys");
-            let opts = ReloadOptions {
-                choice: Some(ReloadChoice::Command),
-                command: vec![
-                    "sh".into(),
-                    "-c".into(),
-                    format!("SYS={}; {script}", sys.display()),
-                ],
-                command_timeout: Duration::from_secs(10),
-                distro_lock: None,
-                flags: RecipeFlags::default(),
-                timing: Timing::default(),
-            };
-            ReconcileLoop::start(
-                opts,
-                &self.state_dir(),
+            let script = format!("SYS={}; {script}", sys.display());
+            self.start_with(
+                Some(ReloadChoice::Command),
+                vec!["sh".into(), "-c".into(), script],
                 state,
-                &self.procfs(),
-                &self.sysfs(),
             )
-            .unwrap()
         }
     }
 
@@ -886,27 +881,12 @@ mod tests {
 
     /// A distribution's `kexec -s -p KERNEL --initrd INITRD`, as the probes report it.
     fn distro_load(kernel: &Path, initrd: &Path) -> Input {
-        Input::Event(Event::KexecLoad(crate::events::KexecLoad {
-            syscall: LoadPath::KexecFileLoad,
-            pid: 4242,
-            comm: "kexec".into(),
-            flags: 2,
-            unload: false,
-            by_agent: false,
-            result: 0,
-            duration_ns: Some(1),
-            header: None,
-            files: Some(Box::new(crate::events::FileLoad {
-                kernel_fd: 3,
-                initrd_fd: 4,
-                cmdline: "console=ttyS0 irqpoll\0".into(),
-                kernel: Some(kernel.to_path_buf()),
-                initrd: Some(initrd.to_path_buf()),
-                kernel_bytes: None,
-                loader: None,
-            })),
-            ktime_ns: 2,
-        }))
+        Input::Event(Event::KexecLoad(
+            crate::events::KexecLoad::distro_file_load(
+                Some(kernel.to_path_buf()),
+                Some(initrd.to_path_buf()),
+            ),
+        ))
     }
 
     #[test]
