@@ -17,7 +17,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages: the VM lab (QEMU, busybox, kexec-tools, socat, the archive keyring that
 /// verifies the lab's private trixie source), promtool and the real Prometheus server
 /// (prometheus), the guest tools the lab puts in its images, the HTTP load generator of
-/// `cargo xtask bench-fleet` (wrk).
+/// `cargo xtask bench-fleet` (wrk), and buildah, which builds deploy/Containerfile without a
+/// container engine.
 pub const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "debian-archive-keyring",
@@ -26,6 +27,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "socat",
     "prometheus",
     "wrk",
+    "buildah",
 ];
 
 /// kubernetes-validate (PyPI) release: the Kubernetes schemas the manifests are checked against.

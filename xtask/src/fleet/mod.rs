@@ -2,6 +2,7 @@
 //! a real Prometheus scraping a running agent.
 mod dashboard;
 mod exposition;
+mod image;
 pub mod live;
 mod manifests;
 mod promql;
@@ -206,7 +207,25 @@ fn manifest_checks(tally: &mut Tally, root: &Path, rules: &Value, dashboard: &Va
             .and_then(|text| manifests::containerfile_check(&text, &resources)),
     );
     kubernetes_validate(tally, &rendered)?;
-    custom_resources_validate(tally, &resources)
+    custom_resources_validate(tally, &resources)?;
+    image_check(tally, root);
+    Ok(())
+}
+
+/// deploy/Containerfile built and run with buildah, when `cargo xtask setup` could install it.
+fn image_check(tally: &mut Tally, root: &Path) {
+    let what = "deploy/Containerfile builds (buildah) and the agent runs in the image";
+    if Command::new("buildah").arg("--version").output().is_err() {
+        tally.skip(
+            what,
+            "buildah is not installed (`cargo xtask setup` installs it)",
+        );
+        return;
+    }
+    let outcome = crate::lab::build_agent()
+        .and_then(|binary| image::build_and_run(root, &binary, &work_dir()))
+        .map(|version| println!("  image runs: {version}"));
+    record(tally, what, outcome);
 }
 
 /// Validates the prometheus-operator resources against their CRDs' schemas (Node, npm package).
