@@ -16,7 +16,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages: the VM lab (QEMU, busybox, kexec-tools, socat, the archive keyring that
 /// verifies the lab's private trixie source), promtool and the real Prometheus server
-/// (prometheus), the guest tools the lab puts in its images, the HTTP load generator of
+/// (prometheus), Alertmanager and amtool (prometheus-alertmanager), the HTTP load generator of
 /// `cargo xtask bench-fleet` (wrk), and buildah, which builds deploy/Containerfile without a
 /// container engine.
 pub const APT_PACKAGES: &[&str] = &[
@@ -26,6 +26,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "kexec-tools",
     "socat",
     "prometheus",
+    "prometheus-alertmanager",
     "wrk",
     "buildah",
 ];

@@ -1,5 +1,6 @@
 //! The fleet suite of `cargo xtask test`: the kustomize base, the alert rules, the dashboard, and
 //! a real Prometheus scraping a running agent.
+mod alertmanager;
 mod dashboard;
 mod exposition;
 mod image;
@@ -116,6 +117,21 @@ fn checks(tally: &mut Tally) -> Result<()> {
 
     ui::section("fleet: alert rules");
     rule_checks(tally, &root, &rules)?;
+
+    ui::section("fleet: Alertmanager inhibitions");
+    let what = "deploy/alertmanager inhibitions in a real Alertmanager";
+    if Command::new("amtool").arg("--version").output().is_err() {
+        tally.skip(
+            what,
+            "amtool is not installed (`cargo xtask setup` installs prometheus-alertmanager)",
+        );
+    } else {
+        let outcome = alertmanager::check(&root, &work_dir());
+        if let Ok(summary) = &outcome {
+            println!("  {summary}");
+        }
+        record(tally, what, outcome.map(drop));
+    }
 
     ui::section("fleet: Grafana dashboard");
     for (name, outcome) in dashboard::lint(&dashboard) {
