@@ -83,7 +83,9 @@ pub const ALL: &[Scenario] = &[
 const AGENT_LOG: &str = "/tmp/kdump-agent.log";
 /// The agent's debug log as JSON lines: memory events carry their ranges.
 const AGENT_ENV: &str = "RUST_LOG=kdump_agent=debug";
-const AGENT_ARGS: &str = "--log-format json";
+/// Observe only: by default an agent without a recipe adopts the one of the scenario's
+/// `kexec -s -p` and repairs the header these scenarios show going stale.
+const AGENT_ARGS: &str = "--log-format json --reload off";
 /// How long the agent may take to see an event (TCG is slow; events arrive in milliseconds).
 const SETTLE: Duration = Duration::from_secs(30);
 
