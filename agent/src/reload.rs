@@ -106,7 +106,8 @@ pub struct ReconcileLoop {
     /// `--reload` as given: only the default may start reloading with an adopted recipe.
     choice: Option<ReloadChoice>,
     distro_lock: Option<PathBuf>,
-    _lock: Option<LoadLock>,
+    /// The state directory's lock, held while this agent can load.
+    lock: Option<LoadLock>,
     persisted: PersistedState,
     header: Option<LoadedHeader>,
     crash_loaded: bool,
@@ -229,7 +230,7 @@ impl ReconcileLoop {
             state_dir,
             choice: opts.choice,
             distro_lock: opts.distro_lock,
-            _lock: lock,
+            lock,
             persisted,
             header,
             crash_loaded,
@@ -337,9 +338,9 @@ impl ReconcileLoop {
                 return;
             }
         };
-        if self._lock.is_none() {
+        if self.lock.is_none() {
             match self.state_dir.lock() {
-                Ok(lock) => self._lock = Some(lock),
+                Ok(lock) => self.lock = Some(lock),
                 Err(e) => {
                     tracing::error!(error = %e, "no recipe adopted: the load lock is unavailable");
                     state.reload.adoption_refused = Some(e.to_string());
@@ -366,9 +367,7 @@ impl ReconcileLoop {
         self.recipe = Some(recipe);
         self.persisted.recipe = self.recipe.as_ref().map(RecipeRecord::from);
         self.persisted.last_good = self.persisted.recipe.clone();
-        if let Err(e) = self.state_dir.write(&self.persisted) {
-            tracing::error!(error = %e, "state not persisted");
-        }
+        self.save();
     }
 
     /// After a rescan: the mode may have changed (e.g. crash_hotplug after a load).
@@ -565,7 +564,12 @@ impl ReconcileLoop {
         if recipe_loaded {
             p.last_good = p.recipe.clone();
         }
-        if let Err(e) = self.state_dir.write(p) {
+        self.save();
+    }
+
+    /// Writes the persisted state; a failure is logged, the daemon goes on.
+    fn save(&self) {
+        if let Err(e) = self.state_dir.write(&self.persisted) {
             tracing::error!(error = %e, "state not persisted");
         }
     }

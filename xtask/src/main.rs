@@ -77,6 +77,24 @@ pub fn cargo() -> std::process::Command {
     cmd
 }
 
+/// Runs `cmd` (`what` names it in errors); its stdout when it exits 0, else an error with what it
+/// printed (promtool reports on stdout, most tools on stderr).
+pub fn output(cmd: &mut std::process::Command, what: &str) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let out = cmd
+        .output()
+        .with_context(|| format!("{what}: cannot start"))?;
+    if !out.status.success() {
+        let printed: Vec<String> = [&out.stdout, &out.stderr]
+            .into_iter()
+            .map(|b| String::from_utf8_lossy(b).trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect();
+        anyhow::bail!("{what} failed ({}): {}", out.status, printed.join("\n"));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{paths, ui::Step};
+use crate::{output, paths, ui::Step};
 
 /// bpf-linker release that builds against the preinstalled nightly's LLVM 22.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -276,18 +276,4 @@ fn run_quiet(cmd: &mut Command, what: &str) -> Result<()> {
         bail!("{what} failed ({})", out.status);
     }
     Ok(())
-}
-
-fn output(cmd: &mut Command, what: &str) -> Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("{what}: cannot start"))?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

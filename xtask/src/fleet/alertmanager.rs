@@ -3,7 +3,7 @@
 //! targets, and the explaining warnings suppressing nothing.
 use std::{fs, path::Path, process::Command, time::Duration};
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
 use super::live::{self, Running};
@@ -42,17 +42,10 @@ pub fn check(root: &Path, work: &Path) -> Result<String> {
     let inhibit = fs::read_to_string(root.join(INHIBIT)).context(INHIBIT)?;
     let config_path = dir.join("alertmanager.yml");
     fs::write(&config_path, config(&inhibit))?;
-    let out = Command::new("amtool")
-        .arg("check-config")
-        .arg(&config_path)
-        .output()
-        .context("amtool (prometheus-alertmanager) cannot start")?;
-    ensure!(
-        out.status.success(),
-        "amtool check-config: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::output(
+        Command::new("amtool").arg("check-config").arg(&config_path),
+        "amtool check-config",
+    )?;
 
     let port = live::free_port()?;
     let log = fs::File::create(dir.join("alertmanager.log"))?;
@@ -69,12 +62,7 @@ pub fn check(root: &Path, work: &Path) -> Result<String> {
     )?;
     let http = live::http();
     let base = format!("http://127.0.0.1:{port}");
-    live::wait_for("Alertmanager /-/ready", Duration::from_secs(30), || {
-        server.alive()?;
-        Ok(live::get(&http, &format!("{base}/-/ready"))
-            .is_ok_and(|(status, _)| status == 200)
-            .then_some(()))
-    })?;
+    live::wait_ready(&mut server, &http, port, Duration::from_secs(30))?;
 
     let alerts: Vec<Value> = CASES
         .iter()

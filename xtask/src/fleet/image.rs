@@ -7,7 +7,7 @@ use std::{
     process::Command,
 };
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 use serde_json::Value;
 
 const TAG: &str = "localhost/kdump-agent:xtask";
@@ -24,18 +24,9 @@ fn buildah(dir: &Path) -> Command {
     cmd
 }
 
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?}: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+/// buildah's stdout, trimmed.
+fn run(cmd: &mut Command) -> Result<String> {
+    Ok(crate::output(cmd, "buildah")?.trim().to_owned())
 }
 
 /// Every file below `dir`, relative to it.
@@ -62,14 +53,12 @@ pub fn build_and_run(root: &Path, binary: &Path, work: &Path) -> Result<String> 
     fs::create_dir_all(&context)?;
     fs::copy(binary, context.join("kdump-agent")).context("copying the agent into the context")?;
     let storage = work.join("buildah");
-    output(
-        buildah(&storage)
-            .args(["build", "--quiet", "--isolation", "chroot", "-f"])
-            .arg(root.join("deploy/Containerfile"))
-            .args(["-t", TAG])
-            .arg(&context),
-    )?;
-    let inspect: Value = serde_json::from_str(&output(buildah(&storage).args(["inspect", TAG]))?)
+    run(buildah(&storage)
+        .args(["build", "--quiet", "--isolation", "chroot", "-f"])
+        .arg(root.join("deploy/Containerfile"))
+        .args(["-t", TAG])
+        .arg(&context))?;
+    let inspect: Value = serde_json::from_str(&run(buildah(&storage).args(["inspect", TAG]))?)
         .context("buildah inspect: not JSON")?;
     let config = &inspect["OCIv1"]["config"];
     ensure!(
@@ -82,15 +71,15 @@ pub fn build_and_run(root: &Path, binary: &Path, work: &Path) -> Result<String> 
         "port 10864/tcp not exposed: {}",
         config["ExposedPorts"]
     );
-    let container = output(buildah(&storage).args(["from", "--quiet", TAG]))?;
+    let container = run(buildah(&storage).args(["from", "--quiet", TAG]))?;
     let result = (|| {
-        let mounted = PathBuf::from(output(buildah(&storage).args(["mount", &container]))?);
+        let mounted = PathBuf::from(run(buildah(&storage).args(["mount", &container]))?);
         let inside = files(&mounted)?;
         ensure!(
             inside == [PathBuf::from("kdump-agent")],
             "the image holds {inside:?}, expected the agent binary only"
         );
-        output(buildah(&storage).args([
+        run(buildah(&storage).args([
             "run",
             "--isolation",
             "chroot",
@@ -100,7 +89,7 @@ pub fn build_and_run(root: &Path, binary: &Path, work: &Path) -> Result<String> 
             "--version",
         ]))
     })();
-    let _ = output(buildah(&storage).args(["rm", &container]));
+    let _ = run(buildah(&storage).args(["rm", &container]));
     let version = result?;
     ensure!(
         version.starts_with("kdump-agent "),

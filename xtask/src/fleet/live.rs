@@ -199,15 +199,16 @@ pub fn start_prometheus(
     )
 }
 
-/// Waits until Prometheus on `port` answers /-/ready; an exited server ends the wait at once.
+/// Waits until a Prometheus or Alertmanager on `port` answers /-/ready; an exited server ends
+/// the wait at once.
 pub fn wait_ready(
-    prometheus: &mut Running,
+    server: &mut Running,
     http: &ureq::Agent,
     port: u16,
     timeout: Duration,
 ) -> Result<()> {
-    wait_for("Prometheus /-/ready", timeout, || {
-        prometheus.alive()?;
+    wait_for(&format!("{} /-/ready", server.name), timeout, || {
+        server.alive()?;
         Ok(get(http, &format!("http://127.0.0.1:{port}/-/ready"))
             .is_ok_and(|(status, _)| status == 200)
             .then_some(()))

@@ -70,18 +70,8 @@ fn record(tally: &mut Tally, name: &str, outcome: Result<()>) {
 
 /// A command that passes when it exits 0; its output is shown only when it fails.
 fn command_check(cmd: &mut Command) -> Result<()> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{}\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
+    let what = format!("{:?}", cmd.get_program());
+    crate::output(cmd, &what).map(drop)
 }
 
 fn read(root: &Path, path: &str) -> Result<String> {

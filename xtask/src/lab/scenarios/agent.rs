@@ -103,6 +103,25 @@ fn note_agent(run: &mut Run, m: &mut Machine) -> Result<()> {
     Ok(())
 }
 
+/// Notes the agent's figures, then crashes; the dump must miss exactly `missing` bytes.
+fn crash_and_expect(run: &mut Run, m: &mut Machine, missing: u64) -> Result<()> {
+    note_agent(run, m)?;
+    run.crash(m)?;
+    run.expect(missing, 0);
+    Ok(())
+}
+
+/// Notes the agent's reloads of every result and checks there were `want` `during` the test.
+fn expect_reloads(run: &mut Run, m: &mut Machine, want: u32, during: &str) -> Result<()> {
+    let count = reloads(m)?;
+    run.note("reloads", count);
+    run.check(
+        count == f64::from(want),
+        format!("{count} reloads {during}, expected {want}"),
+    );
+    Ok(())
+}
+
 /// Boot, `kexec -s -p`, agent with a recipe, ready: the common start.
 fn start(run: &mut Run, boot: &Boot, load: LoadPath) -> Result<Machine> {
     let mut m = run.boot(boot)?;
@@ -134,10 +153,8 @@ pub(super) fn agent_fixes_6_1(run: &mut Run) -> Result<()> {
         asked.code == 0 && answer.starts_with("nothing to do"),
         format!("`kdump-agent reload` exit {}: {answer}", asked.code),
     );
-    note_agent(run, &mut m)?;
-    run.crash(&mut m)?;
     run.note("dimm_bytes", dimm.size);
-    run.expect(0, 0);
+    crash_and_expect(run, &mut m, 0)?;
     Ok(())
 }
 
@@ -165,15 +182,8 @@ pub(super) fn agent_storm_6_1(run: &mut Run) -> Result<()> {
     );
     // Give a second burst, if the agent split the storm, time to show up.
     std::thread::sleep(Duration::from_secs(3));
-    let count = reloads(&mut m)?;
-    run.note("reloads", count);
-    run.check(
-        count == 1.0,
-        format!("four DIMMs back to back made {count} reloads, expected 1"),
-    );
-    note_agent(run, &mut m)?;
-    run.crash(&mut m)?;
-    run.expect(0, 0);
+    expect_reloads(run, &mut m, 1, "for four DIMMs back to back")?;
+    crash_and_expect(run, &mut m, 0)?;
     Ok(())
 }
 
@@ -201,10 +211,8 @@ pub(super) fn agent_refuses_bad_kernel(run: &mut Run) -> Result<()> {
         text.contains(&refusal),
         format!("status does not name the refusal ({refusal}):\n{text}"),
     );
-    note_agent(run, &mut m)?;
-    run.crash(&mut m)?;
     // Refused: the old image stays, stale but present, so the dump lacks the DIMM.
-    run.expect(dimm.size, 0);
+    crash_and_expect(run, &mut m, dimm.size)?;
     Ok(())
 }
 
@@ -243,10 +251,8 @@ pub(super) fn agent_rollback_6_1(run: &mut Run) -> Result<()> {
     );
     let log = m.sh("grep -m1 'reload failed' /tmp/kdump-agent.log || true")?;
     run.note("failed_load", log.trim());
-    note_agent(run, &mut m)?;
-    run.crash(&mut m)?;
     // The last known good image, loaded again now, got a header for today's RAM.
-    run.expect(0, 0);
+    crash_and_expect(run, &mut m, 0)?;
     Ok(())
 }
 
@@ -268,15 +274,8 @@ pub(super) fn agent_upgrade_6_12(run: &mut Run) -> Result<()> {
     // Kernel-managed now: the agent only verifies; wait past its quiet period and a rescan.
     std::thread::sleep(Duration::from_secs(5));
     wait_ready(&mut m)?;
-    let count = reloads(&mut m)?;
-    run.note("reloads", count);
-    run.check(
-        count == 1.0,
-        format!("{count} reloads, expected 1 (none after the upgrade)"),
-    );
-    note_agent(run, &mut m)?;
-    run.crash(&mut m)?;
-    run.expect(0, 0);
+    expect_reloads(run, &mut m, 1, "for two DIMMs (one upgrade, none after it)")?;
+    crash_and_expect(run, &mut m, 0)?;
     Ok(())
 }
 
@@ -287,17 +286,10 @@ pub(super) fn agent_kernel_managed_6_12(run: &mut Run) -> Result<()> {
     run.hot_add(&mut m, 512, Online::Auto)?;
     std::thread::sleep(Duration::from_secs(5));
     wait_ready(&mut m)?;
-    let count = reloads(&mut m)?;
-    run.note("reloads", count);
-    run.check(
-        count == 0.0,
-        format!("{count} reloads in kernel-managed mode, expected 0"),
-    );
+    expect_reloads(run, &mut m, 0, "in kernel-managed mode")?;
     let mode = metric(&mut m, r#"kdump_mode{mode="kernel-managed"}"#)?;
     run.check(mode == 1.0, "kdump_mode is not kernel-managed");
-    note_agent(run, &mut m)?;
-    run.crash(&mut m)?;
-    run.expect(0, 0);
+    crash_and_expect(run, &mut m, 0)?;
     Ok(())
 }
 
@@ -323,9 +315,7 @@ pub(super) fn agent_hot_remove_6_1(run: &mut Run) -> Result<()> {
         excess == 0.0,
         format!("kdump_header_excess_bytes is {excess} after the reload"),
     );
-    note_agent(run, &mut m)?;
-    run.crash(&mut m)?;
-    run.expect(0, 0);
+    crash_and_expect(run, &mut m, 0)?;
     Ok(())
 }
 
@@ -339,10 +329,7 @@ pub(super) fn agent_restart_6_1(run: &mut Run) -> Result<()> {
     let dimms = m.hot_add_dimms(&[256, 256])?;
     // A killed agent exits only once the kernel has detached its ~40 probe programs
     // (trampolines wait for RCU, slow under TCG); until then it holds its lock.
-    let name = GUEST_AGENT.rsplit('/').next().unwrap_or("kdump-agent");
-    m.sh(&format!(
-        "kill -9 $(pidof {name}); while pidof {name} >/dev/null; do sleep 0.1; done"
-    ))?;
+    stop_agent(&mut m, "KILL")?;
     for dimm in &dimms {
         m.set_blocks(dimm, "online")?;
         run.report.hotplugged_bytes += dimm.size;
@@ -354,9 +341,7 @@ pub(super) fn agent_restart_6_1(run: &mut Run) -> Result<()> {
     let adopted =
         m.sh("grep -c 'the loaded crash header is stale' /tmp/kdump-agent.log || true")?;
     run.note("stale_reports_in_log", adopted.trim());
-    note_agent(run, &mut m)?;
-    run.crash(&mut m)?;
-    run.expect(0, 0);
+    crash_and_expect(run, &mut m, 0)?;
     Ok(())
 }
 
@@ -524,6 +509,7 @@ pub(super) fn bench_reload_vs_throttler_6_1(run: &mut Run) -> Result<()> {
             b.probed_unprotected_seconds,
         );
         if b.reload_seconds > 0.0 {
+            run.note(&format!("{who}_reload_seconds"), b.reload_seconds);
             // Negative: the agent decided while blocks were still coming online (the RAM is in
             // /proc/iomem, so in the header, from the DIMM's add on).
             run.note(
@@ -575,12 +561,18 @@ pub(super) fn bench_reload_vs_throttler_6_1(run: &mut Run) -> Result<()> {
     Ok(())
 }
 
-/// Stops the running agent and starts a fresh one (new counters) with `args`.
-fn restart_agent(run: &mut Run, m: &mut Machine, args: &str) -> Result<()> {
+/// Sends `signal` to the guest's agent and waits until it has exited.
+fn stop_agent(m: &mut Machine, signal: &str) -> Result<()> {
     let name = GUEST_AGENT.rsplit('/').next().unwrap_or("kdump-agent");
     m.sh(&format!(
-        "kill $(pidof {name}); while pidof {name} >/dev/null; do sleep 0.1; done"
+        "kill -{signal} $(pidof {name}); while pidof {name} >/dev/null; do sleep 0.1; done"
     ))?;
+    Ok(())
+}
+
+/// Stops the running agent and starts a fresh one (new counters) with `args`.
+fn restart_agent(run: &mut Run, m: &mut Machine, args: &str) -> Result<()> {
+    stop_agent(m, "TERM")?;
     run.start_agent(m, args)
 }
 
@@ -615,9 +607,7 @@ pub(super) fn agent_adopts_recipe_6_1(run: &mut Run) -> Result<()> {
     run.hot_add(&mut m, 512, Online::Write("online"))?;
     wait_metric(&mut m, SUCCESS, 1.0)?;
     wait_ready(&mut m)?;
-    note_agent(run, &mut m)?;
-    run.crash(&mut m)?;
-    run.expect(0, 0);
+    crash_and_expect(run, &mut m, 0)?;
     Ok(())
 }
 
@@ -661,8 +651,6 @@ pub(super) fn agent_distro_lock_6_1(run: &mut Run) -> Result<()> {
         released.elapsed().as_secs_f64(),
     );
     wait_ready(&mut m)?;
-    note_agent(run, &mut m)?;
-    run.crash(&mut m)?;
-    run.expect(0, 0);
+    crash_and_expect(run, &mut m, 0)?;
     Ok(())
 }
