@@ -161,18 +161,8 @@ pub(super) fn agent_fixes_6_1(run: &mut Run) -> Result<()> {
 pub(super) fn agent_storm_6_1(run: &mut Run) -> Result<()> {
     let mut m = start(run, &Boot::default(), LoadPath::KexecFileLoad)?;
     wait_ready(&mut m)?;
-    let dimms = m.hot_add_dimms(&[512, 512, 512, 512])?;
     // All blocks of all DIMMs online in one go, as a scale-up does.
-    let mut blocks = Vec::new();
-    for dimm in &dimms {
-        let range = m.blocks(dimm)?;
-        blocks.push(format!("$(seq {} {})", range.start, range.end - 1));
-        run.report.hotplugged_bytes += dimm.size;
-    }
-    m.sh(&format!(
-        "for i in {}; do echo online > /sys/devices/system/memory/memory$i/state; done",
-        blocks.join(" ")
-    ))?;
+    burst(run, &mut m, 4, "")?;
     let online = Instant::now();
     wait_metric(&mut m, SUCCESS, 1.0)?;
     wait_ready(&mut m)?;
