@@ -6,7 +6,7 @@
 use std::{fmt::Write as _, hint::black_box};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use kdump_agent::{
+use kdump_agent::model::{
     elfcorehdr::{
         ElfCoreHeader, HeaderInputs, KernelText, LoadPath, NoteRegion, arch, build, diff,
         expected_ram,

@@ -16,18 +16,23 @@ use tokio::{
 };
 
 use crate::{
-    capabilities::{self, missing_process_caps},
-    control::{self, ReloadRequest},
-    events::{Event, EventSource},
-    http,
-    metrics::Exporter,
-    node, probes,
-    procfs::Procfs,
+    export::{
+        control::{self, ReloadRequest},
+        http,
+        metrics::Exporter,
+        textfile,
+    },
+    model::events::{Event, EventSource},
+    observe::{probes, uevent},
     reconcile::Input,
     reload::{LoadDone, ReconcileLoop, ReloadOptions},
     state::{AgentState, SharedState},
-    sysfs::Sysfs,
-    textfile, uevent,
+    sys::{
+        capabilities::{self, missing_process_caps},
+        node,
+        procfs::Procfs,
+        sysfs::Sysfs,
+    },
 };
 
 pub struct Options {

@@ -8,59 +8,17 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    capabilities::{Capability, Feature},
-    elfcorehdr::{ElfCoreHeader, HeaderDiff, HeaderError, LoadPath, diff, expected_ram},
-    events::{CapturedHeader, Event, EventSource, HeaderSource, HotplugAction},
-    iomem::Iomem,
-    ranges::RamRanges,
+    model::{
+        elfcorehdr::{ElfCoreHeader, HeaderDiff, HeaderError, LoadPath, diff, expected_ram},
+        events::{CapturedHeader, Event, EventSource, HeaderSource, HotplugAction},
+        facts::KdumpFacts,
+        iomem::Iomem,
+        mode::Mode,
+        probe::ProbeReport,
+        ranges::RamRanges,
+    },
+    sys::capabilities::{Capability, Feature},
 };
-
-/// How the loaded header is kept current (DESIGN.md, "Vocabulary and modes").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    /// The kernel rewrites the header on hotplug; the agent verifies and alerts.
-    KernelManaged,
-    /// The agent reloads the capture kernel when RAM changes.
-    AgentManaged,
-    /// Report only: the agent has no recipe to reload with.
-    Observe,
-    /// No kexec in this kernel, or no memory reserved for a crash kernel.
-    Unsupported,
-}
-
-impl Mode {
-    pub const ALL: [Self; 4] = [
-        Self::KernelManaged,
-        Self::AgentManaged,
-        Self::Observe,
-        Self::Unsupported,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::KernelManaged => "kernel-managed",
-            Self::AgentManaged => "agent-managed",
-            Self::Observe => "observe",
-            Self::Unsupported => "unsupported",
-        }
-    }
-}
-
-/// The kexec facts read from sysfs and `/proc/iomem` on every refresh.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct KdumpFacts {
-    /// The kernel has kexec with crash support (`/sys/kernel/kexec_crash_loaded` exists).
-    pub kexec: bool,
-    /// A capture kernel is loaded.
-    pub crash_loaded: bool,
-    /// Bytes reserved for the capture kernel (`/sys/kernel/kexec_crash_size`).
-    pub reserved_bytes: u64,
-    /// `crash_hotplug`: `Some(true)` when the kernel updates the loaded header on hotplug.
-    pub crash_hotplug: Option<bool>,
-    /// System RAM in bytes, when `/proc/iomem` could be read with addresses.
-    pub system_ram_bytes: Option<u64>,
-}
 
 /// What the agent knows about the loaded header.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,17 +134,6 @@ impl Default for ReloadStatus {
             adoption_refused: None,
         }
     }
-}
-
-/// How one probe is attached, or why it is not.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProbeReport {
-    /// The kernel function or tracepoint.
-    pub probe: String,
-    /// `fentry`, `kprobe`, `tracepoint`, or `none`.
-    pub how: String,
-    /// Why it is not attached (empty when it is).
-    pub reason: String,
 }
 
 /// The last observations of a histogram metric, with a running total so exporters can tell which
@@ -348,8 +295,8 @@ impl AgentState {
         if self.header.stale {
             return not_ready(format!(
                 "the loaded crash header is stale: {} of RAM missing from the dump, {} listed that is no longer RAM",
-                crate::units::bytes(self.header.missing_bytes),
-                crate::units::bytes(self.header.excess_bytes)
+                crate::model::units::bytes(self.header.missing_bytes),
+                crate::model::units::bytes(self.header.excess_bytes)
             ));
         }
         Readiness {
@@ -557,7 +504,7 @@ mod tests {
 
     /// The header `load` builds for `iomem`, as a probe would capture it.
     fn captured(iomem: &str, source: HeaderSource) -> CapturedHeader {
-        use crate::elfcorehdr::{HeaderInputs, NoteRegion, build, crash_memory_ranges};
+        use crate::model::elfcorehdr::{HeaderInputs, NoteRegion, build, crash_memory_ranges};
         let load = match source {
             HeaderSource::Kernel => LoadPath::KexecFileLoad,
             HeaderSource::KexecLoadSegment => LoadPath::KexecLoad,
@@ -574,7 +521,7 @@ mod tests {
             },
             kernel_text: None,
             ram: mem.ranges(),
-            page_offset: crate::elfcorehdr::arch::X86_64_DEFAULT_PAGE_OFFSET,
+            page_offset: crate::model::elfcorehdr::arch::X86_64_DEFAULT_PAGE_OFFSET,
         })
         .unwrap();
         CapturedHeader {
@@ -586,7 +533,7 @@ mod tests {
     }
 
     fn load_event(syscall: LoadPath, header: Option<CapturedHeader>) -> Event {
-        Event::KexecLoad(crate::events::KexecLoad {
+        Event::KexecLoad(crate::model::events::KexecLoad {
             syscall,
             pid: 312,
             comm: "kexec".into(),
@@ -637,7 +584,7 @@ mod tests {
             assert_eq!(s.header.stale_since, Some(12), "stale since the first time");
             assert!(!s.readiness().ready);
             // The kernel rewrites it: verified and fresh again.
-            let update = Event::KernelHeaderUpdate(crate::events::KernelHeaderUpdate {
+            let update = Event::KernelHeaderUpdate(crate::model::events::KernelHeaderUpdate {
                 header: Some(captured(&dimm, HeaderSource::Kernel)),
                 result: 0,
                 duration_ns: None,

@@ -2,7 +2,7 @@
 //! `kexec_file_load` would accept must pass, and a damaged copy must be refused by name.
 use std::path::PathBuf;
 
-use kdump_agent::recipe::{BZIMAGE_HEADER_LEN, BzImage};
+use kdump_agent::reload::recipe::{BZIMAGE_HEADER_LEN, BzImage};
 
 /// `$KDUMP_LAB_CACHE/root/*/boot/vmlinuz-*` (default cache `/work/lab-cache`).
 fn cached_kernels() -> Vec<PathBuf> {

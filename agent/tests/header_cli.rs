@@ -143,7 +143,7 @@ fn parse_reads_only_the_head_of_a_whole_vmcore() {
     ]));
     assert_eq!(
         parsed["bytes_read"],
-        kdump_agent::elfcorehdr::MAX_HEADER_BYTES
+        kdump_agent::model::elfcorehdr::MAX_HEADER_BYTES
     );
     assert_eq!(parsed["ram_bytes"], 0x3fee0000u64 - 256 * MIB);
 }

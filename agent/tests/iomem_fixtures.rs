@@ -1,7 +1,7 @@
 //! The iomem parser and the expected-RAM rules against the fixture files.
 use std::{fs, path::PathBuf, time::Instant};
 
-use kdump_agent::{
+use kdump_agent::model::{
     elfcorehdr::{LoadPath, crash_memory_ranges, expected_ram},
     iomem::{Iomem, IomemErrorKind},
     ranges::PhysRange,

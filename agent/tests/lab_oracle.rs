@@ -8,7 +8,7 @@ use std::{
     process::Command,
 };
 
-use kdump_agent::{
+use kdump_agent::model::{
     elfcorehdr::{ElfCoreHeader, LoadPath, SegmentKind, crash_memory_ranges},
     iomem::Iomem,
 };

@@ -1,7 +1,7 @@
 //! Any bytes as an elfcorehdr or /proc/vmcore head: parse, then diff it against itself.
 #![no_main]
 
-use kdump_agent::elfcorehdr::{ElfCoreHeader, LoadPath, diff};
+use kdump_agent::model::elfcorehdr::{ElfCoreHeader, LoadPath, diff};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

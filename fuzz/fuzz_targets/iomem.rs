@@ -1,7 +1,7 @@
 //! Any bytes as /proc/iomem: parse, then every query the agent makes of a parsed tree.
 #![no_main]
 
-use kdump_agent::{
+use kdump_agent::model::{
     elfcorehdr::{LoadPath, crash_memory_ranges},
     iomem::Iomem,
 };

@@ -4,7 +4,8 @@ use clap::Args;
 
 use super::SystemArgs;
 use crate::{
-    capabilities::Feature, daemon, events::EventSource, state::AgentState, status::StatusReport,
+    daemon, export::status::StatusReport, model::events::EventSource, state::AgentState,
+    sys::capabilities::Feature,
 };
 
 #[derive(Args, Debug)]

@@ -11,14 +11,16 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::json;
 
 use crate::{
-    crash_sysfs,
-    elfcorehdr::{
-        self, ElfCoreHeader, HeaderDiff, HeaderInputs, KernelText, LoadPath, MAX_HEADER_BYTES,
-        Segment, SegmentKind,
+    model::{
+        elfcorehdr::{
+            self, ElfCoreHeader, HeaderDiff, HeaderInputs, KernelText, LoadPath, MAX_HEADER_BYTES,
+            Segment, SegmentKind,
+        },
+        iomem::{Iomem, KERNEL_CODE},
+        ranges::RamRanges,
+        units::bytes,
     },
-    iomem::{Iomem, KERNEL_CODE},
-    ranges::RamRanges,
-    units::bytes,
+    sys::crash_sysfs,
 };
 
 /// Exit code for unreadable or malformed input.
@@ -232,7 +234,9 @@ fn compare(args: &HeaderArgs, file: &Path) -> Result<String> {
     })
 }
 
-fn diff_rows(diff: &HeaderDiff) -> impl Iterator<Item = (&'static str, &crate::ranges::PhysRange)> {
+fn diff_rows(
+    diff: &HeaderDiff,
+) -> impl Iterator<Item = (&'static str, &crate::model::ranges::PhysRange)> {
     let missing = diff.missing.iter().map(|r| ("missing", r));
     let excess = diff.excess.iter().map(|r| ("excess", r));
     let mut rows: Vec<_> = missing.chain(excess).collect();
@@ -367,7 +371,7 @@ fn render_header(header: &ElfCoreHeader, bytes_read: usize, format: Format) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::elfcorehdr::arch::X86_64_DEFAULT_PAGE_OFFSET;
+    use crate::model::elfcorehdr::arch::X86_64_DEFAULT_PAGE_OFFSET;
 
     #[test]
     fn default_page_offset_matches_the_arch_constant() {

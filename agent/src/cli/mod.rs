@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::{procfs::Procfs, sysfs::Sysfs};
+use crate::sys::{procfs::Procfs, sysfs::Sysfs};
 
 pub mod check;
 pub mod header;

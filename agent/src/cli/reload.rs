@@ -2,7 +2,7 @@
 use clap::Args;
 
 use super::StateDirArgs;
-use crate::{control, status::EXIT_NOT_READY};
+use crate::export::{control, status::EXIT_NOT_READY};
 
 #[derive(Args, Debug)]
 pub struct ReloadArgs {

@@ -10,9 +10,8 @@ use clap::Args;
 use super::{StateDirArgs, SystemArgs};
 use crate::{
     daemon,
-    recipe::RecipeFlags,
     reconcile::Timing,
-    reload::{DISTRO_LOCK, ReloadChoice, ReloadOptions},
+    reload::{DISTRO_LOCK, ReloadChoice, ReloadOptions, recipe::RecipeFlags},
 };
 
 /// Default `--listen`: loopback, on a port outside Prometheus' exporter range (9100-9999 is full).

@@ -3,7 +3,7 @@
 use clap::Args;
 
 use super::{StateDirArgs, print};
-use crate::{control, show::ShowReport};
+use crate::export::{control, show::ShowReport};
 
 #[derive(Args, Debug)]
 pub struct ShowArgs {

@@ -3,7 +3,7 @@
 use clap::Args;
 
 use super::{StateDirArgs, SystemArgs, check};
-use crate::{control, status::StatusReport};
+use crate::export::{control, status::StatusReport};
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {

@@ -5,7 +5,7 @@
 //! capture kernel's /proc/vmcore header says whether the dump covers all RAM.
 
 use anyhow::{Result, bail};
-use kdump_agent::{elfcorehdr::LoadPath, units::bytes};
+use kdump_agent::model::{elfcorehdr::LoadPath, units::bytes};
 
 use super::{
     Boot, Lab,

@@ -19,7 +19,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use clap::Subcommand;
-use kdump_agent::units::bytes;
+use kdump_agent::model::units::bytes;
 
 use crate::{cargo, paths, ui::Step};
 use image::Kernel;

@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use kdump_agent::units::bytes;
+use kdump_agent::model::units::bytes;
 use sha2::{Digest as _, Sha256};
 
 use crate::ui::Step;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow};
-use kdump_agent::{elfcorehdr::LoadPath, iomem::Iomem, ranges::RamRanges};
+use kdump_agent::model::{elfcorehdr::LoadPath, iomem::Iomem, ranges::RamRanges};
 use serde_json::Value;
 
 use super::{
@@ -151,7 +151,9 @@ fn hotplug(run: &mut Run, online: Online) -> Result<()> {
     );
     let seen: RamRanges = events
         .iter()
-        .filter_map(|&(start, bytes)| kdump_agent::ranges::PhysRange::from_start_size(start, bytes))
+        .filter_map(|&(start, bytes)| {
+            kdump_agent::model::ranges::PhysRange::from_start_size(start, bytes)
+        })
         .collect();
     run.check(
         seen == added,

@@ -6,7 +6,7 @@
 use std::{fs, time::Duration};
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use kdump_agent::{
+use kdump_agent::model::{
     elfcorehdr::{ElfCoreHeader, LoadPath, diff, expected_ram},
     iomem::Iomem,
     ranges::PhysRange,

@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use kdump_agent::{
-    elfcorehdr::LoadPath,
-    recipe::{BZIMAGE_HEADER_LEN, BzImage},
+    model::elfcorehdr::LoadPath,
+    reload::recipe::{BZIMAGE_HEADER_LEN, BzImage},
 };
 
 use super::{CAPTURE_CMDLINE, Online, Run};

@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, ensure};
-use kdump_agent::elfcorehdr::LoadPath;
+use kdump_agent::model::elfcorehdr::LoadPath;
 use serde_json::Value;
 
 use super::{

@@ -1,0 +1,8 @@
+//! Export: what the state says, to Prometheus, the textfile collector, the control socket
+//! and the console. Exporters only read the state.
+pub mod control;
+pub mod http;
+pub mod metrics;
+pub mod show;
+pub mod status;
+pub mod textfile;

@@ -1,0 +1,223 @@
+//! Reading a crash ELF header: an elfcorehdr as loaded, or the head of `/proc/vmcore` (the
+//! capture kernel rewrites `p_offset`s and merges the notes, but keeps `p_paddr`/`p_memsz`).
+use goblin::{
+    container::{Container, Ctx},
+    elf::{
+        header::{self, ELFCLASS32, ELFCLASS64, ELFDATA2LSB, ELFMAG, ET_CORE, Header},
+        program_header::{PT_LOAD, PT_NOTE, ProgramHeader},
+    },
+    elf32, elf64,
+};
+use scroll::Pread;
+
+use super::{ElfCoreHeader, HeaderError, Segment, SegmentKind, arch};
+
+pub(super) fn parse(bytes: &[u8]) -> Result<ElfCoreHeader, HeaderError> {
+    let ident = bytes
+        .get(..header::SIZEOF_IDENT)
+        .ok_or(HeaderError::TooShort {
+            len: bytes.len(),
+            need: header::SIZEOF_IDENT,
+        })?;
+    if &ident[..header::SELFMAG] != ELFMAG {
+        let mut magic = [0; 4];
+        magic.copy_from_slice(&ident[..4]);
+        return Err(HeaderError::BadMagic { magic });
+    }
+    let (container, ehdr_size, phdr_size, bits) = match ident[header::EI_CLASS] {
+        ELFCLASS32 => (
+            Container::Little,
+            elf32::header::SIZEOF_EHDR,
+            elf32::program_header::SIZEOF_PHDR,
+            32,
+        ),
+        ELFCLASS64 => (
+            Container::Big,
+            elf64::header::SIZEOF_EHDR,
+            elf64::program_header::SIZEOF_PHDR,
+            64,
+        ),
+        other => return Err(HeaderError::Class(other)),
+    };
+    if ident[header::EI_DATA] != ELFDATA2LSB {
+        return Err(HeaderError::Endian(ident[header::EI_DATA]));
+    }
+    if bytes.len() < ehdr_size {
+        return Err(HeaderError::TooShort {
+            len: bytes.len(),
+            need: ehdr_size,
+        });
+    }
+    let ehdr: Header = bytes
+        .pread(0)
+        .map_err(|e: goblin::error::Error| HeaderError::Malformed(e.to_string()))?;
+    if ehdr.e_type != ET_CORE {
+        return Err(HeaderError::NotCore(ehdr.e_type));
+    }
+    if ehdr.e_phnum == u16::MAX {
+        return Err(HeaderError::ExtendedNumbering);
+    }
+    if ehdr.e_phnum > 0 && usize::from(ehdr.e_phentsize) != phdr_size {
+        return Err(HeaderError::PhEntSize {
+            found: ehdr.e_phentsize,
+            expected: phdr_size,
+            bits,
+        });
+    }
+    // Bound the table by the input before goblin allocates for it.
+    let need = u128::from(ehdr.e_phoff) + u128::from(ehdr.e_phnum) * phdr_size as u128;
+    if need > bytes.len() as u128 {
+        return Err(HeaderError::Truncated {
+            phnum: ehdr.e_phnum,
+            phoff: ehdr.e_phoff,
+            need,
+            len: bytes.len(),
+        });
+    }
+    let phdrs = ProgramHeader::parse(
+        bytes,
+        ehdr.e_phoff as usize,
+        usize::from(ehdr.e_phnum),
+        Ctx::new(container, scroll::LE),
+    )
+    .map_err(|e| HeaderError::Malformed(e.to_string()))?;
+
+    let mut segments = Vec::with_capacity(phdrs.len());
+    for (index, ph) in phdrs.iter().enumerate() {
+        if ph.p_paddr.checked_add(ph.p_memsz).is_none() {
+            return Err(HeaderError::SegmentOverflow {
+                index,
+                paddr: ph.p_paddr,
+                memsz: ph.p_memsz,
+            });
+        }
+        let kind = match ph.p_type {
+            PT_NOTE => SegmentKind::Note,
+            PT_LOAD if arch::is_kernel_text(ehdr.e_machine, ph.p_vaddr) => SegmentKind::KernelText,
+            PT_LOAD => SegmentKind::Ram,
+            other => SegmentKind::Other(other),
+        };
+        segments.push(Segment {
+            kind,
+            offset: ph.p_offset,
+            vaddr: ph.p_vaddr,
+            paddr: ph.p_paddr,
+            filesz: ph.p_filesz,
+            memsz: ph.p_memsz,
+        });
+    }
+    Ok(ElfCoreHeader {
+        class_bits: bits,
+        machine: ehdr.e_machine,
+        segments,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        elfcorehdr::{HeaderInputs, NoteRegion, build},
+        ranges::PhysRange,
+    };
+
+    fn sample() -> Vec<u8> {
+        let ram = [PhysRange::new(0x100000, 0x3fffffff).unwrap()];
+        build(&HeaderInputs {
+            cpu_notes: &[NoteRegion {
+                paddr: 0x3fa1_8000,
+                size: 0x150,
+            }],
+            vmcoreinfo: NoteRegion {
+                paddr: 0x100_0000,
+                size: 1024,
+            },
+            kernel_text: None,
+            ram: &ram,
+            page_offset: 0,
+        })
+        .unwrap()
+    }
+
+    fn set_u16(b: &mut [u8], at: usize, v: u16) {
+        b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_not_a_panic() {
+        let full = sample();
+        let table_end = 64 + 3 * 56;
+        for len in 0..table_end {
+            assert!(parse(&full[..len]).is_err(), "len {len}");
+        }
+        assert!(parse(&full[..table_end]).is_ok());
+    }
+
+    #[test]
+    fn hostile_headers_are_rejected() {
+        let good = sample();
+        let mut b = good.clone();
+        set_u16(&mut b, 60 - 4, u16::MAX - 1); // e_phnum: 65534 headers in 4 KiB
+        assert!(matches!(parse(&b), Err(HeaderError::Truncated { .. })));
+        let mut b = good.clone();
+        set_u16(&mut b, 56, u16::MAX);
+        assert_eq!(parse(&b), Err(HeaderError::ExtendedNumbering));
+        let mut b = good.clone();
+        b[32..40].copy_from_slice(&u64::MAX.to_le_bytes()); // e_phoff
+        assert!(matches!(parse(&b), Err(HeaderError::Truncated { .. })));
+        let mut b = good.clone();
+        set_u16(&mut b, 54, 32); // e_phentsize
+        assert!(matches!(parse(&b), Err(HeaderError::PhEntSize { .. })));
+        let mut b = good.clone();
+        set_u16(&mut b, 16, 2); // ET_EXEC
+        assert_eq!(parse(&b), Err(HeaderError::NotCore(2)));
+        let mut b = good.clone();
+        b[5] = 2;
+        assert_eq!(parse(&b), Err(HeaderError::Endian(2)));
+        let mut b = good.clone();
+        b[4] = 9;
+        assert_eq!(parse(&b), Err(HeaderError::Class(9)));
+        assert!(matches!(
+            parse(b"\x7fELZ............"),
+            Err(HeaderError::BadMagic { .. })
+        ));
+        let mut b = good;
+        let ram_memsz = 64 + 2 * 56 + 40;
+        b[ram_memsz..ram_memsz + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(
+            parse(&b),
+            Err(HeaderError::SegmentOverflow { index: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn elf32_headers_parse() {
+        use goblin::elf32::{header::Header as H32, program_header::ProgramHeader as P32};
+        use scroll::Pwrite;
+        let mut b = vec![0u8; 52 + 32];
+        let mut e_ident = [0u8; 16];
+        e_ident[..4].copy_from_slice(ELFMAG);
+        e_ident[4] = ELFCLASS32;
+        e_ident[5] = ELFDATA2LSB;
+        let h = H32 {
+            e_ident,
+            e_type: ET_CORE,
+            e_machine: goblin::elf::header::EM_386,
+            e_phoff: 52,
+            e_phentsize: 32,
+            e_phnum: 1,
+            ..H32::default()
+        };
+        b.pwrite_with(h, 0, scroll::LE).unwrap();
+        let p = P32 {
+            p_type: PT_LOAD,
+            p_paddr: 0x1000,
+            p_memsz: 0x9f000,
+            ..P32::default()
+        };
+        b.pwrite_with(p, 52, scroll::LE).unwrap();
+        let parsed = parse(&b).unwrap();
+        assert_eq!(parsed.class_bits, 32);
+        assert_eq!(parsed.ram_ranges().total_bytes(), 0x9f000);
+    }
+}

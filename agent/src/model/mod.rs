@@ -1,0 +1,11 @@
+//! The shared vocabulary: pure types and logic, no I/O. Every stage may use it.
+pub mod elfcorehdr;
+pub mod events;
+pub mod facts;
+pub mod iomem;
+pub mod kconfig;
+pub mod load;
+pub mod mode;
+pub mod probe;
+pub mod ranges;
+pub mod units;

@@ -1,0 +1,1243 @@
+//! The reconcile state machine: events, timer ticks, header checks and load results in,
+//! actions out. Pure: no clock is read and nothing is touched here; the daemon passes `now`,
+//! performs the actions and feeds their results back as inputs.
+//!
+//! One action is in flight at a time (a `Verify` or a load). A burst of changes is coalesced:
+//! the agent acts once the burst has been quiet for `quiet_period`, and never later than
+//! `max_delay` after its first event.
+use std::{
+    fmt,
+    time::{Duration, Instant},
+};
+
+use crate::model::{
+    elfcorehdr::{HeaderDiff, LoadPath, diff, expected_ram},
+    events::Event,
+    iomem::Iomem,
+    load::LoadOutcome,
+    mode::Mode,
+    ranges::{CapacityExceeded, RamRanges},
+};
+
+/// Timing knobs (`--quiet-period`, `--max-delay`) and the retry backoff.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// Act once no change has been seen for this long.
+    pub quiet_period: Duration,
+    /// ... but never later than this after the first change of a burst.
+    pub max_delay: Duration,
+    /// Wait before the first retry of a failed reload; doubles per failure.
+    pub backoff_base: Duration,
+    /// Upper bound of the retry wait.
+    pub backoff_max: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            quiet_period: Duration::from_millis(250),
+            max_delay: Duration::from_secs(5),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Timing {
+    /// The wait before retry number `failures` (1 = after the first failure).
+    pub fn backoff(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(31);
+        self.backoff_base
+            .saturating_mul(1 << doublings)
+            .min(self.backoff_max)
+    }
+}
+
+/// How far a stale header is off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Staleness {
+    /// System RAM the header does not list (would be missing from the dump).
+    pub missing_bytes: u64,
+    /// Header ranges that are no longer System RAM (reading them can hang the dump).
+    pub excess_bytes: u64,
+}
+
+/// What the loaded header says compared with the RAM the kernel has now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderState {
+    /// The loaded header lists exactly the expected RAM.
+    Fresh,
+    /// The loaded header differs from the expected RAM.
+    Stale(Staleness),
+    /// The header's content is not known (loaded before the agent started, not captured).
+    Unknown,
+}
+
+/// The loaded header as the agent knows it: the RAM it lists and who built it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadedHeader {
+    pub ram: RamRanges,
+    pub load: LoadPath,
+    /// Captured by a probe (true), or inferred from the RAM at load time (false).
+    pub verified: bool,
+}
+
+impl LoadedHeader {
+    /// The header a `load` made for this iomem would list (after the agent's own load, or
+    /// at start-up when nothing better is known): inferred, so not verified.
+    pub fn inferred(iomem: &Iomem, load: LoadPath) -> Result<Self, CapacityExceeded> {
+        Ok(Self {
+            ram: expected_ram(iomem, load)?,
+            load,
+            verified: false,
+        })
+    }
+
+    /// How this header differs from the one its loader would build for `iomem` now.
+    pub fn diff(&self, iomem: &Iomem) -> Result<HeaderDiff, CapacityExceeded> {
+        Ok(diff(&expected_ram(iomem, self.load)?, &self.ram))
+    }
+}
+
+impl From<&HeaderDiff> for HeaderState {
+    fn from(d: &HeaderDiff) -> Self {
+        if d.stale() {
+            Self::Stale(Staleness {
+                missing_bytes: d.missing_bytes,
+                excess_bytes: d.excess_bytes,
+            })
+        } else {
+            Self::Fresh
+        }
+    }
+}
+
+/// The answer to [`Action::Verify`]: the crash image and its header, as of now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeaderCheck {
+    /// `/sys/kernel/kexec_crash_loaded`.
+    pub loaded: bool,
+    pub header: HeaderState,
+    /// The loaded header was captured by a probe rather than inferred.
+    pub verified: bool,
+}
+
+/// Why the agent reloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReloadReason {
+    /// RAM changed and the loaded header no longer matches it (or cannot be vouched for).
+    RamChanged,
+    /// No crash kernel is loaded.
+    NotLoaded,
+    /// Kernel-managed mode, but the kernel did not bring the header up to date.
+    VerificationFailed,
+    /// The operator asked (`kdump-agent reload`) and the header needed it.
+    Requested,
+    /// A previous reload failed; this is the retry after the backoff.
+    Retry,
+}
+
+impl ReloadReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RamChanged => "ram-changed",
+            Self::NotLoaded => "not-loaded",
+            Self::VerificationFailed => "verification-failed",
+            Self::Requested => "requested",
+            Self::Retry => "retry",
+        }
+    }
+}
+
+impl fmt::Display for ReloadReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Something the operator must hear about; raised on transitions, not repeated every check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Alert {
+    /// The header is stale and this agent will not reload (observe, or no way to reload).
+    Stale(Staleness),
+    /// Kernel-managed mode, but the kernel's header is stale after a change.
+    KernelUpdateFailed(Staleness),
+    /// Still stale right after the agent's own load.
+    StaleAfterReload(Staleness),
+    /// A reload failed (refused or rejected); the next try is after `retry_in`.
+    ReloadFailed { failures: u32, retry_in: Duration },
+    /// The rollback to the last known good image failed too.
+    RollbackFailed { retry_in: Duration },
+    /// No crash kernel is loaded and this agent cannot load one.
+    NoCaptureKernel,
+}
+
+/// What the daemon must do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Rescan RAM, compare the loaded header with it, answer with [`Input::Checked`].
+    Verify,
+    /// Validate the recipe and load it; answer with [`Input::Loaded`].
+    Reload {
+        reason: ReloadReason,
+    },
+    /// Load the last known good image at once; answer with [`Input::Loaded`].
+    Rollback,
+    Alert(Alert),
+}
+
+/// Everything the state machine reacts to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    Event(Event),
+    /// `kdump-agent reload`: reconcile now.
+    ReloadRequested,
+    Checked(HeaderCheck),
+    Loaded(LoadOutcome),
+    /// The daemon re-detected the mode (after each load and at start).
+    Mode(Mode),
+    /// Time passed; the daemon sends this at [`Reconciler::next_deadline`].
+    Tick,
+}
+
+/// Why a `Verify` is in flight: decides what a stale answer leads to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trigger {
+    /// A burst of changes ended.
+    Change,
+    /// The operator asked.
+    Requested,
+    /// The retry timer fired.
+    Retry,
+    /// Right after the agent's own load or rollback.
+    AfterLoad,
+    /// Start-up or a mode change: learn the state, act only if nothing is loaded.
+    Survey,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Verifying(Trigger),
+    Reloading,
+    RollingBack,
+}
+
+/// Changes not yet acted on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Burst {
+    first: Instant,
+    last: Instant,
+    events: u64,
+}
+
+impl Burst {
+    fn due(&self, timing: &Timing) -> Instant {
+        (self.last + timing.quiet_period).min(self.first + timing.max_delay)
+    }
+}
+
+/// What `status` shows about reconciliation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReconcileView {
+    pub mode: Mode,
+    /// Changes seen and not yet acted on.
+    pub pending_events: u64,
+    /// When the pending burst will be acted on.
+    pub due: Option<Instant>,
+    /// Consecutive failed reloads (0 after a success).
+    pub failures: u32,
+    pub retry_at: Option<Instant>,
+    /// The latest answer to `Verify`.
+    pub last_check: Option<HeaderCheck>,
+}
+
+/// The state machine. Create it, feed it inputs with [`Reconciler::handle`], perform the actions.
+#[derive(Debug)]
+pub struct Reconciler {
+    timing: Timing,
+    mode: Mode,
+    /// A reload strategy and a recipe exist (`--reload` is not `off`).
+    can_reload: bool,
+    /// A last-known-good copy exists to roll back to.
+    has_last_good: bool,
+    phase: Phase,
+    burst: Option<Burst>,
+    requested: bool,
+    survey: bool,
+    failures: u32,
+    retry_at: Option<Instant>,
+    last_check: Option<HeaderCheck>,
+    /// The alert raised for the current condition, so it is not repeated every check.
+    alerted: Option<Alert>,
+}
+
+impl Reconciler {
+    /// A reconciler that surveys the state at the first `Tick`.
+    pub fn new(timing: Timing, mode: Mode, can_reload: bool, has_last_good: bool) -> Self {
+        Self {
+            timing,
+            mode,
+            can_reload,
+            has_last_good,
+            phase: Phase::Idle,
+            burst: None,
+            requested: false,
+            survey: true,
+            failures: 0,
+            retry_at: None,
+            last_check: None,
+            alerted: None,
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The agent gained a way to reload (a recipe adopted from another loader's load).
+    pub fn set_can_reload(&mut self, can_reload: bool) {
+        self.can_reload = can_reload;
+    }
+
+    /// Whether a rollback image exists (the loader keeps one after each successful load).
+    pub fn set_last_good(&mut self, has_last_good: bool) {
+        self.has_last_good = has_last_good;
+    }
+
+    pub fn view(&self) -> ReconcileView {
+        ReconcileView {
+            mode: self.mode,
+            pending_events: self.burst.map_or(0, |b| b.events),
+            due: self.burst.map(|b| b.due(&self.timing)),
+            failures: self.failures,
+            retry_at: self.retry_at,
+            last_check: self.last_check,
+        }
+    }
+
+    /// When the daemon must send the next `Tick` (None: only inputs can wake it).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if self.phase != Phase::Idle || self.mode == Mode::Unsupported {
+            return None;
+        }
+        let burst = self.burst.map(|b| b.due(&self.timing));
+        match (burst, self.retry_at) {
+            (Some(b), Some(r)) => Some(b.min(r)),
+            (b, r) => b.or(r),
+        }
+    }
+
+    /// Feeds one input at time `now` and returns the actions to perform, in order.
+    pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Action> {
+        let mut actions = Vec::new();
+        match input {
+            Input::Mode(mode) => {
+                if mode != self.mode {
+                    self.mode = mode;
+                    self.alerted = None;
+                    self.survey = true;
+                    if mode == Mode::Unsupported {
+                        // Nothing can be loaded or checked: drop whatever was under way.
+                        self.phase = Phase::Idle;
+                        self.burst = None;
+                        self.requested = false;
+                        self.retry_at = None;
+                    }
+                }
+            }
+            _ if self.mode == Mode::Unsupported => return actions,
+            // Every event kind means the RAM (or what is known of it) may have changed; a
+            // loss forces the same full re-check.
+            Input::Event(_) => self.note_change(now),
+            Input::ReloadRequested => self.requested = true,
+            Input::Tick => {}
+            Input::Checked(check) => {
+                if let Phase::Verifying(trigger) = self.phase {
+                    self.phase = Phase::Idle;
+                    self.last_check = Some(check);
+                    self.decide(now, trigger, check, &mut actions);
+                }
+            }
+            Input::Loaded(outcome) => match self.phase {
+                Phase::Reloading => {
+                    self.phase = Phase::Idle;
+                    self.reloaded(now, outcome, &mut actions);
+                }
+                Phase::RollingBack => {
+                    self.phase = Phase::Idle;
+                    self.rolled_back(now, outcome, &mut actions);
+                }
+                Phase::Idle | Phase::Verifying(_) => {}
+            },
+        }
+        if self.phase == Phase::Idle && self.mode != Mode::Unsupported {
+            self.start_due(now, &mut actions);
+        }
+        actions
+    }
+
+    fn note_change(&mut self, now: Instant) {
+        match &mut self.burst {
+            Some(burst) => {
+                burst.last = now;
+                burst.events += 1;
+            }
+            None => {
+                self.burst = Some(Burst {
+                    first: now,
+                    last: now,
+                    events: 1,
+                });
+            }
+        }
+    }
+
+    /// Starts the next due piece of work, if any (only called when idle).
+    fn start_due(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        let trigger = if self.requested {
+            self.requested = false;
+            // An explicit request answers now and makes a pending burst redundant.
+            self.burst = None;
+            Trigger::Requested
+        } else if self.burst.is_some_and(|b| b.due(&self.timing) <= now) {
+            self.burst = None;
+            Trigger::Change
+        } else if self.retry_at.is_some_and(|r| r <= now) {
+            self.retry_at = None;
+            Trigger::Retry
+        } else if self.survey {
+            Trigger::Survey
+        } else {
+            return;
+        };
+        self.survey = false;
+        self.phase = Phase::Verifying(trigger);
+        actions.push(Action::Verify);
+    }
+
+    fn decide(
+        &mut self,
+        now: Instant,
+        trigger: Trigger,
+        check: HeaderCheck,
+        out: &mut Vec<Action>,
+    ) {
+        let reason = match (check.loaded, check.header) {
+            (false, _) => Some(ReloadReason::NotLoaded),
+            (true, HeaderState::Fresh) => None,
+            (true, HeaderState::Stale(_)) => Some(match (self.mode, trigger) {
+                (Mode::KernelManaged, _) => ReloadReason::VerificationFailed,
+                (_, Trigger::Requested) => ReloadReason::Requested,
+                (_, Trigger::Retry) => ReloadReason::Retry,
+                _ => ReloadReason::RamChanged,
+            }),
+            // Content unknown: after a change it cannot be vouched for, unless the kernel
+            // manages it (then only a captured update can tell).
+            (true, HeaderState::Unknown) => match (self.mode, trigger) {
+                (Mode::KernelManaged, _) => None,
+                (_, Trigger::Change) => Some(ReloadReason::RamChanged),
+                (_, Trigger::Requested) => Some(ReloadReason::Requested),
+                (_, Trigger::Retry) => Some(ReloadReason::Retry),
+                _ => None,
+            },
+        };
+        let Some(reason) = reason else {
+            self.alerted = None;
+            if trigger == Trigger::Retry {
+                // The condition cleared without us (another loader, the kernel): stop retrying.
+                self.failures = 0;
+            }
+            return;
+        };
+        let stale = match check.header {
+            HeaderState::Stale(s) => Some(s),
+            HeaderState::Fresh | HeaderState::Unknown => None,
+        };
+        // The operator's request overrides the backoff; our own fresh load is never redone at once.
+        let may_reload = self.can_reload
+            && matches!(self.mode, Mode::AgentManaged | Mode::KernelManaged)
+            && (self.retry_at.is_none() || trigger == Trigger::Requested)
+            && trigger != Trigger::AfterLoad;
+        if may_reload {
+            if let (Mode::KernelManaged, Some(s)) = (self.mode, stale) {
+                self.alert(Alert::KernelUpdateFailed(s), out);
+            }
+            self.retry_at = None;
+            self.phase = Phase::Reloading;
+            out.push(Action::Reload { reason });
+            return;
+        }
+        if trigger == Trigger::AfterLoad && self.burst.is_some() {
+            // RAM changed while we loaded: the pending burst reloads once it is quiet.
+            return;
+        }
+        if trigger == Trigger::AfterLoad && self.can_reload && self.retry_at.is_none() {
+            // Our own load did not make it current: retry after a backoff rather than loop.
+            self.failures += 1;
+            self.retry_at = Some(now + self.timing.backoff(self.failures));
+            if let Some(s) = stale {
+                self.alert(Alert::StaleAfterReload(s), out);
+                return;
+            }
+        }
+        if self.retry_at.is_some() {
+            // A retry is scheduled; it re-checks and acts.
+            return;
+        }
+        match (check.loaded, stale) {
+            (false, _) => self.alert(Alert::NoCaptureKernel, out),
+            (true, Some(s)) if self.mode == Mode::KernelManaged => {
+                self.alert(Alert::KernelUpdateFailed(s), out)
+            }
+            (true, Some(s)) => self.alert(Alert::Stale(s), out),
+            (true, None) => {}
+        }
+    }
+
+    fn reloaded(&mut self, now: Instant, outcome: LoadOutcome, out: &mut Vec<Action>) {
+        match outcome {
+            LoadOutcome::Loaded => {
+                self.failures = 0;
+                self.retry_at = None;
+                self.alerted = None;
+                self.phase = Phase::Verifying(Trigger::AfterLoad);
+                out.push(Action::Verify);
+            }
+            LoadOutcome::Failed {
+                still_loaded: false,
+            } if self.has_last_good => {
+                self.failures += 1;
+                self.phase = Phase::RollingBack;
+                out.push(Action::Rollback);
+            }
+            LoadOutcome::Refused | LoadOutcome::Failed { .. } => self.schedule_retry(now, out),
+        }
+    }
+
+    fn rolled_back(&mut self, now: Instant, outcome: LoadOutcome, out: &mut Vec<Action>) {
+        let retry_in = self.timing.backoff(self.failures);
+        self.retry_at = Some(now + retry_in);
+        if outcome == LoadOutcome::Loaded {
+            // Back to the last good image (the kernel built its header from today's RAM);
+            // the recipe that failed is retried after the backoff only if still needed.
+            self.phase = Phase::Verifying(Trigger::AfterLoad);
+            out.push(Action::Verify);
+            self.alert(
+                Alert::ReloadFailed {
+                    failures: self.failures,
+                    retry_in,
+                },
+                out,
+            );
+        } else {
+            self.alert(Alert::RollbackFailed { retry_in }, out);
+        }
+    }
+
+    fn schedule_retry(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.failures += 1;
+        let retry_in = self.timing.backoff(self.failures);
+        self.retry_at = Some(now + retry_in);
+        self.alert(
+            Alert::ReloadFailed {
+                failures: self.failures,
+                retry_in,
+            },
+            out,
+        );
+    }
+
+    /// Raises `alert` unless the same condition was already raised.
+    fn alert(&mut self, alert: Alert, out: &mut Vec<Action>) {
+        let repeats = match (self.alerted, alert) {
+            (Some(Alert::ReloadFailed { .. }), Alert::ReloadFailed { .. }) => false,
+            (Some(previous), alert) => previous == alert,
+            (None, _) => false,
+        };
+        self.alerted = Some(alert);
+        if !repeats {
+            out.push(Action::Alert(alert));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::events::{EventSource, HotplugAction};
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn online() -> Input {
+        Input::Event(Event::Memory {
+            action: HotplugAction::Online,
+            phys_start: Some(0x1_0000_0000),
+            bytes: Some(128 << 20),
+            source: EventSource::Ebpf,
+            ktime_ns: None,
+        })
+    }
+
+    fn check(loaded: bool, header: HeaderState) -> Input {
+        Input::Checked(HeaderCheck {
+            loaded,
+            header,
+            verified: true,
+        })
+    }
+
+    fn stale(missing_bytes: u64) -> HeaderState {
+        HeaderState::Stale(Staleness {
+            missing_bytes,
+            excess_bytes: 0,
+        })
+    }
+
+    const FRESH: Input = Input::Checked(HeaderCheck {
+        loaded: true,
+        header: HeaderState::Fresh,
+        verified: true,
+    });
+
+    /// A reconciler past its start-up survey (which found a fresh header), at `t0`.
+    fn settled(mode: Mode, can_reload: bool) -> (Reconciler, Instant) {
+        let t0 = Instant::now();
+        let mut r = Reconciler::new(Timing::default(), mode, can_reload, true);
+        assert_eq!(r.handle(t0, Input::Tick), [Action::Verify]);
+        assert_eq!(r.handle(t0, FRESH), []);
+        assert_eq!(r.next_deadline(), None);
+        (r, t0)
+    }
+
+    fn reload(reason: ReloadReason) -> Action {
+        Action::Reload { reason }
+    }
+
+    const IOMEM_1G: &str = "\
+00000000-00000fff : Reserved
+00001000-0009fbff : System RAM
+000f0000-000fffff : Reserved
+00100000-3ffdffff : System RAM
+  2f000000-3effffff : Crash kernel
+";
+
+    #[test]
+    fn an_inferred_header_is_fresh_until_a_dimm_comes_online() {
+        let before = Iomem::parse(IOMEM_1G).unwrap();
+        let header = LoadedHeader::inferred(&before, LoadPath::KexecFileLoad).unwrap();
+        assert!(!header.verified);
+        assert_eq!(
+            HeaderState::from(&header.diff(&before).unwrap()),
+            HeaderState::Fresh
+        );
+        let after = Iomem::parse(&format!("{IOMEM_1G}100000000-11fffffff : System RAM\n")).unwrap();
+        assert_eq!(
+            HeaderState::from(&header.diff(&after).unwrap()),
+            HeaderState::Stale(Staleness {
+                missing_bytes: 512 << 20,
+                excess_bytes: 0
+            })
+        );
+        let removed = Iomem::parse("00100000-1fffffff : System RAM\n").unwrap();
+        let d = header.diff(&removed).unwrap();
+        assert_eq!(d.missing_bytes, 0);
+        assert!(d.excess_bytes > 0);
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let t = Timing::default();
+        let waits: Vec<_> = (1..=8).map(|n| t.backoff(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(t.backoff(u32::MAX), t.backoff_max);
+    }
+
+    #[test]
+    fn a_storm_of_thousands_of_block_events_is_one_reload() {
+        let (mut r, t0) = settled(Mode::AgentManaged, true);
+        for i in 0..3840 {
+            let now = t0 + MS * i;
+            assert_eq!(r.handle(now, online()), [], "event {i}");
+        }
+        let last = t0 + MS * 3839;
+        // 3840 blocks (a 32 -> 512 GiB scale-up), one per millisecond: one quiet period after the last.
+        assert_eq!(r.next_deadline(), Some(last + 250 * MS));
+        assert_eq!(r.view().pending_events, 3840);
+        assert_eq!(r.handle(last + 250 * MS - MS, Input::Tick), []);
+        assert_eq!(r.handle(last + 250 * MS, Input::Tick), [Action::Verify]);
+        assert_eq!(
+            r.handle(last + 250 * MS, check(true, stale(512 << 20))),
+            [reload(ReloadReason::RamChanged)]
+        );
+        assert_eq!(r.next_deadline(), None, "nothing to wake for while loading");
+        assert_eq!(
+            r.handle(last + 300 * MS, Input::Loaded(LoadOutcome::Loaded)),
+            [Action::Verify]
+        );
+        assert_eq!(r.handle(last + 300 * MS, FRESH), []);
+        assert_eq!(r.next_deadline(), None);
+        assert_eq!(r.view().pending_events, 0);
+    }
+
+    #[test]
+    fn a_burst_that_never_goes_quiet_is_acted_on_at_max_delay() {
+        let (mut r, t0) = settled(Mode::AgentManaged, true);
+        let mut actions = Vec::new();
+        for i in 0..100 {
+            let now = t0 + 100 * MS * i;
+            actions.extend(r.handle(now, Input::Tick).into_iter().map(|a| (now, a)));
+            r.handle(now, online());
+        }
+        assert_eq!(actions, [(t0 + Duration::from_secs(5), Action::Verify)]);
+    }
+
+    #[test]
+    fn the_quiet_period_restarts_with_each_event() {
+        let (mut r, t0) = settled(Mode::AgentManaged, true);
+        r.handle(t0, online());
+        assert_eq!(r.next_deadline(), Some(t0 + 250 * MS));
+        r.handle(t0 + 200 * MS, online());
+        assert_eq!(r.next_deadline(), Some(t0 + 450 * MS));
+        assert_eq!(r.handle(t0 + 449 * MS, Input::Tick), []);
+        assert_eq!(r.handle(t0 + 450 * MS, Input::Tick), [Action::Verify]);
+    }
+
+    #[test]
+    fn lost_events_and_iomem_changes_are_changes_too() {
+        for event in [
+            Event::IomemChanged,
+            Event::Lost {
+                count: 3,
+                source: EventSource::Uevent,
+            },
+        ] {
+            let (mut r, t0) = settled(Mode::AgentManaged, true);
+            r.handle(t0, Input::Event(event));
+            assert_eq!(r.handle(t0 + 250 * MS, Input::Tick), [Action::Verify]);
+        }
+    }
+
+    #[test]
+    fn a_change_that_left_the_header_fresh_loads_nothing() {
+        let (mut r, t0) = settled(Mode::AgentManaged, true);
+        r.handle(t0, online());
+        assert_eq!(r.handle(t0 + 250 * MS, Input::Tick), [Action::Verify]);
+        assert_eq!(r.handle(t0 + 250 * MS, FRESH), []);
+    }
+
+    #[test]
+    fn unsupported_does_nothing_at_all() {
+        let t0 = Instant::now();
+        let mut r = Reconciler::new(Timing::default(), Mode::Unsupported, true, true);
+        for input in [Input::Tick, online(), Input::ReloadRequested, FRESH] {
+            assert_eq!(r.handle(t0 + Duration::from_secs(10), input), []);
+        }
+        assert_eq!(r.next_deadline(), None);
+    }
+
+    #[test]
+    fn becoming_unsupported_drops_the_work_under_way() {
+        let (mut r, t0) = settled(Mode::AgentManaged, true);
+        r.handle(t0, online());
+        r.handle(t0 + 250 * MS, Input::Tick);
+        assert_eq!(r.handle(t0 + 250 * MS, Input::Mode(Mode::Unsupported)), []);
+        assert_eq!(r.next_deadline(), None);
+        assert_eq!(r.handle(t0 + 260 * MS, check(true, stale(1))), []);
+        // Back to agent-managed: a fresh survey, nothing stuck in flight.
+        assert_eq!(
+            r.handle(t0 + 300 * MS, Input::Mode(Mode::AgentManaged)),
+            [Action::Verify]
+        );
+    }
+
+    #[test]
+    fn observe_alerts_once_per_condition_and_never_reloads() {
+        let (mut r, t0) = settled(Mode::Observe, false);
+        let s = Staleness {
+            missing_bytes: 512 << 20,
+            excess_bytes: 0,
+        };
+        r.handle(t0, online());
+        assert_eq!(r.handle(t0 + 250 * MS, Input::Tick), [Action::Verify]);
+        assert_eq!(
+            r.handle(t0 + 250 * MS, check(true, HeaderState::Stale(s))),
+            [Action::Alert(Alert::Stale(s))]
+        );
+        r.handle(t0 + 300 * MS, online());
+        assert_eq!(r.handle(t0 + 550 * MS, Input::Tick), [Action::Verify]);
+        assert_eq!(
+            r.handle(t0 + 550 * MS, check(true, HeaderState::Stale(s))),
+            []
+        );
+        assert_eq!(
+            r.handle(t0 + 600 * MS, Input::ReloadRequested),
+            [Action::Verify]
+        );
+        assert_eq!(r.handle(t0 + 600 * MS, FRESH), []);
+        assert_eq!(
+            r.handle(t0 + 700 * MS, Input::ReloadRequested),
+            [Action::Verify]
+        );
+        assert_eq!(
+            r.handle(t0 + 700 * MS, check(true, HeaderState::Stale(s))),
+            [Action::Alert(Alert::Stale(s))],
+            "a new stale condition after a fresh one is alerted again"
+        );
+    }
+
+    #[test]
+    fn observe_with_a_recipe_still_never_reloads() {
+        let (mut r, t0) = settled(Mode::Observe, true);
+        r.handle(t0, online());
+        r.handle(t0 + 250 * MS, Input::Tick);
+        assert_eq!(
+            r.handle(t0 + 250 * MS, check(false, HeaderState::Unknown)),
+            [Action::Alert(Alert::NoCaptureKernel)]
+        );
+    }
+
+    #[test]
+    fn agent_managed_without_a_way_to_reload_alerts() {
+        let (mut r, t0) = settled(Mode::AgentManaged, false);
+        r.handle(t0, online());
+        r.handle(t0 + 250 * MS, Input::Tick);
+        assert_eq!(
+            r.handle(t0 + 250 * MS, check(true, stale(7))),
+            [Action::Alert(Alert::Stale(Staleness {
+                missing_bytes: 7,
+                excess_bytes: 0
+            }))]
+        );
+    }
+
+    #[test]
+    fn kernel_managed_only_verifies_while_the_kernel_keeps_up() {
+        let (mut r, t0) = settled(Mode::KernelManaged, true);
+        r.handle(t0, online());
+        assert_eq!(r.handle(t0 + 250 * MS, Input::Tick), [Action::Verify]);
+        assert_eq!(r.handle(t0 + 250 * MS, FRESH), []);
+        // Content not captured: nothing to judge, so no reload.
+        r.handle(t0 + 300 * MS, online());
+        r.handle(t0 + 550 * MS, Input::Tick);
+        assert_eq!(
+            r.handle(t0 + 550 * MS, check(true, HeaderState::Unknown)),
+            []
+        );
+    }
+
+    #[test]
+    fn kernel_managed_reloads_when_verification_fails() {
+        let (mut r, t0) = settled(Mode::KernelManaged, true);
+        let s = Staleness {
+            missing_bytes: 128 << 20,
+            excess_bytes: 0,
+        };
+        r.handle(t0, online());
+        r.handle(t0 + 250 * MS, Input::Tick);
+        assert_eq!(
+            r.handle(t0 + 250 * MS, check(true, HeaderState::Stale(s))),
+            [
+                Action::Alert(Alert::KernelUpdateFailed(s)),
+                reload(ReloadReason::VerificationFailed)
+            ]
+        );
+    }
+
+    #[test]
+    fn kernel_managed_without_a_recipe_alerts_only() {
+        let (mut r, t0) = settled(Mode::KernelManaged, false);
+        r.handle(t0, online());
+        r.handle(t0 + 250 * MS, Input::Tick);
+        assert_eq!(
+            r.handle(t0 + 250 * MS, check(true, stale(1))),
+            [Action::Alert(Alert::KernelUpdateFailed(Staleness {
+                missing_bytes: 1,
+                excess_bytes: 0
+            }))]
+        );
+    }
+
+    #[test]
+    fn an_unknown_header_is_reloaded_after_a_change_not_at_start() {
+        let t0 = Instant::now();
+        let mut r = Reconciler::new(Timing::default(), Mode::AgentManaged, true, false);
+        assert_eq!(r.handle(t0, Input::Tick), [Action::Verify]);
+        assert_eq!(r.handle(t0, check(true, HeaderState::Unknown)), []);
+        r.handle(t0, online());
+        r.handle(t0 + 250 * MS, Input::Tick);
+        assert_eq!(
+            r.handle(t0 + 250 * MS, check(true, HeaderState::Unknown)),
+            [reload(ReloadReason::RamChanged)]
+        );
+    }
+
+    #[test]
+    fn start_up_loads_when_nothing_is_loaded_and_reloads_a_stale_persisted_header() {
+        let t0 = Instant::now();
+        let mut r = Reconciler::new(Timing::default(), Mode::AgentManaged, true, false);
+        assert_eq!(r.handle(t0, Input::Tick), [Action::Verify]);
+        assert_eq!(
+            r.handle(t0, check(false, HeaderState::Unknown)),
+            [reload(ReloadReason::NotLoaded)]
+        );
+        let mut r = Reconciler::new(Timing::default(), Mode::AgentManaged, true, false);
+        r.handle(t0, Input::Tick);
+        assert_eq!(
+            r.handle(t0, check(true, stale(1))),
+            [reload(ReloadReason::RamChanged)]
+        );
+    }
+
+    #[test]
+    fn a_refused_reload_keeps_the_old_image_and_retries_with_backoff() {
+        let (mut r, t0) = settled(Mode::AgentManaged, true);
+        r.handle(t0, online());
+        r.handle(t0 + 250 * MS, Input::Tick);
+        r.handle(t0 + 250 * MS, check(true, stale(1)));
+        let t1 = t0 + 260 * MS;
+        assert_eq!(
+            r.handle(t1, Input::Loaded(LoadOutcome::Refused)),
+            [Action::Alert(Alert::ReloadFailed {
+                failures: 1,
+                retry_in: Duration::from_secs(1)
+            })]
+        );
+        // More changes while backing off do not hammer the loader.
+        r.handle(t1 + 10 * MS, online());
+        assert_eq!(r.handle(t1 + 260 * MS, Input::Tick), [Action::Verify]);
+        assert_eq!(r.handle(t1 + 260 * MS, check(true, stale(2))), []);
+        assert_eq!(r.next_deadline(), Some(t1 + Duration::from_secs(1)));
+        let t2 = t1 + Duration::from_secs(1);
+        assert_eq!(r.handle(t2, Input::Tick), [Action::Verify]);
+        assert_eq!(
+            r.handle(t2, check(true, stale(2))),
+            [reload(ReloadReason::Retry)]
+        );
+        assert_eq!(
+            r.handle(
+                t2,
+                Input::Loaded(LoadOutcome::Failed { still_loaded: true })
+            ),
+            [Action::Alert(Alert::ReloadFailed {
+                failures: 2,
+                retry_in: Duration::from_secs(2)
+            })]
+        );
+        let t3 = t2 + Duration::from_secs(2);
+        r.handle(t3, Input::Tick);
+        r.handle(t3, check(true, stale(2)));
+        assert_eq!(
+            r.handle(t3, Input::Loaded(LoadOutcome::Loaded)),
+            [Action::Verify]
+        );
+        assert_eq!(r.handle(t3, FRESH), []);
+        assert_eq!(r.view().failures, 0);
+        assert_eq!(r.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_load_that_freed_the_old_image_rolls_back_at_once() {
+        let (mut r, t0) = settled(Mode::AgentManaged, true);
+        r.handle(t0, online());
+        r.handle(t0 + 250 * MS, Input::Tick);
+        r.handle(t0 + 250 * MS, check(true, stale(1)));
+        let t1 = t0 + 300 * MS;
+        assert_eq!(
+            r.handle(
+                t1,
+                Input::Loaded(LoadOutcome::Failed {
+                    still_loaded: false
+                })
+            ),
+            [Action::Rollback]
+        );
+        assert_eq!(
+            r.handle(t1, Input::Loaded(LoadOutcome::Loaded)),
+            [
+                Action::Verify,
+                Action::Alert(Alert::ReloadFailed {
+                    failures: 1,
+                    retry_in: Duration::from_secs(1)
+                })
+            ]
+        );
+        // The rollback loaded against today's RAM: fresh, so the retry only re-checks.
+        assert_eq!(r.handle(t1, FRESH), []);
+        let t2 = t1 + Duration::from_secs(1);
+        assert_eq!(r.handle(t2, Input::Tick), [Action::Verify]);
+        assert_eq!(r.handle(t2, FRESH), []);
+        assert_eq!(r.view().failures, 0);
+        assert_eq!(r.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_failed_rollback_alerts_and_retries_the_load() {
+        let (mut r, t0) = settled(Mode::AgentManaged, true);
+        r.handle(t0, online());
+        r.handle(t0 + 250 * MS, Input::Tick);
+        r.handle(t0 + 250 * MS, check(true, stale(1)));
+        r.handle(
+            t0 + 300 * MS,
+            Input::Loaded(LoadOutcome::Failed {
+                still_loaded: false,
+            }),
+        );
+        let t1 = t0 + 400 * MS;
+        assert_eq!(
+            r.handle(
+                t1,
+                Input::Loaded(LoadOutcome::Failed {
+                    still_loaded: false
+                })
+            ),
+            [Action::Alert(Alert::RollbackFailed {
+                retry_in: Duration::from_secs(1)
+            })]
+        );
+        let t2 = t1 + Duration::from_secs(1);
+        assert_eq!(r.handle(t2, Input::Tick), [Action::Verify]);
+        assert_eq!(
+            r.handle(t2, check(false, HeaderState::Unknown)),
+            [reload(ReloadReason::NotLoaded)]
+        );
+    }
+
+    #[test]
+    fn without_a_last_good_image_a_failed_load_backs_off() {
+        let t0 = Instant::now();
+        let mut r = Reconciler::new(Timing::default(), Mode::AgentManaged, true, false);
+        r.handle(t0, Input::Tick);
+        r.handle(t0, check(false, HeaderState::Unknown));
+        assert_eq!(
+            r.handle(
+                t0,
+                Input::Loaded(LoadOutcome::Failed {
+                    still_loaded: false
+                })
+            ),
+            [Action::Alert(Alert::ReloadFailed {
+                failures: 1,
+                retry_in: Duration::from_secs(1)
+            })]
+        );
+    }
+
+    #[test]
+    fn the_operator_overrides_the_backoff() {
+        let (mut r, t0) = settled(Mode::AgentManaged, true);
+        r.handle(t0, online());
+        r.handle(t0 + 250 * MS, Input::Tick);
+        r.handle(t0 + 250 * MS, check(true, stale(1)));
+        r.handle(t0 + 300 * MS, Input::Loaded(LoadOutcome::Refused));
+        assert_eq!(
+            r.handle(t0 + 400 * MS, Input::ReloadRequested),
+            [Action::Verify]
+        );
+        assert_eq!(
+            r.handle(t0 + 400 * MS, check(true, stale(1))),
+            [reload(ReloadReason::Requested)]
+        );
+        assert_eq!(r.view().retry_at, None);
+    }
+
+    #[test]
+    fn a_request_with_a_fresh_header_loads_nothing() {
+        let (mut r, t0) = settled(Mode::AgentManaged, true);
+        assert_eq!(r.handle(t0, Input::ReloadRequested), [Action::Verify]);
+        assert_eq!(r.handle(t0, FRESH), []);
+    }
+
+    #[test]
+    fn changes_during_a_load_make_one_more_reload_without_counting_a_failure() {
+        let (mut r, t0) = settled(Mode::AgentManaged, true);
+        r.handle(t0, online());
+        r.handle(t0 + 250 * MS, Input::Tick);
+        r.handle(t0 + 250 * MS, check(true, stale(1)));
+        for i in 0..10 {
+            assert_eq!(r.handle(t0 + 300 * MS + MS * i, online()), []);
+            assert_eq!(r.next_deadline(), None, "busy loading");
+        }
+        let t1 = t0 + 2000 * MS;
+        assert_eq!(
+            r.handle(t1, Input::Loaded(LoadOutcome::Loaded)),
+            [Action::Verify]
+        );
+        // The burst came due while loading: it is next, after the post-load check.
+        assert_eq!(r.handle(t1, check(true, stale(1))), [Action::Verify]);
+        assert_eq!(
+            r.handle(t1, check(true, stale(1))),
+            [reload(ReloadReason::RamChanged)]
+        );
+        assert_eq!(r.view().failures, 0);
+    }
+
+    #[test]
+    fn stale_right_after_our_own_load_backs_off_instead_of_looping() {
+        let (mut r, t0) = settled(Mode::AgentManaged, true);
+        r.handle(t0, online());
+        r.handle(t0 + 250 * MS, Input::Tick);
+        r.handle(t0 + 250 * MS, check(true, stale(1)));
+        r.handle(t0 + 300 * MS, Input::Loaded(LoadOutcome::Loaded));
+        let s = Staleness {
+            missing_bytes: 1,
+            excess_bytes: 0,
+        };
+        assert_eq!(
+            r.handle(t0 + 300 * MS, check(true, HeaderState::Stale(s))),
+            [Action::Alert(Alert::StaleAfterReload(s))]
+        );
+        assert_eq!(r.next_deadline(), Some(t0 + 1300 * MS));
+    }
+
+    #[test]
+    fn results_nobody_waits_for_are_ignored() {
+        let (mut r, t0) = settled(Mode::AgentManaged, true);
+        assert_eq!(r.handle(t0, Input::Loaded(LoadOutcome::Loaded)), []);
+        assert_eq!(r.handle(t0, check(false, HeaderState::Unknown)), []);
+        assert_eq!(r.next_deadline(), None);
+    }
+
+    /// The coalescing rule written out directly: the times at which bursts are acted on.
+    fn oracle(events: &[Instant], timing: &Timing) -> Vec<Instant> {
+        let mut acts = Vec::new();
+        let mut burst: Option<Burst> = None;
+        for &t in events {
+            if let Some(b) = burst.filter(|b| b.due(timing) <= t) {
+                acts.push(b.due(timing));
+                burst = None;
+            }
+            burst = Some(match burst {
+                Some(b) => Burst { last: t, ..b },
+                None => Burst {
+                    first: t,
+                    last: t,
+                    events: 1,
+                },
+            });
+        }
+        acts.extend(burst.map(|b| b.due(timing)));
+        acts
+    }
+
+    /// Drives a reconciler like the daemon does: ticks at its deadlines, RAM changes per
+    /// event, loads that take `load_time` and build their header from the RAM at the call.
+    /// Returns the reload start times and the final check.
+    fn simulate(events: &[Instant], load_time: Duration, t0: Instant) -> (Vec<Instant>, bool) {
+        let mut r = Reconciler::new(Timing::default(), Mode::AgentManaged, true, true);
+        let (mut ram, mut header) = (0u64, 0u64);
+        let mut loading: Option<(Instant, u64)> = None;
+        let mut reloads = Vec::new();
+        let mut queue: Vec<(Instant, Input)> = vec![(t0, Input::Tick)];
+        let mut next_event = 0;
+        loop {
+            // The next thing to happen: a queued answer, a load completing, a deadline, an event.
+            let input = if let Some(q) = queue.pop() {
+                q
+            } else {
+                let candidates = [
+                    loading.map(|(t, _)| t),
+                    r.next_deadline(),
+                    events.get(next_event).copied(),
+                ];
+                let Some(now) = candidates.into_iter().flatten().min() else {
+                    break;
+                };
+                if loading.is_some_and(|(t, _)| t == now) {
+                    header = loading.take().unwrap().1;
+                    (now, Input::Loaded(LoadOutcome::Loaded))
+                } else if r.next_deadline() == Some(now) {
+                    (now, Input::Tick)
+                } else {
+                    next_event += 1;
+                    ram += 1;
+                    (now, online())
+                }
+            };
+            let now = input.0;
+            for action in r.handle(now, input.1) {
+                match action {
+                    Action::Verify => {
+                        let state = if header == ram {
+                            HeaderState::Fresh
+                        } else {
+                            stale(1)
+                        };
+                        queue.push((now, check(true, state)));
+                    }
+                    Action::Reload { .. } => {
+                        reloads.push(now);
+                        loading = Some((now + load_time, ram));
+                    }
+                    Action::Rollback | Action::Alert(_) => panic!("unexpected {action:?}"),
+                }
+            }
+            assert!(queue.len() <= 1, "one action in flight at a time");
+        }
+        (reloads, header == ram)
+    }
+
+    fn times(t0: Instant, gaps_ms: &[u64]) -> Vec<Instant> {
+        gaps_ms
+            .iter()
+            .scan(t0 + Duration::from_secs(1), |t, &gap| {
+                *t += MS * u32::try_from(gap).unwrap();
+                Some(*t)
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn any_burst_within_max_delay_is_exactly_one_reload_after_the_quiet_period(
+            gaps in prop::collection::vec(0u64..250, 1..400),
+        ) {
+            let t0 = Instant::now();
+            let mut events = times(t0, &gaps);
+            let timing = Timing::default();
+            let end = events[0] + timing.max_delay;
+            events.retain(|&t| t < end);
+            let (reloads, fresh) = simulate(&events, Duration::ZERO, t0);
+            let due = (*events.last().unwrap() + timing.quiet_period)
+                .min(events[0] + timing.max_delay);
+            prop_assert_eq!(reloads, vec![due]);
+            prop_assert!(fresh);
+        }
+
+        #[test]
+        fn reloads_happen_exactly_when_the_coalescing_rule_says(
+            gaps in prop::collection::vec(0u64..1000, 1..300),
+        ) {
+            let t0 = Instant::now();
+            let events = times(t0, &gaps);
+            let (reloads, fresh) = simulate(&events, Duration::ZERO, t0);
+            prop_assert_eq!(reloads, oracle(&events, &Timing::default()));
+            prop_assert!(fresh);
+        }
+
+        #[test]
+        fn slow_loads_never_lose_a_change_nor_load_twice_at_once(
+            gaps in prop::collection::vec(0u64..1000, 1..200),
+            load_ms in 0u64..3000,
+        ) {
+            let t0 = Instant::now();
+            let events = times(t0, &gaps);
+            let load_time = MS * u32::try_from(load_ms).unwrap();
+            let (reloads, fresh) = simulate(&events, load_time, t0);
+            prop_assert!(fresh, "the last header covers the last change");
+            prop_assert!(reloads.len() <= events.len());
+            for pair in reloads.windows(2) {
+                prop_assert!(pair[1] >= pair[0] + load_time, "loads overlap");
+            }
+            // Never later than max delay after a change, unless a load was in flight.
+            let timing = Timing::default();
+            for &e in &events {
+                let next = reloads.iter().find(|&&r| r >= e);
+                let bound = e + timing.max_delay + load_time;
+                prop_assert!(next.is_some_and(|&r| r <= bound), "change at {:?} late", e - t0);
+            }
+        }
+    }
+}

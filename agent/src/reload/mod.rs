@@ -1,0 +1,968 @@
+//! The daemon's reload side: feeds the reconciler, performs its actions (verify against
+//! `/proc/iomem`; loads run off the event loop as [`LoadJob`]s), keeps the loaded header,
+//! persists state and fills the reload metrics.
+pub mod kexec;
+pub mod loader;
+pub mod recipe;
+pub mod statefile;
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    model::{
+        elfcorehdr::LoadPath,
+        events::{Event, KexecLoad},
+        load::LoadOutcome,
+        mode::Mode,
+    },
+    reconcile::{
+        Action, Alert, HeaderCheck, HeaderState, Input, LoadedHeader, Reconciler, ReloadReason,
+        Timing,
+    },
+    reload::{
+        loader::{CrashLoader, LoadReport, ReloadStrategy},
+        recipe::{DistroConfigs, LoadRecipe, RecipeFlags, RecipeSource},
+        statefile::{LoadLock, LoadRecord, PersistedState, RangeRecord, RecipeRecord, StateDir},
+    },
+    state::{AgentState, HeaderStatus},
+    sys::{node, procfs::Procfs, sysfs::Sysfs},
+};
+
+/// `--reload`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReloadChoice {
+    /// The agent calls kexec_file_load itself.
+    KexecFile,
+    /// The agent runs --reload-command.
+    Command,
+    /// Report only.
+    Off,
+}
+
+/// The distribution configurations a recipe can come from.
+pub const KDUMP_TOOLS_CONFIG: &str = "/etc/default/kdump-tools";
+pub const SYSCONFIG_KDUMP: &str = "/etc/sysconfig/kdump";
+/// kdumpctl's `single_instance_lock` (Fedora/RHEL).
+pub const DISTRO_LOCK: &str = "/var/lock/kdump";
+
+/// The reload flags of `kdump-agent run`.
+#[derive(Clone, Debug)]
+pub struct ReloadOptions {
+    /// `None`: `kexec-file` when a recipe is known, else off.
+    pub choice: Option<ReloadChoice>,
+    pub command: Vec<String>,
+    pub command_timeout: Duration,
+    /// Flocked around each of the agent's own loads (`None`: not taken).
+    pub distro_lock: Option<PathBuf>,
+    pub flags: RecipeFlags,
+    pub timing: Timing,
+}
+
+/// A load to run off the event loop: the loader goes in and comes back with the report.
+#[derive(Debug)]
+pub struct LoadJob {
+    loader: CrashLoader,
+    rollback: bool,
+}
+
+/// A load job's result, with the loader coming back.
+#[derive(Debug)]
+pub struct LoadDone {
+    loader: CrashLoader,
+    report: LoadReport,
+    rollback: bool,
+}
+
+impl LoadJob {
+    pub fn run(mut self) -> LoadDone {
+        let report = if self.rollback {
+            self.loader.rollback()
+        } else {
+            self.loader.reload()
+        };
+        LoadDone {
+            loader: self.loader,
+            report,
+            rollback: self.rollback,
+        }
+    }
+}
+
+/// A reload from decision to outcome (through the rollback that may follow).
+#[derive(Clone, Copy, Debug)]
+struct Attempt {
+    decided: Instant,
+    reason: ReloadReason,
+    /// Time spent in loads that had freed the old image (an upper bound of the window).
+    unprotected: Duration,
+    /// A crash kernel was loaded when the reload began (else there was no protection to lose).
+    replaced: bool,
+}
+
+pub struct ReconcileLoop {
+    procfs: Procfs,
+    sysfs: Sysfs,
+    reconciler: Reconciler,
+    /// `None` when reloading is off, or while a job has it.
+    loader: Option<CrashLoader>,
+    recipe: Option<LoadRecipe>,
+    state_dir: StateDir,
+    /// `--reload` as given: only the default may start reloading with an adopted recipe.
+    choice: Option<ReloadChoice>,
+    distro_lock: Option<PathBuf>,
+    /// The state directory's lock, held while this agent can load.
+    lock: Option<LoadLock>,
+    persisted: PersistedState,
+    header: Option<LoadedHeader>,
+    crash_loaded: bool,
+    /// Set by a finished load: the next verify re-reads the kexec-locked sysfs files.
+    reread_locked: bool,
+    attempt: Option<Attempt>,
+    job: Option<LoadJob>,
+}
+
+fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn describe(recipe: &LoadRecipe) -> String {
+    let mut text = format!("{}: kernel {}", recipe.source, recipe.kernel.display());
+    if let Some(initrd) = &recipe.initrd {
+        text.push_str(&format!(", initrd {}", initrd.display()));
+    }
+    text
+}
+
+fn read_config(path: &str) -> anyhow::Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| path.to_owned()),
+    }
+}
+
+impl ReconcileLoop {
+    /// Resolves the recipe and strategy, takes the lock, restores what an earlier run
+    /// persisted, and fills the reload side of `state`.
+    pub fn start(
+        opts: ReloadOptions,
+        state_dir: &Path,
+        state: &mut AgentState,
+        procfs: &Procfs,
+        sysfs: &Sysfs,
+    ) -> anyhow::Result<Self> {
+        let state_dir = StateDir::open(state_dir)?;
+        let persisted = state_dir.read().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ignoring the persisted state");
+            None
+        });
+        let persisted = persisted.unwrap_or_default();
+        let proc_cmdline = std::fs::read_to_string(procfs.path("cmdline")).unwrap_or_default();
+        let kdump_tools = read_config(KDUMP_TOOLS_CONFIG)?;
+        let sysconfig = read_config(SYSCONFIG_KDUMP)?;
+        let distro = DistroConfigs {
+            kdump_tools: kdump_tools
+                .as_deref()
+                .map(|t| (Path::new(KDUMP_TOOLS_CONFIG), t)),
+            sysconfig: sysconfig
+                .as_deref()
+                .map(|t| (Path::new(SYSCONFIG_KDUMP), t)),
+        };
+        let recipe = recipe::resolve(
+            &opts.flags,
+            persisted.recipe.as_ref().map(RecipeRecord::to_recipe),
+            &distro,
+            &proc_cmdline,
+            &state.kernel_release,
+        )
+        .map_err(anyhow::Error::msg)?;
+        let strategy = match (opts.choice, &recipe) {
+            (Some(ReloadChoice::Off), _) | (None, None) => None,
+            (Some(ReloadChoice::KexecFile) | None, Some(r)) => {
+                Some(ReloadStrategy::KexecFile(r.clone()))
+            }
+            (Some(ReloadChoice::KexecFile), None) => bail!(
+                "--reload kexec-file needs a recipe: pass --kernel (with --initrd, --cmdline) \
+                 or configure {KDUMP_TOOLS_CONFIG} or {SYSCONFIG_KDUMP}"
+            ),
+            (Some(ReloadChoice::Command), _) if opts.command.is_empty() => {
+                bail!("--reload command needs --reload-command")
+            }
+            (Some(ReloadChoice::Command), _) => Some(ReloadStrategy::Command {
+                argv: opts.command.clone(),
+                timeout: opts.command_timeout,
+            }),
+        };
+        let lock = strategy.as_ref().map(|_| state_dir.lock()).transpose()?;
+        let mut loader = strategy
+            .map(|s| CrashLoader::new(s, sysfs.clone()).with_distro_lock(opts.distro_lock.clone()));
+        let crash_loaded = state.facts.crash_loaded;
+        if let (Some(loader), Some(r)) = (&mut loader, &recipe)
+            && crash_loaded
+            && persisted.last_good.as_ref() == Some(&RecipeRecord::from(r))
+        {
+            // What is loaded came from this recipe in an earlier run: keep it for rollbacks.
+            match loader.adopt_last_good() {
+                Ok(bytes) => tracing::info!(bytes, "last known good image adopted from the recipe"),
+                Err(e) => tracing::warn!(error = %e, "no last known good image"),
+            }
+        }
+        let header = if crash_loaded {
+            Self::initial_header(&persisted, procfs)
+        } else {
+            None
+        };
+        state.can_reload = loader.is_some();
+        state.reload.strategy = loader
+            .as_ref()
+            .map_or("off", |l| l.strategy().name())
+            .to_owned();
+        state.reload.recipe = recipe.as_ref().map(describe);
+        if loader.is_some() && state.mode() == Mode::Unsupported {
+            tracing::warn!(
+                "reloading is configured but this kernel cannot load a crash kernel: {}",
+                state.readiness().reason
+            );
+        }
+        let has_last_good = loader.as_ref().is_some_and(CrashLoader::has_last_good);
+        Ok(Self {
+            procfs: procfs.clone(),
+            sysfs: sysfs.clone(),
+            reconciler: Reconciler::new(opts.timing, state.mode(), state.can_reload, has_last_good),
+            loader,
+            recipe,
+            state_dir,
+            choice: opts.choice,
+            distro_lock: opts.distro_lock,
+            lock,
+            persisted,
+            header,
+            crash_loaded,
+            reread_locked: false,
+            attempt: None,
+            job: None,
+        })
+    }
+
+    /// The persisted header if an earlier run left one, else the one inferred from RAM now.
+    fn initial_header(persisted: &PersistedState, procfs: &Procfs) -> Option<LoadedHeader> {
+        if let Some(ram) = persisted
+            .loaded_header
+            .as_deref()
+            .and_then(RangeRecord::to_ram)
+        {
+            return Some(LoadedHeader {
+                load: LoadPath::infer(&ram),
+                ram,
+                verified: persisted.loaded_header_verified,
+            });
+        }
+        let iomem = node::read_iomem(procfs).ok()?;
+        LoadedHeader::inferred(&iomem, LoadPath::KexecFileLoad).ok()
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.reconciler.next_deadline()
+    }
+
+    /// A load the daemon must run off the event loop, if one was decided.
+    pub fn take_job(&mut self) -> Option<LoadJob> {
+        self.job.take()
+    }
+
+    /// Feeds one input and performs the resulting actions (and their answers) until the
+    /// reconciler waits for time or for a load.
+    pub fn handle(&mut self, now: Instant, input: Input, state: &mut AgentState) {
+        if let Input::Event(Event::KexecLoad(load)) = &input
+            && !load.by_agent
+        {
+            self.adopt(load, state);
+        }
+        let mut inputs = vec![input];
+        while let Some(input) = inputs.pop() {
+            for action in self.reconciler.handle(now, input) {
+                match action {
+                    Action::Verify => {
+                        let check = self.verify(state);
+                        if state.mode() != self.reconciler.mode() {
+                            inputs.push(Input::Mode(state.mode()));
+                        }
+                        inputs.push(Input::Checked(check));
+                    }
+                    Action::Reload { reason } => {
+                        tracing::info!(%reason, "reloading the crash kernel");
+                        self.attempt = Some(Attempt {
+                            decided: now,
+                            reason,
+                            unprotected: Duration::ZERO,
+                            replaced: state.facts.crash_loaded,
+                        });
+                        self.start_job(false);
+                    }
+                    Action::Rollback => {
+                        tracing::warn!("rolling back to the last known good crash kernel");
+                        self.start_job(true);
+                    }
+                    Action::Alert(alert) => {
+                        let line = alert_line(alert);
+                        tracing::warn!(alert = %line, "kdump alert");
+                        state.reload.alert = Some(line);
+                    }
+                }
+            }
+            state.reload.failures = self.reconciler.view().failures;
+        }
+        // An alert describes a condition that kept the node from being ready; it ends with it.
+        if state.readiness().ready {
+            state.reload.alert = None;
+        }
+    }
+
+    /// Another loader's successful `kexec_file_load` becomes the recipe when the agent has none
+    /// (or has one adopted earlier, which this newer load replaces) and `--reload` was left to
+    /// its default. What it loaded is sealed at once as the last known good.
+    fn adopt(&mut self, load: &KexecLoad, state: &mut AgentState) {
+        let replaceable = match &self.recipe {
+            None => self.choice.is_none(),
+            Some(r) => matches!(r.source, RecipeSource::Adopted { .. }) && self.loader.is_some(),
+        };
+        if !replaceable
+            || load.syscall != LoadPath::KexecFileLoad
+            || !load.succeeded()
+            || load.unload
+        {
+            return;
+        }
+        let recipe = match recipe::adopted(load, |p| std::fs::metadata(p).ok().map(|m| m.len())) {
+            Ok(recipe) => recipe,
+            Err(e) => {
+                tracing::warn!(pid = load.pid, comm = %load.comm, reason = %e, "no recipe adopted from this kexec_file_load");
+                state.reload.adoption_refused =
+                    Some(format!("{} (pid {}): {e}", load.comm, load.pid));
+                return;
+            }
+        };
+        if self.lock.is_none() {
+            match self.state_dir.lock() {
+                Ok(lock) => self.lock = Some(lock),
+                Err(e) => {
+                    tracing::error!(error = %e, "no recipe adopted: the load lock is unavailable");
+                    state.reload.adoption_refused = Some(e.to_string());
+                    return;
+                }
+            }
+        }
+        let mut loader = CrashLoader::new(
+            ReloadStrategy::KexecFile(recipe.clone()),
+            self.sysfs.clone(),
+        )
+        .with_distro_lock(self.distro_lock.clone());
+        if let Err(e) = loader.adopt_last_good() {
+            tracing::warn!(error = %e, "the adopted recipe's files could not be sealed as the last known good");
+        }
+        tracing::info!(recipe = %describe(&recipe), "recipe adopted from a kexec_file_load");
+        state.reload.adoption_refused = None;
+        state.reload.recipe = Some(describe(&recipe));
+        state.reload.strategy = loader.strategy().name().to_owned();
+        state.can_reload = true;
+        self.reconciler.set_can_reload(true);
+        self.reconciler.set_last_good(loader.has_last_good());
+        self.loader = Some(loader);
+        self.recipe = Some(recipe);
+        self.persisted.recipe = self.recipe.as_ref().map(RecipeRecord::from);
+        self.persisted.last_good = self.persisted.recipe.clone();
+        self.save();
+    }
+
+    /// After a rescan: the mode may have changed (e.g. crash_hotplug after a load).
+    pub fn resync_mode(&mut self, now: Instant, state: &mut AgentState) {
+        if state.mode() != self.reconciler.mode() {
+            self.handle(now, Input::Mode(state.mode()), state);
+        }
+    }
+
+    fn start_job(&mut self, rollback: bool) {
+        let loader = self
+            .loader
+            .take()
+            .expect("the reconciler decides a load only with a loader, one at a time");
+        self.job = Some(LoadJob { loader, rollback });
+    }
+
+    /// Re-reads the node, updates what is known of the loaded header, and answers `Verify`.
+    /// `kexec_crash_size` and `crash_hotplug` take the kexec lock, and a kernel that finds it busy
+    /// skips its in-place header rewrite: they are re-read only after a load (when they change),
+    /// never while hotplug events are being verified.
+    fn verify(&mut self, state: &mut AgentState) -> HeaderCheck {
+        let locked_from = (!std::mem::take(&mut self.reread_locked)).then(|| state.facts.clone());
+        match node::read_iomem(&self.procfs)
+            .and_then(|io| node::facts(&io, &self.sysfs, locked_from.as_ref()))
+        {
+            Ok(facts) => state.facts = facts,
+            Err(e) => tracing::warn!(error = %e, "verify: keeping the last facts"),
+        }
+        let loaded = state.facts.crash_loaded;
+        let iomem = node::read_iomem(&self.procfs);
+        // What the probes captured (at the load or the kernel's last rewrite) beats inference.
+        if let Some(captured) = state.loaded.as_ref().filter(|l| l.verified) {
+            self.header = Some(LoadedHeader {
+                ram: captured.ram.clone(),
+                load: captured.load,
+                verified: true,
+            });
+        }
+        if !loaded {
+            self.header = None;
+        } else if !self.crash_loaded && self.header.is_none() {
+            // Someone else loaded since the last look: its header was built from RAM about now.
+            self.header = iomem
+                .as_ref()
+                .ok()
+                .and_then(|io| LoadedHeader::inferred(io, LoadPath::KexecFileLoad).ok());
+        }
+        self.crash_loaded = loaded;
+        if loaded
+            && state.mode() == Mode::KernelManaged
+            && !self.header.as_ref().is_some_and(|h| h.verified)
+        {
+            // The kernel rewrites the header on hotplug; with no captured header to check,
+            // the best knowledge is that it did (unverified).
+            self.header = iomem
+                .as_ref()
+                .ok()
+                .and_then(|io| LoadedHeader::inferred(io, LoadPath::KexecFileLoad).ok());
+        }
+        let diff = match (&self.header, &iomem) {
+            (Some(header), Ok(io)) => header.diff(io).ok(),
+            (_, Err(e)) => {
+                tracing::warn!(error = %e, "verify: cannot read RAM");
+                None
+            }
+            (None, _) => None,
+        };
+        let header = diff
+            .as_ref()
+            .map_or(HeaderState::Unknown, HeaderState::from);
+        let verified = self.header.as_ref().is_some_and(|h| h.verified);
+        let was_stale = state.header.stale;
+        if let Some(d) = diff.as_ref().filter(|d| d.stale() && !was_stale) {
+            tracing::warn!(
+                missing_bytes = d.missing_bytes,
+                excess_bytes = d.excess_bytes,
+                verified,
+                "the loaded crash header is stale"
+            );
+        }
+        state.header = match &diff {
+            Some(d) => HeaderStatus {
+                verified,
+                stale: d.stale(),
+                missing_bytes: d.missing_bytes,
+                excess_bytes: d.excess_bytes,
+                stale_since: match (d.stale(), was_stale) {
+                    (false, _) => None,
+                    (true, true) => state.header.stale_since,
+                    (true, false) => Some(unix_seconds(SystemTime::now())),
+                },
+                captured: captured_from(state),
+            },
+            None => HeaderStatus {
+                verified,
+                captured: captured_from(state),
+                ..HeaderStatus::default()
+            },
+        };
+        HeaderCheck {
+            loaded,
+            header,
+            verified,
+        }
+    }
+
+    /// A load job came back: count it, remember what is loaded, tell the reconciler.
+    pub fn finished(&mut self, now: Instant, done: LoadDone, state: &mut AgentState) {
+        let LoadDone {
+            loader,
+            report,
+            rollback,
+        } = done;
+        self.reconciler.set_last_good(loader.has_last_good());
+        self.loader = Some(loader);
+        self.reread_locked = true;
+        let mut attempt = self.attempt.unwrap_or(Attempt {
+            decided: now,
+            reason: ReloadReason::Requested,
+            unprotected: Duration::ZERO,
+            replaced: false,
+        });
+        if report.outcome != LoadOutcome::Refused {
+            attempt.unprotected += report.load_time;
+        }
+        let what = if rollback { "rollback" } else { "reload" };
+        match report.outcome {
+            LoadOutcome::Loaded => tracing::info!(%report, reason = %attempt.reason, "{what} done"),
+            _ => tracing::error!(%report, reason = %attempt.reason, "{what} failed"),
+        }
+        // A failure that freed the old image is followed by a rollback; count the attempt once.
+        let rolls_back = !rollback
+            && report.outcome
+                == (LoadOutcome::Failed {
+                    still_loaded: false,
+                })
+            && self.loader.as_ref().is_some_and(CrashLoader::has_last_good);
+        let result = match (report.outcome, rollback) {
+            (LoadOutcome::Loaded, false) => Some("success"),
+            (LoadOutcome::Loaded, true) => Some("rolled_back"),
+            _ if rolls_back => None,
+            _ => Some("failure"),
+        };
+        if report.outcome == LoadOutcome::Loaded {
+            self.header = node::read_iomem(&self.procfs)
+                .ok()
+                .and_then(|io| LoadedHeader::inferred(&io, LoadPath::KexecFileLoad).ok());
+            self.crash_loaded = true;
+        }
+        if let Some(result) = result {
+            *state.counters.reloads.entry(result).or_default() += 1;
+            state
+                .reload_durations
+                .record((now - attempt.decided).as_secs_f64());
+            if attempt.replaced
+                && report.outcome == LoadOutcome::Loaded
+                && !state.windows_from_probes
+            {
+                state
+                    .unprotected_windows
+                    .record(attempt.unprotected.as_secs_f64());
+            }
+            state.reload.last = Some(format!(
+                "{result} ({}, {:.3} s): {}",
+                attempt.reason,
+                (now - attempt.decided).as_secs_f64(),
+                report.detail
+            ));
+            self.persist(
+                attempt,
+                result,
+                now,
+                report.outcome == LoadOutcome::Loaded && !rollback,
+            );
+            self.attempt = None;
+        } else {
+            self.attempt = Some(attempt);
+        }
+        self.handle(now, Input::Loaded(report.outcome), state);
+    }
+
+    fn persist(&mut self, attempt: Attempt, result: &str, now: Instant, recipe_loaded: bool) {
+        let p = &mut self.persisted;
+        p.recipe = self.recipe.as_ref().map(RecipeRecord::from);
+        p.last_load = Some(LoadRecord {
+            at_unix_seconds: unix_seconds(SystemTime::now()),
+            result: result.to_owned(),
+            reason: attempt.reason.to_string(),
+            duration_seconds: (now - attempt.decided).as_secs_f64(),
+        });
+        p.loaded_header = self.header.as_ref().map(|h| RangeRecord::all(&h.ram));
+        p.loaded_header_verified = self.header.as_ref().is_some_and(|h| h.verified);
+        if recipe_loaded {
+            p.last_good = p.recipe.clone();
+        }
+        self.save();
+    }
+
+    /// Writes the persisted state; a failure is logged, the daemon goes on.
+    fn save(&self) {
+        if let Err(e) = self.state_dir.write(&self.persisted) {
+            tracing::error!(error = %e, "state not persisted");
+        }
+    }
+}
+
+fn alert_line(alert: Alert) -> String {
+    use crate::model::units::bytes;
+    match alert {
+        Alert::Stale(s) => format!(
+            "header stale ({} missing, {} excess) and this agent does not reload",
+            bytes(s.missing_bytes),
+            bytes(s.excess_bytes)
+        ),
+        Alert::KernelUpdateFailed(s) => format!(
+            "the kernel did not update the header ({} missing, {} excess)",
+            bytes(s.missing_bytes),
+            bytes(s.excess_bytes)
+        ),
+        Alert::StaleAfterReload(s) => format!(
+            "still stale after the agent's load ({} missing, {} excess)",
+            bytes(s.missing_bytes),
+            bytes(s.excess_bytes)
+        ),
+        Alert::ReloadFailed { failures, retry_in } => format!(
+            "reload failed {failures} time(s) in a row; next try in {:.1} s",
+            retry_in.as_secs_f64()
+        ),
+        Alert::RollbackFailed { retry_in } => format!(
+            "rollback to the last known good image failed; no crash kernel loaded; next try in {:.1} s",
+            retry_in.as_secs_f64()
+        ),
+        Alert::NoCaptureKernel => "no crash kernel is loaded and this agent cannot load one".into(),
+    }
+}
+
+/// Who loaded the header the probes captured, for `status`.
+fn captured_from(state: &AgentState) -> Option<String> {
+    state
+        .loaded
+        .as_ref()
+        .filter(|l| l.verified)
+        .map(|l| l.captured.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fs, path::PathBuf};
+
+    use super::*;
+    use crate::model::events::{Event, EventSource, HotplugAction};
+
+    const IOMEM_1G: &str = "\
+00000000-00000fff : Reserved
+00001000-0009fbff : System RAM
+000f0000-000fffff : Reserved
+00100000-3ffdffff : System RAM
+  2f000000-3effffff : Crash kernel
+";
+    const DIMM: &str = "100000000-11fffffff : System RAM\n";
+    const MS: Duration = Duration::from_millis(1);
+
+    /// A node in files: procfs and sysfs trees with kexec, a crash kernel loaded, 1 GiB RAM.
+    struct Node {
+        dir: tempfile::TempDir,
+    }
+
+    impl Node {
+        fn new() -> Self {
+            let node = Self {
+                dir: tempfile::tempdir().unwrap(),
+            };
+            node.write("proc/iomem", IOMEM_1G);
+            node.write("proc/cmdline", "root=/dev/vda crashkernel=256M\n");
+            node.write("sys/kernel/kexec_crash_loaded", "1\n");
+            node.write("sys/kernel/kexec_crash_size", "268435456\n");
+            node
+        }
+
+        fn write(&self, rel: &str, text: &str) {
+            let path = self.dir.path().join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, text).unwrap();
+        }
+
+        fn procfs(&self) -> Procfs {
+            Procfs::new(self.dir.path().join("proc"))
+        }
+
+        fn sysfs(&self) -> Sysfs {
+            Sysfs::new(self.dir.path().join("sys"))
+        }
+
+        fn state_dir(&self) -> PathBuf {
+            self.dir.path().join("run/kdump-agent")
+        }
+
+        fn state(&self) -> AgentState {
+            let mut s = AgentState::new("6.1.0-47-amd64".into(), vec![], String::new());
+            s.facts = node::read_facts(&self.procfs(), &self.sysfs()).unwrap();
+            s
+        }
+
+        /// No recipe flags, `--reload` and `--reload-command` as given.
+        fn start_with(
+            &self,
+            choice: Option<ReloadChoice>,
+            command: Vec<String>,
+            state: &mut AgentState,
+        ) -> ReconcileLoop {
+            let opts = ReloadOptions {
+                choice,
+                command,
+                command_timeout: Duration::from_secs(10),
+                distro_lock: None,
+                flags: RecipeFlags::default(),
+                timing: Timing::default(),
+            };
+            ReconcileLoop::start(
+                opts,
+                &self.state_dir(),
+                state,
+                &self.procfs(),
+                &self.sysfs(),
+            )
+            .unwrap()
+        }
+
+        fn start_without_recipe(
+            &self,
+            choice: Option<ReloadChoice>,
+            state: &mut AgentState,
+        ) -> ReconcileLoop {
+            self.start_with(choice, vec![], state)
+        }
+
+        /// `--reload command` running `script` with the node's sysfs in `$SYS`.
+        fn start(&self, script: &str, state: &mut AgentState) -> ReconcileLoop {
+            let sys = self.dir.path().join("sys");
+            let script = format!("SYS={}; {script}", sys.display());
+            self.start_with(
+                Some(ReloadChoice::Command),
+                vec!["sh".into(), "-c".into(), script],
+                state,
+            )
+        }
+    }
+
+    fn online() -> Input {
+        Input::Event(Event::Memory {
+            action: HotplugAction::Online,
+            phys_start: Some(1 << 32),
+            bytes: Some(128 << 20),
+            source: EventSource::Uevent,
+            ktime_ns: None,
+        })
+    }
+
+    #[test]
+    fn a_hot_added_dimm_is_one_reload_and_the_header_ends_current() {
+        let node = Node::new();
+        let mut state = node.state();
+        let mut rl = node.start("echo reloaded", &mut state);
+        assert_eq!(state.mode(), Mode::AgentManaged);
+        assert_eq!(state.reload.strategy, "command");
+        let t0 = Instant::now();
+        rl.handle(t0, Input::Tick, &mut state);
+        assert!(!state.header.stale, "inferred at start: current");
+        assert!(!state.header.verified);
+
+        node.write("proc/iomem", &format!("{IOMEM_1G}{DIMM}"));
+        for i in 0..4 {
+            rl.handle(t0 + MS * i, online(), &mut state);
+        }
+        assert!(rl.take_job().is_none(), "nothing before the quiet period");
+        rl.handle(t0 + 253 * MS, Input::Tick, &mut state);
+        assert!(state.header.stale);
+        assert_eq!(state.header.missing_bytes, 512 << 20);
+        assert!(state.header.stale_since.is_some());
+        assert!(!state.readiness().ready);
+        let job = rl.take_job().expect("one reload");
+        let done = job.run();
+        rl.finished(t0 + 400 * MS, done, &mut state);
+        assert!(rl.take_job().is_none(), "exactly one");
+        assert!(!state.header.stale, "{:?}", state.header);
+        assert!(state.readiness().ready, "{}", state.readiness().reason);
+        assert_eq!(state.counters.reloads.get("success"), Some(&1));
+        assert_eq!(state.reload_durations.total, 1);
+        assert_eq!(state.unprotected_windows.total, 1);
+        let last = state.reload.last.clone().unwrap();
+        assert!(
+            last.starts_with("success (ram-changed, 0.147 s): exit status: 0 after "),
+            "{last}"
+        );
+        let persisted = StateDir::open(&node.state_dir())
+            .unwrap()
+            .read()
+            .unwrap()
+            .unwrap();
+        assert_eq!(persisted.last_load.unwrap().result, "success");
+        let ram = RangeRecord::to_ram(&persisted.loaded_header.unwrap()).unwrap();
+        assert!(ram.contains(1 << 32), "the DIMM is in the persisted header");
+    }
+
+    #[test]
+    fn a_restarted_agent_sees_the_persisted_header_is_stale() {
+        let node = Node::new();
+        let mut state = node.state();
+        let mut rl = node.start("echo reloaded", &mut state);
+        let t0 = Instant::now();
+        rl.handle(t0, Input::Tick, &mut state);
+        node.write("proc/iomem", &format!("{IOMEM_1G}{DIMM}"));
+        rl.handle(t0, online(), &mut state);
+        rl.handle(t0 + 250 * MS, Input::Tick, &mut state);
+        let done = rl.take_job().unwrap().run();
+        rl.finished(t0 + 300 * MS, done, &mut state);
+        drop(rl);
+
+        // Killed; RAM shrinks back while it is down; a new agent starts.
+        node.write("proc/iomem", IOMEM_1G);
+        let mut state = node.state();
+        let mut rl = node.start("echo reloaded", &mut state);
+        rl.handle(Instant::now(), Input::Tick, &mut state);
+        assert!(state.header.stale);
+        assert_eq!(state.header.excess_bytes, 512 << 20);
+        assert!(
+            rl.take_job().is_some(),
+            "the survey reloads the stale header"
+        );
+    }
+
+    #[test]
+    fn a_failed_command_that_unloaded_counts_one_failure_and_alerts() {
+        let node = Node::new();
+        let mut state = node.state();
+        let mut rl = node.start(
+            "echo 0 > $SYS/kernel/kexec_crash_loaded; echo kexec failed >&2; exit 1",
+            &mut state,
+        );
+        let t0 = Instant::now();
+        rl.handle(t0, Input::Tick, &mut state);
+        node.write("proc/iomem", &format!("{IOMEM_1G}{DIMM}"));
+        rl.handle(t0, online(), &mut state);
+        rl.handle(t0 + 250 * MS, Input::Tick, &mut state);
+        let done = rl.take_job().unwrap().run();
+        rl.finished(t0 + 300 * MS, done, &mut state);
+        // The command strategy keeps no image, so there is no rollback: a failure, then backoff.
+        assert!(rl.take_job().is_none());
+        assert_eq!(state.counters.reloads.get("failure"), Some(&1));
+        assert_eq!(state.reload.failures, 1);
+        assert!(
+            state
+                .reload
+                .last
+                .clone()
+                .unwrap()
+                .ends_with(": kexec failed")
+        );
+        assert_eq!(
+            state.reload.alert.as_deref(),
+            Some("reload failed 1 time(s) in a row; next try in 1.0 s")
+        );
+        assert_eq!(rl.next_deadline(), Some(t0 + 1300 * MS));
+        rl.handle(t0 + 1300 * MS, Input::Tick, &mut state);
+        assert!(!state.facts.crash_loaded);
+        assert!(rl.take_job().is_some(), "the retry loads again");
+    }
+
+    #[test]
+    fn kernel_managed_without_a_captured_header_trusts_the_kernel_and_does_not_reload() {
+        let node = Node::new();
+        node.write("sys/devices/system/memory/crash_hotplug", "1\n");
+        let mut state = node.state();
+        let mut rl = node.start("echo reloaded", &mut state);
+        assert_eq!(state.mode(), Mode::KernelManaged);
+        let t0 = Instant::now();
+        rl.handle(t0, Input::Tick, &mut state);
+        node.write("proc/iomem", &format!("{IOMEM_1G}{DIMM}"));
+        rl.handle(t0, online(), &mut state);
+        rl.handle(t0 + 250 * MS, Input::Tick, &mut state);
+        assert!(rl.take_job().is_none(), "no reload in kernel-managed mode");
+        assert!(!state.header.stale);
+        assert!(!state.header.verified, "inferred, not captured");
+    }
+
+    #[test]
+    fn two_agents_never_share_a_state_directory() {
+        let node = Node::new();
+        let mut state = node.state();
+        let _first = node.start("true", &mut state);
+        let opts = ReloadOptions {
+            choice: Some(ReloadChoice::Command),
+            command: vec!["true".into()],
+            command_timeout: Duration::from_secs(1),
+            distro_lock: None,
+            flags: RecipeFlags::default(),
+            timing: Timing::default(),
+        };
+        let err = ReconcileLoop::start(
+            opts,
+            &node.state_dir(),
+            &mut state,
+            &node.procfs(),
+            &node.sysfs(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains(&format!("is held by pid {}", std::process::id())),
+            "{err}"
+        );
+    }
+
+    /// A distribution's `kexec -s -p KERNEL --initrd INITRD`, as the probes report it.
+    fn distro_load(kernel: &Path, initrd: &Path) -> Input {
+        Input::Event(Event::KexecLoad(
+            crate::model::events::KexecLoad::distro_file_load(
+                Some(kernel.to_path_buf()),
+                Some(initrd.to_path_buf()),
+            ),
+        ))
+    }
+
+    #[test]
+    fn an_observing_agent_adopts_a_distribution_load_and_becomes_agent_managed() {
+        let node = Node::new();
+        let mut state = node.state();
+        let mut rl = node.start_without_recipe(None, &mut state);
+        assert_eq!(
+            (state.mode(), state.reload.strategy.as_str()),
+            (Mode::Observe, "off")
+        );
+        let (kernel, initrd) = (
+            node.dir.path().join("vmlinuz"),
+            node.dir.path().join("initrd"),
+        );
+        rl.handle(Instant::now(), distro_load(&kernel, &initrd), &mut state);
+        assert_eq!(state.mode(), Mode::AgentManaged);
+        assert_eq!(state.reload.strategy, "kexec-file");
+        let recipe = state.reload.recipe.clone().unwrap();
+        assert!(
+            recipe.starts_with("adopted from kexec (pid 4242): kernel "),
+            "{recipe}"
+        );
+        assert_eq!(state.reload.adoption_refused, None);
+        let persisted = StateDir::open(&node.state_dir())
+            .unwrap()
+            .read()
+            .unwrap()
+            .unwrap();
+        let adopted = persisted.recipe.unwrap().to_recipe();
+        assert_eq!((adopted.kernel, adopted.initrd), (kernel, Some(initrd)));
+        assert_eq!(adopted.cmdline, "console=ttyS0 irqpoll");
+    }
+
+    #[test]
+    fn a_memfd_or_reload_off_adopts_nothing_and_says_why() {
+        let node = Node::new();
+        let mut state = node.state();
+        let mut rl = node.start_without_recipe(None, &mut state);
+        let memfd = Path::new("/memfd:kernel (deleted)");
+        rl.handle(
+            Instant::now(),
+            distro_load(memfd, Path::new("/boot/i")),
+            &mut state,
+        );
+        assert_eq!(state.mode(), Mode::Observe);
+        let why = state.reload.adoption_refused.clone().unwrap();
+        assert_eq!(
+            why,
+            "kexec (pid 4242): the kernel was /memfd:kernel (deleted), which cannot be opened again (an anonymous or deleted file)"
+        );
+
+        let node = Node::new();
+        let mut state = node.state();
+        let mut rl = node.start_without_recipe(Some(ReloadChoice::Off), &mut state);
+        let (kernel, initrd) = (
+            node.dir.path().join("vmlinuz"),
+            node.dir.path().join("initrd"),
+        );
+        rl.handle(Instant::now(), distro_load(&kernel, &initrd), &mut state);
+        assert_eq!(
+            (state.mode(), state.reload.recipe.as_ref()),
+            (Mode::Observe, None)
+        );
+    }
+}

@@ -1,0 +1,77 @@
+//! Reads the files the agent needs under procfs (`--procfs`, default `/proc`).
+use std::{
+    io::Read as _,
+    path::{Path, PathBuf},
+};
+
+use crate::{
+    model::kconfig::KernelConfig,
+    sys::sysfs::{ReadError, read_optional},
+};
+
+#[derive(Clone, Debug)]
+pub struct Procfs {
+    root: PathBuf,
+}
+
+impl Procfs {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.root.join(relative)
+    }
+
+    /// The bytes of `iomem` (its addresses read as zero without CAP_SYS_ADMIN).
+    pub fn iomem(&self) -> Result<Vec<u8>, ReadError> {
+        let path = self.path("iomem");
+        std::fs::read(&path).map_err(|source| ReadError::Io { path, source })
+    }
+
+    /// The kernel's configuration from `config.gz`, else `/boot/config-<release>`.
+    pub fn kernel_config(&self, boot: &Path) -> Option<KernelConfig> {
+        let gz = self.path("config.gz");
+        if let Ok(file) = std::fs::File::open(&gz) {
+            let mut text = String::new();
+            if flate2::read::GzDecoder::new(file)
+                .read_to_string(&mut text)
+                .is_ok()
+            {
+                return Some(KernelConfig::parse(&text, gz.display().to_string()));
+            }
+        }
+        let release = self.kernel_release().ok()?;
+        let path = boot.join(format!("config-{release}"));
+        let text = std::fs::read_to_string(&path).ok()?;
+        Some(KernelConfig::parse(&text, path.display().to_string()))
+    }
+
+    /// `sys/kernel/osrelease`, e.g. `6.12.57+deb13-amd64`.
+    pub fn kernel_release(&self) -> Result<String, ReadError> {
+        let path = self.path("sys/kernel/osrelease");
+        let text = read_optional(&path)?.ok_or_else(|| ReadError::Io {
+            path,
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })?;
+        Ok(text.trim().to_string())
+    }
+
+    /// The effective capability set of this process, from the real `/proc/self/status` (not
+    /// `--procfs`, which may be another host's or a fixture).
+    pub fn effective_capabilities() -> Result<u64, ReadError> {
+        let path = PathBuf::from("/proc/self/status");
+        let text = read_optional(&path)?.unwrap_or_default();
+        let (index, value) = text
+            .lines()
+            .enumerate()
+            .find_map(|(i, l)| l.strip_prefix("CapEff:").map(|v| (i, v.trim())))
+            .unwrap_or((text.lines().count(), ""));
+        u64::from_str_radix(value, 16).map_err(|_| ReadError::Malformed {
+            path,
+            line: index + 1,
+            expected: "a CapEff: line with a hexadecimal mask",
+            found: value.to_string(),
+        })
+    }
+}
