@@ -3,7 +3,7 @@
 //! probes / uevents / rescans -> events -> reconcile -> reload -> state -> /metrics, textfile.
 use std::{
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, RwLock},
     time::{Duration, Instant, SystemTime},
 };
@@ -22,17 +22,16 @@ use crate::{
         metrics::Exporter,
         textfile,
     },
-    model::events::{Event, EventSource},
+    model::{
+        events::{Event, EventSource},
+        mode::Mode,
+        units::unix_seconds,
+    },
     observe::{probes, uevent},
     reconcile::Input,
     reload::{LoadDone, ReconcileLoop, ReloadOptions},
     state::{AgentState, SharedState},
-    sys::{
-        capabilities::{self, missing_process_caps},
-        node,
-        procfs::Procfs,
-        sysfs::Sysfs,
-    },
+    sys::{capabilities::missing_process_caps, node::NodeState, procfs::Procfs, sysfs::Sysfs},
 };
 
 pub struct Options {
@@ -51,60 +50,19 @@ pub struct Options {
 /// Room for a storm of 4096 block events without blocking a source.
 const EVENT_QUEUE: usize = 8192;
 
-/// The node's state before any event source runs; `run` and `status` both start from it.
-pub fn initial_state(
-    procfs: &Procfs,
-    sysfs: &Sysfs,
-    boot: &std::path::Path,
-) -> anyhow::Result<AgentState> {
-    let config = procfs.kernel_config(boot);
-    let caps = capabilities::detect(sysfs, config.as_ref());
-    let release = procfs.kernel_release().unwrap_or_else(|_| "unknown".into());
-    let mut state = AgentState::new(
-        release,
-        caps,
-        capabilities::no_kexec_reason(config.as_ref()),
+/// The node's state before any event source runs, with the loaded header judged as the
+/// node shows it now; `run`, `status` and `check` all start from it.
+pub fn initial_state(procfs: &Procfs, sysfs: &Sysfs, boot: &Path) -> anyhow::Result<AgentState> {
+    let mut state = AgentState::new(NodeState::detect(procfs, sysfs, boot)?);
+    let kernel_managed = state.mode() == Mode::KernelManaged;
+    let node = &state.node;
+    state.header.judge(
+        node.facts.crash_loaded,
+        kernel_managed,
+        node.iomem.as_ref(),
+        unix_seconds(SystemTime::now()),
     );
-    refresh(&mut state, procfs, sysfs, false)?;
     Ok(state)
-}
-
-/// `during_hotplug`: see [`node::facts`]; the kexec-locked files are left for the next rescan.
-fn refresh(
-    state: &mut AgentState,
-    procfs: &Procfs,
-    sysfs: &Sysfs,
-    during_hotplug: bool,
-) -> anyhow::Result<()> {
-    let iomem = node::read_iomem(procfs)?;
-    let have_last = state.refreshed_at.is_some();
-    state.facts = match node::facts(
-        &iomem,
-        sysfs,
-        (have_last && during_hotplug).then_some(&state.facts),
-    ) {
-        // kexec_crash_size answers EBUSY while a load holds the kexec lock: keep the last value.
-        Err(e) if have_last => {
-            tracing::debug!(error = %format!("{e:#}"), "kexec-locked sysfs files busy; keeping their last values");
-            node::facts(&iomem, sysfs, Some(&state.facts))?
-        }
-        facts => facts?,
-    };
-    state.iomem = Some(iomem);
-    let now = SystemTime::now();
-    state.refreshed_at = Some(now);
-    let was_stale = state.header.stale;
-    state.assess_header(unix_seconds(now));
-    let h = &state.header;
-    if h.stale && !was_stale {
-        tracing::warn!(
-            missing_bytes = h.missing_bytes,
-            excess_bytes = h.excess_bytes,
-            verified = h.verified,
-            "the loaded crash header is stale"
-        );
-    }
-    Ok(())
 }
 
 /// CLOCK_MONOTONIC, the clock of the probes' `bpf_ktime_get_ns`.
@@ -118,14 +76,9 @@ fn monotonic_ns() -> u64 {
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-fn unix_seconds(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-pub async fn run(opts: Options) -> anyhow::Result<()> {
-    let effective = Procfs::effective_capabilities()?;
-    let missing = missing_process_caps(effective);
+/// Refuses to start without the capabilities `run` needs, naming the missing ones.
+fn require_capabilities() -> anyhow::Result<()> {
+    let missing = missing_process_caps(Procfs::effective_capabilities()?);
     if !missing.is_empty() {
         let names: Vec<_> = missing.iter().map(|c| c.name()).collect();
         bail!(
@@ -133,19 +86,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             names.join(", ")
         );
     }
-    let mut initial = initial_state(&opts.procfs, &opts.sysfs, &opts.boot)?;
-    let mut reconcile = ReconcileLoop::start(
-        opts.reload.clone(),
-        &opts.state_dir,
-        &mut initial,
-        &opts.procfs,
-        &opts.sysfs,
-    )?;
-    let listener = http::bind(opts.listen).await?;
-    let control_listener = control::bind(&opts.state_dir)?;
-    let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
+    Ok(())
+}
 
-    let (attached, reports) = probes::attach(&initial.capabilities);
+/// Attaches the probes, or falls back to uevents, or to rescans alone; says which in `state`.
+fn start_observing(state: &mut AgentState, block_bytes: Option<u64>, tx: &mpsc::Sender<Event>) {
+    let (attached, reports) = probes::attach(&state.node.capabilities);
     for r in &reports {
         if r.how == "none" {
             tracing::warn!(probe = %r.probe, reason = %r.reason, "probe not attached");
@@ -153,12 +99,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             tracing::info!(probe = %r.probe, how = %r.how, fallback_because = %r.reason, "probe attached");
         }
     }
-    initial.windows_from_probes = probes::WINDOW_PROBES
+    let observe = &mut state.observe;
+    observe.windows_from_probes = probes::WINDOW_PROBES
         .iter()
         .all(|w| reports.iter().any(|r| r.probe == *w && r.how != "none"));
-    initial.probes = reports;
-    let block_bytes = opts.sysfs.memory_block_size().ok().flatten();
-    initial.event_source = match attached.map(|a| a.spawn_reader(tx.clone())) {
+    observe.probes = reports;
+    observe.event_source = match attached.map(|a| a.spawn_reader(tx.clone())) {
         Some(Ok(_reader)) => EventSource::Ebpf,
         reader => {
             if let Some(Err(e)) = reader {
@@ -173,10 +119,42 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             }
         }
     };
+}
+
+/// The running daemon: the pipeline's stages and the state they write.
+struct Daemon {
+    opts: Options,
+    state: SharedState,
+    exporter: Arc<Exporter>,
+    reconcile: ReconcileLoop,
+    /// The load job in flight, if any.
+    load: Option<JoinHandle<LoadDone>>,
+    /// `kdump-agent reload` clients, answered when the reconcile they asked for is over.
+    waiting: Vec<(ReloadRequest, u64)>,
+}
+
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    require_capabilities()?;
+    let mut initial = initial_state(&opts.procfs, &opts.sysfs, &opts.boot)?;
+    let reconcile = ReconcileLoop::start(
+        opts.reload.clone(),
+        &opts.state_dir,
+        &mut initial.reload_parts(),
+        &opts.procfs,
+        &opts.sysfs,
+    )?;
+    let listener = http::bind(opts.listen).await?;
+    let control_listener = control::bind(&opts.state_dir)?;
+    let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
+    start_observing(
+        &mut initial,
+        opts.sysfs.memory_block_size().ok().flatten(),
+        &tx,
+    );
     let readiness = initial.readiness();
     tracing::info!(
         listen = %opts.listen,
-        source = %initial.event_source,
+        source = %initial.observe.event_source,
         mode = initial.mode().as_str(),
         ready = readiness.ready,
         reason = %readiness.reason,
@@ -201,30 +179,26 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         reload_tx,
         stop_rx,
     ));
-    publish(&opts, &state, &exporter);
-
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut rescan = tokio::time::interval(opts.rescan_interval);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     rescan.tick().await;
+    let mut d = Daemon {
+        opts,
+        state,
+        exporter,
+        reconcile,
+        load: None,
+        waiting: Vec::new(),
+    };
+    d.publish();
     // The start-up survey: is a crash kernel loaded, is its header current?
-    with_state(&state, |s| reconcile.handle(Instant::now(), Input::Tick, s));
-    publish(&opts, &state, &exporter);
-    let mut load: Option<JoinHandle<LoadDone>> = None;
-    // `kdump-agent reload` clients, answered when the reconcile they asked for is over.
-    let mut waiting: Vec<(ReloadRequest, u64)> = Vec::new();
+    d.tick();
     loop {
-        if let Some(job) = reconcile.take_job() {
-            load = Some(tokio::task::spawn_blocking(move || job.run()));
-        }
-        if load.is_none() && !waiting.is_empty() {
-            let s = state.read().unwrap_or_else(|e| e.into_inner());
-            for (reply, reloads_before) in waiting.drain(..) {
-                let _ = reply.send(reload_answer(&s, reloads_before));
-            }
-        }
-        let deadline = reconcile.next_deadline();
+        d.start_load();
+        d.answer_waiting();
+        let deadline = d.reconcile.next_deadline();
         // select! builds every branch's future, so a disabled timer still needs an instant.
         let wake = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
@@ -233,49 +207,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 while let Ok(more) = rx.try_recv() {
                     batch.push(more);
                 }
-                // A load in flight holds the kexec lock: kexec_crash_size reads EBUSY until it
-                // ends, and the verify after the load re-reads everything anyway.
-                apply(&opts, &state, &batch, load.is_none());
-                with_state(&state, |s| {
-                    let now = Instant::now();
-                    for event in batch {
-                        reconcile.handle(now, Input::Event(event), s);
-                    }
-                });
-                publish(&opts, &state, &exporter);
+                d.on_events(batch);
             }
-            joined = async { load.as_mut().expect("guarded by is_some").await }, if load.is_some() => {
-                load = None;
-                let done = joined.context("the load task failed")?;
-                with_state(&state, |s| reconcile.finished(Instant::now(), done, s));
-                publish(&opts, &state, &exporter);
+            joined = async { d.load.as_mut().expect("guarded by is_some").await }, if d.load.is_some() => {
+                d.load = None;
+                d.on_load_done(joined.context("the load task failed")?);
             }
-            _ = tokio::time::sleep_until(wake.into()), if deadline.is_some() => {
-                with_state(&state, |s| {
-                    reconcile.handle(Instant::now(), Input::Tick, s)
-                });
-                publish(&opts, &state, &exporter);
-            }
-            _ = rescan.tick(), if load.is_none() => {
-                let before = with_state(&state, |s| (s.facts.system_ram_bytes, s.facts.crash_loaded));
-                rescan_now(&opts, &state, false);
-                with_state(&state, |s| {
-                    let now = Instant::now();
-                    // A change no event told us about (missed events, another loader).
-                    if (s.facts.system_ram_bytes, s.facts.crash_loaded) != before {
-                        reconcile.handle(now, Input::Event(Event::IomemChanged), s);
-                    }
-                    reconcile.resync_mode(now, s)
-                });
-                publish(&opts, &state, &exporter);
-            }
-            Some(reply) = reload_rx.recv() => {
-                with_state(&state, |s| {
-                    waiting.push((reply, reloads_done(s)));
-                    reconcile.handle(Instant::now(), Input::ReloadRequested, s);
-                });
-                publish(&opts, &state, &exporter);
-            }
+            _ = tokio::time::sleep_until(wake.into()), if deadline.is_some() => d.tick(),
+            _ = rescan.tick(), if d.load.is_none() => d.on_rescan(),
+            Some(reply) = reload_rx.recv() => d.on_reload_request(reply),
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
         }
@@ -286,22 +226,127 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Counts a batch of events and re-reads the node once for all of them.
-fn apply(opts: &Options, state: &SharedState, batch: &[Event], rescan: bool) {
-    {
-        let mut s = state.write().unwrap_or_else(|e| e.into_inner());
-        let now = unix_seconds(SystemTime::now());
-        for event in batch {
-            log(event);
-            s.count(event);
-            if let Err(e) = s.take_header(event, now) {
-                tracing::warn!(error = %e, "captured crash header unusable; the loaded header is unverified");
+impl Daemon {
+    /// Runs `f` with the state locked for writing, then pushes it to the written exporters.
+    fn with_state<T>(
+        &mut self,
+        f: impl FnOnce(&mut AgentState, &mut ReconcileLoop, &Options) -> T,
+    ) -> T {
+        let out = f(
+            &mut self.state.write().unwrap_or_else(|e| e.into_inner()),
+            &mut self.reconcile,
+            &self.opts,
+        );
+        self.publish();
+        out
+    }
+
+    /// Feeds the reconciler `input` with the reload stage's parts of the state.
+    fn reconcile(&mut self, input: Input) {
+        self.with_state(|s, reconcile, _| {
+            reconcile.handle(Instant::now(), input, &mut s.reload_parts());
+        });
+    }
+
+    fn tick(&mut self) {
+        self.reconcile(Input::Tick);
+    }
+
+    fn start_load(&mut self) {
+        if let Some(job) = self.reconcile.take_job() {
+            self.load = Some(tokio::task::spawn_blocking(move || job.run()));
+        }
+    }
+
+    fn answer_waiting(&mut self) {
+        if self.load.is_some() || self.waiting.is_empty() {
+            return;
+        }
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        for (reply, reloads_before) in self.waiting.drain(..) {
+            let _ = reply.send(reload_answer(&s, reloads_before));
+        }
+    }
+
+    /// Counts a batch of events, re-reads the node once for all of them, and lets the
+    /// reload stage learn from each and judge the header once.
+    fn on_events(&mut self, batch: Vec<Event>) {
+        // A load in flight holds the kexec lock: kexec_crash_size reads EBUSY until it
+        // ends, and the verify after the load re-reads everything anyway.
+        let rescan = self.load.is_none();
+        self.with_state(|s, reconcile, opts| {
+            for event in &batch {
+                log(event);
+                s.counters.count(event);
+            }
+            if rescan {
+                let read_locked = batch.iter().any(|e| matches!(e, Event::KexecLoad(_)));
+                rescan_node(opts, s, read_locked);
+            }
+            let now = Instant::now();
+            let mut parts = s.reload_parts();
+            for event in batch {
+                reconcile.handle(now, Input::Event(event), &mut parts);
+            }
+            reconcile.judge(&mut parts);
+        });
+    }
+
+    fn on_load_done(&mut self, done: LoadDone) {
+        self.with_state(|s, reconcile, _| {
+            reconcile.finished(Instant::now(), done, &mut s.reload_parts());
+        });
+    }
+
+    /// A periodic full rescan: catches a change no event told about (missed events, another
+    /// loader), and a mode that changed under the agent.
+    fn on_rescan(&mut self) {
+        self.with_state(|s, reconcile, opts| {
+            let before = (s.node.facts.system_ram_bytes, s.node.facts.crash_loaded);
+            rescan_node(opts, s, true);
+            let now = Instant::now();
+            let mut parts = s.reload_parts();
+            reconcile.judge(&mut parts);
+            if (
+                parts.node.facts.system_ram_bytes,
+                parts.node.facts.crash_loaded,
+            ) != before
+            {
+                reconcile.handle(now, Input::Event(Event::IomemChanged), &mut parts);
+            }
+            reconcile.resync_mode(now, &mut parts);
+        });
+    }
+
+    fn on_reload_request(&mut self, reply: ReloadRequest) {
+        let before = self
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .reload
+            .reloads();
+        self.waiting.push((reply, before));
+        self.reconcile(Input::ReloadRequested);
+    }
+
+    /// Pushes the state to the exporters that are written rather than scraped.
+    fn publish(&self) {
+        if let Some(dir) = &self.opts.textfile_dir {
+            let text = self
+                .exporter
+                .render(&self.state.read().unwrap_or_else(|e| e.into_inner()));
+            if let Err(e) = textfile::write(dir, &text) {
+                tracing::error!(error = %e, "textfile not updated");
             }
         }
     }
-    if rescan {
-        let hotplug = !batch.iter().any(|e| matches!(e, Event::KexecLoad(_)));
-        rescan_now(opts, state, hotplug);
+}
+
+/// Re-reads the node. A file that cannot be read now keeps the last good facts: the error is
+/// logged, the daemon keeps running.
+fn rescan_node(opts: &Options, s: &mut AgentState, read_locked: bool) {
+    if let Err(e) = s.node.refresh(&opts.procfs, &opts.sysfs, read_locked) {
+        tracing::error!(error = %format!("{e:#}"), "rescan failed; keeping the last good state");
     }
 }
 
@@ -351,30 +396,21 @@ fn log(event: &Event) {
     }
 }
 
-/// Re-reads the node. A file that cannot be read now keeps the last good facts: the error is
-/// logged, the daemon keeps running.
-fn rescan_now(opts: &Options, state: &SharedState, during_hotplug: bool) {
-    let mut s = state.write().unwrap_or_else(|e| e.into_inner());
-    if let Err(e) = refresh(&mut s, &opts.procfs, &opts.sysfs, during_hotplug) {
-        tracing::error!(error = %format!("{e:#}"), "rescan failed; keeping the last good state");
-    }
-}
-
-fn reloads_done(s: &AgentState) -> u64 {
-    s.counters.reloads.values().sum()
-}
-
 /// What `kdump-agent reload` prints: what the reconcile did, and whether kdump is ready now.
 fn reload_answer(s: &AgentState, reloads_before: u64) -> serde_json::Value {
     let readiness = s.readiness();
-    let outcome = if reloads_done(s) > reloads_before {
-        format!("reloaded: {}", s.reload.last.as_deref().unwrap_or("?"))
+    let outcome = if s.reload.reloads() > reloads_before {
+        format!(
+            "reloaded: {}",
+            s.reload.status.last.as_deref().unwrap_or("?")
+        )
     } else if readiness.ready {
         "nothing to do: the loaded header covers all RAM".to_owned()
     } else {
         format!(
             "not reloaded{}",
             s.reload
+                .status
                 .alert
                 .as_deref()
                 .map_or(String::new(), |a| format!(": {a}"))
@@ -385,19 +421,4 @@ fn reload_answer(s: &AgentState, reloads_before: u64) -> serde_json::Value {
         "ready": readiness.ready,
         "reason": readiness.reason,
     })
-}
-
-/// Runs `f` with the state locked for writing.
-fn with_state<T>(state: &SharedState, f: impl FnOnce(&mut AgentState) -> T) -> T {
-    f(&mut state.write().unwrap_or_else(|e| e.into_inner()))
-}
-
-/// Pushes the state to the exporters that are written rather than scraped.
-fn publish(opts: &Options, state: &SharedState, exporter: &Exporter) {
-    if let Some(dir) = &opts.textfile_dir {
-        let text = exporter.render(&state.read().unwrap_or_else(|e| e.into_inner()));
-        if let Err(e) = textfile::write(dir, &text) {
-            tracing::error!(error = %e, "textfile not updated");
-        }
-    }
 }

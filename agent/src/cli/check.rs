@@ -19,7 +19,7 @@ pub struct CheckArgs {
 
 /// The source `run` would pick on this node, from its capabilities.
 fn likely_source(state: &AgentState) -> EventSource {
-    let has = |f| state.capability(f).is_some_and(|c| c.available);
+    let has = |f| state.node.capability(f).is_some_and(|c| c.available);
     if has(Feature::Bpf) && has(Feature::RingBuf) && (has(Feature::Fentry) || has(Feature::Kprobes))
     {
         EventSource::Ebpf
@@ -30,7 +30,7 @@ fn likely_source(state: &AgentState) -> EventSource {
 
 pub fn one_shot(system: &SystemArgs) -> anyhow::Result<StatusReport> {
     let mut state = daemon::initial_state(&system.procfs(), &system.sysfs(), &system.boot)?;
-    state.event_source = likely_source(&state);
+    state.observe.event_source = likely_source(&state);
     Ok(StatusReport::from_state(&state))
 }
 

@@ -20,7 +20,7 @@ use crate::{
         ranges::RamRanges,
         units::bytes,
     },
-    sys::crash_sysfs,
+    sys::{crash_sysfs, node, procfs::Procfs},
 };
 
 /// Exit code for unreadable or malformed input.
@@ -96,12 +96,6 @@ pub fn run(args: HeaderArgs) -> Result<i32> {
     }
 }
 
-fn read_iomem(procfs: &Path) -> Result<Iomem> {
-    let path = procfs.join("iomem");
-    let bytes = fs::read(&path).with_context(|| path.display().to_string())?;
-    Iomem::parse_bytes(&bytes).map_err(|e| anyhow!("{} {e}", path.display()))
-}
-
 /// Reads no more than a header can span, so `--parse /proc/vmcore` reads its head, not the dump.
 fn read_header(file: &Path) -> Result<(ElfCoreHeader, usize)> {
     let mut bytes = Vec::new();
@@ -113,7 +107,7 @@ fn read_header(file: &Path) -> Result<(ElfCoreHeader, usize)> {
 }
 
 fn build(args: &HeaderArgs) -> Result<String> {
-    let iomem = read_iomem(&args.procfs)?;
+    let iomem = node::read_iomem(&Procfs::new(args.procfs.clone()))?;
     let notes = crash_sysfs::read_cpu_crash_notes(&args.sysfs)?;
     let vmcoreinfo = crash_sysfs::read_vmcoreinfo(&args.sysfs)?;
     let kernel_text = read_kernel_text(&args.procfs, &iomem)?;
@@ -198,7 +192,7 @@ fn parse(args: &HeaderArgs, file: &Path) -> Result<String> {
 fn compare(args: &HeaderArgs, file: &Path) -> Result<String> {
     let (header, _) = read_header(file)?;
     let iomem_path = args.procfs.join("iomem");
-    let iomem = read_iomem(&args.procfs)?;
+    let iomem = node::read_iomem(&Procfs::new(args.procfs.clone()))?;
     let loaded = header.ram_ranges();
     let (load, inferred) = match args.load.as_str() {
         "auto" => (LoadPath::infer(&loaded), true),

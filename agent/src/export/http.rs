@@ -81,11 +81,11 @@ fn respond(
         "/readyz" => {
             // Ready once the first refresh has read the node's state and an event source runs.
             let s = state.read().unwrap_or_else(|e| e.into_inner());
-            match s.refreshed_at {
+            match s.node.refreshed_at {
                 Some(_) => text(
                     StatusCode::OK,
                     PLAIN,
-                    format!("ready: event source {}\n", s.event_source),
+                    format!("ready: event source {}\n", s.observe.event_source),
                 ),
                 None => text(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -75,7 +75,7 @@ impl ShowReport {
     }
 
     pub fn from_state(s: &AgentState) -> Self {
-        let h = &s.header;
+        let h = s.header.status();
         let mut report = ShowReport {
             captured: h.captured.clone(),
             load: None,
@@ -86,10 +86,10 @@ impl ShowReport {
             ranges: Vec::new(),
             note: String::new(),
         };
-        let (Some(loaded), Some(iomem)) = (&s.loaded, &s.iomem) else {
-            report.note = if !s.facts.crash_loaded {
+        let (Some(loaded), Some(iomem)) = (s.header.loaded(), &s.node.iomem) else {
+            report.note = if !s.node.facts.crash_loaded {
                 "no crash kernel is loaded".into()
-            } else if s.loaded.is_none() {
+            } else if s.header.loaded().is_none() {
                 "the loaded header was not captured (loaded before the agent's probes ran, or \
                  without them): its ranges are unknown"
                     .into()
@@ -99,8 +99,8 @@ impl ShowReport {
             return report;
         };
         report.load = Some(loaded.load.as_str().into());
-        if !loaded.verified {
-            report.note = format!("unverified: {}", loaded.captured);
+        if !loaded.provenance.verified() {
+            report.note = format!("unverified: {}", loaded.origin);
         }
         match expected_ram(iomem, loaded.load) {
             Ok(expected) => report.ranges = rows(&loaded.ram, &expected),
@@ -231,8 +231,12 @@ mod tests {
 
     #[test]
     fn without_a_capture_it_says_why() {
-        let mut s = AgentState::new("6.1".into(), vec![], String::new());
-        s.facts.crash_loaded = true;
+        let mut s = AgentState::new(crate::sys::node::NodeState::new(
+            "6.1".into(),
+            vec![],
+            String::new(),
+        ));
+        s.node.facts.crash_loaded = true;
         let r = ShowReport::from_state(&s);
         assert!(r.ranges.is_empty());
         assert!(

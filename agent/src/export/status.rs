@@ -2,8 +2,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    model::{probe::ProbeReport, units::bytes},
-    state::{AgentState, HeaderStatus, ReloadStatus},
+    model::{header::HeaderStatus, probe::ProbeReport, units::bytes},
+    reload::ReloadStatus,
+    state::AgentState,
     sys::capabilities::Capability,
 };
 
@@ -35,16 +36,16 @@ impl StatusReport {
             ready: r.ready,
             reason: r.reason,
             mode: s.mode().as_str().to_string(),
-            kernel: s.kernel_release.clone(),
-            crash_kernel_loaded: s.facts.crash_loaded,
-            reserved_bytes: s.facts.reserved_bytes,
-            crash_hotplug: s.facts.crash_hotplug,
-            system_ram_bytes: s.facts.system_ram_bytes,
-            header: s.header.clone(),
-            reload: s.reload.clone(),
-            event_source: s.event_source.as_str().to_string(),
-            capabilities: s.capabilities.clone(),
-            probes: s.probes.clone(),
+            kernel: s.node.kernel_release.clone(),
+            crash_kernel_loaded: s.node.facts.crash_loaded,
+            reserved_bytes: s.node.facts.reserved_bytes,
+            crash_hotplug: s.node.facts.crash_hotplug,
+            system_ram_bytes: s.node.facts.system_ram_bytes,
+            header: s.header.status().clone(),
+            reload: s.reload.status.clone(),
+            event_source: s.observe.event_source.as_str().to_string(),
+            capabilities: s.node.capabilities.clone(),
+            probes: s.observe.probes.clone(),
         }
     }
 
@@ -187,7 +188,11 @@ mod tests {
                 detail: "CONFIG_KEXEC is not set".into(),
             },
         ];
-        AgentState::new("6.18.44".into(), caps, "CONFIG_KEXEC is not set".into())
+        AgentState::new(crate::sys::node::NodeState::new(
+            "6.18.44".into(),
+            caps,
+            "CONFIG_KEXEC is not set".into(),
+        ))
     }
 
     #[test]
@@ -237,7 +242,7 @@ mod tests {
     #[test]
     fn probe_names_are_aligned_whatever_their_length() {
         let mut s = no_kexec();
-        s.probes = vec![
+        s.observe.probes = vec![
             ProbeReport {
                 probe: "online_pages".into(),
                 how: "fentry".into(),
@@ -262,7 +267,7 @@ mod tests {
     #[test]
     fn json_has_the_documented_fields() {
         let mut s = no_kexec();
-        s.facts = KdumpFacts {
+        s.node.facts = KdumpFacts {
             kexec: true,
             crash_loaded: true,
             reserved_bytes: 256 << 20,

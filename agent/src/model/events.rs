@@ -30,17 +30,6 @@ impl HotplugAction {
             Self::Remove => "remove",
         }
     }
-
-    /// Parses a uevent `ACTION=` value.
-    pub fn from_uevent(action: &str) -> Option<Self> {
-        match action {
-            "online" => Some(Self::Online),
-            "offline" => Some(Self::Offline),
-            "add" => Some(Self::Add),
-            "remove" => Some(Self::Remove),
-            _ => None,
-        }
-    }
 }
 
 impl fmt::Display for HotplugAction {

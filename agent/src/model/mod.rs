@@ -2,10 +2,13 @@
 pub mod elfcorehdr;
 pub mod events;
 pub mod facts;
+pub mod header;
 pub mod iomem;
 pub mod kconfig;
 pub mod load;
 pub mod mode;
+pub mod observations;
 pub mod probe;
 pub mod ranges;
+pub mod readiness;
 pub mod units;

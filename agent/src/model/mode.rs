@@ -1,6 +1,8 @@
 //! How the loaded header is kept current, as every stage names it.
 use serde::Serialize;
 
+use crate::model::facts::KdumpFacts;
+
 /// How the loaded header is kept current (DESIGN.md, "Vocabulary and modes").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -29,6 +31,21 @@ impl Mode {
             Self::AgentManaged => "agent-managed",
             Self::Observe => "observe",
             Self::Unsupported => "unsupported",
+        }
+    }
+}
+
+impl Mode {
+    /// The mode the kernel's facts and the agent's means to reload call for.
+    pub fn of(facts: &KdumpFacts, can_reload: bool) -> Self {
+        if !facts.kexec || facts.reserved_bytes == 0 {
+            Self::Unsupported
+        } else if facts.crash_hotplug == Some(true) {
+            Self::KernelManaged
+        } else if can_reload {
+            Self::AgentManaged
+        } else {
+            Self::Observe
         }
     }
 }

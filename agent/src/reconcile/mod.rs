@@ -10,14 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::model::{
-    elfcorehdr::{HeaderDiff, LoadPath, diff, expected_ram},
-    events::Event,
-    iomem::Iomem,
-    load::LoadOutcome,
-    mode::Mode,
-    ranges::{CapacityExceeded, RamRanges},
-};
+pub mod header;
+
+use crate::model::{events::Event, header::HeaderStatus, load::LoadOutcome, mode::Mode};
 
 /// Timing knobs (`--quiet-period`, `--max-delay`) and the retry backoff.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,41 +68,16 @@ pub enum HeaderState {
     Unknown,
 }
 
-/// The loaded header as the agent knows it: the RAM it lists and who built it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LoadedHeader {
-    pub ram: RamRanges,
-    pub load: LoadPath,
-    /// Captured by a probe (true), or inferred from the RAM at load time (false).
-    pub verified: bool,
-}
-
-impl LoadedHeader {
-    /// The header a `load` made for this iomem would list (after the agent's own load, or
-    /// at start-up when nothing better is known): inferred, so not verified.
-    pub fn inferred(iomem: &Iomem, load: LoadPath) -> Result<Self, CapacityExceeded> {
-        Ok(Self {
-            ram: expected_ram(iomem, load)?,
-            load,
-            verified: false,
-        })
-    }
-
-    /// How this header differs from the one its loader would build for `iomem` now.
-    pub fn diff(&self, iomem: &Iomem) -> Result<HeaderDiff, CapacityExceeded> {
-        Ok(diff(&expected_ram(iomem, self.load)?, &self.ram))
-    }
-}
-
-impl From<&HeaderDiff> for HeaderState {
-    fn from(d: &HeaderDiff) -> Self {
-        if d.stale() {
-            Self::Stale(Staleness {
-                missing_bytes: d.missing_bytes,
-                excess_bytes: d.excess_bytes,
-            })
-        } else {
-            Self::Fresh
+impl HeaderState {
+    /// The reconciler's view of a verdict: unknown when nothing is known of the content.
+    pub fn of(status: &HeaderStatus) -> Self {
+        match status.provenance {
+            None => Self::Unknown,
+            Some(_) if status.stale => Self::Stale(Staleness {
+                missing_bytes: status.missing_bytes,
+                excess_bytes: status.excess_bytes,
+            }),
+            Some(_) => Self::Fresh,
         }
     }
 }
@@ -614,37 +584,6 @@ mod tests {
 
     fn reload(reason: ReloadReason) -> Action {
         Action::Reload { reason }
-    }
-
-    const IOMEM_1G: &str = "\
-00000000-00000fff : Reserved
-00001000-0009fbff : System RAM
-000f0000-000fffff : Reserved
-00100000-3ffdffff : System RAM
-  2f000000-3effffff : Crash kernel
-";
-
-    #[test]
-    fn an_inferred_header_is_fresh_until_a_dimm_comes_online() {
-        let before = Iomem::parse(IOMEM_1G).unwrap();
-        let header = LoadedHeader::inferred(&before, LoadPath::KexecFileLoad).unwrap();
-        assert!(!header.verified);
-        assert_eq!(
-            HeaderState::from(&header.diff(&before).unwrap()),
-            HeaderState::Fresh
-        );
-        let after = Iomem::parse(&format!("{IOMEM_1G}100000000-11fffffff : System RAM\n")).unwrap();
-        assert_eq!(
-            HeaderState::from(&header.diff(&after).unwrap()),
-            HeaderState::Stale(Staleness {
-                missing_bytes: 512 << 20,
-                excess_bytes: 0
-            })
-        );
-        let removed = Iomem::parse("00100000-1fffffff : System RAM\n").unwrap();
-        let d = header.diff(&removed).unwrap();
-        assert_eq!(d.missing_bytes, 0);
-        assert!(d.excess_bytes > 0);
     }
 
     #[test]

@@ -1,36 +1,41 @@
-//! The daemon's reload side: feeds the reconciler, performs its actions (verify against
-//! `/proc/iomem`; loads run off the event loop as [`LoadJob`]s), keeps the loaded header,
-//! persists state and fills the reload metrics.
+//! Reload: feeds the reconciler, performs its actions (verify against `/proc/iomem`; loads run
+//! off the event loop as [`LoadJob`]s), keeps what is known of the loaded header (its only
+//! writer), persists state and fills the reload side of the state.
 pub mod kexec;
 pub mod loader;
 pub mod recipe;
 pub mod statefile;
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
 
 use crate::{
     model::{
         elfcorehdr::LoadPath,
         events::{Event, KexecLoad},
+        header::{LoadedHeader, Provenance, Transition},
         load::LoadOutcome,
         mode::Mode,
+        observations::Observations,
+        readiness::readiness,
+        units::{bytes, unix_seconds},
     },
     reconcile::{
-        Action, Alert, HeaderCheck, HeaderState, Input, LoadedHeader, Reconciler, ReloadReason,
-        Timing,
+        Action, Alert, HeaderCheck, HeaderState, Input, Reconciler, ReloadReason, Timing,
+        header::HeaderKnowledge,
     },
     reload::{
         loader::{CrashLoader, LoadReport, ReloadStrategy},
         recipe::{DistroConfigs, LoadRecipe, RecipeFlags, RecipeSource},
         statefile::{LoadLock, LoadRecord, PersistedState, RangeRecord, RecipeRecord, StateDir},
     },
-    state::{AgentState, HeaderStatus},
-    sys::{node, procfs::Procfs, sysfs::Sysfs},
+    sys::{node::NodeState, procfs::Procfs, sysfs::Sysfs},
 };
 
 /// `--reload`.
@@ -61,6 +66,83 @@ pub struct ReloadOptions {
     pub distro_lock: Option<PathBuf>,
     pub flags: RecipeFlags,
     pub timing: Timing,
+}
+
+/// Label values of `kdump_reloads_total`.
+pub const RELOAD_RESULTS: [&str; 3] = ["success", "failure", "rolled_back"];
+
+/// The agent's reload side, as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReloadStatus {
+    /// `kexec-file`, `command` or `off`.
+    pub strategy: String,
+    /// Where the recipe came from and what it loads.
+    pub recipe: Option<String>,
+    /// The last reload, one line.
+    pub last: Option<String>,
+    /// The last alert raised, one line.
+    pub alert: Option<String>,
+    /// Consecutive failed reloads (0 after a success).
+    pub failures: u32,
+    /// Why the last `kexec_file_load` by another loader gave no recipe to adopt.
+    pub adoption_refused: Option<String>,
+}
+
+impl Default for ReloadStatus {
+    fn default() -> Self {
+        Self {
+            strategy: "off".into(),
+            recipe: None,
+            last: None,
+            alert: None,
+            failures: 0,
+            adoption_refused: None,
+        }
+    }
+}
+
+/// The reload side of the state; [`ReconcileLoop`] is its only writer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReloadState {
+    pub status: ReloadStatus,
+    /// The agent has a recipe and a reload strategy (agent-managed when the kernel is not).
+    pub can_reload: bool,
+    /// Keyed by [`RELOAD_RESULTS`].
+    pub results: BTreeMap<&'static str, u64>,
+    /// Decision to outcome, in seconds.
+    pub durations: Observations,
+    /// Without the window probes: the agent's own replacing loads, an upper bound of the window.
+    pub own_windows: Observations,
+}
+
+impl ReloadState {
+    pub fn reloads(&self) -> u64 {
+        self.results.values().sum()
+    }
+}
+
+/// What the reload stage is handed: the parts of the state it writes, and the node it
+/// re-reads before each verdict.
+pub struct ReloadParts<'a> {
+    pub node: &'a mut NodeState,
+    pub header: &'a mut HeaderKnowledge,
+    pub reload: &'a mut ReloadState,
+}
+
+impl ReloadParts<'_> {
+    fn mode(&self) -> Mode {
+        Mode::of(&self.node.facts, self.reload.can_reload)
+    }
+
+    fn ready(&self) -> bool {
+        readiness(
+            &self.node.facts,
+            &self.node.no_kexec_reason,
+            self.header.status(),
+        )
+        .ready
+    }
 }
 
 /// A load to run off the event loop: the loader goes in and comes back with the report.
@@ -118,16 +200,10 @@ pub struct ReconcileLoop {
     /// The state directory's lock, held while this agent can load.
     lock: Option<LoadLock>,
     persisted: PersistedState,
-    header: Option<LoadedHeader>,
-    crash_loaded: bool,
     /// Set by a finished load: the next verify re-reads the kexec-locked sysfs files.
     reread_locked: bool,
     attempt: Option<Attempt>,
     job: Option<LoadJob>,
-}
-
-fn unix_seconds(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn describe(recipe: &LoadRecipe) -> String {
@@ -146,22 +222,80 @@ fn read_config(path: &str) -> anyhow::Result<Option<String>> {
     }
 }
 
+/// The recipe and strategy `run`'s flags, the persisted state and the distribution's
+/// configuration call for. Pure: the files are read by the caller.
+fn resolve(
+    opts: &ReloadOptions,
+    persisted: &PersistedState,
+    distro: &DistroConfigs<'_>,
+    proc_cmdline: &str,
+    kernel_release: &str,
+) -> anyhow::Result<(Option<LoadRecipe>, Option<ReloadStrategy>)> {
+    let recipe = recipe::resolve(
+        &opts.flags,
+        persisted.recipe.as_ref().map(RecipeRecord::to_recipe),
+        distro,
+        proc_cmdline,
+        kernel_release,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let strategy = match (opts.choice, &recipe) {
+        (Some(ReloadChoice::Off), _) | (None, None) => None,
+        (Some(ReloadChoice::KexecFile) | None, Some(r)) => {
+            Some(ReloadStrategy::KexecFile(r.clone()))
+        }
+        (Some(ReloadChoice::KexecFile), None) => bail!(
+            "--reload kexec-file needs a recipe: pass --kernel (with --initrd, --cmdline) \
+             or configure {KDUMP_TOOLS_CONFIG} or {SYSCONFIG_KDUMP}"
+        ),
+        (Some(ReloadChoice::Command), _) if opts.command.is_empty() => {
+            bail!("--reload command needs --reload-command")
+        }
+        (Some(ReloadChoice::Command), _) => Some(ReloadStrategy::Command {
+            argv: opts.command.clone(),
+            timeout: opts.command_timeout,
+        }),
+    };
+    Ok((recipe, strategy))
+}
+
+/// What an earlier run recorded as loaded, while a crash kernel is still loaded.
+fn restored_header(persisted: &PersistedState, now: u64) -> Option<LoadedHeader> {
+    let ram = persisted
+        .loaded_header
+        .as_deref()
+        .and_then(RangeRecord::to_ram)?;
+    Some(LoadedHeader {
+        load: LoadPath::infer(&ram),
+        ram,
+        provenance: if persisted.loaded_header_verified {
+            Provenance::Captured
+        } else {
+            Provenance::Inferred
+        },
+        origin: "recorded by an earlier run of this agent".into(),
+        at: now,
+    })
+}
+
 impl ReconcileLoop {
-    /// Resolves the recipe and strategy, takes the lock, restores what an earlier run
-    /// persisted, and fills the reload side of `state`.
+    /// Reads what the setup needs (state directory, distribution configurations), resolves the
+    /// recipe and strategy, takes the lock, and fills the reload side of `parts`.
     pub fn start(
         opts: ReloadOptions,
         state_dir: &Path,
-        state: &mut AgentState,
+        parts: &mut ReloadParts<'_>,
         procfs: &Procfs,
         sysfs: &Sysfs,
     ) -> anyhow::Result<Self> {
         let state_dir = StateDir::open(state_dir)?;
-        let persisted = state_dir.read().unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "ignoring the persisted state");
-            None
-        });
-        let persisted = persisted.unwrap_or_default();
+        let persisted = state_dir
+            .read()
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "ignoring the persisted state");
+                None
+            })
+            .unwrap_or_default();
         let proc_cmdline = std::fs::read_to_string(procfs.path("cmdline")).unwrap_or_default();
         let kdump_tools = read_config(KDUMP_TOOLS_CONFIG)?;
         let sysconfig = read_config(SYSCONFIG_KDUMP)?;
@@ -173,35 +307,37 @@ impl ReconcileLoop {
                 .as_deref()
                 .map(|t| (Path::new(SYSCONFIG_KDUMP), t)),
         };
-        let recipe = recipe::resolve(
-            &opts.flags,
-            persisted.recipe.as_ref().map(RecipeRecord::to_recipe),
+        let (recipe, strategy) = resolve(
+            &opts,
+            &persisted,
             &distro,
             &proc_cmdline,
-            &state.kernel_release,
-        )
-        .map_err(anyhow::Error::msg)?;
-        let strategy = match (opts.choice, &recipe) {
-            (Some(ReloadChoice::Off), _) | (None, None) => None,
-            (Some(ReloadChoice::KexecFile) | None, Some(r)) => {
-                Some(ReloadStrategy::KexecFile(r.clone()))
-            }
-            (Some(ReloadChoice::KexecFile), None) => bail!(
-                "--reload kexec-file needs a recipe: pass --kernel (with --initrd, --cmdline) \
-                 or configure {KDUMP_TOOLS_CONFIG} or {SYSCONFIG_KDUMP}"
-            ),
-            (Some(ReloadChoice::Command), _) if opts.command.is_empty() => {
-                bail!("--reload command needs --reload-command")
-            }
-            (Some(ReloadChoice::Command), _) => Some(ReloadStrategy::Command {
-                argv: opts.command.clone(),
-                timeout: opts.command_timeout,
-            }),
-        };
+            &parts.node.kernel_release,
+        )?;
         let lock = strategy.as_ref().map(|_| state_dir.lock()).transpose()?;
-        let mut loader = strategy
+        let loader = strategy
             .map(|s| CrashLoader::new(s, sysfs.clone()).with_distro_lock(opts.distro_lock.clone()));
-        let crash_loaded = state.facts.crash_loaded;
+        Ok(Self::new(
+            opts, state_dir, persisted, recipe, loader, lock, parts, procfs, sysfs,
+        ))
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the resolved setup, consumed once"
+    )]
+    fn new(
+        opts: ReloadOptions,
+        state_dir: StateDir,
+        persisted: PersistedState,
+        recipe: Option<LoadRecipe>,
+        mut loader: Option<CrashLoader>,
+        lock: Option<LoadLock>,
+        parts: &mut ReloadParts<'_>,
+        procfs: &Procfs,
+        sysfs: &Sysfs,
+    ) -> Self {
+        let crash_loaded = parts.node.facts.crash_loaded;
         if let (Some(loader), Some(r)) = (&mut loader, &recipe)
             && crash_loaded
             && persisted.last_good.as_ref() == Some(&RecipeRecord::from(r))
@@ -212,28 +348,36 @@ impl ReconcileLoop {
                 Err(e) => tracing::warn!(error = %e, "no last known good image"),
             }
         }
-        let header = if crash_loaded {
-            Self::initial_header(&persisted, procfs)
-        } else {
-            None
-        };
-        state.can_reload = loader.is_some();
-        state.reload.strategy = loader
+        if crash_loaded {
+            *parts.header = HeaderKnowledge::restored(restored_header(
+                &persisted,
+                unix_seconds(SystemTime::now()),
+            ));
+        }
+        let r = &mut parts.reload;
+        r.can_reload = loader.is_some();
+        r.status.strategy = loader
             .as_ref()
             .map_or("off", |l| l.strategy().name())
             .to_owned();
-        state.reload.recipe = recipe.as_ref().map(describe);
-        if loader.is_some() && state.mode() == Mode::Unsupported {
+        r.status.recipe = recipe.as_ref().map(describe);
+        let mode = parts.mode();
+        if loader.is_some() && mode == Mode::Unsupported {
             tracing::warn!(
                 "reloading is configured but this kernel cannot load a crash kernel: {}",
-                state.readiness().reason
+                readiness(
+                    &parts.node.facts,
+                    &parts.node.no_kexec_reason,
+                    parts.header.status()
+                )
+                .reason
             );
         }
         let has_last_good = loader.as_ref().is_some_and(CrashLoader::has_last_good);
-        Ok(Self {
+        Self {
             procfs: procfs.clone(),
             sysfs: sysfs.clone(),
-            reconciler: Reconciler::new(opts.timing, state.mode(), state.can_reload, has_last_good),
+            reconciler: Reconciler::new(opts.timing, mode, parts.reload.can_reload, has_last_good),
             loader,
             recipe,
             state_dir,
@@ -241,29 +385,10 @@ impl ReconcileLoop {
             distro_lock: opts.distro_lock,
             lock,
             persisted,
-            header,
-            crash_loaded,
             reread_locked: false,
             attempt: None,
             job: None,
-        })
-    }
-
-    /// The persisted header if an earlier run left one, else the one inferred from RAM now.
-    fn initial_header(persisted: &PersistedState, procfs: &Procfs) -> Option<LoadedHeader> {
-        if let Some(ram) = persisted
-            .loaded_header
-            .as_deref()
-            .and_then(RangeRecord::to_ram)
-        {
-            return Some(LoadedHeader {
-                load: LoadPath::infer(&ram),
-                ram,
-                verified: persisted.loaded_header_verified,
-            });
         }
-        let iomem = node::read_iomem(procfs).ok()?;
-        LoadedHeader::inferred(&iomem, LoadPath::KexecFileLoad).ok()
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
@@ -277,20 +402,18 @@ impl ReconcileLoop {
 
     /// Feeds one input and performs the resulting actions (and their answers) until the
     /// reconciler waits for time or for a load.
-    pub fn handle(&mut self, now: Instant, input: Input, state: &mut AgentState) {
-        if let Input::Event(Event::KexecLoad(load)) = &input
-            && !load.by_agent
-        {
-            self.adopt(load, state);
+    pub fn handle(&mut self, now: Instant, input: Input, parts: &mut ReloadParts<'_>) {
+        if let Input::Event(event) = &input {
+            self.learn(event, parts);
         }
         let mut inputs = vec![input];
         while let Some(input) = inputs.pop() {
             for action in self.reconciler.handle(now, input) {
                 match action {
                     Action::Verify => {
-                        let check = self.verify(state);
-                        if state.mode() != self.reconciler.mode() {
-                            inputs.push(Input::Mode(state.mode()));
+                        let check = self.verify(parts);
+                        if parts.mode() != self.reconciler.mode() {
+                            inputs.push(Input::Mode(parts.mode()));
                         }
                         inputs.push(Input::Checked(check));
                     }
@@ -300,33 +423,72 @@ impl ReconcileLoop {
                             decided: now,
                             reason,
                             unprotected: Duration::ZERO,
-                            replaced: state.facts.crash_loaded,
+                            replaced: parts.node.facts.crash_loaded,
                         });
-                        self.start_job(false);
+                        self.start_job(false, parts.header);
                     }
                     Action::Rollback => {
                         tracing::warn!("rolling back to the last known good crash kernel");
-                        self.start_job(true);
+                        self.start_job(true, parts.header);
                     }
                     Action::Alert(alert) => {
                         let line = alert_line(alert);
                         tracing::warn!(alert = %line, "kdump alert");
-                        state.reload.alert = Some(line);
+                        parts.reload.status.alert = Some(line);
                     }
                 }
             }
-            state.reload.failures = self.reconciler.view().failures;
+            parts.reload.status.failures = self.reconciler.view().failures;
         }
         // An alert describes a condition that kept the node from being ready; it ends with it.
-        if state.readiness().ready {
-            state.reload.alert = None;
+        if parts.ready() {
+            parts.reload.status.alert = None;
+        }
+    }
+
+    /// What an event tells about the loaded header, and about a recipe to adopt.
+    fn learn(&mut self, event: &Event, parts: &mut ReloadParts<'_>) {
+        if let Err(e) = parts.header.observe(event, unix_seconds(SystemTime::now())) {
+            tracing::warn!(error = %e, "captured crash header unusable; what is loaded is unknown");
+        }
+        if let Event::KexecLoad(load) = event
+            && !load.by_agent
+        {
+            self.adopt(load, parts);
+        }
+    }
+
+    /// Judges the loaded header against the node as last read (after a rescan), with the one
+    /// log line a change of verdict gets.
+    pub fn judge(&self, parts: &mut ReloadParts<'_>) {
+        let kernel_managed = parts.mode() == Mode::KernelManaged;
+        let node = &*parts.node;
+        let transition = parts.header.judge(
+            node.facts.crash_loaded,
+            kernel_managed,
+            node.iomem.as_ref(),
+            unix_seconds(SystemTime::now()),
+        );
+        let h = parts.header.status();
+        match transition {
+            Transition::BecameStale => tracing::warn!(
+                missing_bytes = h.missing_bytes,
+                excess_bytes = h.excess_bytes,
+                provenance = h.provenance.map_or("unknown", Provenance::as_str),
+                "the loaded crash header is stale"
+            ),
+            Transition::BecameFresh => tracing::info!(
+                provenance = h.provenance.map_or("unknown", Provenance::as_str),
+                "the loaded crash header covers all RAM again"
+            ),
+            Transition::Unchanged => {}
         }
     }
 
     /// Another loader's successful `kexec_file_load` becomes the recipe when the agent has none
     /// (or has one adopted earlier, which this newer load replaces) and `--reload` was left to
     /// its default. What it loaded is sealed at once as the last known good.
-    fn adopt(&mut self, load: &KexecLoad, state: &mut AgentState) {
+    fn adopt(&mut self, load: &KexecLoad, parts: &mut ReloadParts<'_>) {
         let replaceable = match &self.recipe {
             None => self.choice.is_none(),
             Some(r) => matches!(r.source, RecipeSource::Adopted { .. }) && self.loader.is_some(),
@@ -338,12 +500,12 @@ impl ReconcileLoop {
         {
             return;
         }
+        let status = &mut parts.reload.status;
         let recipe = match recipe::adopted(load, |p| std::fs::metadata(p).ok().map(|m| m.len())) {
             Ok(recipe) => recipe,
             Err(e) => {
                 tracing::warn!(pid = load.pid, comm = %load.comm, reason = %e, "no recipe adopted from this kexec_file_load");
-                state.reload.adoption_refused =
-                    Some(format!("{} (pid {}): {e}", load.comm, load.pid));
+                status.adoption_refused = Some(format!("{} (pid {}): {e}", load.comm, load.pid));
                 return;
             }
         };
@@ -352,7 +514,7 @@ impl ReconcileLoop {
                 Ok(lock) => self.lock = Some(lock),
                 Err(e) => {
                     tracing::error!(error = %e, "no recipe adopted: the load lock is unavailable");
-                    state.reload.adoption_refused = Some(e.to_string());
+                    status.adoption_refused = Some(e.to_string());
                     return;
                 }
             }
@@ -366,10 +528,10 @@ impl ReconcileLoop {
             tracing::warn!(error = %e, "the adopted recipe's files could not be sealed as the last known good");
         }
         tracing::info!(recipe = %describe(&recipe), "recipe adopted from a kexec_file_load");
-        state.reload.adoption_refused = None;
-        state.reload.recipe = Some(describe(&recipe));
-        state.reload.strategy = loader.strategy().name().to_owned();
-        state.can_reload = true;
+        status.adoption_refused = None;
+        status.recipe = Some(describe(&recipe));
+        status.strategy = loader.strategy().name().to_owned();
+        parts.reload.can_reload = true;
         self.reconciler.set_can_reload(true);
         self.reconciler.set_last_good(loader.has_last_good());
         self.loader = Some(loader);
@@ -380,112 +542,41 @@ impl ReconcileLoop {
     }
 
     /// After a rescan: the mode may have changed (e.g. crash_hotplug after a load).
-    pub fn resync_mode(&mut self, now: Instant, state: &mut AgentState) {
-        if state.mode() != self.reconciler.mode() {
-            self.handle(now, Input::Mode(state.mode()), state);
+    pub fn resync_mode(&mut self, now: Instant, parts: &mut ReloadParts<'_>) {
+        if parts.mode() != self.reconciler.mode() {
+            self.handle(now, Input::Mode(parts.mode()), parts);
         }
     }
 
-    fn start_job(&mut self, rollback: bool) {
+    fn start_job(&mut self, rollback: bool, header: &mut HeaderKnowledge) {
         let loader = self
             .loader
             .take()
             .expect("the reconciler decides a load only with a loader, one at a time");
+        header.own_load_started();
         self.job = Some(LoadJob { loader, rollback });
     }
 
-    /// Re-reads the node, updates what is known of the loaded header, and answers `Verify`.
-    /// `kexec_crash_size` and `crash_hotplug` take the kexec lock, and a kernel that finds it busy
-    /// skips its in-place header rewrite: they are re-read only after a load (when they change),
-    /// never while hotplug events are being verified.
-    fn verify(&mut self, state: &mut AgentState) -> HeaderCheck {
-        let locked_from = (!std::mem::take(&mut self.reread_locked)).then(|| state.facts.clone());
-        match node::read_iomem(&self.procfs)
-            .and_then(|io| node::facts(&io, &self.sysfs, locked_from.as_ref()))
-        {
-            Ok(facts) => state.facts = facts,
-            Err(e) => tracing::warn!(error = %e, "verify: keeping the last facts"),
+    /// Re-reads the node, judges the loaded header, and answers `Verify`. `kexec_crash_size`
+    /// and `crash_hotplug` take the kexec lock, and a kernel that finds it busy skips its
+    /// in-place header rewrite: they are re-read only after a load (when they change), never
+    /// while hotplug events are being verified.
+    fn verify(&mut self, parts: &mut ReloadParts<'_>) -> HeaderCheck {
+        let read_locked = std::mem::take(&mut self.reread_locked);
+        if let Err(e) = parts.node.refresh(&self.procfs, &self.sysfs, read_locked) {
+            tracing::warn!(error = %format!("{e:#}"), "verify: keeping the last facts");
         }
-        let loaded = state.facts.crash_loaded;
-        let iomem = node::read_iomem(&self.procfs);
-        // What the probes captured (at the load or the kernel's last rewrite) beats inference.
-        if let Some(captured) = state.loaded.as_ref().filter(|l| l.verified) {
-            self.header = Some(LoadedHeader {
-                ram: captured.ram.clone(),
-                load: captured.load,
-                verified: true,
-            });
-        }
-        if !loaded {
-            self.header = None;
-        } else if !self.crash_loaded && self.header.is_none() {
-            // Someone else loaded since the last look: its header was built from RAM about now.
-            self.header = iomem
-                .as_ref()
-                .ok()
-                .and_then(|io| LoadedHeader::inferred(io, LoadPath::KexecFileLoad).ok());
-        }
-        self.crash_loaded = loaded;
-        if loaded
-            && state.mode() == Mode::KernelManaged
-            && !self.header.as_ref().is_some_and(|h| h.verified)
-        {
-            // The kernel rewrites the header on hotplug; with no captured header to check,
-            // the best knowledge is that it did (unverified).
-            self.header = iomem
-                .as_ref()
-                .ok()
-                .and_then(|io| LoadedHeader::inferred(io, LoadPath::KexecFileLoad).ok());
-        }
-        let diff = match (&self.header, &iomem) {
-            (Some(header), Ok(io)) => header.diff(io).ok(),
-            (_, Err(e)) => {
-                tracing::warn!(error = %e, "verify: cannot read RAM");
-                None
-            }
-            (None, _) => None,
-        };
-        let header = diff
-            .as_ref()
-            .map_or(HeaderState::Unknown, HeaderState::from);
-        let verified = self.header.as_ref().is_some_and(|h| h.verified);
-        let was_stale = state.header.stale;
-        if let Some(d) = diff.as_ref().filter(|d| d.stale() && !was_stale) {
-            tracing::warn!(
-                missing_bytes = d.missing_bytes,
-                excess_bytes = d.excess_bytes,
-                verified,
-                "the loaded crash header is stale"
-            );
-        }
-        state.header = match &diff {
-            Some(d) => HeaderStatus {
-                verified,
-                stale: d.stale(),
-                missing_bytes: d.missing_bytes,
-                excess_bytes: d.excess_bytes,
-                stale_since: match (d.stale(), was_stale) {
-                    (false, _) => None,
-                    (true, true) => state.header.stale_since,
-                    (true, false) => Some(unix_seconds(SystemTime::now())),
-                },
-                captured: captured_from(state),
-            },
-            None => HeaderStatus {
-                verified,
-                captured: captured_from(state),
-                ..HeaderStatus::default()
-            },
-        };
+        self.judge(parts);
+        let status = parts.header.status();
         HeaderCheck {
-            loaded,
-            header,
-            verified,
+            loaded: parts.node.facts.crash_loaded,
+            header: HeaderState::of(status),
+            verified: status.verified,
         }
     }
 
-    /// A load job came back: count it, remember what is loaded, tell the reconciler.
-    pub fn finished(&mut self, now: Instant, done: LoadDone, state: &mut AgentState) {
+    /// A load job came back: count it, learn what is loaded, tell the reconciler.
+    pub fn finished(&mut self, now: Instant, done: LoadDone, parts: &mut ReloadParts<'_>) {
         let LoadDone {
             loader,
             report,
@@ -521,26 +612,24 @@ impl ReconcileLoop {
             _ if rolls_back => None,
             _ => Some("failure"),
         };
-        if report.outcome == LoadOutcome::Loaded {
-            self.header = node::read_iomem(&self.procfs)
-                .ok()
-                .and_then(|io| LoadedHeader::inferred(&io, LoadPath::KexecFileLoad).ok());
-            self.crash_loaded = true;
+        if report.outcome == LoadOutcome::Loaded
+            && let Err(e) = parts.node.refresh(&self.procfs, &self.sysfs, false)
+        {
+            tracing::warn!(error = %format!("{e:#}"), "after the load: keeping the last facts");
         }
+        parts.header.own_load_finished(
+            report.outcome == LoadOutcome::Loaded,
+            parts.node.iomem.as_ref(),
+            unix_seconds(SystemTime::now()),
+        );
         if let Some(result) = result {
-            *state.counters.reloads.entry(result).or_default() += 1;
-            state
-                .reload_durations
-                .record((now - attempt.decided).as_secs_f64());
-            if attempt.replaced
-                && report.outcome == LoadOutcome::Loaded
-                && !state.windows_from_probes
-            {
-                state
-                    .unprotected_windows
-                    .record(attempt.unprotected.as_secs_f64());
+            let r = &mut *parts.reload;
+            *r.results.entry(result).or_default() += 1;
+            r.durations.record((now - attempt.decided).as_secs_f64());
+            if attempt.replaced && report.outcome == LoadOutcome::Loaded {
+                r.own_windows.record(attempt.unprotected.as_secs_f64());
             }
-            state.reload.last = Some(format!(
+            r.status.last = Some(format!(
                 "{result} ({}, {:.3} s): {}",
                 attempt.reason,
                 (now - attempt.decided).as_secs_f64(),
@@ -551,15 +640,23 @@ impl ReconcileLoop {
                 result,
                 now,
                 report.outcome == LoadOutcome::Loaded && !rollback,
+                parts.header.loaded(),
             );
             self.attempt = None;
         } else {
             self.attempt = Some(attempt);
         }
-        self.handle(now, Input::Loaded(report.outcome), state);
+        self.handle(now, Input::Loaded(report.outcome), parts);
     }
 
-    fn persist(&mut self, attempt: Attempt, result: &str, now: Instant, recipe_loaded: bool) {
+    fn persist(
+        &mut self,
+        attempt: Attempt,
+        result: &str,
+        now: Instant,
+        recipe_loaded: bool,
+        loaded: Option<&LoadedHeader>,
+    ) {
         let p = &mut self.persisted;
         p.recipe = self.recipe.as_ref().map(RecipeRecord::from);
         p.last_load = Some(LoadRecord {
@@ -568,8 +665,8 @@ impl ReconcileLoop {
             reason: attempt.reason.to_string(),
             duration_seconds: (now - attempt.decided).as_secs_f64(),
         });
-        p.loaded_header = self.header.as_ref().map(|h| RangeRecord::all(&h.ram));
-        p.loaded_header_verified = self.header.as_ref().is_some_and(|h| h.verified);
+        p.loaded_header = loaded.map(|h| RangeRecord::all(&h.ram));
+        p.loaded_header_verified = loaded.is_some_and(|h| h.provenance.verified());
         if recipe_loaded {
             p.last_good = p.recipe.clone();
         }
@@ -585,7 +682,6 @@ impl ReconcileLoop {
 }
 
 fn alert_line(alert: Alert) -> String {
-    use crate::model::units::bytes;
     match alert {
         Alert::Stale(s) => format!(
             "header stale ({} missing, {} excess) and this agent does not reload",
@@ -614,21 +710,13 @@ fn alert_line(alert: Alert) -> String {
     }
 }
 
-/// Who loaded the header the probes captured, for `status`.
-fn captured_from(state: &AgentState) -> Option<String> {
-    state
-        .loaded
-        .as_ref()
-        .filter(|l| l.verified)
-        .map(|l| l.captured.clone())
-}
-
 #[cfg(test)]
 mod tests {
     use std::{fs, path::PathBuf};
 
     use super::*;
     use crate::model::events::{Event, EventSource, HotplugAction};
+    use crate::state::AgentState;
 
     const IOMEM_1G: &str = "\
 00000000-00000fff : Reserved
@@ -676,9 +764,9 @@ mod tests {
         }
 
         fn state(&self) -> AgentState {
-            let mut s = AgentState::new("6.1.0-47-amd64".into(), vec![], String::new());
-            s.facts = node::read_facts(&self.procfs(), &self.sysfs()).unwrap();
-            s
+            let mut node = NodeState::new("6.1.0-47-amd64".into(), vec![], String::new());
+            node.refresh(&self.procfs(), &self.sysfs(), true).unwrap();
+            AgentState::new(node)
         }
 
         /// No recipe flags, `--reload` and `--reload-command` as given.
@@ -686,7 +774,7 @@ mod tests {
             &self,
             choice: Option<ReloadChoice>,
             command: Vec<String>,
-            state: &mut AgentState,
+            state: &mut ReloadParts<'_>,
         ) -> ReconcileLoop {
             let opts = ReloadOptions {
                 choice,
@@ -709,13 +797,13 @@ mod tests {
         fn start_without_recipe(
             &self,
             choice: Option<ReloadChoice>,
-            state: &mut AgentState,
+            state: &mut ReloadParts<'_>,
         ) -> ReconcileLoop {
             self.start_with(choice, vec![], state)
         }
 
         /// `--reload command` running `script` with the node's sysfs in `$SYS`.
-        fn start(&self, script: &str, state: &mut AgentState) -> ReconcileLoop {
+        fn start(&self, script: &str, state: &mut ReloadParts<'_>) -> ReconcileLoop {
             let sys = self.dir.path().join("sys");
             let script = format!("SYS={}; {script}", sys.display());
             self.start_with(
@@ -740,34 +828,34 @@ mod tests {
     fn a_hot_added_dimm_is_one_reload_and_the_header_ends_current() {
         let node = Node::new();
         let mut state = node.state();
-        let mut rl = node.start("echo reloaded", &mut state);
+        let mut rl = node.start("echo reloaded", &mut state.reload_parts());
         assert_eq!(state.mode(), Mode::AgentManaged);
-        assert_eq!(state.reload.strategy, "command");
+        assert_eq!(state.reload.status.strategy, "command");
         let t0 = Instant::now();
-        rl.handle(t0, Input::Tick, &mut state);
-        assert!(!state.header.stale, "inferred at start: current");
-        assert!(!state.header.verified);
+        rl.handle(t0, Input::Tick, &mut state.reload_parts());
+        assert!(!state.header.status().stale, "inferred at start: current");
+        assert!(!state.header.status().verified);
 
         node.write("proc/iomem", &format!("{IOMEM_1G}{DIMM}"));
         for i in 0..4 {
-            rl.handle(t0 + MS * i, online(), &mut state);
+            rl.handle(t0 + MS * i, online(), &mut state.reload_parts());
         }
         assert!(rl.take_job().is_none(), "nothing before the quiet period");
-        rl.handle(t0 + 253 * MS, Input::Tick, &mut state);
-        assert!(state.header.stale);
-        assert_eq!(state.header.missing_bytes, 512 << 20);
-        assert!(state.header.stale_since.is_some());
+        rl.handle(t0 + 253 * MS, Input::Tick, &mut state.reload_parts());
+        assert!(state.header.status().stale);
+        assert_eq!(state.header.status().missing_bytes, 512 << 20);
+        assert!(state.header.status().stale_since.is_some());
         assert!(!state.readiness().ready);
         let job = rl.take_job().expect("one reload");
         let done = job.run();
-        rl.finished(t0 + 400 * MS, done, &mut state);
+        rl.finished(t0 + 400 * MS, done, &mut state.reload_parts());
         assert!(rl.take_job().is_none(), "exactly one");
-        assert!(!state.header.stale, "{:?}", state.header);
+        assert!(!state.header.status().stale, "{:?}", state.header.status());
         assert!(state.readiness().ready, "{}", state.readiness().reason);
-        assert_eq!(state.counters.reloads.get("success"), Some(&1));
-        assert_eq!(state.reload_durations.total, 1);
-        assert_eq!(state.unprotected_windows.total, 1);
-        let last = state.reload.last.clone().unwrap();
+        assert_eq!(state.reload.results.get("success"), Some(&1));
+        assert_eq!(state.reload.durations.total, 1);
+        assert_eq!(state.reload.own_windows.total, 1);
+        let last = state.reload.status.last.clone().unwrap();
         assert!(
             last.starts_with("success (ram-changed, 0.147 s): exit status: 0 after "),
             "{last}"
@@ -786,23 +874,23 @@ mod tests {
     fn a_restarted_agent_sees_the_persisted_header_is_stale() {
         let node = Node::new();
         let mut state = node.state();
-        let mut rl = node.start("echo reloaded", &mut state);
+        let mut rl = node.start("echo reloaded", &mut state.reload_parts());
         let t0 = Instant::now();
-        rl.handle(t0, Input::Tick, &mut state);
+        rl.handle(t0, Input::Tick, &mut state.reload_parts());
         node.write("proc/iomem", &format!("{IOMEM_1G}{DIMM}"));
-        rl.handle(t0, online(), &mut state);
-        rl.handle(t0 + 250 * MS, Input::Tick, &mut state);
+        rl.handle(t0, online(), &mut state.reload_parts());
+        rl.handle(t0 + 250 * MS, Input::Tick, &mut state.reload_parts());
         let done = rl.take_job().unwrap().run();
-        rl.finished(t0 + 300 * MS, done, &mut state);
+        rl.finished(t0 + 300 * MS, done, &mut state.reload_parts());
         drop(rl);
 
         // Killed; RAM shrinks back while it is down; a new agent starts.
         node.write("proc/iomem", IOMEM_1G);
         let mut state = node.state();
-        let mut rl = node.start("echo reloaded", &mut state);
-        rl.handle(Instant::now(), Input::Tick, &mut state);
-        assert!(state.header.stale);
-        assert_eq!(state.header.excess_bytes, 512 << 20);
+        let mut rl = node.start("echo reloaded", &mut state.reload_parts());
+        rl.handle(Instant::now(), Input::Tick, &mut state.reload_parts());
+        assert!(state.header.status().stale);
+        assert_eq!(state.header.status().excess_bytes, 512 << 20);
         assert!(
             rl.take_job().is_some(),
             "the survey reloads the stale header"
@@ -815,34 +903,35 @@ mod tests {
         let mut state = node.state();
         let mut rl = node.start(
             "echo 0 > $SYS/kernel/kexec_crash_loaded; echo kexec failed >&2; exit 1",
-            &mut state,
+            &mut state.reload_parts(),
         );
         let t0 = Instant::now();
-        rl.handle(t0, Input::Tick, &mut state);
+        rl.handle(t0, Input::Tick, &mut state.reload_parts());
         node.write("proc/iomem", &format!("{IOMEM_1G}{DIMM}"));
-        rl.handle(t0, online(), &mut state);
-        rl.handle(t0 + 250 * MS, Input::Tick, &mut state);
+        rl.handle(t0, online(), &mut state.reload_parts());
+        rl.handle(t0 + 250 * MS, Input::Tick, &mut state.reload_parts());
         let done = rl.take_job().unwrap().run();
-        rl.finished(t0 + 300 * MS, done, &mut state);
+        rl.finished(t0 + 300 * MS, done, &mut state.reload_parts());
         // The command strategy keeps no image, so there is no rollback: a failure, then backoff.
         assert!(rl.take_job().is_none());
-        assert_eq!(state.counters.reloads.get("failure"), Some(&1));
-        assert_eq!(state.reload.failures, 1);
+        assert_eq!(state.reload.results.get("failure"), Some(&1));
+        assert_eq!(state.reload.status.failures, 1);
         assert!(
             state
                 .reload
+                .status
                 .last
                 .clone()
                 .unwrap()
                 .ends_with(": kexec failed")
         );
         assert_eq!(
-            state.reload.alert.as_deref(),
+            state.reload.status.alert.as_deref(),
             Some("reload failed 1 time(s) in a row; next try in 1.0 s")
         );
         assert_eq!(rl.next_deadline(), Some(t0 + 1300 * MS));
-        rl.handle(t0 + 1300 * MS, Input::Tick, &mut state);
-        assert!(!state.facts.crash_loaded);
+        rl.handle(t0 + 1300 * MS, Input::Tick, &mut state.reload_parts());
+        assert!(!state.node.facts.crash_loaded);
         assert!(rl.take_job().is_some(), "the retry loads again");
     }
 
@@ -851,23 +940,23 @@ mod tests {
         let node = Node::new();
         node.write("sys/devices/system/memory/crash_hotplug", "1\n");
         let mut state = node.state();
-        let mut rl = node.start("echo reloaded", &mut state);
+        let mut rl = node.start("echo reloaded", &mut state.reload_parts());
         assert_eq!(state.mode(), Mode::KernelManaged);
         let t0 = Instant::now();
-        rl.handle(t0, Input::Tick, &mut state);
+        rl.handle(t0, Input::Tick, &mut state.reload_parts());
         node.write("proc/iomem", &format!("{IOMEM_1G}{DIMM}"));
-        rl.handle(t0, online(), &mut state);
-        rl.handle(t0 + 250 * MS, Input::Tick, &mut state);
+        rl.handle(t0, online(), &mut state.reload_parts());
+        rl.handle(t0 + 250 * MS, Input::Tick, &mut state.reload_parts());
         assert!(rl.take_job().is_none(), "no reload in kernel-managed mode");
-        assert!(!state.header.stale);
-        assert!(!state.header.verified, "inferred, not captured");
+        assert!(!state.header.status().stale);
+        assert!(!state.header.status().verified, "inferred, not captured");
     }
 
     #[test]
     fn two_agents_never_share_a_state_directory() {
         let node = Node::new();
         let mut state = node.state();
-        let _first = node.start("true", &mut state);
+        let _first = node.start("true", &mut state.reload_parts());
         let opts = ReloadOptions {
             choice: Some(ReloadChoice::Command),
             command: vec!["true".into()],
@@ -879,7 +968,7 @@ mod tests {
         let err = ReconcileLoop::start(
             opts,
             &node.state_dir(),
-            &mut state,
+            &mut state.reload_parts(),
             &node.procfs(),
             &node.sysfs(),
         )
@@ -906,24 +995,28 @@ mod tests {
     fn an_observing_agent_adopts_a_distribution_load_and_becomes_agent_managed() {
         let node = Node::new();
         let mut state = node.state();
-        let mut rl = node.start_without_recipe(None, &mut state);
+        let mut rl = node.start_without_recipe(None, &mut state.reload_parts());
         assert_eq!(
-            (state.mode(), state.reload.strategy.as_str()),
+            (state.mode(), state.reload.status.strategy.as_str()),
             (Mode::Observe, "off")
         );
         let (kernel, initrd) = (
             node.dir.path().join("vmlinuz"),
             node.dir.path().join("initrd"),
         );
-        rl.handle(Instant::now(), distro_load(&kernel, &initrd), &mut state);
+        rl.handle(
+            Instant::now(),
+            distro_load(&kernel, &initrd),
+            &mut state.reload_parts(),
+        );
         assert_eq!(state.mode(), Mode::AgentManaged);
-        assert_eq!(state.reload.strategy, "kexec-file");
-        let recipe = state.reload.recipe.clone().unwrap();
+        assert_eq!(state.reload.status.strategy, "kexec-file");
+        let recipe = state.reload.status.recipe.clone().unwrap();
         assert!(
             recipe.starts_with("adopted from kexec (pid 4242): kernel "),
             "{recipe}"
         );
-        assert_eq!(state.reload.adoption_refused, None);
+        assert_eq!(state.reload.status.adoption_refused, None);
         let persisted = StateDir::open(&node.state_dir())
             .unwrap()
             .read()
@@ -938,15 +1031,15 @@ mod tests {
     fn a_memfd_or_reload_off_adopts_nothing_and_says_why() {
         let node = Node::new();
         let mut state = node.state();
-        let mut rl = node.start_without_recipe(None, &mut state);
+        let mut rl = node.start_without_recipe(None, &mut state.reload_parts());
         let memfd = Path::new("/memfd:kernel (deleted)");
         rl.handle(
             Instant::now(),
             distro_load(memfd, Path::new("/boot/i")),
-            &mut state,
+            &mut state.reload_parts(),
         );
         assert_eq!(state.mode(), Mode::Observe);
-        let why = state.reload.adoption_refused.clone().unwrap();
+        let why = state.reload.status.adoption_refused.clone().unwrap();
         assert_eq!(
             why,
             "kexec (pid 4242): the kernel was /memfd:kernel (deleted), which cannot be opened again (an anonymous or deleted file)"
@@ -954,14 +1047,18 @@ mod tests {
 
         let node = Node::new();
         let mut state = node.state();
-        let mut rl = node.start_without_recipe(Some(ReloadChoice::Off), &mut state);
+        let mut rl = node.start_without_recipe(Some(ReloadChoice::Off), &mut state.reload_parts());
         let (kernel, initrd) = (
             node.dir.path().join("vmlinuz"),
             node.dir.path().join("initrd"),
         );
-        rl.handle(Instant::now(), distro_load(&kernel, &initrd), &mut state);
+        rl.handle(
+            Instant::now(),
+            distro_load(&kernel, &initrd),
+            &mut state.reload_parts(),
+        );
         assert_eq!(
-            (state.mode(), state.reload.recipe.as_ref()),
+            (state.mode(), state.reload.status.recipe.as_ref()),
             (Mode::Observe, None)
         );
     }

@@ -103,8 +103,6 @@ pub struct PersistedState {
     /// RAM ranges the loaded header lists, and whether they were captured (else inferred).
     pub loaded_header: Option<Vec<RangeRecord>>,
     pub loaded_header_verified: bool,
-    /// SHA-256 (hex) of the captured header bytes.
-    pub header_sha256: Option<String>,
     /// The recipe of the last image that loaded successfully.
     pub last_good: Option<RecipeRecord>,
 }
@@ -304,7 +302,6 @@ mod tests {
                 },
             ]),
             loaded_header_verified: true,
-            header_sha256: Some("ab".repeat(32)),
             last_good: None,
         }
     }

@@ -1,7 +1,13 @@
-//! Reads what the node says about kdump right now (sysfs and `/proc/iomem`), into [`KdumpFacts`].
+//! Reads what the node says about kdump right now (sysfs and `/proc/iomem`), into [`NodeState`].
+use std::{path::Path, time::SystemTime};
+
 use crate::{
     model::{facts::KdumpFacts, iomem::Iomem},
-    sys::{procfs::Procfs, sysfs::Sysfs},
+    sys::{
+        capabilities::{self, Capability, Feature},
+        procfs::Procfs,
+        sysfs::Sysfs,
+    },
 };
 
 /// A file that could not be read or parsed, named with its line: `/proc/iomem line 3: ...`.
@@ -9,10 +15,6 @@ pub fn read_iomem(procfs: &Procfs) -> anyhow::Result<Iomem> {
     let bytes = procfs.iomem()?;
     Iomem::parse_bytes(&bytes)
         .map_err(|e| anyhow::anyhow!("{} {e}", procfs.path("iomem").display()))
-}
-
-pub fn read_facts(procfs: &Procfs, sysfs: &Sysfs) -> anyhow::Result<KdumpFacts> {
-    facts(&read_iomem(procfs)?, sysfs, None)
 }
 
 /// The facts, with `/proc/iomem` already read. `kexec_crash_size` and `crash_hotplug` are read
@@ -40,4 +42,79 @@ pub fn facts(
         },
         system_ram_bytes: Some(iomem.system_ram().total_bytes()),
     })
+}
+
+/// What the rescans know of the node. [`NodeState::refresh`] is its only writer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeState {
+    pub kernel_release: String,
+    pub capabilities: Vec<Capability>,
+    /// Why there is no kexec, when there is none (e.g. `CONFIG_KEXEC is not set`).
+    pub no_kexec_reason: String,
+    pub facts: KdumpFacts,
+    /// The last `/proc/iomem` read: the RAM the loaded header should list.
+    pub iomem: Option<Iomem>,
+    /// When the node was last read.
+    pub refreshed_at: Option<SystemTime>,
+}
+
+impl NodeState {
+    /// Detects the kernel's capabilities and reads the node once.
+    pub fn detect(procfs: &Procfs, sysfs: &Sysfs, boot: &Path) -> anyhow::Result<Self> {
+        let config = procfs.kernel_config(boot);
+        let mut node = Self::new(
+            procfs.kernel_release().unwrap_or_else(|_| "unknown".into()),
+            capabilities::detect(sysfs, config.as_ref()),
+            capabilities::no_kexec_reason(config.as_ref()),
+        );
+        node.refresh(procfs, sysfs, true)?;
+        Ok(node)
+    }
+
+    pub fn new(
+        kernel_release: String,
+        capabilities: Vec<Capability>,
+        no_kexec_reason: String,
+    ) -> Self {
+        Self {
+            kernel_release,
+            capabilities,
+            no_kexec_reason,
+            facts: KdumpFacts::default(),
+            iomem: None,
+            refreshed_at: None,
+        }
+    }
+
+    pub fn capability(&self, feature: Feature) -> Option<&Capability> {
+        self.capabilities.iter().find(|c| c.feature == feature)
+    }
+
+    /// Re-reads the node. `read_locked`: also re-read the kexec-locked files (see [`facts`]);
+    /// otherwise, and whenever they are busy, their last values are kept. On an error nothing
+    /// changes.
+    pub fn refresh(
+        &mut self,
+        procfs: &Procfs,
+        sysfs: &Sysfs,
+        read_locked: bool,
+    ) -> anyhow::Result<()> {
+        let iomem = read_iomem(procfs)?;
+        let have_last = self.refreshed_at.is_some();
+        self.facts = match facts(
+            &iomem,
+            sysfs,
+            (have_last && !read_locked).then_some(&self.facts),
+        ) {
+            // kexec_crash_size answers EBUSY while a load holds the kexec lock: keep the last value.
+            Err(e) if have_last => {
+                tracing::debug!(error = %format!("{e:#}"), "kexec-locked sysfs files busy; keeping their last values");
+                facts(&iomem, sysfs, Some(&self.facts))?
+            }
+            facts => facts?,
+        };
+        self.iomem = Some(iomem);
+        self.refreshed_at = Some(SystemTime::now());
+        Ok(())
+    }
 }

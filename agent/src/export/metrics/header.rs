@@ -1,0 +1,53 @@
+//! The verdict on the loaded header.
+use prometheus::{IntGauge, Registry};
+
+use super::gauge;
+use crate::model::header::HeaderStatus;
+
+pub(super) struct HeaderMetrics {
+    stale: IntGauge,
+    verified: IntGauge,
+    missing_bytes: IntGauge,
+    excess_bytes: IntGauge,
+    stale_since: IntGauge,
+}
+
+impl HeaderMetrics {
+    pub(super) fn register(r: &Registry) -> Self {
+        Self {
+            stale: gauge(
+                r,
+                "kdump_header_stale",
+                "1 when the loaded crash ELF header differs from the current System RAM.",
+            ),
+            verified: gauge(
+                r,
+                "kdump_header_verified",
+                "1 when the loaded header's content was captured, 0 when it is inferred.",
+            ),
+            missing_bytes: gauge(
+                r,
+                "kdump_header_missing_bytes",
+                "System RAM not covered by the loaded header (lost from a dump), in bytes.",
+            ),
+            excess_bytes: gauge(
+                r,
+                "kdump_header_excess_bytes",
+                "Header ranges that are no longer System RAM (can hang a dump), in bytes.",
+            ),
+            stale_since: gauge(
+                r,
+                "kdump_header_stale_since_timestamp_seconds",
+                "When the header became stale (Unix time, seconds); 0 when fresh.",
+            ),
+        }
+    }
+
+    pub(super) fn sync(&self, h: &HeaderStatus) {
+        self.stale.set(i64::from(h.stale));
+        self.verified.set(i64::from(h.verified));
+        self.missing_bytes.set(h.missing_bytes as i64);
+        self.excess_bytes.set(h.excess_bytes as i64);
+        self.stale_since.set(h.stale_since.unwrap_or(0) as i64);
+    }
+}

@@ -1,0 +1,356 @@
+//! What the agent knows of the loaded crash header: one instance, one writer (the reload
+//! stage's loop), and every verdict through [`judge`]. Pure: the caller passes the RAM and the
+//! time.
+use crate::model::{
+    elfcorehdr::LoadPath,
+    events::Event,
+    header::{HeaderCaptureError, HeaderStatus, LoadedHeader, Provenance, Transition, judge},
+    iomem::Iomem,
+};
+
+/// The loaded header as last learnt, and the verdict on it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeaderKnowledge {
+    loaded: Option<LoadedHeader>,
+    status: HeaderStatus,
+    /// A load of this agent is in flight, and whether the probes captured its header yet.
+    own_load: Option<bool>,
+}
+
+impl HeaderKnowledge {
+    /// What an earlier run left, or nothing (then the first judgement infers).
+    pub fn restored(loaded: Option<LoadedHeader>) -> Self {
+        Self {
+            loaded,
+            ..Self::default()
+        }
+    }
+
+    /// Test fixture: a verdict as given, for the exporters' tests.
+    #[cfg(test)]
+    pub fn with_status(status: HeaderStatus) -> Self {
+        Self {
+            status,
+            ..Self::default()
+        }
+    }
+
+    pub fn loaded(&self) -> Option<&LoadedHeader> {
+        self.loaded.as_ref()
+    }
+
+    pub fn status(&self) -> &HeaderStatus {
+        &self.status
+    }
+
+    /// Learns from an event: a captured load or in-kernel update replaces what was known; an
+    /// unload, or a load whose header was not captured, leaves nothing known (the next
+    /// judgement infers). A failed load or update keeps the old one, as the kernel does.
+    pub fn observe(&mut self, event: &Event, now: u64) -> Result<(), HeaderCaptureError> {
+        let (origin, header) = match event {
+            Event::KexecLoad(load) if load.succeeded() => {
+                if load.unload {
+                    self.loaded = None;
+                    return Ok(());
+                }
+                if load.by_agent
+                    && let Some(captured) = &mut self.own_load
+                {
+                    *captured = load.header.is_some();
+                }
+                (
+                    format!(
+                        "{} by {} (pid {})",
+                        load.syscall.as_str(),
+                        load.comm,
+                        load.pid
+                    ),
+                    &load.header,
+                )
+            }
+            Event::KernelHeaderUpdate(update) if update.succeeded() => {
+                ("in-kernel update".to_string(), &update.header)
+            }
+            _ => return Ok(()),
+        };
+        self.loaded = None;
+        let Some(header) = header else { return Ok(()) };
+        self.loaded = Some(LoadedHeader::captured(header, origin, now)?);
+        Ok(())
+    }
+
+    /// This agent starts a load of its own.
+    pub fn own_load_started(&mut self) {
+        self.own_load = Some(false);
+    }
+
+    /// This agent's load ended. When it succeeded and no probe captured its header, the
+    /// kernel built one from the RAM of now: that is what is known (inferred).
+    pub fn own_load_finished(&mut self, loaded: bool, iomem: Option<&Iomem>, now: u64) {
+        let captured = self.own_load.take().unwrap_or(false);
+        if loaded && !captured {
+            self.loaded = iomem.and_then(|io| {
+                LoadedHeader::inferred(io, LoadPath::KexecFileLoad, "this agent's load".into(), now)
+                    .ok()
+            });
+        }
+    }
+
+    /// The one judgement: what is loaded against the RAM in `iomem`. Without a crash kernel
+    /// nothing is loaded; a crash kernel nothing is known about, or a kernel-managed one whose
+    /// rewrites were not captured, is assumed to hold the header of the RAM of now.
+    pub fn judge(
+        &mut self,
+        crash_loaded: bool,
+        kernel_managed: bool,
+        iomem: Option<&Iomem>,
+        now: u64,
+    ) -> Transition {
+        if !crash_loaded {
+            self.loaded = None;
+        } else if self.loaded.is_none()
+            || (kernel_managed
+                && self
+                    .loaded
+                    .as_ref()
+                    .is_some_and(|l| l.provenance == Provenance::Inferred))
+        {
+            self.loaded = iomem.and_then(|io| {
+                LoadedHeader::inferred(
+                    io,
+                    LoadPath::KexecFileLoad,
+                    "inferred from the RAM when the agent first saw the load".into(),
+                    now,
+                )
+                .ok()
+            });
+        }
+        let (status, transition) = judge(self.loaded.as_ref(), iomem, &self.status, now);
+        self.status = status;
+        transition
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        elfcorehdr::{HeaderInputs, NoteRegion, arch, build, crash_memory_ranges},
+        events::{CapturedHeader, HeaderSource, KernelHeaderUpdate, KexecLoad},
+    };
+
+    const IOMEM_1G: &str = "\
+00001000-0009fbff : System RAM
+00100000-3ffdffff : System RAM
+  2f000000-3effffff : Crash kernel
+";
+    const DIMM: &str = "100000000-11fffffff : System RAM\n";
+
+    fn iomem(extra: &str) -> Iomem {
+        Iomem::parse(&format!("{IOMEM_1G}{extra}")).unwrap()
+    }
+
+    /// The header `source`'s loader builds for `iomem`, as a probe would capture it.
+    fn captured(iomem: &Iomem, source: HeaderSource) -> CapturedHeader {
+        let load = match source {
+            HeaderSource::Kernel => LoadPath::KexecFileLoad,
+            HeaderSource::KexecLoadSegment => LoadPath::KexecLoad,
+        };
+        let mem = crash_memory_ranges(iomem, load).unwrap();
+        let bytes = build(&HeaderInputs {
+            cpu_notes: &[NoteRegion {
+                paddr: 0x3000_0000,
+                size: 336,
+            }],
+            vmcoreinfo: NoteRegion {
+                paddr: 0x3100_0000,
+                size: 4096,
+            },
+            kernel_text: None,
+            ram: mem.ranges(),
+            page_offset: arch::X86_64_DEFAULT_PAGE_OFFSET,
+        })
+        .unwrap();
+        CapturedHeader {
+            source,
+            total_bytes: bytes.len() as u64,
+            bytes,
+            complete: true,
+        }
+    }
+
+    fn load(syscall: LoadPath, header: Option<CapturedHeader>, by_agent: bool) -> Event {
+        Event::KexecLoad(KexecLoad {
+            syscall,
+            pid: 312,
+            comm: "kexec".into(),
+            flags: 1,
+            unload: false,
+            by_agent,
+            result: 0,
+            duration_ns: Some(1),
+            header,
+            files: None,
+            ktime_ns: 1,
+        })
+    }
+
+    #[test]
+    fn a_captured_load_is_verified_then_goes_stale_with_a_dimm_until_the_kernel_rewrites_it() {
+        for (source, syscall) in [
+            (HeaderSource::KexecLoadSegment, LoadPath::KexecLoad),
+            (HeaderSource::Kernel, LoadPath::KexecFileLoad),
+        ] {
+            let mut k = HeaderKnowledge::default();
+            k.judge(true, false, Some(&iomem("")), 10);
+            assert_eq!(k.status().provenance, Some(Provenance::Inferred));
+            k.observe(
+                &load(syscall, Some(captured(&iomem(""), source)), false),
+                11,
+            )
+            .unwrap();
+            k.judge(true, false, Some(&iomem("")), 11);
+            let s = k.status();
+            assert!(s.verified && !s.stale, "{s:?}");
+            assert_eq!(
+                s.captured.as_deref(),
+                Some(format!("{} by kexec (pid 312)", syscall.as_str()).as_str())
+            );
+            assert_eq!(
+                k.judge(true, false, Some(&iomem(DIMM)), 12),
+                Transition::BecameStale
+            );
+            assert_eq!(
+                (k.status().missing_bytes, k.status().stale_since),
+                (512 << 20, Some(12))
+            );
+            let update = Event::KernelHeaderUpdate(KernelHeaderUpdate {
+                header: Some(captured(&iomem(DIMM), HeaderSource::Kernel)),
+                result: 0,
+                duration_ns: None,
+                ktime_ns: 2,
+            });
+            k.observe(&update, 14).unwrap();
+            assert_eq!(
+                k.judge(true, true, Some(&iomem(DIMM)), 14),
+                Transition::BecameFresh
+            );
+            assert!(k.status().verified && k.status().stale_since.is_none());
+        }
+    }
+
+    #[test]
+    fn uncaptured_or_unusable_headers_are_unverified() {
+        let mut k = HeaderKnowledge::default();
+        let io = iomem("");
+        k.observe(
+            &load(
+                LoadPath::KexecLoad,
+                Some(captured(&io, HeaderSource::KexecLoadSegment)),
+                false,
+            ),
+            1,
+        )
+        .unwrap();
+        k.observe(&load(LoadPath::KexecFileLoad, None, false), 2)
+            .unwrap();
+        k.judge(true, false, Some(&io), 2);
+        assert!(!k.status().verified, "a newer uncaptured load replaces it");
+        let mut partial = captured(&io, HeaderSource::Kernel);
+        partial.complete = false;
+        assert!(matches!(
+            k.observe(&load(LoadPath::KexecFileLoad, Some(partial), false), 3),
+            Err(HeaderCaptureError::Incomplete { .. })
+        ));
+        let mut garbage = captured(&io, HeaderSource::Kernel);
+        garbage.bytes[0] = 0;
+        assert!(matches!(
+            k.observe(&load(LoadPath::KexecFileLoad, Some(garbage), false), 3),
+            Err(HeaderCaptureError::Parse(_))
+        ));
+        k.judge(true, false, Some(&io), 3);
+        assert!(!k.status().verified);
+    }
+
+    /// The fallback bug: with no probes, the agent's own reload must be judged against the
+    /// header it loaded, not the one inferred at start.
+    #[test]
+    fn the_agents_own_uncaptured_load_is_what_later_rescans_judge() {
+        let mut k = HeaderKnowledge::default();
+        k.judge(true, false, Some(&iomem("")), 1);
+        assert_eq!(
+            k.judge(true, false, Some(&iomem(DIMM)), 2),
+            Transition::BecameStale
+        );
+        k.own_load_started();
+        k.own_load_finished(true, Some(&iomem(DIMM)), 3);
+        assert_eq!(
+            k.judge(true, false, Some(&iomem(DIMM)), 3),
+            Transition::BecameFresh
+        );
+        for t in 4..10 {
+            assert_eq!(
+                k.judge(true, false, Some(&iomem(DIMM)), t),
+                Transition::Unchanged
+            );
+        }
+        assert!(!k.status().stale);
+        assert_eq!(k.loaded().unwrap().origin, "this agent's load");
+    }
+
+    #[test]
+    fn the_agents_captured_load_is_kept_whichever_comes_first() {
+        let dimm = iomem(DIMM);
+        let own = load(
+            LoadPath::KexecFileLoad,
+            Some(captured(&dimm, HeaderSource::Kernel)),
+            true,
+        );
+        // The probe's record before the load job's end.
+        let mut k = HeaderKnowledge::default();
+        k.own_load_started();
+        k.observe(&own, 1).unwrap();
+        k.own_load_finished(true, Some(&dimm), 2);
+        assert_eq!(k.loaded().unwrap().provenance, Provenance::Captured);
+        // After it: the capture replaces the inference.
+        let mut k = HeaderKnowledge::default();
+        k.own_load_started();
+        k.own_load_finished(true, Some(&dimm), 2);
+        assert_eq!(k.loaded().unwrap().provenance, Provenance::Inferred);
+        k.observe(&own, 3).unwrap();
+        k.judge(true, false, Some(&dimm), 3);
+        assert!(k.status().verified && !k.status().stale);
+    }
+
+    #[test]
+    fn a_failed_own_load_keeps_what_was_known_and_unloading_forgets_it() {
+        let io = iomem("");
+        let mut k = HeaderKnowledge::default();
+        k.observe(
+            &load(
+                LoadPath::KexecLoad,
+                Some(captured(&io, HeaderSource::KexecLoadSegment)),
+                false,
+            ),
+            1,
+        )
+        .unwrap();
+        k.own_load_started();
+        k.own_load_finished(false, Some(&io), 2);
+        assert_eq!(k.loaded().unwrap().provenance, Provenance::Captured);
+        k.judge(false, false, Some(&io), 3);
+        assert!(k.loaded().is_none());
+        assert_eq!(k.status(), &HeaderStatus::default());
+    }
+
+    #[test]
+    fn kernel_managed_without_a_capture_follows_the_ram() {
+        let mut k = HeaderKnowledge::default();
+        k.judge(true, true, Some(&iomem("")), 1);
+        assert_eq!(
+            k.judge(true, true, Some(&iomem(DIMM)), 2),
+            Transition::Unchanged
+        );
+        assert!(!k.status().stale && !k.status().verified);
+    }
+}
