@@ -2,9 +2,7 @@
 //! a real Prometheus scraping a running agent.
 mod alertmanager;
 mod dashboard;
-mod exposition;
 mod image;
-pub mod live;
 mod manifests;
 mod promql;
 
@@ -19,10 +17,15 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::Value;
 
-pub use exposition::Catalogue;
 pub use manifests::generate;
 
-use crate::{paths, test::Tally, ui};
+use crate::{
+    paths,
+    support::{
+        agent, exposition::Catalogue, http, process, prometheus, prometheus::RULES, tally::Tally,
+    },
+    ui,
+};
 
 /// Kubernetes release the manifests are validated against (kubernetes-validate's newest schema).
 const KUBERNETES_VERSION: &str = "1.37.0";
@@ -43,7 +46,6 @@ const ALERTS: &[&str] = &[
     "KdumpAgentDown",
 ];
 
-pub const RULES: &str = "deploy/prometheus/kdump-agent.rules.yaml";
 const RULE_TESTS: &str = "deploy/prometheus/tests";
 const DASHBOARD: &str = "dashboards/kdump-agent.json";
 const RUNBOOK: &str = "docs/runbook.md";
@@ -71,7 +73,7 @@ fn record(tally: &mut Tally, name: &str, outcome: Result<()>) {
 /// A command that passes when it exits 0; its output is shown only when it fails.
 fn command_check(cmd: &mut Command) -> Result<()> {
     let what = format!("{:?}", cmd.get_program());
-    crate::output(cmd, &what).map(drop)
+    process::output(cmd, &what).map(drop)
 }
 
 fn read(root: &Path, path: &str) -> Result<String> {
@@ -228,7 +230,7 @@ fn image_check(tally: &mut Tally, root: &Path) {
         );
         return;
     }
-    let outcome = crate::lab::build_agent()
+    let outcome = agent::build_static()
         .and_then(|binary| image::build_and_run(root, &binary, &work_dir()))
         .map(|version| println!("  image runs: {version}"));
     record(tally, what, outcome);
@@ -454,7 +456,7 @@ fn live_checks(
     rules: &Value,
     dashboard: &Value,
 ) -> Result<Option<Catalogue>> {
-    let binary = live::build_agent()?;
+    let binary = agent::build_debug()?;
     let help = Command::new(&binary)
         .args(["run", "--help"])
         .output()
@@ -467,16 +469,16 @@ fn live_checks(
         return Ok(None);
     }
     let work = work_dir();
-    let agent_port = live::free_port()?;
+    let agent_port = process::free_port()?;
     let textfile_dir = work.join("textfile");
     let _ = fs::remove_dir_all(&textfile_dir);
-    let mut agent = live::start_agent(
+    let mut agent = agent::start(
         &binary,
         agent_port,
         Some(&textfile_dir),
         &work.join("agent.log"),
     )?;
-    let text = match live::scrape(agent_port, &mut agent) {
+    let text = match agent::scrape(agent_port, &mut agent) {
         Ok(text) => text,
         Err(e) => {
             record(
@@ -503,9 +505,9 @@ fn live_checks(
         ),
         Ok(()),
     );
-    let http = live::http();
+    let http = http::http();
     for path in ["/healthz", "/readyz"] {
-        let outcome = live::get(&http, &format!("http://127.0.0.1:{agent_port}{path}")).and_then(
+        let outcome = http::get(&http, &format!("http://127.0.0.1:{agent_port}{path}")).and_then(
             |(status, body)| {
                 ensure!(status == 200, "HTTP {status}: {}", body.trim());
                 Ok(())
@@ -543,15 +545,15 @@ fn live_checks(
 
     let prom_dir = work.join("prometheus");
     let _ = fs::remove_dir_all(&prom_dir);
-    let prom_port = live::free_port()?;
-    let mut prometheus = live::start_prometheus(
+    let prom_port = process::free_port()?;
+    let mut prometheus = prometheus::start(
         &prom_dir,
         prom_port,
         agent_port,
         LIVE_NODE,
         &root.join(RULES),
     )?;
-    if let Err(e) = live::wait_ready(&mut prometheus, &http, prom_port, LIVE_TIMEOUT) {
+    if let Err(e) = prometheus::wait_ready(&mut prometheus, &http, prom_port, LIVE_TIMEOUT) {
         record(
             tally,
             "Prometheus starts",
@@ -565,7 +567,7 @@ fn live_checks(
     record(
         tally,
         &format!("Prometheus (127.0.0.1:{prom_port}) scrapes the agent: up == 1"),
-        live::wait_up(&http, prom_port, LIVE_NODE, LIVE_TIMEOUT),
+        prometheus::wait_up(&http, prom_port, LIVE_NODE, LIVE_TIMEOUT),
     );
 
     let wanted: BTreeSet<String> = catalogue
@@ -573,8 +575,8 @@ fn live_checks(
         .into_iter()
         .map(str::to_owned)
         .collect();
-    let present = live::wait_for("every catalogue series in Prometheus", LIVE_TIMEOUT, || {
-        let names = live::api(&http, prom_port, "/api/v1/label/__name__/values", None)?;
+    let present = process::wait_for("every catalogue series in Prometheus", LIVE_TIMEOUT, || {
+        let names = prometheus::api(&http, prom_port, "/api/v1/label/__name__/values", None)?;
         let have: BTreeSet<String> = names
             .as_array()
             .into_iter()
@@ -599,7 +601,7 @@ fn live_checks(
 
     // Rule evaluations from before the first scrape prove little: wait for one after it.
     let loaded_rules = || -> Result<Vec<Value>> {
-        let data = live::api(&http, prom_port, "/api/v1/rules", None)?;
+        let data = prometheus::api(&http, prom_port, "/api/v1/rules", None)?;
         Ok(data["groups"]
             .as_array()
             .into_iter()
@@ -611,7 +613,7 @@ fn live_checks(
         .iter()
         .map(|r| r["lastEvaluation"].clone())
         .collect();
-    let rules_ok = live::wait_for(
+    let rules_ok = process::wait_for(
         "every rule evaluated after the first scrape",
         LIVE_TIMEOUT,
         || {
@@ -646,7 +648,7 @@ fn live_checks(
             let name = rule["name"].as_str().unwrap_or("?");
             let state = rule["state"].as_str().unwrap_or("-");
             let query = rule["query"].as_str().unwrap_or_default();
-            let active = live::api(&http, prom_port, "/api/v1/query", Some(query))
+            let active = prometheus::api(&http, prom_port, "/api/v1/query", Some(query))
                 .map(|d| d["result"].as_array().is_some_and(|r| !r.is_empty()));
             println!(
                 "       {name:<28} {state:<9} expression {}",
@@ -676,7 +678,7 @@ fn live_checks(
     let errors: Vec<String> = expressions
         .iter()
         .filter_map(|e| {
-            live::api(&http, prom_port, "/api/v1/query", Some(&e.expr))
+            prometheus::api(&http, prom_port, "/api/v1/query", Some(&e.expr))
                 .err()
                 .map(|err| format!("{}: {err:#}", e.origin))
         })

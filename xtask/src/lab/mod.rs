@@ -21,7 +21,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::Subcommand;
 use kdump_agent::units::bytes;
 
-use crate::{cargo, paths, ui::Step};
+use crate::{paths, support::agent, ui::Step};
 use image::Kernel;
 use machine::{Accel, Forward, Machine, MachineSpec, Memory};
 
@@ -124,7 +124,7 @@ impl Lab {
             }
         }
         let unpacked = packages::fetch(&wanted).context("lab step `debian packages`")?;
-        let agent = build_agent()?;
+        let agent = agent::build_static()?;
         let dir = paths::target_dir().join("lab");
         let mut images = BTreeMap::new();
         for kernel in kernels {
@@ -228,42 +228,6 @@ fn qemu_present() -> Result<()> {
             "lab step `qemu-system-x86_64`: not installed or not runnable (run `cargo xtask setup`, which installs qemu-system-x86)"
         ),
     }
-}
-
-/// `cargo build --release -p kdump-agent --target x86_64-unknown-linux-musl` (with probes).
-pub fn build_agent() -> Result<PathBuf> {
-    const TARGET: &str = "x86_64-unknown-linux-musl";
-    let step = Step::start("kdump-agent (static, with probes)");
-    step.progress(&format!("cargo build --release --target {TARGET}"));
-    let out = cargo()
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "kdump-agent",
-            "--target",
-            TARGET,
-        ])
-        .env_remove("AYA_BUILD_SKIP")
-        .output()
-        .context("cargo build: cannot start")?;
-    if !out.status.success() {
-        let text = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = text.lines().rev().take(20).collect();
-        for line in tail.iter().rev() {
-            eprintln!("    {line}");
-        }
-        bail!(
-            "building the static kdump-agent for the guest failed ({})",
-            out.status
-        );
-    }
-    let bin = paths::target_dir().join(TARGET).join("release/kdump-agent");
-    let size = fs::metadata(&bin)
-        .with_context(|| format!("{}: not built", bin.display()))?
-        .len();
-    step.done(&format!("{} ({})", bin.display(), bytes(size)));
-    Ok(bin)
 }
 
 /// `path` relative to the workspace root when it is inside it (for SOURCE lines and logs).

@@ -15,16 +15,17 @@ use super::{
     agent::{SUCCESS, recipe, wait_metric},
 };
 use crate::{
-    fleet::{
-        self,
-        live::{self, Running},
-    },
     lab::{
         Boot, GUEST_AGENT_PORT,
         image::{GUEST_AGENT, GUEST_NET_UP},
         machine::Machine,
     },
     paths,
+    support::{
+        http,
+        process::{self, Running},
+        prometheus,
+    },
 };
 
 /// How long Prometheus may take to start, to scrape the guest or to evaluate a rule on what it
@@ -52,7 +53,7 @@ impl Watch {
 
     /// The samples of an instant query.
     fn query(&self, promql: &str) -> Result<Vec<Value>> {
-        live::query(&self.http, self.port, promql)
+        prometheus::query(&self.http, self.port, promql)
     }
 
     /// The value of a query's first sample, None when its result is empty.
@@ -90,7 +91,7 @@ impl Watch {
             PROMETHEUS_TIMEOUT.as_secs()
         ));
         let start = Instant::now();
-        live::wait_for(what, PROMETHEUS_TIMEOUT, || {
+        process::wait_for(what, PROMETHEUS_TIMEOUT, || {
             Ok((!self.query(promql)?.is_empty()).then_some(()))
         })
         .with_context(|| format!("Prometheus: {promql}"))?;
@@ -99,7 +100,7 @@ impl Watch {
 
     /// The alerting rule `ALERT` as /api/v1/rules reports it (state, health, duration, ...).
     fn rule(&self) -> Result<Value> {
-        let data = live::api(&self.http, self.port, "/api/v1/rules", None)?;
+        let data = prometheus::api(&self.http, self.port, "/api/v1/rules", None)?;
         data["groups"]
             .as_array()
             .into_iter()
@@ -115,7 +116,7 @@ impl Watch {
     fn rule_after_next_evaluation(&self) -> Result<Value> {
         let mut last = self.rule()?["lastEvaluation"].clone();
         for _ in 0..2 {
-            last = live::wait_for(
+            last = process::wait_for(
                 &format!("an evaluation of {ALERT}"),
                 PROMETHEUS_TIMEOUT,
                 || {
@@ -134,18 +135,18 @@ impl Watch {
 /// `ALERT` inactive on it.
 fn start(run: &mut Run, agent_args: &str) -> Result<(Machine, Watch)> {
     let node = run.scenario.name;
-    let (forward, port) = (live::free_port()?, live::free_port()?);
+    let (forward, port) = (process::free_port()?, process::free_port()?);
     let dir = run.lab.runs.join(format!("{node}-prometheus"));
     let _ = fs::remove_dir_all(&dir);
     let log = dir.join("prometheus.log");
-    let rules = paths::root().join(fleet::RULES);
-    let mut server = live::start_prometheus(&dir, port, forward, node, &rules)?;
-    let http = live::http();
+    let rules = paths::root().join(prometheus::RULES);
+    let mut server = prometheus::start(&dir, port, forward, node, &rules)?;
+    let http = http::http();
     let mut m = run.boot(&Boot {
         forward_agent: Some(forward),
         ..Boot::default()
     })?;
-    live::wait_ready(&mut server, &http, port, PROMETHEUS_TIMEOUT)
+    prometheus::wait_ready(&mut server, &http, port, PROMETHEUS_TIMEOUT)
         .with_context(|| format!("Prometheus' log: {}", log.display()))?;
     run.note(
         "prometheus",
@@ -163,7 +164,7 @@ fn start(run: &mut Run, agent_args: &str) -> Result<(Machine, Watch)> {
         "waiting up to {} s for Prometheus to scrape the guest through 127.0.0.1:{forward}",
         PROMETHEUS_TIMEOUT.as_secs()
     ));
-    live::wait_up(&http, port, node, PROMETHEUS_TIMEOUT)
+    prometheus::wait_up(&http, port, node, PROMETHEUS_TIMEOUT)
         .with_context(|| format!("Prometheus' log: {}", log.display()))?;
     run.note(
         "seconds_from_agent_healthz_to_up",
