@@ -10,15 +10,13 @@ use anyhow::{Context as _, Result, ensure};
 use kdump_agent::elfcorehdr::LoadPath;
 use serde_json::Value;
 
-use super::{
-    Online, Run,
-    agent::{SUCCESS, recipe, wait_metric},
-};
+use super::agent::{SUCCESS, recipe, wait_metric};
 use crate::{
     lab::{
-        Boot, GUEST_AGENT_PORT,
-        image::{GUEST_AGENT, GUEST_NET_UP},
+        guests::{Boot, GUEST_AGENT_PORT},
+        image::{GUEST_AGENT, GUEST_NET_UP, KERNEL_6_1},
         machine::Machine,
+        scenario::{Online, Run, Scenario},
     },
     paths,
     support::{
@@ -27,6 +25,26 @@ use crate::{
         prometheus,
     },
 };
+
+/// The Prometheus scenarios, in `cargo xtask lab list` order.
+pub const ALL: &[Scenario] = &[
+    Scenario {
+        name: "prometheus-stale-pending-6.1",
+        about: "6.1, agent --reload off, host Prometheus scraping it, +512 MiB: KdumpHeaderStale pending; dump misses the DIMM",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        benchmark: false,
+        body: stale_pending_6_1,
+    },
+    Scenario {
+        name: "prometheus-reload-never-fires-6.1",
+        about: "6.1, agent with a recipe, host Prometheus scraping it, +512 MiB: reload, KdumpHeaderStale inactive again, never firing; dump whole",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        benchmark: false,
+        body: reload_never_fires_6_1,
+    },
+];
 
 /// How long Prometheus may take to start, to scrape the guest or to evaluate a rule on what it
 /// scraped (it scrapes and evaluates every second; the TCG guest answers slowly).
@@ -210,7 +228,7 @@ fn note_failed_scrapes(run: &mut Run, watch: &Watch) -> Result<()> {
 }
 
 /// `--reload off`: the DIMM leaves the header stale, and Prometheus shows the alert pending.
-pub(super) fn stale_pending_6_1(run: &mut Run) -> Result<()> {
+fn stale_pending_6_1(run: &mut Run) -> Result<()> {
     let (mut m, watch) = start(run, "--reload off")?;
     let plugged = Instant::now();
     let dimm = run.hot_add(&mut m, 512, Online::Write("online"))?;
@@ -258,7 +276,7 @@ pub(super) fn stale_pending_6_1(run: &mut Run) -> Result<()> {
 
 /// Reload on (a recipe, kexec-file): the agent fixes the header within seconds, so the alert
 /// is inactive again after the reload and its `for` (5 minutes) never elapses: it never fires.
-pub(super) fn reload_never_fires_6_1(run: &mut Run) -> Result<()> {
+fn reload_never_fires_6_1(run: &mut Run) -> Result<()> {
     let (mut m, watch) = start(run, &recipe())?;
     run.hot_add(&mut m, 512, Online::Write("online"))?;
     let online = Instant::now();
