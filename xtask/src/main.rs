@@ -1,4 +1,5 @@
 //! `cargo xtask`: the developer entry point.
+mod architecture;
 mod bench_fleet;
 mod fleet;
 mod fuzz;

@@ -43,6 +43,8 @@ pub fn run() -> Result<()> {
         ]),
     )?;
 
+    crate::architecture::run(&mut tally);
+
     crate::fleet::run(&mut tally)?;
 
     ui::section("VM lab: every scenario but the benchmarks (cargo xtask lab list)");
