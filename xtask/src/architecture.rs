@@ -598,11 +598,7 @@ fn paths_in(source: &str, module: &[String]) -> Vec<(usize, Vec<String>)> {
 
 /// Expands a `use` tree (the tokens between `use` and `;`) into full paths, each with the line
 /// its last segment is on: `a::{b::c, d}` gives `a::b::c` and `a::d`.
-fn use_tree(
-    tokens: &[(usize, Token)],
-    prefix: &[String],
-    out: &mut Vec<(usize, Vec<String>)>,
-) {
+fn use_tree(tokens: &[(usize, Token)], prefix: &[String], out: &mut Vec<(usize, Vec<String>)>) {
     let mut path = prefix.to_vec();
     let mut line = tokens.first().map_or(0, |t| t.0);
     let mut i = 0;
