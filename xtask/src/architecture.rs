@@ -299,24 +299,15 @@ pub fn check_agent(src: &Path) -> Result<()> {
 pub fn run(tally: &mut Tally) {
     ui::section("architecture: module graph of xtask/src, stage order of agent/src");
     let root = paths::root();
-    let mut record = |name: &str, outcome: Result<()>| match outcome {
-        Ok(()) => {
-            println!("  ok   {name}");
-            tally.pass();
-        }
-        Err(e) => {
-            println!("  FAIL {name}: {e:#}");
-            tally.fail(format!("architecture: {name}: {e:#}"));
-        }
-    };
-    record(
+    tally.record(
+        "architecture",
         "xtask/src: no cycle among its modules",
         check_xtask(&root.join("xtask/src")),
     );
     let agent = root.join("agent/src");
     let what = "agent/src: every stage uses only model, sys and earlier stages";
     if agent.join("model").is_dir() {
-        record(what, check_agent(&agent));
+        tally.record("architecture", what, check_agent(&agent));
     } else {
         tally.skip(
             what,
@@ -347,47 +338,8 @@ fn tokens(source: &str) -> Vec<(usize, Token)> {
         let c = chars[i];
         let next = chars.get(i + 1).copied();
         let start = i;
-        if c == '/' && next == Some('/') {
-            while i < chars.len() && chars[i] != '\n' {
-                i += 1;
-            }
-        } else if c == '/' && next == Some('*') {
-            let mut depth = 0;
-            while i < chars.len() {
-                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
-                    depth += 1;
-                    i += 2;
-                } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
-                    depth -= 1;
-                    i += 2;
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    i += 1;
-                }
-            }
-        } else if let Some(end) = raw_string_end(&chars, i) {
+        if let Some(end) = skip_literal(&chars, i) {
             i = end;
-        } else if c == '"' || (c == 'b' && next == Some('"')) {
-            i += if c == 'b' { 2 } else { 1 };
-            while i < chars.len() && chars[i] != '"' {
-                i += if chars[i] == '\\' { 2 } else { 1 };
-            }
-            i += 1;
-        } else if c == '\'' {
-            // A char literal ('x', '\n', '\u{1F}') or a lifetime ('a).
-            if next == Some('\\') {
-                i += 3;
-                while i < chars.len() && chars[i] != '\'' {
-                    i += 1;
-                }
-                i += 1;
-            } else if chars.get(i + 2) == Some(&'\'') {
-                i += 3;
-            } else {
-                i += 1;
-            }
         } else if c.is_alphabetic() || c == '_' {
             while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
                 i += 1;
@@ -450,6 +402,56 @@ fn test_modules(tokens: &[(usize, Token)]) -> Vec<String> {
         .collect()
 }
 
+/// Past the comment, string or char literal at `i`, or None when there is none.
+fn skip_literal(chars: &[char], mut i: usize) -> Option<usize> {
+    let (c, next) = (chars[i], chars.get(i + 1).copied());
+    if c == '/' && next == Some('/') {
+        while i < chars.len() && chars[i] != '\n' {
+            i += 1;
+        }
+    } else if c == '/' && next == Some('*') {
+        let mut depth = 0;
+        while i < chars.len() {
+            if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
+                depth += 1;
+                i += 2;
+            } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
+                depth -= 1;
+                i += 2;
+                if depth == 0 {
+                    break;
+                }
+            } else {
+                i += 1;
+            }
+        }
+    } else if let Some(end) = raw_string_end(chars, i) {
+        return Some(end);
+    } else if c == '"' || (c == 'b' && next == Some('"')) {
+        i += if c == 'b' { 2 } else { 1 };
+        while i < chars.len() && chars[i] != '"' {
+            i += if chars[i] == '\\' { 2 } else { 1 };
+        }
+        i += 1;
+    } else if c == '\'' {
+        // A char literal ('x', '\n', '\u{1F}') or a lifetime ('a).
+        if next == Some('\\') {
+            i += 3;
+            while i < chars.len() && chars[i] != '\'' {
+                i += 1;
+            }
+            i += 1;
+        } else if chars.get(i + 2) == Some(&'\'') {
+            i += 3;
+        } else {
+            i += 1;
+        }
+    } else {
+        return None;
+    }
+    Some(i)
+}
+
 /// The end of a raw (byte) string literal starting at `i` (`r"…"`, `r#"…"#`, `br"…"`).
 fn raw_string_end(chars: &[char], i: usize) -> Option<usize> {
     if i > 0 && (chars[i - 1].is_alphanumeric() || chars[i - 1] == '_') {
@@ -482,16 +484,19 @@ fn raw_string_end(chars: &[char], i: usize) -> Option<usize> {
     Some(chars.len())
 }
 
-/// The module paths a file of module `module` uses, resolved from the crate root, with the
-/// line each is written on: its `use` trees, and paths in code starting with `crate`,
-/// `super`, `self` or one of its child modules (`mod x;` or `mod x { ... }`).
-fn paths_in(source: &str, module: &[String]) -> Vec<(usize, Vec<String>)> {
-    let tokens = tokens(source);
+/// Where each token is: its module (inline modules included), and whether inside a
+/// `#[cfg(test)]` module; and each module's child modules.
+struct Scopes {
+    children: BTreeMap<Vec<String>, BTreeSet<String>>,
+    scope: Vec<Vec<String>>,
+    testing: Vec<bool>,
+}
+
+fn scopes(tokens: &[(usize, Token)], module: &[String]) -> Scopes {
     let ident = |i: usize| match tokens.get(i) {
         Some((_, Token::Ident(s))) => Some(s.as_str()),
         _ => None,
     };
-    // Child modules and the inline modules' spans, so each path resolves from where it is.
     let mut children: BTreeMap<Vec<String>, BTreeSet<String>> = BTreeMap::new();
     let mut current = module.to_vec();
     let mut inline: Vec<(Vec<String>, usize, bool)> = Vec::new();
@@ -509,7 +514,7 @@ fn paths_in(source: &str, module: &[String]) -> Vec<(usize, Vec<String>)> {
                         .insert(name.to_owned());
                     if tokens.get(i + 2).map(|t| &t.1) == Some(&Token::Open) {
                         inline.push((current.clone(), depth + 1, in_test));
-                        in_test |= is_cfg_test(&tokens, i);
+                        in_test |= is_cfg_test(tokens, i);
                         current.push(name.to_owned());
                     }
                 }
@@ -526,29 +531,58 @@ fn paths_in(source: &str, module: &[String]) -> Vec<(usize, Vec<String>)> {
         scope[i] = current.clone();
         testing[i] = in_test;
     }
-    let resolve = |at: &[String], path: &[String]| -> Option<Vec<String>> {
-        let first = path.first()?;
-        let mut base = match first.as_str() {
-            "crate" => Vec::new(),
-            "self" | "super" => at.to_vec(),
-            name if children.get(at).is_some_and(|c| c.contains(name)) => at.to_vec(),
-            _ => return None,
-        };
-        let mut rest = path;
-        while let Some(seg) = rest.first() {
-            match seg.as_str() {
-                "crate" if rest.len() == path.len() => {}
-                "self" => {}
-                "super" => {
-                    base.pop()?;
-                }
-                _ => break,
-            }
-            rest = &rest[1..];
-        }
-        base.extend(rest.iter().cloned());
-        Some(base)
+    Scopes {
+        children,
+        scope,
+        testing,
+    }
+}
+
+/// `path` as written in module `at`, from the crate root; None unless it starts with `crate`,
+/// `self`, `super` or a child module of `at`.
+fn resolve(
+    children: &BTreeMap<Vec<String>, BTreeSet<String>>,
+    at: &[String],
+    path: &[String],
+) -> Option<Vec<String>> {
+    let first = path.first()?;
+    let mut base = match first.as_str() {
+        "crate" => Vec::new(),
+        "self" | "super" => at.to_vec(),
+        name if children.get(at).is_some_and(|c| c.contains(name)) => at.to_vec(),
+        _ => return None,
     };
+    let mut rest = path;
+    while let Some(seg) = rest.first() {
+        match seg.as_str() {
+            "crate" if rest.len() == path.len() => {}
+            "self" => {}
+            "super" => {
+                base.pop()?;
+            }
+            _ => break,
+        }
+        rest = &rest[1..];
+    }
+    base.extend(rest.iter().cloned());
+    Some(base)
+}
+
+/// The module paths a file of module `module` uses, resolved from the crate root, with the
+/// line each is written on: its `use` trees, and paths in code starting with `crate`,
+/// `super`, `self` or one of its child modules (`mod x;` or `mod x { ... }`).
+fn paths_in(source: &str, module: &[String]) -> Vec<(usize, Vec<String>)> {
+    let tokens = tokens(source);
+    let ident = |i: usize| match tokens.get(i) {
+        Some((_, Token::Ident(s))) => Some(s.as_str()),
+        _ => None,
+    };
+    let Scopes {
+        children,
+        scope,
+        testing,
+    } = scopes(&tokens, module);
+    let resolve = |at: &[String], path: &[String]| resolve(&children, at, path);
     let mut out = Vec::new();
     let mut i = 0;
     while i < tokens.len() {

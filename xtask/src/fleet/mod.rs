@@ -63,16 +63,7 @@ fn work_dir() -> PathBuf {
 
 /// Records one check: pass, or fail with its error, printed on its own aligned line.
 fn record(tally: &mut Tally, name: &str, outcome: Result<()>) {
-    match outcome {
-        Ok(()) => {
-            println!("  ok   {name}");
-            tally.pass();
-        }
-        Err(e) => {
-            println!("  FAIL {name}: {e:#}");
-            tally.fail(format!("fleet: {name}: {e:#}"));
-        }
-    }
+    tally.record("fleet", name, outcome);
 }
 
 /// A command that passes when it exits 0; its output is shown only when it fails.

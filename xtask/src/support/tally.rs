@@ -24,4 +24,19 @@ impl Tally {
         println!("  SKIP {what}: {why}");
         self.skipped += 1;
     }
+
+    /// One check: pass, or fail with its error, printed on its own aligned line; `suite`
+    /// names it in the closing list of failures.
+    pub fn record(&mut self, suite: &str, name: &str, outcome: anyhow::Result<()>) {
+        match outcome {
+            Ok(()) => {
+                println!("  ok   {name}");
+                self.pass();
+            }
+            Err(e) => {
+                println!("  FAIL {name}: {e:#}");
+                self.fail(format!("{suite}: {name}: {e:#}"));
+            }
+        }
+    }
 }
