@@ -17,9 +17,14 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 
 use crate::{
-    cargo,
-    fleet::{Catalogue, live},
-    paths, ui,
+    paths,
+    support::{
+        agent,
+        exposition::Catalogue,
+        http,
+        process::{self, cargo},
+    },
+    ui,
     ui::Step,
 };
 
@@ -151,7 +156,7 @@ fn emit(files: &[PathBuf], n: u64) -> Result<()> {
 }
 
 fn hotplug_events(http: &ureq::Agent, port: u16) -> Result<f64> {
-    let (_, text) = live::get(http, &format!("http://127.0.0.1:{port}/metrics"))?;
+    let (_, text) = http::get(http, &format!("http://127.0.0.1:{port}/metrics"))?;
     let catalogue = Catalogue::parse(&text)?;
     Ok(catalogue
         .samples
@@ -282,12 +287,12 @@ pub fn run(options: &Options) -> Result<()> {
     let binary = build_release()?;
     let work = paths::target_dir().join("xtask-bench-fleet");
     fs::create_dir_all(&work)?;
-    let port = live::free_port()?;
+    let port = process::free_port()?;
     let log = work.join("agent.log");
-    let mut agent = live::start_agent(&binary, port, None, &log)?;
-    live::scrape(port, &mut agent)?;
+    let mut agent = agent::start(&binary, port, None, &log)?;
+    agent::scrape(port, &mut agent)?;
     let pid = agent.pid();
-    let http = live::http();
+    let http = http::http();
     let files = uevent_files()?;
     println!(
         "  agent pid {pid} on 127.0.0.1:{port}; events: synthetic `online` uevents on {} memory blocks; log {}",
@@ -315,7 +320,7 @@ pub fn run(options: &Options) -> Result<()> {
         emit(&files, n)?;
     }
     let emitted_in = started.elapsed();
-    let counted = live::wait_for(
+    let counted = process::wait_for(
         "the agent to count the storm",
         Duration::from_secs(30),
         || {
@@ -381,7 +386,7 @@ pub fn run(options: &Options) -> Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("event stream thread panicked"))??;
     let streamed = streamed.load(Ordering::Relaxed);
-    let stream_counted = live::wait_for(
+    let stream_counted = process::wait_for(
         "the agent to count the streamed events",
         Duration::from_secs(10),
         || {

@@ -85,7 +85,7 @@ fn install_cargo_fuzz() -> Result<PathBuf> {
         return Ok(bin);
     }
     step.progress("installing with `cargo install --locked cargo-fuzz` (about 90 s)");
-    let status = crate::cargo()
+    let status = crate::support::process::cargo()
         .args(["install", "--locked", "cargo-fuzz", "--root"])
         .arg(&root)
         .status()

@@ -1,4 +1,5 @@
 //! `cargo xtask`: the developer entry point.
+mod architecture;
 mod bench_fleet;
 mod fleet;
 mod fuzz;
@@ -6,6 +7,7 @@ mod lab;
 mod paths;
 mod run;
 mod setup;
+mod support;
 mod test;
 mod ui;
 
@@ -67,32 +69,6 @@ enum Command {
         #[command(subcommand)]
         command: lab::LabCommand,
     },
-}
-
-/// `cargo` in the workspace root, with the project's tools on PATH.
-pub fn cargo() -> std::process::Command {
-    let mut cmd =
-        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(paths::root());
-    cmd
-}
-
-/// Runs `cmd` (`what` names it in errors); its stdout when it exits 0, else an error with what it
-/// printed (promtool reports on stdout, most tools on stderr).
-pub fn output(cmd: &mut std::process::Command, what: &str) -> anyhow::Result<String> {
-    use anyhow::Context as _;
-    let out = cmd
-        .output()
-        .with_context(|| format!("{what}: cannot start"))?;
-    if !out.status.success() {
-        let printed: Vec<String> = [&out.stdout, &out.stderr]
-            .into_iter()
-            .map(|b| String::from_utf8_lossy(b).trim().to_owned())
-            .filter(|t| !t.is_empty())
-            .collect();
-        anyhow::bail!("{what} failed ({}): {}", out.status, printed.join("\n"));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn main() {

@@ -25,3 +25,11 @@ pub fn bpf_linker_prefix() -> PathBuf {
 pub fn target_dir() -> PathBuf {
     env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
 }
+
+/// `path` relative to the workspace root when it is inside it (for SOURCE lines and logs).
+pub fn relative(path: &Path) -> String {
+    path.strip_prefix(root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}

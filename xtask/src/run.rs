@@ -1,7 +1,7 @@
 //! `cargo xtask run`: build the agent with its probes and run the daemon in the foreground.
 use anyhow::{Context as _, Result, bail};
 
-use crate::cargo;
+use crate::support::process::cargo;
 
 pub fn run(args: &[String]) -> Result<()> {
     crate::setup::run()?;

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{output, paths, ui::Step};
+use crate::{paths, support::process::output, ui::Step};
 
 /// bpf-linker release that builds against the preinstalled nightly's LLVM 22.
 const BPF_LINKER_VERSION: &str = "0.13.0";

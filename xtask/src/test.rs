@@ -6,33 +6,10 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{cargo, ui};
-
-/// Pass/fail/skip counts over every suite of the run.
-#[derive(Default)]
-pub struct Tally {
-    pub passed: u64,
-    pub failed: u64,
-    pub skipped: u64,
-    pub failures: Vec<String>,
-}
-
-impl Tally {
-    pub fn pass(&mut self) {
-        self.passed += 1;
-    }
-
-    pub fn fail(&mut self, what: impl Into<String>) {
-        self.failed += 1;
-        self.failures.push(what.into());
-    }
-
-    /// A test that could not run here; `why` is printed so a skip is never silent.
-    pub fn skip(&mut self, what: &str, why: &str) {
-        println!("  SKIP {what}: {why}");
-        self.skipped += 1;
-    }
-}
+use crate::{
+    support::{process::cargo, tally::Tally},
+    ui,
+};
 
 pub fn run() -> Result<()> {
     crate::setup::run()?;
@@ -65,6 +42,8 @@ pub fn run() -> Result<()> {
             "--show-output",
         ]),
     )?;
+
+    crate::architecture::run(&mut tally);
 
     crate::fleet::run(&mut tally)?;
 

@@ -6,7 +6,11 @@ use std::{fs, path::Path, process::Command, time::Duration};
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
-use super::live::{self, Running};
+use crate::support::{
+    http,
+    process::{self, Running},
+    prometheus,
+};
 
 pub const INHIBIT: &str = "deploy/alertmanager/kdump-agent.inhibit.yaml";
 
@@ -42,12 +46,12 @@ pub fn check(root: &Path, work: &Path) -> Result<String> {
     let inhibit = fs::read_to_string(root.join(INHIBIT)).context(INHIBIT)?;
     let config_path = dir.join("alertmanager.yml");
     fs::write(&config_path, config(&inhibit))?;
-    crate::output(
+    process::output(
         Command::new("amtool").arg("check-config").arg(&config_path),
         "amtool check-config",
     )?;
 
-    let port = live::free_port()?;
+    let port = process::free_port()?;
     let log = fs::File::create(dir.join("alertmanager.log"))?;
     let mut server = Running::start(
         "alertmanager",
@@ -60,9 +64,9 @@ pub fn check(root: &Path, work: &Path) -> Result<String> {
             .stdout(log.try_clone()?)
             .stderr(log),
     )?;
-    let http = live::http();
+    let http = http::http();
     let base = format!("http://127.0.0.1:{port}");
-    live::wait_ready(&mut server, &http, port, Duration::from_secs(30))?;
+    prometheus::wait_ready(&mut server, &http, port, Duration::from_secs(30))?;
 
     let alerts: Vec<Value> = CASES
         .iter()
@@ -86,11 +90,11 @@ pub fn check(root: &Path, work: &Path) -> Result<String> {
         );
     }
     let mut last = String::new();
-    let checked = live::wait_for(
+    let checked = process::wait_for(
         "every alert suppressed or active as the inhibitions say",
         Duration::from_secs(30),
         || {
-            let (_, text) = live::get(&http, &format!("{base}/api/v2/alerts"))?;
+            let (_, text) = http::get(&http, &format!("{base}/api/v2/alerts"))?;
             let seen: Vec<Value> = serde_json::from_str(&text).context("alerts: not JSON")?;
             last = mismatches(&seen);
             Ok((seen.len() == alerts.len() && last.is_empty()).then_some(seen.len()))

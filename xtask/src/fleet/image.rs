@@ -26,7 +26,9 @@ fn buildah(dir: &Path) -> Command {
 
 /// buildah's stdout, trimmed.
 fn run(cmd: &mut Command) -> Result<String> {
-    Ok(crate::output(cmd, "buildah")?.trim().to_owned())
+    Ok(crate::support::process::output(cmd, "buildah")?
+        .trim()
+        .to_owned())
 }
 
 /// Every file below `dir`, relative to it.

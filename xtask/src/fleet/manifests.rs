@@ -160,212 +160,257 @@ pub fn cross_checks(
     rules: &Value,
     dashboard: &Value,
 ) -> Vec<(&'static str, Result<()>)> {
-    let check = |name: &'static str, f: &dyn Fn() -> Result<()>| (name, f());
     vec![
-        check("every namespaced resource in kdump-agent", &|| {
-            let ns = find(resources, "Namespace")?;
-            let name = &ns["metadata"]["name"];
-            for r in resources.iter().filter(|r| r["kind"] != "Namespace") {
-                ensure!(
-                    &r["metadata"]["namespace"] == name,
-                    "{} is not in namespace {name}",
-                    id(r)
-                );
-            }
-            ensure!(
-                ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged",
-                "Namespace lacks pod-security.kubernetes.io/enforce: privileged"
-            );
-            Ok(())
-        }),
-        check("Service selects the DaemonSet's pods", &|| {
-            let ds = find(resources, "DaemonSet")?;
-            let svc = find(resources, "Service")?;
-            let pod_labels = &ds["spec"]["template"]["metadata"]["labels"];
-            ensure!(
-                selects(&ds["spec"]["selector"]["matchLabels"], pod_labels),
-                "DaemonSet selector does not match its pod template"
-            );
-            ensure!(
-                selects(&svc["spec"]["selector"], pod_labels),
-                "Service selector does not match the DaemonSet's pods"
-            );
-            ensure!(
-                svc["spec"]["clusterIP"] == "None",
-                "Service is not headless"
-            );
-            Ok(())
-        }),
-        check("metrics port: Service, container, --listen", &|| {
-            let ds = find(resources, "DaemonSet")?;
-            let svc = find(resources, "Service")?;
-            let container = &ds["spec"]["template"]["spec"]["containers"][0];
-            let port = container["ports"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|p| p["name"] == "metrics")
-                .context("container has no port named metrics")?;
-            let svc_port = svc["spec"]["ports"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|p| p["name"] == "metrics")
-                .context("Service has no port named metrics")?;
-            ensure!(
-                svc_port["targetPort"] == "metrics"
-                    || svc_port["targetPort"] == port["containerPort"],
-                "Service port metrics does not target the container's metrics port"
-            );
-            let args: Vec<&str> = container["args"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            let listen = args
-                .windows(2)
-                .find(|w| w[0] == "--listen")
-                .map(|w| w[1])
-                .context("no --listen argument")?;
-            ensure!(
-                listen.ends_with(&format!(":{}", port["containerPort"])),
-                "--listen {listen} is not the container port {}",
-                port["containerPort"]
-            );
-            for (flag, dir) in [
-                ("--procfs", "/host/proc"),
-                ("--sysfs", "/host/sys"),
-                ("--boot", "/host/boot"),
-            ] {
-                ensure!(
-                    args.windows(2).any(|w| w[0] == flag && w[1] == dir),
-                    "args lack {flag} {dir}"
-                );
-            }
-            Ok(())
-        }),
-        check("probes, least privilege, host mounts", &|| {
-            let ds = find(resources, "DaemonSet")?;
-            let pod = &ds["spec"]["template"]["spec"];
-            let c = &pod["containers"][0];
-            ensure!(
-                c["livenessProbe"]["httpGet"]["path"] == "/healthz",
-                "liveness probe is not /healthz"
-            );
-            ensure!(
-                c["readinessProbe"]["httpGet"]["path"] == "/readyz",
-                "readiness probe is not /readyz"
-            );
-            let sc = &c["securityContext"];
-            ensure!(sc["privileged"] != true, "container is privileged");
-            ensure!(
-                sc["readOnlyRootFilesystem"] == true,
-                "root filesystem is writable"
-            );
-            ensure!(
-                sc["capabilities"]["drop"] == serde_json::json!(["ALL"]),
-                "capabilities are not dropped first"
-            );
-            ensure!(
-                pod["priorityClassName"] == "system-node-critical",
-                "not system-node-critical"
-            );
-            ensure!(
-                pod["tolerations"].as_array().is_some_and(|t| t
-                    .iter()
-                    .any(|t| t["operator"] == "Exists" && t.get("key").is_none())),
-                "does not tolerate every taint"
-            );
-            ensure!(
-                c["resources"]["requests"].is_object() && c["resources"]["limits"].is_object(),
-                "no requests/limits"
-            );
-            ensure!(
-                c["env"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|e| e["name"] == "NODE_NAME"
-                        && e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"),
-                "no NODE_NAME from the downward API"
-            );
-            let mounts = c["volumeMounts"].as_array().context("no volumeMounts")?;
-            for (path, read_only) in [
-                ("/host/proc", true),
-                ("/host/sys", true),
-                ("/host/boot", true),
-                ("/sys/kernel/btf", true),
-                ("/run/kdump-agent", false),
-            ] {
-                let m = mounts
-                    .iter()
-                    .find(|m| m["mountPath"] == path)
-                    .with_context(|| format!("no mount at {path}"))?;
-                ensure!(
-                    (m["readOnly"] == true) == read_only,
-                    "mount {path}: readOnly should be {read_only}"
-                );
-            }
-            Ok(())
-        }),
-        check("ServiceMonitor scrapes the Service's metrics port", &|| {
-            let svc = find(resources, "Service")?;
-            let sm = find(resources, "ServiceMonitor")?;
-            ensure!(
-                selects(
-                    &sm["spec"]["selector"]["matchLabels"],
-                    &svc["metadata"]["labels"]
-                ),
-                "ServiceMonitor selector does not match the Service's labels"
-            );
-            ensure!(
-                sm["spec"]["endpoints"]
-                    .as_array()
-                    .is_some_and(|e| e.iter().all(|e| e["port"] == "metrics")),
-                "ServiceMonitor endpoints do not use port metrics"
-            );
-            let ns = &svc["metadata"]["namespace"];
-            ensure!(
-                sm["spec"]["namespaceSelector"]["matchNames"]
-                    .as_array()
-                    .is_some_and(|n| n.contains(ns)),
-                "ServiceMonitor does not look in namespace {ns}"
-            );
-            ensure!(
-                sm["spec"]["endpoints"][0]["relabelings"]
-                    .as_array()
-                    .is_some_and(|r| r.iter().any(|r| r["targetLabel"] == "node")),
-                "no `node` relabeling: the rules and dashboard group by node"
-            );
-            Ok(())
-        }),
-        check("PrometheusRule carries the rules file", &|| {
-            let pr = find(resources, "PrometheusRule")?;
-            ensure!(
-                &pr["spec"] == rules,
-                "PrometheusRule spec differs from deploy/prometheus/kdump-agent.rules.yaml"
-            );
-            Ok(())
-        }),
-        check("dashboard ConfigMap carries the dashboard", &|| {
-            let cm = find(resources, "ConfigMap")?;
-            ensure!(
-                cm["metadata"]["labels"]["grafana_dashboard"] == "1",
-                "ConfigMap is not labelled grafana_dashboard: \"1\""
-            );
-            let data = cm["data"].as_object().context("ConfigMap has no data")?;
-            ensure!(data.len() == 1, "ConfigMap should hold one dashboard");
-            let (_, text) = data.iter().next().expect("one entry");
-            let embedded: Value = serde_json::from_str(text.as_str().unwrap_or_default())
-                .context("embedded dashboard is not JSON")?;
-            ensure!(
-                &embedded == dashboard,
-                "embedded dashboard differs from dashboards/kdump-agent.json"
-            );
-            Ok(())
-        }),
+        (
+            "every namespaced resource in kdump-agent",
+            namespaced(resources),
+        ),
+        (
+            "Service selects the DaemonSet's pods",
+            service_selects_pods(resources),
+        ),
+        (
+            "metrics port: Service, container, --listen",
+            metrics_port(resources),
+        ),
+        (
+            "probes, least privilege, host mounts",
+            probes_and_privilege(resources),
+        ),
+        (
+            "ServiceMonitor scrapes the Service's metrics port",
+            service_monitor(resources),
+        ),
+        (
+            "PrometheusRule carries the rules file",
+            rule_resource(resources, rules),
+        ),
+        (
+            "dashboard ConfigMap carries the dashboard",
+            dashboard_resource(resources, dashboard),
+        ),
     ]
+}
+
+/// Every namespaced resource is in the Namespace, which allows privileged pods.
+fn namespaced(resources: &[Value]) -> Result<()> {
+    let ns = find(resources, "Namespace")?;
+    let name = &ns["metadata"]["name"];
+    for r in resources.iter().filter(|r| r["kind"] != "Namespace") {
+        ensure!(
+            &r["metadata"]["namespace"] == name,
+            "{} is not in namespace {name}",
+            id(r)
+        );
+    }
+    ensure!(
+        ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged",
+        "Namespace lacks pod-security.kubernetes.io/enforce: privileged"
+    );
+    Ok(())
+}
+
+/// The DaemonSet selects its own pods, and the headless Service selects them.
+fn service_selects_pods(resources: &[Value]) -> Result<()> {
+    let ds = find(resources, "DaemonSet")?;
+    let svc = find(resources, "Service")?;
+    let pod_labels = &ds["spec"]["template"]["metadata"]["labels"];
+    ensure!(
+        selects(&ds["spec"]["selector"]["matchLabels"], pod_labels),
+        "DaemonSet selector does not match its pod template"
+    );
+    ensure!(
+        selects(&svc["spec"]["selector"], pod_labels),
+        "Service selector does not match the DaemonSet's pods"
+    );
+    ensure!(
+        svc["spec"]["clusterIP"] == "None",
+        "Service is not headless"
+    );
+    Ok(())
+}
+
+/// The Service's metrics port targets the container's, which `--listen` serves; the host's /proc, /sys and /boot are passed.
+fn metrics_port(resources: &[Value]) -> Result<()> {
+    let ds = find(resources, "DaemonSet")?;
+    let svc = find(resources, "Service")?;
+    let container = &ds["spec"]["template"]["spec"]["containers"][0];
+    let port = container["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == "metrics")
+        .context("container has no port named metrics")?;
+    let svc_port = svc["spec"]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == "metrics")
+        .context("Service has no port named metrics")?;
+    ensure!(
+        svc_port["targetPort"] == "metrics" || svc_port["targetPort"] == port["containerPort"],
+        "Service port metrics does not target the container's metrics port"
+    );
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let listen = args
+        .windows(2)
+        .find(|w| w[0] == "--listen")
+        .map(|w| w[1])
+        .context("no --listen argument")?;
+    ensure!(
+        listen.ends_with(&format!(":{}", port["containerPort"])),
+        "--listen {listen} is not the container port {}",
+        port["containerPort"]
+    );
+    for (flag, dir) in [
+        ("--procfs", "/host/proc"),
+        ("--sysfs", "/host/sys"),
+        ("--boot", "/host/boot"),
+    ] {
+        ensure!(
+            args.windows(2).any(|w| w[0] == flag && w[1] == dir),
+            "args lack {flag} {dir}"
+        );
+    }
+    Ok(())
+}
+
+/// Health probes, least privilege, scheduling on every node, the host mounts.
+fn probes_and_privilege(resources: &[Value]) -> Result<()> {
+    let ds = find(resources, "DaemonSet")?;
+    let pod = &ds["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    ensure!(
+        c["livenessProbe"]["httpGet"]["path"] == "/healthz",
+        "liveness probe is not /healthz"
+    );
+    ensure!(
+        c["readinessProbe"]["httpGet"]["path"] == "/readyz",
+        "readiness probe is not /readyz"
+    );
+    let sc = &c["securityContext"];
+    ensure!(sc["privileged"] != true, "container is privileged");
+    ensure!(
+        sc["readOnlyRootFilesystem"] == true,
+        "root filesystem is writable"
+    );
+    ensure!(
+        sc["capabilities"]["drop"] == serde_json::json!(["ALL"]),
+        "capabilities are not dropped first"
+    );
+    ensure!(
+        pod["priorityClassName"] == "system-node-critical",
+        "not system-node-critical"
+    );
+    ensure!(
+        pod["tolerations"].as_array().is_some_and(|t| t
+            .iter()
+            .any(|t| t["operator"] == "Exists" && t.get("key").is_none())),
+        "does not tolerate every taint"
+    );
+    ensure!(
+        c["resources"]["requests"].is_object() && c["resources"]["limits"].is_object(),
+        "no requests/limits"
+    );
+    ensure!(
+        c["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["name"] == "NODE_NAME"
+                && e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"),
+        "no NODE_NAME from the downward API"
+    );
+    host_mounts(c)
+}
+
+/// The host's /proc, /sys, /boot and BTF mounted read-only, the control socket's dir writable.
+fn host_mounts(c: &Value) -> Result<()> {
+    let mounts = c["volumeMounts"].as_array().context("no volumeMounts")?;
+    for (path, read_only) in [
+        ("/host/proc", true),
+        ("/host/sys", true),
+        ("/host/boot", true),
+        ("/sys/kernel/btf", true),
+        ("/run/kdump-agent", false),
+    ] {
+        let m = mounts
+            .iter()
+            .find(|m| m["mountPath"] == path)
+            .with_context(|| format!("no mount at {path}"))?;
+        ensure!(
+            (m["readOnly"] == true) == read_only,
+            "mount {path}: readOnly should be {read_only}"
+        );
+    }
+    Ok(())
+}
+
+/// The ServiceMonitor scrapes the Service's metrics port, labelling each target with its node.
+fn service_monitor(resources: &[Value]) -> Result<()> {
+    let svc = find(resources, "Service")?;
+    let sm = find(resources, "ServiceMonitor")?;
+    ensure!(
+        selects(
+            &sm["spec"]["selector"]["matchLabels"],
+            &svc["metadata"]["labels"]
+        ),
+        "ServiceMonitor selector does not match the Service's labels"
+    );
+    ensure!(
+        sm["spec"]["endpoints"]
+            .as_array()
+            .is_some_and(|e| e.iter().all(|e| e["port"] == "metrics")),
+        "ServiceMonitor endpoints do not use port metrics"
+    );
+    let ns = &svc["metadata"]["namespace"];
+    ensure!(
+        sm["spec"]["namespaceSelector"]["matchNames"]
+            .as_array()
+            .is_some_and(|n| n.contains(ns)),
+        "ServiceMonitor does not look in namespace {ns}"
+    );
+    ensure!(
+        sm["spec"]["endpoints"][0]["relabelings"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["targetLabel"] == "node")),
+        "no `node` relabeling: the rules and dashboard group by node"
+    );
+    Ok(())
+}
+
+/// The PrometheusRule carries the rules file unchanged.
+fn rule_resource(resources: &[Value], rules: &Value) -> Result<()> {
+    let pr = find(resources, "PrometheusRule")?;
+    ensure!(
+        &pr["spec"] == rules,
+        "PrometheusRule spec differs from deploy/prometheus/kdump-agent.rules.yaml"
+    );
+    Ok(())
+}
+
+/// The dashboard ConfigMap carries the dashboard unchanged, labelled for Grafana's sidecar.
+fn dashboard_resource(resources: &[Value], dashboard: &Value) -> Result<()> {
+    let cm = find(resources, "ConfigMap")?;
+    ensure!(
+        cm["metadata"]["labels"]["grafana_dashboard"] == "1",
+        "ConfigMap is not labelled grafana_dashboard: \"1\""
+    );
+    let data = cm["data"].as_object().context("ConfigMap has no data")?;
+    ensure!(data.len() == 1, "ConfigMap should hold one dashboard");
+    let (_, text) = data.iter().next().expect("one entry");
+    let embedded: Value = serde_json::from_str(text.as_str().unwrap_or_default())
+        .context("embedded dashboard is not JSON")?;
+    ensure!(
+        &embedded == dashboard,
+        "embedded dashboard differs from dashboards/kdump-agent.json"
+    );
+    Ok(())
 }
 
 /// deploy/Containerfile: nothing but the static binary, started with the DaemonSet's arguments.

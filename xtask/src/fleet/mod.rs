@@ -2,9 +2,7 @@
 //! a real Prometheus scraping a running agent.
 mod alertmanager;
 mod dashboard;
-mod exposition;
 mod image;
-pub mod live;
 mod manifests;
 mod promql;
 
@@ -19,10 +17,20 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::Value;
 
-pub use exposition::Catalogue;
 pub use manifests::generate;
 
-use crate::{paths, test::Tally, ui};
+use crate::{
+    paths,
+    support::{
+        agent,
+        exposition::Catalogue,
+        http,
+        process::{self, Running},
+        prometheus::{self, RULES},
+        tally::Tally,
+    },
+    ui,
+};
 
 /// Kubernetes release the manifests are validated against (kubernetes-validate's newest schema).
 const KUBERNETES_VERSION: &str = "1.37.0";
@@ -43,7 +51,6 @@ const ALERTS: &[&str] = &[
     "KdumpAgentDown",
 ];
 
-pub const RULES: &str = "deploy/prometheus/kdump-agent.rules.yaml";
 const RULE_TESTS: &str = "deploy/prometheus/tests";
 const DASHBOARD: &str = "dashboards/kdump-agent.json";
 const RUNBOOK: &str = "docs/runbook.md";
@@ -56,22 +63,13 @@ fn work_dir() -> PathBuf {
 
 /// Records one check: pass, or fail with its error, printed on its own aligned line.
 fn record(tally: &mut Tally, name: &str, outcome: Result<()>) {
-    match outcome {
-        Ok(()) => {
-            println!("  ok   {name}");
-            tally.pass();
-        }
-        Err(e) => {
-            println!("  FAIL {name}: {e:#}");
-            tally.fail(format!("fleet: {name}: {e:#}"));
-        }
-    }
+    tally.record("fleet", name, outcome);
 }
 
 /// A command that passes when it exits 0; its output is shown only when it fails.
 fn command_check(cmd: &mut Command) -> Result<()> {
     let what = format!("{:?}", cmd.get_program());
-    crate::output(cmd, &what).map(drop)
+    process::output(cmd, &what).map(drop)
 }
 
 fn read(root: &Path, path: &str) -> Result<String> {
@@ -228,7 +226,7 @@ fn image_check(tally: &mut Tally, root: &Path) {
         );
         return;
     }
-    let outcome = crate::lab::build_agent()
+    let outcome = agent::build_static()
         .and_then(|binary| image::build_and_run(root, &binary, &work_dir()))
         .map(|version| println!("  image runs: {version}"));
     record(tally, what, outcome);
@@ -454,7 +452,52 @@ fn live_checks(
     rules: &Value,
     dashboard: &Value,
 ) -> Result<Option<Catalogue>> {
-    let binary = live::build_agent()?;
+    let work = work_dir();
+    let Some(mut live) = start_agent(tally, &work)? else {
+        return Ok(None);
+    };
+    let http = http::http();
+    endpoint_checks(tally, &http, live.port);
+    textfile_checks(tally, &live);
+    if let Some((_prometheus, prom_port)) = start_prometheus(tally, &http, &live, root, &work)? {
+        let at = (&http, prom_port);
+        record(
+            tally,
+            &format!(
+                "every catalogue series is in Prometheus ({} names)",
+                live.catalogue.series_names().len()
+            ),
+            series_present(at, &live.catalogue),
+        );
+        record(
+            tally,
+            "Prometheus evaluates every alert rule on live data: health ok, states follow expressions",
+            fresh_rules(at, rules).and_then(|loaded| states_follow(at, &loaded)),
+        );
+        let (what, outcome) = expressions_evaluate(at, rules, dashboard)?;
+        record(tally, &what, outcome);
+        record(
+            tally,
+            "the agent kept running throughout",
+            live.agent.alive(),
+        );
+    }
+    Ok(Some(live.catalogue))
+}
+
+/// The agent running on this host for the live checks, and what its /metrics said first.
+struct LiveAgent {
+    agent: Running,
+    port: u16,
+    textfile_dir: PathBuf,
+    text: String,
+    catalogue: Catalogue,
+}
+
+/// Builds and starts the agent, scrapes and parses its /metrics. None (recorded or skipped)
+/// when it has no exporter or its /metrics cannot be read.
+fn start_agent(tally: &mut Tally, work: &Path) -> Result<Option<LiveAgent>> {
+    let binary = agent::build_debug()?;
     let help = Command::new(&binary)
         .args(["run", "--help"])
         .output()
@@ -466,24 +509,16 @@ fn live_checks(
         );
         return Ok(None);
     }
-    let work = work_dir();
-    let agent_port = live::free_port()?;
+    let port = process::free_port()?;
     let textfile_dir = work.join("textfile");
     let _ = fs::remove_dir_all(&textfile_dir);
-    let mut agent = live::start_agent(
-        &binary,
-        agent_port,
-        Some(&textfile_dir),
-        &work.join("agent.log"),
-    )?;
-    let text = match live::scrape(agent_port, &mut agent) {
+    let log = work.join("agent.log");
+    let mut agent = agent::start(&binary, port, Some(&textfile_dir), &log)?;
+    let text = match agent::scrape(port, &mut agent) {
         Ok(text) => text,
         Err(e) => {
-            record(
-                tally,
-                "the agent serves /metrics",
-                Err(e.context(format!("log: {}", work.join("agent.log").display()))),
-            );
+            let e = e.context(format!("log: {}", log.display()));
+            record(tally, "the agent serves /metrics", Err(e));
             return Ok(None);
         }
     };
@@ -494,18 +529,25 @@ fn live_checks(
             return Ok(None);
         }
     };
-    record(
-        tally,
-        &format!(
-            "the agent serves /metrics ({} families, {} samples)",
-            catalogue.families.len(),
-            catalogue.samples.len()
-        ),
-        Ok(()),
+    let what = format!(
+        "the agent serves /metrics ({} families, {} samples)",
+        catalogue.families.len(),
+        catalogue.samples.len()
     );
-    let http = live::http();
+    record(tally, &what, Ok(()));
+    Ok(Some(LiveAgent {
+        agent,
+        port,
+        textfile_dir,
+        text,
+        catalogue,
+    }))
+}
+
+/// /healthz and /readyz answer 200.
+fn endpoint_checks(tally: &mut Tally, http: &ureq::Agent, agent_port: u16) {
     for path in ["/healthz", "/readyz"] {
-        let outcome = live::get(&http, &format!("http://127.0.0.1:{agent_port}{path}")).and_then(
+        let outcome = http::get(http, &format!("http://127.0.0.1:{agent_port}{path}")).and_then(
             |(status, body)| {
                 ensure!(status == 200, "HTTP {status}: {}", body.trim());
                 Ok(())
@@ -517,20 +559,23 @@ fn live_checks(
             outcome,
         );
     }
+}
 
+/// promtool lints /metrics and the textfile, which has the same families.
+fn textfile_checks(tally: &mut Tally, live: &LiveAgent) {
     record(
         tally,
         "promtool check metrics: the agent's /metrics lints clean",
-        promtool_check_metrics(&text),
+        promtool_check_metrics(&live.text),
     );
-    let textfile = textfile_dir.join("kdump_agent.prom");
+    let textfile = live.textfile_dir.join("kdump_agent.prom");
     let outcome = (|| {
         let text = fs::read_to_string(&textfile)
             .with_context(|| format!("reading {}", textfile.display()))?;
         promtool_check_metrics(&text)?;
         let written = Catalogue::parse(&text)?;
         ensure!(
-            written.families == catalogue.families,
+            written.families == live.catalogue.families,
             "families differ from /metrics"
         );
         Ok(())
@@ -540,41 +585,46 @@ fn live_checks(
         "--textfile-dir: kdump_agent.prom lints clean, same families as /metrics",
         outcome,
     );
+}
 
-    let prom_dir = work.join("prometheus");
-    let _ = fs::remove_dir_all(&prom_dir);
-    let prom_port = live::free_port()?;
-    let mut prometheus = live::start_prometheus(
-        &prom_dir,
-        prom_port,
-        agent_port,
-        LIVE_NODE,
-        &root.join(RULES),
-    )?;
-    if let Err(e) = live::wait_ready(&mut prometheus, &http, prom_port, LIVE_TIMEOUT) {
-        record(
-            tally,
-            "Prometheus starts",
-            Err(e.context(format!(
-                "log: {}",
-                prom_dir.join("prometheus.log").display()
-            ))),
-        );
-        return Ok(Some(catalogue));
+/// Prometheus scraping the agent, and its port; None (recorded) when it does not start.
+fn start_prometheus(
+    tally: &mut Tally,
+    http: &ureq::Agent,
+    live: &LiveAgent,
+    root: &Path,
+    work: &Path,
+) -> Result<Option<(Running, u16)>> {
+    let dir = work.join("prometheus");
+    let _ = fs::remove_dir_all(&dir);
+    let port = process::free_port()?;
+    let mut server = prometheus::start(&dir, port, live.port, LIVE_NODE, &root.join(RULES))?;
+    if let Err(e) = prometheus::wait_ready(&mut server, http, port, LIVE_TIMEOUT) {
+        let log = dir.join("prometheus.log");
+        let e = e.context(format!("log: {}", log.display()));
+        record(tally, "Prometheus starts", Err(e));
+        return Ok(None);
     }
     record(
         tally,
-        &format!("Prometheus (127.0.0.1:{prom_port}) scrapes the agent: up == 1"),
-        live::wait_up(&http, prom_port, LIVE_NODE, LIVE_TIMEOUT),
+        &format!("Prometheus (127.0.0.1:{port}) scrapes the agent: up == 1"),
+        prometheus::wait_up(http, port, LIVE_NODE, LIVE_TIMEOUT),
     );
+    Ok(Some((server, port)))
+}
 
+/// Prometheus as the live checks reach it: the client and its port.
+type At<'a> = (&'a ureq::Agent, u16);
+
+/// Every series name of the catalogue is in Prometheus.
+fn series_present((http, port): At, catalogue: &Catalogue) -> Result<()> {
     let wanted: BTreeSet<String> = catalogue
         .series_names()
         .into_iter()
         .map(str::to_owned)
         .collect();
-    let present = live::wait_for("every catalogue series in Prometheus", LIVE_TIMEOUT, || {
-        let names = live::api(&http, prom_port, "/api/v1/label/__name__/values", None)?;
+    process::wait_for("every catalogue series in Prometheus", LIVE_TIMEOUT, || {
+        let names = prometheus::api(http, port, "/api/v1/label/__name__/values", None)?;
         let have: BTreeSet<String> = names
             .as_array()
             .into_iter()
@@ -587,19 +637,14 @@ fn live_checks(
         } else {
             bail!("missing {missing:?}")
         }
-    });
-    record(
-        tally,
-        &format!(
-            "every catalogue series is in Prometheus ({} names)",
-            wanted.len()
-        ),
-        present,
-    );
+    })
+}
 
+/// Every rule loaded, healthy, and evaluated after the first scrape: the loaded rules.
+fn fresh_rules((http, port): At, rules: &Value) -> Result<Vec<Value>> {
     // Rule evaluations from before the first scrape prove little: wait for one after it.
     let loaded_rules = || -> Result<Vec<Value>> {
-        let data = live::api(&http, prom_port, "/api/v1/rules", None)?;
+        let data = prometheus::api(http, port, "/api/v1/rules", None)?;
         Ok(data["groups"]
             .as_array()
             .into_iter()
@@ -611,7 +656,7 @@ fn live_checks(
         .iter()
         .map(|r| r["lastEvaluation"].clone())
         .collect();
-    let rules_ok = live::wait_for(
+    process::wait_for(
         "every rule evaluated after the first scrape",
         LIVE_TIMEOUT,
         || {
@@ -638,63 +683,60 @@ fn live_checks(
                     .all(|(r, b)| r["lastEvaluation"] != *b);
             Ok(fresh.then_some(loaded))
         },
-    );
-    let states = rules_ok.map(|loaded| {
-        // Each alert's state follows its expression on the agent's live metrics.
-        let mut wrong = Vec::new();
-        for rule in &loaded {
-            let name = rule["name"].as_str().unwrap_or("?");
-            let state = rule["state"].as_str().unwrap_or("-");
-            let query = rule["query"].as_str().unwrap_or_default();
-            let active = live::api(&http, prom_port, "/api/v1/query", Some(query))
-                .map(|d| d["result"].as_array().is_some_and(|r| !r.is_empty()));
-            println!(
-                "       {name:<28} {state:<9} expression {}",
-                match &active {
-                    Ok(true) => "true",
-                    Ok(false) => "false",
-                    Err(_) => "error",
-                }
-            );
-            if active.as_ref().ok() != Some(&(state != "inactive")) {
-                wrong.push(format!("{name} is {state}"));
-            }
-        }
-        wrong
-    });
-    record(
-        tally,
-        "Prometheus evaluates every alert rule on live data: health ok, states follow expressions",
-        states.and_then(|wrong| {
-            ensure!(wrong.is_empty(), "{}", wrong.join(", "));
-            Ok(())
-        }),
-    );
+    )
+}
 
+/// Each alert's state follows its expression on the agent's live metrics.
+fn states_follow((http, port): At, loaded: &[Value]) -> Result<()> {
+    let mut wrong = Vec::new();
+    for rule in loaded {
+        let name = rule["name"].as_str().unwrap_or("?");
+        let state = rule["state"].as_str().unwrap_or("-");
+        let query = rule["query"].as_str().unwrap_or_default();
+        let active = prometheus::api(http, port, "/api/v1/query", Some(query))
+            .map(|d| d["result"].as_array().is_some_and(|r| !r.is_empty()));
+        println!(
+            "       {name:<28} {state:<9} expression {}",
+            match &active {
+                Ok(true) => "true",
+                Ok(false) => "false",
+                Err(_) => "error",
+            }
+        );
+        if active.as_ref().ok() != Some(&(state != "inactive")) {
+            wrong.push(format!("{name} is {state}"));
+        }
+    }
+    ensure!(wrong.is_empty(), "{}", wrong.join(", "));
+    Ok(())
+}
+
+/// Prometheus evaluates every rule and dashboard expression without an error.
+fn expressions_evaluate(
+    (http, port): At,
+    rules: &Value,
+    dashboard: &Value,
+) -> Result<(String, Result<()>)> {
     let mut expressions = promql::rule_expressions(rules)?;
     expressions.extend(promql::dashboard_expressions(dashboard)?);
     let errors: Vec<String> = expressions
         .iter()
         .filter_map(|e| {
-            live::api(&http, prom_port, "/api/v1/query", Some(&e.expr))
+            prometheus::api(http, port, "/api/v1/query", Some(&e.expr))
                 .err()
                 .map(|err| format!("{}: {err:#}", e.origin))
         })
         .collect();
-    record(
-        tally,
-        &format!(
-            "Prometheus evaluates every rule and dashboard expression ({})",
-            expressions.len()
-        ),
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(anyhow::anyhow!("{}", errors.join("; ")))
-        },
+    let what = format!(
+        "Prometheus evaluates every rule and dashboard expression ({})",
+        expressions.len()
     );
-    record(tally, "the agent kept running throughout", agent.alive());
-    Ok(Some(catalogue))
+    let outcome = if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("{}", errors.join("; ")))
+    };
+    Ok((what, outcome))
 }
 
 fn expression_checks(

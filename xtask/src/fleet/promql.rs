@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
-use super::exposition::Catalogue;
+use crate::support::exposition::Catalogue;
 
 /// Labels every scraped series carries besides the agent's own: the target's labels
 /// (`node` comes from the ServiceMonitor's relabeling) and the metric name.

@@ -8,13 +8,11 @@ use anyhow::{Result, bail};
 use kdump_agent::model::{elfcorehdr::LoadPath, units::bytes};
 
 use super::{
-    Boot, Lab,
+    guests::{Boot, Lab},
     image::{GUEST_AGENT, KERNEL_6_1},
     machine::{Accel, Machine},
-    scenarios::{
-        self, Online, Run, Scenario,
-        agent::{SUCCESS, recipe, wait_metric},
-    },
+    scenario::{self, Online, Run, Scenario},
+    scenarios::agent::{SUCCESS, recipe, wait_metric},
 };
 use crate::ui::{self, Step};
 
@@ -35,7 +33,7 @@ pub fn main(accel: Accel) -> Result<()> {
         DEMO.kernel.release,
         accel.as_str()
     ));
-    let report = scenarios::run(&lab, &DEMO);
+    let report = scenario::run(&lab, &DEMO);
     ui::section("the dump: capture kernel's /proc/vmcore header vs the RAM just before the crash");
     let (Some(ram), Some(missing), Some(excess)) = (
         report.system_ram_bytes,

@@ -2,28 +2,26 @@
 //! header read back from /proc/vmcore in the capture kernel.
 //!
 //! `packages` fetches the pinned .debs, `image` declares and writes the initramfs images,
-//! `machine` runs one QEMU guest, `scenarios` are the named experiments.
+//! `machine` runs one QEMU guest, `guests` prepares all that and boots one, `scenario` is what
+//! one experiment is and how it runs, `scenarios` are the named experiments.
 pub mod demo;
+pub mod guests;
 pub mod image;
 pub mod machine;
 pub mod packages;
-pub mod probes;
+pub mod scenario;
 pub mod scenarios;
 
-use std::{
-    collections::BTreeMap,
-    fs,
-    path::{Path, PathBuf},
-    time::Instant,
-};
+use std::{fs, path::Path, time::Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::Subcommand;
-use kdump_agent::model::units::bytes;
 
-use crate::{cargo, paths, ui::Step};
+use crate::{paths, ui::Step};
+use guests::Lab;
 use image::Kernel;
-use machine::{Accel, Forward, Machine, MachineSpec, Memory};
+use machine::Accel;
+use scenario::{Fixture, Report, Scenario, VMCORE_HEAD_BYTES};
 
 #[derive(Subcommand)]
 pub enum LabCommand {
@@ -77,7 +75,7 @@ pub fn main(command: LabCommand) -> Result<()> {
         }
         LabCommand::Fixtures { accel } => {
             crate::setup::run()?;
-            scenarios::write_fixtures(accel)
+            write_fixtures(accel)
         }
     }
 }
@@ -85,16 +83,19 @@ pub fn main(command: LabCommand) -> Result<()> {
 /// Prepares the lab once and runs `chosen` in order; each report is printed as one JSON line
 /// and handed to `each` (with the scenario's name) so callers can tally.
 pub fn run_scenarios(
-    chosen: &[&'static scenarios::Scenario],
+    chosen: &[&'static Scenario],
     accel: Accel,
-    each: &mut dyn FnMut(&scenarios::Scenario, &scenarios::Report),
-) -> Result<Vec<scenarios::Report>> {
+    each: &mut dyn FnMut(&Scenario, &Report),
+) -> Result<Vec<Report>> {
     let kernels: Vec<Kernel> = chosen.iter().map(|s| s.kernel).collect();
     let lab = Lab::prepare(&kernels, accel)?;
     let mut reports = Vec::new();
     crate::ui::section("lab: scenarios (one JSON line each)");
     for scenario in chosen {
-        let report = lab.run(scenario);
+        let step = Step::start(scenario.name);
+        step.progress(scenario.about);
+        let report = scenario::run(&lab, scenario);
+        step.done(if report.pass { "pass" } else { "FAIL" });
         println!("{}", serde_json::to_string(&report)?);
         each(scenario, &report);
         reports.push(report);
@@ -102,174 +103,60 @@ pub fn run_scenarios(
     Ok(reports)
 }
 
-/// Everything prepared for guests: unpacked packages, the agent, one image per kernel.
-pub struct Lab {
-    unpacked: packages::Unpacked,
-    images: BTreeMap<&'static str, PathBuf>,
-    accel: Accel,
-    runs: PathBuf,
+/// Runs the fixture scenarios and rewrites agent/tests/fixtures/lab/<scenario>/ from those
+/// that pass (a failed one keeps its old fixture and fails the command).
+pub fn write_fixtures(accel: Accel) -> Result<()> {
+    let chosen: Vec<&Scenario> = scenarios::every().filter(|s| s.fixture).collect();
+    let root = paths::root().join("agent/tests/fixtures/lab");
+    let mut failed = Vec::new();
+    let mut write = |scenario: &Scenario, report: &Report| {
+        let Some(fixture) = report.fixture.as_ref().filter(|_| report.pass) else {
+            failed.push(scenario.name);
+            return;
+        };
+        if let Err(e) = write_fixture(&root.join(scenario.name), scenario, report, fixture) {
+            eprintln!("  {}: {e:#}", scenario.name);
+            failed.push(scenario.name);
+        }
+    };
+    run_scenarios(&chosen, accel, &mut write)?;
+    if !failed.is_empty() {
+        bail!("fixtures not regenerated for: {}", failed.join(", "));
+    }
+    println!("fixtures written to {}", paths::relative(&root));
+    Ok(())
 }
 
-impl Lab {
-    /// Fetches packages, builds the agent and the images for `kernels`.
-    pub fn prepare(kernels: &[Kernel], accel: Accel) -> Result<Self> {
-        crate::ui::section("lab: prepare");
-        qemu_present()?;
-        let mut wanted = Vec::new();
-        for kernel in kernels {
-            for p in image::packages_for(kernel) {
-                if !wanted.iter().any(|w: &packages::Package| w.name == p.name) {
-                    wanted.push(p);
-                }
-            }
-        }
-        let unpacked = packages::fetch(&wanted).context("lab step `debian packages`")?;
-        let agent = build_agent()?;
-        let dir = paths::target_dir().join("lab");
-        let mut images = BTreeMap::new();
-        for kernel in kernels {
-            if images.contains_key(kernel.release) {
-                continue;
-            }
-            let step = Step::start(format!("image {}", kernel.release));
-            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let path = dir.join(format!("initrd-{}.cpio", kernel.release));
-            let size = image::guest_image(kernel, &unpacked, &agent)
-                .and_then(|image| image.write(&path))
-                .with_context(|| format!("lab step `image {}`", kernel.release))?;
-            step.done(&format!("{} ({})", path.display(), bytes(size)));
-            images.insert(kernel.release, path);
-        }
-        Ok(Self {
-            unpacked,
-            images,
-            accel,
-            runs: dir.join("runs"),
-        })
-    }
-
-    /// Boots `kernel` with `boot`; the console log goes to `target/lab/runs/<log>.log`.
-    pub fn boot(&self, kernel: &Kernel, boot: &Boot, log: &str) -> Result<Machine> {
-        let vmlinuz = kernel.vmlinuz(&self.unpacked);
-        let initrd = &self.images[kernel.release];
-        if boot.forward_agent.is_some() && !kernel.networked {
-            bail!(
-                "{}: its image has no {} driver (set `networked` on the kernel in lab/image.rs)",
-                kernel.release,
-                machine::NIC
-            );
-        }
-        Machine::boot(&MachineSpec {
-            vmlinuz: &vmlinuz,
-            initrd,
-            cmdline: format!("console=ttyS0 {} panic=-1 {}", boot.crashkernel, boot.extra),
-            memory: boot.memory,
-            accel: self.accel,
-            console_log: self.runs.join(format!("{log}.log")),
-            forward: boot.forward_agent.map(|host_port| Forward {
-                host_port,
-                guest_port: GUEST_AGENT_PORT,
-            }),
-        })
-    }
-
-    fn run(&self, scenario: &scenarios::Scenario) -> scenarios::Report {
-        let step = Step::start(scenario.name);
-        step.progress(scenario.about);
-        let report = scenarios::run(self, scenario);
-        step.done(if report.pass { "pass" } else { "FAIL" });
-        report
-    }
-}
-
-/// The port of the guest agent's /metrics (its default `--listen` port).
-pub const GUEST_AGENT_PORT: u16 = 10864;
-
-/// How a guest boots: RAM layout, the crashkernel= reservation(s), extra kernel parameters,
-/// and whether the host reaches the guest agent's port.
-pub struct Boot {
-    pub memory: Memory,
-    pub crashkernel: &'static str,
-    pub extra: &'static str,
-    /// A host loopback port forwarded to [`GUEST_AGENT_PORT`] over a NIC on QEMU user
-    /// networking (the guest brings it up with `image::GUEST_NET_UP`); None: no NIC.
-    pub forward_agent: Option<u16>,
-}
-
-impl Default for Boot {
-    /// 1 GiB with room for three more GiB of DIMMs, 256 MiB reserved for the capture kernel.
-    fn default() -> Self {
-        Self {
-            memory: Memory {
-                boot_mib: 1024,
-                slots: 4,
-                max_mib: 4096,
-            },
-            crashkernel: "crashkernel=256M",
-            extra: "",
-            forward_agent: None,
-        }
-    }
-}
-
-/// Fails early, naming the fix, when QEMU is not installed.
-fn qemu_present() -> Result<()> {
-    let step = Step::start("qemu-system-x86_64");
-    let out = std::process::Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output();
-    match out {
-        Ok(out) if out.status.success() => {
-            let version = String::from_utf8_lossy(&out.stdout);
-            step.done(version.lines().next().unwrap_or("").trim());
-            Ok(())
-        }
-        _ => bail!(
-            "lab step `qemu-system-x86_64`: not installed or not runnable (run `cargo xtask setup`, which installs qemu-system-x86)"
+fn write_fixture(
+    dir: &Path,
+    scenario: &Scenario,
+    report: &Report,
+    fixture: &Fixture,
+) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let expect = serde_json::json!({
+        "kernel": report.kernel,
+        "load": report.load,
+        "hotplugged_bytes": report.hotplugged_bytes,
+        "expect_missing_bytes": report.expect_missing_bytes,
+        "expect_excess_bytes": report.expect_excess_bytes,
+    });
+    let p = scenario.kernel.package;
+    let source = format!(
+        "cargo xtask lab fixtures: scenario {}, {}={} under QEMU, `{}`, then hot-plug and `echo c > /proc/sysrq-trigger`; iomem read just before the crash, vmcore-head = first {} bytes of /proc/vmcore in the capture kernel\n",
+        scenario.name, p.name, p.version, fixture.command, VMCORE_HEAD_BYTES
+    );
+    for (name, bytes) in [
+        ("iomem", fixture.iomem.as_bytes().to_vec()),
+        ("vmcore-head", fixture.vmcore_head.clone()),
+        (
+            "expect.json",
+            format!("{}\n", serde_json::to_string_pretty(&expect)?).into_bytes(),
         ),
+        ("SOURCE", source.into_bytes()),
+    ] {
+        let path = dir.join(name);
+        fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
     }
-}
-
-/// `cargo build --release -p kdump-agent --target x86_64-unknown-linux-musl` (with probes).
-pub fn build_agent() -> Result<PathBuf> {
-    const TARGET: &str = "x86_64-unknown-linux-musl";
-    let step = Step::start("kdump-agent (static, with probes)");
-    step.progress(&format!("cargo build --release --target {TARGET}"));
-    let out = cargo()
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "kdump-agent",
-            "--target",
-            TARGET,
-        ])
-        .env_remove("AYA_BUILD_SKIP")
-        .output()
-        .context("cargo build: cannot start")?;
-    if !out.status.success() {
-        let text = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = text.lines().rev().take(20).collect();
-        for line in tail.iter().rev() {
-            eprintln!("    {line}");
-        }
-        bail!(
-            "building the static kdump-agent for the guest failed ({})",
-            out.status
-        );
-    }
-    let bin = paths::target_dir().join(TARGET).join("release/kdump-agent");
-    let size = fs::metadata(&bin)
-        .with_context(|| format!("{}: not built", bin.display()))?
-        .len();
-    step.done(&format!("{} ({})", bin.display(), bytes(size)));
-    Ok(bin)
-}
-
-/// `path` relative to the workspace root when it is inside it (for SOURCE lines and logs).
-pub fn relative(path: &Path) -> String {
-    path.strip_prefix(paths::root())
-        .unwrap_or(path)
-        .display()
-        .to_string()
+    Ok(())
 }

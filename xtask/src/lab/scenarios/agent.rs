@@ -8,12 +8,106 @@ use kdump_agent::{
     reload::recipe::{BZIMAGE_HEADER_LEN, BzImage},
 };
 
-use super::{CAPTURE_CMDLINE, Online, Run};
 use crate::lab::{
-    Boot,
-    image::{GUEST_AGENT, GUEST_CAPTURE_INITRD, GUEST_KERNEL},
+    guests::Boot,
+    image::{GUEST_AGENT, GUEST_CAPTURE_INITRD, GUEST_KERNEL, KERNEL_6_1, KERNEL_6_12},
     machine::{Machine, Memory},
+    scenario::{CAPTURE_CMDLINE, Online, Run, Scenario},
 };
+
+/// The agent scenarios, in `cargo xtask lab list` order.
+pub const ALL: &[Scenario] = &[
+    Scenario {
+        name: "agent-fixes-6.1",
+        about: "6.1, kexec -s -p, agent with a recipe, +512 MiB: stale, one reload, ready; dump whole",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        benchmark: false,
+        body: agent_fixes_6_1,
+    },
+    Scenario {
+        name: "agent-storm-6.1",
+        about: "6.1, agent, four 512 MiB DIMMs back to back: exactly one reload; dump whole",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        benchmark: false,
+        body: agent_storm_6_1,
+    },
+    Scenario {
+        name: "agent-refuses-bad-kernel-6.1",
+        about: "6.1, agent, kernel file replaced by garbage, +512 MiB: refused, old image kept (stale)",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        benchmark: false,
+        body: agent_refuses_bad_kernel,
+    },
+    Scenario {
+        name: "agent-rollback-6.1",
+        about: "6.1, agent's own load, initrd grown past the reservation, +512 MiB: kernel refuses, rollback",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        benchmark: false,
+        body: agent_rollback_6_1,
+    },
+    Scenario {
+        name: "agent-upgrade-6.12",
+        about: "6.12, kexec -c -p (no hotplug), agent: one kexec_file_load reload, then kernel-managed",
+        kernel: KERNEL_6_12,
+        fixture: false,
+        benchmark: false,
+        body: agent_upgrade_6_12,
+    },
+    Scenario {
+        name: "agent-kernel-managed-6.12",
+        about: "6.12, kexec -s -p, agent, +512 MiB: the kernel updates the header, zero reloads",
+        kernel: KERNEL_6_12,
+        fixture: false,
+        benchmark: false,
+        body: agent_kernel_managed_6_12,
+    },
+    Scenario {
+        name: "agent-hot-remove-6.1",
+        about: "6.1, agent, +512 MiB then offline and device_del: excess back to 0 after a reload",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        benchmark: false,
+        body: agent_hot_remove_6_1,
+    },
+    Scenario {
+        name: "agent-restart-6.1",
+        about: "6.1, agent killed -9 in a storm, restarted: adopts its persisted header, ends ready",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        benchmark: false,
+        body: agent_restart_6_1,
+    },
+    Scenario {
+        name: "agent-adopts-recipe-6.1",
+        about: "6.1, agent without a recipe, then kexec -s -p: recipe adopted from the probes; +512 MiB: one reload; dump whole",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        benchmark: false,
+        body: agent_adopts_recipe_6_1,
+    },
+    Scenario {
+        name: "agent-distro-lock-6.1",
+        about: "6.1, agent, /var/lock/kdump held (as kdumpctl holds it) across a +512 MiB: the reload waits, is refused, retries after release; dump whole",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        benchmark: false,
+        body: agent_distro_lock_6_1,
+    },
+];
+
+/// The agent's benchmark (listed after the Prometheus scenarios).
+pub const BENCHMARKS: &[Scenario] = &[Scenario {
+    name: "bench-reload-vs-throttler-6.1",
+    about: "6.1, one burst of 2 DIMMs under the agent, one under the udev-throttler policy: time to fresh, reloads, unprotected window",
+    kernel: KERNEL_6_1,
+    fixture: false,
+    benchmark: true,
+    body: bench_reload_vs_throttler_6_1,
+}];
 
 const METRICS: &str = "http://127.0.0.1:10864/metrics";
 /// Reloads under TCG take seconds; this bounds waiting for the agent to act.
@@ -130,7 +224,7 @@ fn start(run: &mut Run, boot: &Boot, load: LoadPath) -> Result<Machine> {
     Ok(m)
 }
 
-pub(super) fn agent_fixes_6_1(run: &mut Run) -> Result<()> {
+fn agent_fixes_6_1(run: &mut Run) -> Result<()> {
     let mut m = start(run, &Boot::default(), LoadPath::KexecFileLoad)?;
     wait_ready(&mut m)?;
     let dimm = run.hot_add(&mut m, 512, Online::Write("online"))?;
@@ -158,7 +252,7 @@ pub(super) fn agent_fixes_6_1(run: &mut Run) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn agent_storm_6_1(run: &mut Run) -> Result<()> {
+fn agent_storm_6_1(run: &mut Run) -> Result<()> {
     let mut m = start(run, &Boot::default(), LoadPath::KexecFileLoad)?;
     wait_ready(&mut m)?;
     // All blocks of all DIMMs online in one go, as a scale-up does.
@@ -177,7 +271,7 @@ pub(super) fn agent_storm_6_1(run: &mut Run) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn agent_refuses_bad_kernel(run: &mut Run) -> Result<()> {
+fn agent_refuses_bad_kernel(run: &mut Run) -> Result<()> {
     let mut m = start(run, &Boot::default(), LoadPath::KexecFileLoad)?;
     wait_ready(&mut m)?;
     m.sh(&format!(
@@ -206,7 +300,7 @@ pub(super) fn agent_refuses_bad_kernel(run: &mut Run) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn agent_rollback_6_1(run: &mut Run) -> Result<()> {
+fn agent_rollback_6_1(run: &mut Run) -> Result<()> {
     // Room in the guest for a large initrd, its sealed copy and the kernel's copy.
     let boot = Boot {
         memory: Memory {
@@ -246,7 +340,7 @@ pub(super) fn agent_rollback_6_1(run: &mut Run) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn agent_upgrade_6_12(run: &mut Run) -> Result<()> {
+fn agent_upgrade_6_12(run: &mut Run) -> Result<()> {
     let mut m = start(run, &Boot::default(), LoadPath::KexecLoad)?;
     run.check_crash_hotplug(&mut m, "0")?;
     wait_ready(&mut m)?;
@@ -269,7 +363,7 @@ pub(super) fn agent_upgrade_6_12(run: &mut Run) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn agent_kernel_managed_6_12(run: &mut Run) -> Result<()> {
+fn agent_kernel_managed_6_12(run: &mut Run) -> Result<()> {
     let mut m = start(run, &Boot::default(), LoadPath::KexecFileLoad)?;
     run.check_crash_hotplug(&mut m, "1")?;
     wait_ready(&mut m)?;
@@ -283,7 +377,7 @@ pub(super) fn agent_kernel_managed_6_12(run: &mut Run) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn agent_hot_remove_6_1(run: &mut Run) -> Result<()> {
+fn agent_hot_remove_6_1(run: &mut Run) -> Result<()> {
     // Movable blocks can always be offlined again.
     let boot = Boot {
         extra: "memhp_default_state=online_movable",
@@ -309,7 +403,7 @@ pub(super) fn agent_hot_remove_6_1(run: &mut Run) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn agent_restart_6_1(run: &mut Run) -> Result<()> {
+fn agent_restart_6_1(run: &mut Run) -> Result<()> {
     let mut m = start(run, &Boot::default(), LoadPath::KexecFileLoad)?;
     wait_ready(&mut m)?;
     // First DIMM: a reload, so the state directory holds the header it loaded.
@@ -423,7 +517,7 @@ fn measure(m: &mut Machine, since: f64, last_online: f64) -> Result<Burst> {
 /// The agent and the distributions' udev-throttler policy, one burst each, in one guest. The
 /// throttler's burst runs under a fresh agent with `--reload off`, whose probes time its window
 /// the same way they timed the agent's own.
-pub(super) fn bench_reload_vs_throttler_6_1(run: &mut Run) -> Result<()> {
+fn bench_reload_vs_throttler_6_1(run: &mut Run) -> Result<()> {
     const DIMMS: usize = 2;
     const BURSTS: usize = 3;
     let boot = Boot {
@@ -568,7 +662,7 @@ fn restart_agent(run: &mut Run, m: &mut Machine, args: &str) -> Result<()> {
 
 /// No recipe on the command line and no distribution config: the agent observes until the
 /// distribution's `kexec -s -p` shows it what to load, then reloads with it.
-pub(super) fn agent_adopts_recipe_6_1(run: &mut Run) -> Result<()> {
+fn agent_adopts_recipe_6_1(run: &mut Run) -> Result<()> {
     let mut m = run.boot(&Boot::default())?;
     run.start_agent(&mut m, "")?;
     let before = m.sh(&format!("{GUEST_AGENT} status || true"))?;
@@ -612,7 +706,7 @@ fn reload_line(status: &str) -> String {
 
 /// A distribution script holding kdumpctl's lock: the agent's load waits for it, gives up
 /// (a failure that leaves the old image loaded), and succeeds on a retry once it is released.
-pub(super) fn agent_distro_lock_6_1(run: &mut Run) -> Result<()> {
+fn agent_distro_lock_6_1(run: &mut Run) -> Result<()> {
     let mut m = start(run, &Boot::default(), LoadPath::KexecFileLoad)?;
     wait_ready(&mut m)?;
     m.sh("mkdir -p /var/lock && (flock /var/lock/kdump sh -c 'until [ -e /tmp/release ]; do sleep 0.1; done' &)")?;

@@ -10,22 +10,41 @@ use anyhow::{Context as _, Result, ensure};
 use kdump_agent::model::elfcorehdr::LoadPath;
 use serde_json::Value;
 
-use super::{
-    Online, Run,
-    agent::{SUCCESS, recipe, wait_metric},
-};
+use super::agent::{SUCCESS, recipe, wait_metric};
 use crate::{
-    fleet::{
-        self,
-        live::{self, Running},
-    },
     lab::{
-        Boot, GUEST_AGENT_PORT,
-        image::{GUEST_AGENT, GUEST_NET_UP},
+        guests::{Boot, GUEST_AGENT_PORT},
+        image::{GUEST_AGENT, GUEST_NET_UP, KERNEL_6_1},
         machine::Machine,
+        scenario::{Online, Run, Scenario},
     },
     paths,
+    support::{
+        http,
+        process::{self, Running},
+        prometheus,
+    },
 };
+
+/// The Prometheus scenarios, in `cargo xtask lab list` order.
+pub const ALL: &[Scenario] = &[
+    Scenario {
+        name: "prometheus-stale-pending-6.1",
+        about: "6.1, agent --reload off, host Prometheus scraping it, +512 MiB: KdumpHeaderStale pending; dump misses the DIMM",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        benchmark: false,
+        body: stale_pending_6_1,
+    },
+    Scenario {
+        name: "prometheus-reload-never-fires-6.1",
+        about: "6.1, agent with a recipe, host Prometheus scraping it, +512 MiB: reload, KdumpHeaderStale inactive again, never firing; dump whole",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        benchmark: false,
+        body: reload_never_fires_6_1,
+    },
+];
 
 /// How long Prometheus may take to start, to scrape the guest or to evaluate a rule on what it
 /// scraped (it scrapes and evaluates every second; the TCG guest answers slowly).
@@ -52,7 +71,7 @@ impl Watch {
 
     /// The samples of an instant query.
     fn query(&self, promql: &str) -> Result<Vec<Value>> {
-        live::query(&self.http, self.port, promql)
+        prometheus::query(&self.http, self.port, promql)
     }
 
     /// The value of a query's first sample, None when its result is empty.
@@ -90,7 +109,7 @@ impl Watch {
             PROMETHEUS_TIMEOUT.as_secs()
         ));
         let start = Instant::now();
-        live::wait_for(what, PROMETHEUS_TIMEOUT, || {
+        process::wait_for(what, PROMETHEUS_TIMEOUT, || {
             Ok((!self.query(promql)?.is_empty()).then_some(()))
         })
         .with_context(|| format!("Prometheus: {promql}"))?;
@@ -99,7 +118,7 @@ impl Watch {
 
     /// The alerting rule `ALERT` as /api/v1/rules reports it (state, health, duration, ...).
     fn rule(&self) -> Result<Value> {
-        let data = live::api(&self.http, self.port, "/api/v1/rules", None)?;
+        let data = prometheus::api(&self.http, self.port, "/api/v1/rules", None)?;
         data["groups"]
             .as_array()
             .into_iter()
@@ -115,7 +134,7 @@ impl Watch {
     fn rule_after_next_evaluation(&self) -> Result<Value> {
         let mut last = self.rule()?["lastEvaluation"].clone();
         for _ in 0..2 {
-            last = live::wait_for(
+            last = process::wait_for(
                 &format!("an evaluation of {ALERT}"),
                 PROMETHEUS_TIMEOUT,
                 || {
@@ -134,18 +153,18 @@ impl Watch {
 /// `ALERT` inactive on it.
 fn start(run: &mut Run, agent_args: &str) -> Result<(Machine, Watch)> {
     let node = run.scenario.name;
-    let (forward, port) = (live::free_port()?, live::free_port()?);
+    let (forward, port) = (process::free_port()?, process::free_port()?);
     let dir = run.lab.runs.join(format!("{node}-prometheus"));
     let _ = fs::remove_dir_all(&dir);
     let log = dir.join("prometheus.log");
-    let rules = paths::root().join(fleet::RULES);
-    let mut server = live::start_prometheus(&dir, port, forward, node, &rules)?;
-    let http = live::http();
+    let rules = paths::root().join(prometheus::RULES);
+    let mut server = prometheus::start(&dir, port, forward, node, &rules)?;
+    let http = http::http();
     let mut m = run.boot(&Boot {
         forward_agent: Some(forward),
         ..Boot::default()
     })?;
-    live::wait_ready(&mut server, &http, port, PROMETHEUS_TIMEOUT)
+    prometheus::wait_ready(&mut server, &http, port, PROMETHEUS_TIMEOUT)
         .with_context(|| format!("Prometheus' log: {}", log.display()))?;
     run.note(
         "prometheus",
@@ -163,7 +182,7 @@ fn start(run: &mut Run, agent_args: &str) -> Result<(Machine, Watch)> {
         "waiting up to {} s for Prometheus to scrape the guest through 127.0.0.1:{forward}",
         PROMETHEUS_TIMEOUT.as_secs()
     ));
-    live::wait_up(&http, port, node, PROMETHEUS_TIMEOUT)
+    prometheus::wait_up(&http, port, node, PROMETHEUS_TIMEOUT)
         .with_context(|| format!("Prometheus' log: {}", log.display()))?;
     run.note(
         "seconds_from_agent_healthz_to_up",
@@ -209,7 +228,7 @@ fn note_failed_scrapes(run: &mut Run, watch: &Watch) -> Result<()> {
 }
 
 /// `--reload off`: the DIMM leaves the header stale, and Prometheus shows the alert pending.
-pub(super) fn stale_pending_6_1(run: &mut Run) -> Result<()> {
+fn stale_pending_6_1(run: &mut Run) -> Result<()> {
     let (mut m, watch) = start(run, "--reload off")?;
     let plugged = Instant::now();
     let dimm = run.hot_add(&mut m, 512, Online::Write("online"))?;
@@ -257,7 +276,7 @@ pub(super) fn stale_pending_6_1(run: &mut Run) -> Result<()> {
 
 /// Reload on (a recipe, kexec-file): the agent fixes the header within seconds, so the alert
 /// is inactive again after the reload and its `for` (5 minutes) never elapses: it never fires.
-pub(super) fn reload_never_fires_6_1(run: &mut Run) -> Result<()> {
+fn reload_never_fires_6_1(run: &mut Run) -> Result<()> {
     let (mut m, watch) = start(run, &recipe())?;
     run.hot_add(&mut m, 512, Online::Write("online"))?;
     let online = Instant::now();

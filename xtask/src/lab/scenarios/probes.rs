@@ -7,10 +7,11 @@ use anyhow::{Context as _, Result, anyhow};
 use kdump_agent::model::{elfcorehdr::LoadPath, iomem::Iomem, ranges::RamRanges};
 use serde_json::Value;
 
-use super::{
+use crate::lab::{
+    guests::Boot,
     image::{GUEST_AGENT, KERNEL_6_1, KERNEL_6_12},
-    machine::{Dimm, Machine},
-    scenarios::{Online, Run, Scenario},
+    machine::{Dimm, Machine, Memory},
+    scenario::{Online, Run, Scenario},
 };
 
 pub const ALL: &[Scenario] = &[
@@ -422,8 +423,8 @@ fn stale_before_crash(run: &mut Run, m: &mut Machine, dimm: &Dimm) -> Result<()>
 /// event, and each event's delay from the probe's kernel timestamp to the agent.
 fn bench_6_12(run: &mut Run) -> Result<()> {
     const PAIRS: usize = 5;
-    let boot = super::Boot {
-        memory: super::machine::Memory {
+    let boot = Boot {
+        memory: Memory {
             boot_mib: 1024,
             slots: 4,
             max_mib: 8192,

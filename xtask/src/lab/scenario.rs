@@ -1,9 +1,9 @@
-//! Named lab scenarios: plain functions over a [`Run`], each ending in one JSON [`Report`].
+//! What a lab scenario is: a plain function over a [`Run`], ending in one JSON [`Report`].
 //!
 //! A scenario boots a kernel, loads kdump, changes RAM, crashes, and states what the dump
 //! should miss; [`Run::crash`] measures it from the capture kernel's /proc/vmcore header with
-//! the agent's own parser. Adding one is a function and an entry in [`ALL`].
-use std::{fs, time::Duration};
+//! the agent's own parser. The scenarios themselves are in `lab/scenarios/`.
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use kdump_agent::model::{
@@ -15,14 +15,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{
-    Boot, Lab,
-    image::{GUEST_AGENT, GUEST_CAPTURE_INITRD, GUEST_KERNEL, KERNEL_6_1, KERNEL_6_12, Kernel},
-    machine::{Accel, Dimm, Machine, Memory},
+    guests::{Boot, Lab},
+    image::{GUEST_AGENT, GUEST_CAPTURE_INITRD, GUEST_KERNEL, KERNEL_6_12, Kernel},
+    machine::{Dimm, Machine},
 };
-use crate::paths;
-
-pub mod agent;
-pub mod prometheus;
 
 pub struct Scenario {
     pub name: &'static str,
@@ -35,252 +31,8 @@ pub struct Scenario {
     pub body: fn(&mut Run) -> Result<()>,
 }
 
-pub const ALL: &[Scenario] = &[
-    Scenario {
-        name: "baseline-stale-6.1",
-        about: "6.1, kexec -s -p at boot, +512 MiB DIMM onlined: the dump misses the DIMM",
-        kernel: KERNEL_6_1,
-        fixture: true,
-        benchmark: false,
-        body: baseline_stale_6_1,
-    },
-    Scenario {
-        name: "baseline-stale-kexec-load-6.12",
-        about: "6.12, kexec -c -p (kexec_load, no --hotplug), +512 MiB: stale",
-        kernel: KERNEL_6_12,
-        fixture: true,
-        benchmark: false,
-        body: baseline_stale_kexec_load_6_12,
-    },
-    Scenario {
-        name: "baseline-kernel-managed-6.12",
-        about: "6.12, kexec -s -p, +512 MiB: the kernel updates the header, dump whole",
-        kernel: KERNEL_6_12,
-        fixture: true,
-        benchmark: false,
-        body: baseline_kernel_managed_6_12,
-    },
-    Scenario {
-        name: "baseline-hot-remove-6.12",
-        about: "6.12, kexec -s -p, +512 MiB, offline, device_del, crash: what the header says",
-        kernel: KERNEL_6_12,
-        fixture: true,
-        benchmark: false,
-        body: baseline_hot_remove_6_12,
-    },
-    Scenario {
-        name: "crashkernel-high-low-6.12",
-        about: "6.12 with 5 GiB, crashkernel=256M,high + 64M,low, kexec -s -p, +512 MiB",
-        kernel: KERNEL_6_12,
-        fixture: true,
-        benchmark: false,
-        body: crashkernel_high_low_6_12,
-    },
-    Scenario {
-        name: "several-dimms-6.1",
-        about: "6.1, kexec -c -p, DIMMs of 128, 256 and 512 MiB onlined: the dump misses all",
-        kernel: KERNEL_6_1,
-        fixture: true,
-        benchmark: false,
-        body: several_dimms_6_1,
-    },
-    Scenario {
-        name: "agent-fixes-6.1",
-        about: "6.1, kexec -s -p, agent with a recipe, +512 MiB: stale, one reload, ready; dump whole",
-        kernel: KERNEL_6_1,
-        fixture: false,
-        benchmark: false,
-        body: agent::agent_fixes_6_1,
-    },
-    Scenario {
-        name: "agent-storm-6.1",
-        about: "6.1, agent, four 512 MiB DIMMs back to back: exactly one reload; dump whole",
-        kernel: KERNEL_6_1,
-        fixture: false,
-        benchmark: false,
-        body: agent::agent_storm_6_1,
-    },
-    Scenario {
-        name: "agent-refuses-bad-kernel-6.1",
-        about: "6.1, agent, kernel file replaced by garbage, +512 MiB: refused, old image kept (stale)",
-        kernel: KERNEL_6_1,
-        fixture: false,
-        benchmark: false,
-        body: agent::agent_refuses_bad_kernel,
-    },
-    Scenario {
-        name: "agent-rollback-6.1",
-        about: "6.1, agent's own load, initrd grown past the reservation, +512 MiB: kernel refuses, rollback",
-        kernel: KERNEL_6_1,
-        fixture: false,
-        benchmark: false,
-        body: agent::agent_rollback_6_1,
-    },
-    Scenario {
-        name: "agent-upgrade-6.12",
-        about: "6.12, kexec -c -p (no hotplug), agent: one kexec_file_load reload, then kernel-managed",
-        kernel: KERNEL_6_12,
-        fixture: false,
-        benchmark: false,
-        body: agent::agent_upgrade_6_12,
-    },
-    Scenario {
-        name: "agent-kernel-managed-6.12",
-        about: "6.12, kexec -s -p, agent, +512 MiB: the kernel updates the header, zero reloads",
-        kernel: KERNEL_6_12,
-        fixture: false,
-        benchmark: false,
-        body: agent::agent_kernel_managed_6_12,
-    },
-    Scenario {
-        name: "agent-hot-remove-6.1",
-        about: "6.1, agent, +512 MiB then offline and device_del: excess back to 0 after a reload",
-        kernel: KERNEL_6_1,
-        fixture: false,
-        benchmark: false,
-        body: agent::agent_hot_remove_6_1,
-    },
-    Scenario {
-        name: "agent-restart-6.1",
-        about: "6.1, agent killed -9 in a storm, restarted: adopts its persisted header, ends ready",
-        kernel: KERNEL_6_1,
-        fixture: false,
-        benchmark: false,
-        body: agent::agent_restart_6_1,
-    },
-    Scenario {
-        name: "agent-adopts-recipe-6.1",
-        about: "6.1, agent without a recipe, then kexec -s -p: recipe adopted from the probes; +512 MiB: one reload; dump whole",
-        kernel: KERNEL_6_1,
-        fixture: false,
-        benchmark: false,
-        body: agent::agent_adopts_recipe_6_1,
-    },
-    Scenario {
-        name: "agent-distro-lock-6.1",
-        about: "6.1, agent, /var/lock/kdump held (as kdumpctl holds it) across a +512 MiB: the reload waits, is refused, retries after release; dump whole",
-        kernel: KERNEL_6_1,
-        fixture: false,
-        benchmark: false,
-        body: agent::agent_distro_lock_6_1,
-    },
-    Scenario {
-        name: "prometheus-stale-pending-6.1",
-        about: "6.1, agent --reload off, host Prometheus scraping it, +512 MiB: KdumpHeaderStale pending; dump misses the DIMM",
-        kernel: KERNEL_6_1,
-        fixture: false,
-        benchmark: false,
-        body: prometheus::stale_pending_6_1,
-    },
-    Scenario {
-        name: "prometheus-reload-never-fires-6.1",
-        about: "6.1, agent with a recipe, host Prometheus scraping it, +512 MiB: reload, KdumpHeaderStale inactive again, never firing; dump whole",
-        kernel: KERNEL_6_1,
-        fixture: false,
-        benchmark: false,
-        body: prometheus::reload_never_fires_6_1,
-    },
-    Scenario {
-        name: "bench-reload-vs-throttler-6.1",
-        about: "6.1, one burst of 2 DIMMs under the agent, one under the udev-throttler policy: time to fresh, reloads, unprotected window",
-        kernel: KERNEL_6_1,
-        fixture: false,
-        benchmark: true,
-        body: agent::bench_reload_vs_throttler_6_1,
-    },
-];
-
+/// Bytes in a MiB.
 const MIB: u64 = 1 << 20;
-
-fn baseline_stale_6_1(run: &mut Run) -> Result<()> {
-    let mut m = run.boot(&Boot::default())?;
-    run.load_kdump(&mut m, LoadPath::KexecFileLoad)?;
-    let dimm = run.hot_add(&mut m, 512, Online::Write("online"))?;
-    run.crash(&mut m)?;
-    // 6.1 has no crash hotplug: the header still describes the boot RAM.
-    run.expect(dimm.size, 0);
-    Ok(())
-}
-
-fn baseline_stale_kexec_load_6_12(run: &mut Run) -> Result<()> {
-    let mut m = run.boot(&Boot::default())?;
-    run.load_kdump(&mut m, LoadPath::KexecLoad)?;
-    run.check_crash_hotplug(&mut m, "0")?;
-    let dimm = run.hot_add(&mut m, 512, Online::Auto)?;
-    run.crash(&mut m)?;
-    // kexec_load without --hotplug: the kernel may not touch a header it did not build.
-    run.expect(dimm.size, 0);
-    Ok(())
-}
-
-fn baseline_kernel_managed_6_12(run: &mut Run) -> Result<()> {
-    let mut m = run.boot(&Boot::default())?;
-    run.load_kdump(&mut m, LoadPath::KexecFileLoad)?;
-    run.check_crash_hotplug(&mut m, "1")?;
-    run.hot_add(&mut m, 512, Online::Auto)?;
-    run.crash(&mut m)?;
-    run.expect(0, 0);
-    Ok(())
-}
-
-fn baseline_hot_remove_6_12(run: &mut Run) -> Result<()> {
-    // Movable blocks can always be offlined (kernel allocations never land there).
-    let boot = Boot {
-        extra: "memhp_default_state=online_movable",
-        ..Boot::default()
-    };
-    let mut m = run.boot(&boot)?;
-    run.load_kdump(&mut m, LoadPath::KexecFileLoad)?;
-    let dimm = run.hot_add(&mut m, 512, Online::Auto)?;
-    m.set_blocks(&dimm, "offline")?;
-    m.hot_remove_dimm(&dimm, Duration::from_secs(60))?;
-    run.note("dimm_released", true);
-    run.crash(&mut m)?;
-    // x86 rebuilds the header at MEM_OFFLINE from the System RAM resources, which still hold
-    // the offlined blocks then; removing the DIMM sends no memory notifier, so the header keeps
-    // it: the dump has the whole DIMM in excess.
-    run.expect(0, dimm.size);
-    run.read_excess(&mut m)?;
-    Ok(())
-}
-
-fn crashkernel_high_low_6_12(run: &mut Run) -> Result<()> {
-    let boot = Boot {
-        memory: Memory {
-            boot_mib: 5120,
-            slots: 4,
-            max_mib: 8192,
-        },
-        crashkernel: "crashkernel=256M,high crashkernel=64M,low",
-        ..Boot::default()
-    };
-    let mut m = run.boot(&boot)?;
-    run.load_kdump(&mut m, LoadPath::KexecFileLoad)?;
-    let reservations = m.sh("grep -c 'Crash kernel' /proc/iomem")?;
-    run.check(
-        reservations.trim() == "2",
-        format!(
-            "expected 2 crash kernel reservations, /proc/iomem has {}",
-            reservations.trim()
-        ),
-    );
-    run.hot_add(&mut m, 512, Online::Auto)?;
-    run.crash(&mut m)?;
-    run.expect(0, 0);
-    Ok(())
-}
-
-fn several_dimms_6_1(run: &mut Run) -> Result<()> {
-    let mut m = run.boot(&Boot::default())?;
-    run.load_kdump(&mut m, LoadPath::KexecLoad)?;
-    let mut added = 0;
-    for mib in [128, 256, 512] {
-        added += run.hot_add(&mut m, mib, Online::Write("online"))?.size;
-    }
-    run.crash(&mut m)?;
-    run.expect(added, 0);
-    Ok(())
-}
 
 /// What brings a hot-added DIMM's blocks online.
 pub enum Online {
@@ -322,27 +74,27 @@ pub struct Report {
 
 /// What a fixture directory holds, straight from the guest.
 pub struct Fixture {
-    iomem: String,
-    vmcore_head: Vec<u8>,
-    command: String,
+    pub(super) iomem: String,
+    pub(super) vmcore_head: Vec<u8>,
+    pub(super) command: String,
 }
 
 /// A scenario in progress: the lab, the figures so far.
 pub struct Run<'a> {
-    lab: &'a Lab,
-    scenario: &'a Scenario,
-    report: Report,
+    pub(super) lab: &'a Lab,
+    pub(super) scenario: &'a Scenario,
+    pub(super) report: Report,
     boots: u32,
-    load: Option<LoadPath>,
+    pub(super) load: Option<LoadPath>,
     kexec_command: String,
     vmcore_header: Option<ElfCoreHeader>,
     excess: Vec<PhysRange>,
 }
 
 /// Capture kernel parameters: one CPU and reset devices, as distributions' kdump does.
-const CAPTURE_CMDLINE: &str = "console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=-1 quiet";
+pub const CAPTURE_CMDLINE: &str = "console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=-1 quiet";
 /// The part of /proc/vmcore the lab copies back: the ELF header and program headers.
-const VMCORE_HEAD_BYTES: u64 = 64 * 1024;
+pub const VMCORE_HEAD_BYTES: u64 = 64 * 1024;
 const CRASH_TIMEOUT: Duration = Duration::from_secs(180);
 
 impl Run<'_> {
@@ -619,88 +371,7 @@ pub fn run(lab: &Lab, scenario: &Scenario) -> Report {
     report
 }
 
-/// Every scenario: the baselines here, then the probes'.
-pub fn every() -> impl Iterator<Item = &'static Scenario> {
-    ALL.iter().chain(super::probes::ALL)
-}
-
 /// Seconds rounded to the millisecond, so JSON lines read `4.518`, not `4.5177294759999995`.
 fn millis(seconds: f64) -> f64 {
     (seconds * 1000.0).round() / 1000.0
-}
-
-/// The scenarios named, or all of them.
-pub fn select(names: &[String], all: bool) -> Result<Vec<&'static Scenario>> {
-    if all {
-        return Ok(every().collect());
-    }
-    if names.is_empty() {
-        bail!("name scenarios or pass --all (see `cargo xtask lab list`)");
-    }
-    names
-        .iter()
-        .map(|n| {
-            every()
-                .find(|s| s.name == n)
-                .ok_or_else(|| anyhow!("no scenario `{n}` (see `cargo xtask lab list`)"))
-        })
-        .collect()
-}
-
-/// Runs the fixture scenarios and rewrites agent/tests/fixtures/lab/<scenario>/ from those
-/// that pass (a failed one keeps its old fixture and fails the command).
-pub fn write_fixtures(accel: Accel) -> Result<()> {
-    let chosen: Vec<&Scenario> = ALL.iter().filter(|s| s.fixture).collect();
-    let root = paths::root().join("agent/tests/fixtures/lab");
-    let mut failed = Vec::new();
-    let mut write = |scenario: &Scenario, report: &Report| {
-        let Some(fixture) = report.fixture.as_ref().filter(|_| report.pass) else {
-            failed.push(scenario.name);
-            return;
-        };
-        if let Err(e) = write_fixture(&root.join(scenario.name), scenario, report, fixture) {
-            eprintln!("  {}: {e:#}", scenario.name);
-            failed.push(scenario.name);
-        }
-    };
-    super::run_scenarios(&chosen, accel, &mut write)?;
-    if !failed.is_empty() {
-        bail!("fixtures not regenerated for: {}", failed.join(", "));
-    }
-    println!("fixtures written to {}", super::relative(&root));
-    Ok(())
-}
-
-fn write_fixture(
-    dir: &std::path::Path,
-    scenario: &Scenario,
-    report: &Report,
-    fixture: &Fixture,
-) -> Result<()> {
-    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let expect = serde_json::json!({
-        "kernel": report.kernel,
-        "load": report.load,
-        "hotplugged_bytes": report.hotplugged_bytes,
-        "expect_missing_bytes": report.expect_missing_bytes,
-        "expect_excess_bytes": report.expect_excess_bytes,
-    });
-    let p = scenario.kernel.package;
-    let source = format!(
-        "cargo xtask lab fixtures: scenario {}, {}={} under QEMU, `{}`, then hot-plug and `echo c > /proc/sysrq-trigger`; iomem read just before the crash, vmcore-head = first {} bytes of /proc/vmcore in the capture kernel\n",
-        scenario.name, p.name, p.version, fixture.command, VMCORE_HEAD_BYTES
-    );
-    for (name, bytes) in [
-        ("iomem", fixture.iomem.as_bytes().to_vec()),
-        ("vmcore-head", fixture.vmcore_head.clone()),
-        (
-            "expect.json",
-            format!("{}\n", serde_json::to_string_pretty(&expect)?).into_bytes(),
-        ),
-        ("SOURCE", source.into_bytes()),
-    ] {
-        let path = dir.join(name);
-        fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
 }

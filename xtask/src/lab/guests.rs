@@ -1,0 +1,133 @@
+//! The lab prepared for guests (packages unpacked, the static agent built, one initramfs per
+//! kernel) and how one guest boots.
+use std::{collections::BTreeMap, fs, path::PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use kdump_agent::model::units::bytes;
+
+use super::{
+    image::{self, Kernel},
+    machine::{self, Accel, Forward, Machine, MachineSpec, Memory},
+    packages,
+};
+use crate::{paths, support::agent, ui::Step};
+
+/// Everything prepared for guests: unpacked packages, the agent, one image per kernel.
+pub struct Lab {
+    pub(super) unpacked: packages::Unpacked,
+    images: BTreeMap<&'static str, PathBuf>,
+    accel: Accel,
+    pub(super) runs: PathBuf,
+}
+
+impl Lab {
+    /// Fetches packages, builds the agent and the images for `kernels`.
+    pub fn prepare(kernels: &[Kernel], accel: Accel) -> Result<Self> {
+        crate::ui::section("lab: prepare");
+        qemu_present()?;
+        let mut wanted = Vec::new();
+        for kernel in kernels {
+            for p in image::packages_for(kernel) {
+                if !wanted.iter().any(|w: &packages::Package| w.name == p.name) {
+                    wanted.push(p);
+                }
+            }
+        }
+        let unpacked = packages::fetch(&wanted).context("lab step `debian packages`")?;
+        let agent = agent::build_static()?;
+        let dir = paths::target_dir().join("lab");
+        let mut images = BTreeMap::new();
+        for kernel in kernels {
+            if images.contains_key(kernel.release) {
+                continue;
+            }
+            let step = Step::start(format!("image {}", kernel.release));
+            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let path = dir.join(format!("initrd-{}.cpio", kernel.release));
+            let size = image::guest_image(kernel, &unpacked, &agent)
+                .and_then(|image| image.write(&path))
+                .with_context(|| format!("lab step `image {}`", kernel.release))?;
+            step.done(&format!("{} ({})", path.display(), bytes(size)));
+            images.insert(kernel.release, path);
+        }
+        Ok(Self {
+            unpacked,
+            images,
+            accel,
+            runs: dir.join("runs"),
+        })
+    }
+
+    /// Boots `kernel` with `boot`; the console log goes to `target/lab/runs/<log>.log`.
+    pub fn boot(&self, kernel: &Kernel, boot: &Boot, log: &str) -> Result<Machine> {
+        let vmlinuz = kernel.vmlinuz(&self.unpacked);
+        let initrd = &self.images[kernel.release];
+        if boot.forward_agent.is_some() && !kernel.networked {
+            bail!(
+                "{}: its image has no {} driver (set `networked` on the kernel in lab/image.rs)",
+                kernel.release,
+                machine::NIC
+            );
+        }
+        Machine::boot(&MachineSpec {
+            vmlinuz: &vmlinuz,
+            initrd,
+            cmdline: format!("console=ttyS0 {} panic=-1 {}", boot.crashkernel, boot.extra),
+            memory: boot.memory,
+            accel: self.accel,
+            console_log: self.runs.join(format!("{log}.log")),
+            forward: boot.forward_agent.map(|host_port| Forward {
+                host_port,
+                guest_port: GUEST_AGENT_PORT,
+            }),
+        })
+    }
+}
+
+/// The port of the guest agent's /metrics (its default `--listen` port).
+pub const GUEST_AGENT_PORT: u16 = 10864;
+
+/// How a guest boots: RAM layout, the crashkernel= reservation(s), extra kernel parameters,
+/// and whether the host reaches the guest agent's port.
+pub struct Boot {
+    pub memory: Memory,
+    pub crashkernel: &'static str,
+    pub extra: &'static str,
+    /// A host loopback port forwarded to [`GUEST_AGENT_PORT`] over a NIC on QEMU user
+    /// networking (the guest brings it up with `image::GUEST_NET_UP`); None: no NIC.
+    pub forward_agent: Option<u16>,
+}
+
+impl Default for Boot {
+    /// 1 GiB with room for three more GiB of DIMMs, 256 MiB reserved for the capture kernel.
+    fn default() -> Self {
+        Self {
+            memory: Memory {
+                boot_mib: 1024,
+                slots: 4,
+                max_mib: 4096,
+            },
+            crashkernel: "crashkernel=256M",
+            extra: "",
+            forward_agent: None,
+        }
+    }
+}
+
+/// Fails early, naming the fix, when QEMU is not installed.
+fn qemu_present() -> Result<()> {
+    let step = Step::start("qemu-system-x86_64");
+    let out = std::process::Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output();
+    match out {
+        Ok(out) if out.status.success() => {
+            let version = String::from_utf8_lossy(&out.stdout);
+            step.done(version.lines().next().unwrap_or("").trim());
+            Ok(())
+        }
+        _ => bail!(
+            "lab step `qemu-system-x86_64`: not installed or not runnable (run `cargo xtask setup`, which installs qemu-system-x86)"
+        ),
+    }
+}

@@ -1,0 +1,42 @@
+//! The named lab scenarios, one list per file: `baseline` (no agent), `agent` (the agent
+//! reloading), `prometheus` (a host Prometheus scraping the guest's agent), `probes` (what the
+//! eBPF probes report). Adding one is a function and an entry in its file's list.
+pub mod agent;
+pub mod baseline;
+pub mod probes;
+pub mod prometheus;
+
+use anyhow::{Result, anyhow, bail};
+
+use super::scenario::Scenario;
+
+/// Every scenario, in `cargo xtask lab list` order: each file's list, concatenated.
+pub fn every() -> impl Iterator<Item = &'static Scenario> {
+    [
+        baseline::ALL,
+        agent::ALL,
+        prometheus::ALL,
+        agent::BENCHMARKS,
+        probes::ALL,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// The scenarios named, or all of them.
+pub fn select(names: &[String], all: bool) -> Result<Vec<&'static Scenario>> {
+    if all {
+        return Ok(every().collect());
+    }
+    if names.is_empty() {
+        bail!("name scenarios or pass --all (see `cargo xtask lab list`)");
+    }
+    names
+        .iter()
+        .map(|n| {
+            every()
+                .find(|s| s.name == n)
+                .ok_or_else(|| anyhow!("no scenario `{n}` (see `cargo xtask lab list`)"))
+        })
+        .collect()
+}

@@ -1,0 +1,114 @@
+//! The agent built by cargo and run on this host.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use kdump_agent::model::units::bytes;
+
+use super::{
+    http,
+    process::{self, Running},
+};
+use crate::ui::Step;
+
+/// `cargo build --release -p kdump-agent --target x86_64-unknown-linux-musl` (with probes).
+pub fn build_static() -> Result<PathBuf> {
+    const TARGET: &str = "x86_64-unknown-linux-musl";
+    let step = Step::start("kdump-agent (static, with probes)");
+    step.progress(&format!("cargo build --release --target {TARGET}"));
+    let out = process::cargo()
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "kdump-agent",
+            "--target",
+            TARGET,
+        ])
+        .env_remove("AYA_BUILD_SKIP")
+        .output()
+        .context("cargo build: cannot start")?;
+    if !out.status.success() {
+        let text = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        for line in tail.iter().rev() {
+            eprintln!("    {line}");
+        }
+        bail!(
+            "building the static kdump-agent for the guest failed ({})",
+            out.status
+        );
+    }
+    let bin = crate::paths::target_dir()
+        .join(TARGET)
+        .join("release/kdump-agent");
+    let size = fs::metadata(&bin)
+        .with_context(|| format!("{}: not built", bin.display()))?
+        .len();
+    step.done(&format!("{} ({})", bin.display(), bytes(size)));
+    Ok(bin)
+}
+
+/// Builds the agent (debug, host target) and returns its path.
+pub fn build_debug() -> Result<PathBuf> {
+    let status = process::cargo()
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "kdump-agent",
+            "--bin",
+            "kdump-agent",
+        ])
+        .status()
+        .context("cargo build -p kdump-agent")?;
+    if !status.success() {
+        bail!("cargo build -p kdump-agent failed ({status})");
+    }
+    Ok(crate::paths::target_dir().join("debug/kdump-agent"))
+}
+
+/// The agent's daemon on `127.0.0.1:port`, reading this host's /proc and /sys, writing its
+/// textfile into `textfile_dir` if given; its log goes to `log`.
+pub fn start(binary: &Path, port: u16, textfile_dir: Option<&Path>, log: &Path) -> Result<Running> {
+    let log_file = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let mut cmd = Command::new(binary);
+    cmd.args([
+        "run",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--procfs",
+        "/proc",
+        "--sysfs",
+        "/sys",
+    ]);
+    if let Some(dir) = textfile_dir {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        cmd.arg("--textfile-dir").arg(dir);
+    }
+    Running::start(
+        "kdump-agent run",
+        cmd.stdout(log_file.try_clone()?).stderr(log_file),
+    )
+}
+
+/// Waits for the agent's /metrics and returns its text.
+pub fn scrape(port: u16, agent: &mut Running) -> Result<String> {
+    let http = http::http();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    // An exited agent ends the wait at once rather than at the timeout.
+    process::wait_for("the agent's /metrics", Duration::from_secs(30), || {
+        if let Err(e) = agent.alive() {
+            return Ok(Some(Err(e)));
+        }
+        match http::get(&http, &url) {
+            Ok((200, body)) => Ok(Some(Ok(body))),
+            Ok((status, _)) => bail!("HTTP {status}"),
+            Err(e) => Err(e),
+        }
+    })?
+}
