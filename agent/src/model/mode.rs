@@ -3,7 +3,7 @@ use serde::Serialize;
 
 use crate::model::facts::KdumpFacts;
 
-/// How the loaded header is kept current (DESIGN.md, "Vocabulary and modes").
+/// How the loaded header is kept current.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
