@@ -27,7 +27,7 @@ use crate::{
         mode::Mode,
         units::unix_seconds,
     },
-    observe::{probes, uevent},
+    observe::{SourceChoice, probes, uevent},
     reconcile::Input,
     reload::{LoadDone, ReconcileLoop, ReloadOptions},
     state::{AgentState, SharedState},
@@ -44,6 +44,7 @@ pub struct Options {
     pub textfile_dir: Option<PathBuf>,
     /// Full rescans of the node, whatever the event source (resync after missed events).
     pub rescan_interval: Duration,
+    pub event_source: SourceChoice,
     pub reload: ReloadOptions,
 }
 
@@ -89,8 +90,30 @@ fn require_capabilities() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Attaches the probes, or falls back to uevents, or to rescans alone; says which in `state`.
-fn start_observing(state: &mut AgentState, block_bytes: Option<u64>, tx: &mpsc::Sender<Event>) {
+/// Starts the event source `choice` asks for (with `auto`: the probes, else uevents, else
+/// rescans alone) and says which in `state`.
+fn start_observing(
+    state: &mut AgentState,
+    choice: SourceChoice,
+    block_bytes: Option<u64>,
+    tx: &mpsc::Sender<Event>,
+) -> anyhow::Result<()> {
+    let observe = &mut state.observe;
+    match choice {
+        SourceChoice::Auto | SourceChoice::Ebpf => {}
+        SourceChoice::Uevent => {
+            tracing::info!("probes turned off by --event-source uevent");
+            observe.event_source = EventSource::Uevent;
+            uevent::listen(block_bytes, tx.clone())
+                .context("--event-source uevent: the uevent socket is unavailable")?;
+            return Ok(());
+        }
+        SourceChoice::Poll => {
+            tracing::info!("probes and uevents turned off by --event-source poll");
+            observe.event_source = EventSource::Poll;
+            return Ok(());
+        }
+    }
     let (attached, reports) = probes::attach(&state.node.capabilities);
     for r in &reports {
         if r.how == "none" {
@@ -99,6 +122,16 @@ fn start_observing(state: &mut AgentState, block_bytes: Option<u64>, tx: &mpsc::
             tracing::info!(probe = %r.probe, how = %r.how, fallback_because = %r.reason, "probe attached");
         }
     }
+    if choice == SourceChoice::Ebpf && attached.is_none() {
+        let why: Vec<String> = reports
+            .iter()
+            .map(|r| format!("{}: {}", r.probe, r.reason))
+            .collect();
+        bail!(
+            "--event-source ebpf: no probe could be attached ({})",
+            why.join("; ")
+        );
+    }
     let observe = &mut state.observe;
     observe.windows_from_probes = probes::WINDOW_PROBES
         .iter()
@@ -106,6 +139,9 @@ fn start_observing(state: &mut AgentState, block_bytes: Option<u64>, tx: &mpsc::
     observe.probes = reports;
     observe.event_source = match attached.map(|a| a.spawn_reader(tx.clone())) {
         Some(Ok(_reader)) => EventSource::Ebpf,
+        Some(Err(e)) if choice == SourceChoice::Ebpf => {
+            bail!("--event-source ebpf: the ring buffer reader failed: {e}")
+        }
         reader => {
             if let Some(Err(e)) = reader {
                 tracing::warn!(error = %e, "eBPF ring buffer reader failed; falling back");
@@ -119,6 +155,7 @@ fn start_observing(state: &mut AgentState, block_bytes: Option<u64>, tx: &mpsc::
             }
         }
     };
+    Ok(())
 }
 
 /// The running daemon: the pipeline's stages and the state they write.
@@ -148,9 +185,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
     start_observing(
         &mut initial,
+        opts.event_source,
         opts.sysfs.memory_block_size().ok().flatten(),
         &tx,
-    );
+    )?;
     let readiness = initial.readiness();
     tracing::info!(
         listen = %opts.listen,

@@ -181,6 +181,37 @@ fn on_this_host_it_says_what_it_cannot_do() {
 }
 
 #[test]
+fn the_operator_picks_the_event_source() {
+    for source in ["uevent", "poll"] {
+        let empty = sysfs_fixture(&[]);
+        let d = Daemon::start(&[
+            "--sysfs",
+            empty.path().to_str().unwrap(),
+            "--event-source",
+            source,
+        ]);
+        let m = d.metrics();
+        assert_eq!(
+            value(
+                &m,
+                &format!(r#"kdump_agent_event_source{{source="{source}"}}"#)
+            ),
+            Some("1"),
+            "{m}"
+        );
+        assert_eq!(
+            value(&m, r#"kdump_agent_event_source{source="ebpf"}"#),
+            Some("0")
+        );
+        let log = String::from_utf8_lossy(&d.stop().stderr).into_owned();
+        assert!(
+            log.contains(&format!("turned off by --event-source {source}")),
+            "{log}"
+        );
+    }
+}
+
+#[test]
 fn kernel_memory_uevents_are_counted() {
     let Some(block) = fs::read_dir("/sys/devices/system/memory")
         .ok()

@@ -10,6 +10,7 @@ use clap::Args;
 use super::{StateDirArgs, SystemArgs};
 use crate::{
     daemon,
+    observe::SourceChoice,
     reconcile::Timing,
     reload::{DISTRO_LOCK, ReloadChoice, ReloadOptions, recipe::RecipeFlags},
 };
@@ -32,6 +33,10 @@ pub struct RunArgs {
     /// Seconds between full rescans of /proc and /sys (catches anything the events missed).
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub rescan_interval: f64,
+    /// Where the agent hears about changes: auto (probes, else uevents, else rescans), ebpf
+    /// (probes or refuse to start), uevent (no probes), poll (rescans alone).
+    #[arg(long, value_enum, value_name = "SOURCE", default_value_t)]
+    pub event_source: SourceChoice,
     #[command(flatten)]
     pub reload: ReloadArgs,
 }
@@ -140,6 +145,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         state_dir: args.state.state_dir.clone(),
         textfile_dir: args.textfile_dir,
         rescan_interval: Duration::from_secs_f64(args.rescan_interval),
+        event_source: args.event_source,
         reload: args.reload.options()?,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

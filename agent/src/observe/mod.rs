@@ -9,6 +9,20 @@ pub mod probes;
 pub mod records;
 pub mod uevent;
 
+/// `--event-source`: where the agent hears about changes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceChoice {
+    /// The probes when they attach, else uevents, else rescans alone.
+    #[default]
+    Auto,
+    /// The probes, or refuse to start.
+    Ebpf,
+    /// Memory uevents and rescans, no probes (policy, or a verifier that refuses them).
+    Uevent,
+    /// Rescans alone.
+    Poll,
+}
+
 /// How the agent observes the node, settled at start-up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObserveState {
