@@ -97,6 +97,22 @@ pub const ALL: &[Scenario] = &[
         benchmark: false,
         body: agent_distro_lock_6_1,
     },
+    Scenario {
+        name: "fallback-uevent-6.1",
+        about: "6.1, kexec -s -p, agent with --event-source uevent, +512 MiB: one reload, still ready after three rescans; dump whole",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        benchmark: false,
+        body: fallback_uevent_6_1,
+    },
+    Scenario {
+        name: "fallback-poll-6.1",
+        about: "6.1, kexec -s -p, agent with --event-source poll, +512 MiB: the rescan finds it, one reload, still ready after three rescans; dump whole",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        benchmark: false,
+        body: fallback_poll_6_1,
+    },
 ];
 
 /// The agent's benchmark (listed after the Prometheus scenarios).
@@ -250,6 +266,63 @@ fn agent_fixes_6_1(run: &mut Run) -> Result<()> {
     run.note("dimm_bytes", dimm.size);
     crash_and_expect(run, &mut m, 0)?;
     Ok(())
+}
+
+/// Seconds between the fallback scenarios' rescans: three of them fit in a lean scenario.
+const FALLBACK_RESCAN_SECONDS: u64 = 2;
+
+/// The agent without probes (`--event-source SOURCE`) fixes a DIMM with one reload, and the
+/// rescans after it keep judging the header it loaded (they once judged the one inferred at
+/// start, and called the fixed node stale).
+fn fallback(run: &mut Run, source: &str) -> Result<()> {
+    let mut m = run.boot(&Boot::default())?;
+    run.load_kdump(&mut m, LoadPath::KexecFileLoad)?;
+    run.start_agent(
+        &mut m,
+        &format!(
+            "{} --event-source {source} --rescan-interval {FALLBACK_RESCAN_SECONDS}",
+            recipe()
+        ),
+    )?;
+    wait_ready(&mut m)?;
+    let status = m.run(&format!("{GUEST_AGENT} status --json"))?;
+    let json: serde_json::Value = serde_json::from_str(&status.text())
+        .with_context(|| format!("status --json: {}", status.text()))?;
+    run.check(
+        json["event_source"] == source,
+        format!(
+            "status says event source {}, expected {source}",
+            json["event_source"]
+        ),
+    );
+    run.hot_add(&mut m, 512, Online::Write("online"))?;
+    let online = Instant::now();
+    wait_metric(&mut m, SUCCESS, 1.0)?;
+    wait_ready(&mut m)?;
+    run.note(
+        "seconds_from_online_to_ready",
+        online.elapsed().as_secs_f64(),
+    );
+    std::thread::sleep(Duration::from_secs(3 * FALLBACK_RESCAN_SECONDS + 1));
+    let after = m.run(&format!("{GUEST_AGENT} status"))?;
+    run.check(
+        after.code == 0,
+        format!(
+            "three rescans after its own reload, status exit {}: {}",
+            after.code,
+            after.text().lines().next().unwrap_or_default()
+        ),
+    );
+    expect_reloads(run, &mut m, 1, "for one DIMM")?;
+    crash_and_expect(run, &mut m, 0)
+}
+
+fn fallback_uevent_6_1(run: &mut Run) -> Result<()> {
+    fallback(run, "uevent")
+}
+
+fn fallback_poll_6_1(run: &mut Run) -> Result<()> {
+    fallback(run, "poll")
 }
 
 fn agent_storm_6_1(run: &mut Run) -> Result<()> {
