@@ -231,7 +231,10 @@ mod tests {
             lockdown_mode("none [integrity] confidentiality\n"),
             Some("integrity")
         );
-        assert_eq!(lockdown_mode("[none] integrity confidentiality"), Some("none"));
+        assert_eq!(
+            lockdown_mode("[none] integrity confidentiality"),
+            Some("none")
+        );
         assert_eq!(lockdown_mode(""), None);
     }
 
@@ -247,7 +250,10 @@ mod tests {
             Iomem::parse("00100000-7ffdffff : System RAM\n  6f000000-7effffff : Crash kernel\n")
                 .unwrap();
         let e = read_back(&procfs, &sysfs, &iomem).unwrap_err().to_string();
-        assert!(e.contains("kcore: not found") && e.contains("CONFIG_PROC_KCORE"), "{e}");
+        assert!(
+            e.contains("kcore: not found") && e.contains("CONFIG_PROC_KCORE"),
+            "{e}"
+        );
     }
 
     /// A kcore file whose one direct-map PT_LOAD holds a 16 MiB reservation at file offset
@@ -283,8 +289,14 @@ mod tests {
         file.write_all_at(&table, 0).unwrap();
         for (paddr, ram) in headers {
             let bytes = build(&HeaderInputs {
-                cpu_notes: &[NoteRegion { paddr: 0x1000, size: 0x150 }],
-                vmcoreinfo: NoteRegion { paddr: 0x2000, size: 1024 },
+                cpu_notes: &[NoteRegion {
+                    paddr: 0x1000,
+                    size: 0x150,
+                }],
+                vmcoreinfo: NoteRegion {
+                    paddr: 0x2000,
+                    size: 1024,
+                },
                 kernel_text: None,
                 ram,
                 page_offset: 0xffff_8880_0000_0000,
@@ -304,7 +316,10 @@ mod tests {
         let back = read_back(&Procfs::new(dir.path()), &Sysfs::new(dir.path()), &iomem).unwrap();
         assert_eq!(back.phys_addr, 0x6f00_0000);
         assert_eq!(back.header.ram_ranges().as_slice(), &ram);
-        assert_eq!((back.candidates, back.duplicates.clone()), (2, vec![0x6ff0_0000]));
+        assert_eq!(
+            (back.candidates, back.duplicates.clone()),
+            (2, vec![0x6ff0_0000])
+        );
         assert_eq!(back.pages_scanned, 4096);
         assert_eq!(back.bytes.len(), 64 + 3 * 56);
     }
@@ -318,6 +333,9 @@ mod tests {
         let e = read_back(&Procfs::new(dir.path()), &Sysfs::new(dir.path()), &iomem)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("kcore: AMBIGUOUS") && e.contains("0x6f000000, 0x6ff00000"), "{e}");
+        assert!(
+            e.contains("kcore: AMBIGUOUS") && e.contains("0x6f000000, 0x6ff00000"),
+            "{e}"
+        );
     }
 }

@@ -529,10 +529,7 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(e, ChooseError::Ambiguous(vec![0x3000_0000, 0x3ff0_0000]));
-        assert!(
-            e.to_string().contains("0x30000000, 0x3ff00000"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("0x30000000, 0x3ff00000"), "{e}");
     }
 
     proptest! {
