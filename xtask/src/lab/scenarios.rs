@@ -23,6 +23,7 @@ use crate::paths;
 
 pub mod agent;
 pub mod prometheus;
+pub mod readback;
 
 pub struct Scenario {
     pub name: &'static str,
@@ -179,6 +180,22 @@ pub const ALL: &[Scenario] = &[
         fixture: false,
         benchmark: false,
         body: prometheus::reload_never_fires_6_1,
+    },
+    Scenario {
+        name: "readback-matches-vmcore-6.1",
+        about: "6.1, kexec -s -p, kexec -c -p, kexec -s -p, each read back via /proc/kcore: the last equals /proc/vmcore's PT_LOADs",
+        kernel: KERNEL_6_1,
+        fixture: false,
+        benchmark: false,
+        body: readback::matches_vmcore_6_1,
+    },
+    Scenario {
+        name: "readback-matches-vmcore-6.12",
+        about: "6.12, kexec -s -p, +512 MiB (in-kernel update), read back via /proc/kcore: equals /proc/vmcore's PT_LOADs",
+        kernel: KERNEL_6_12,
+        fixture: false,
+        benchmark: false,
+        body: readback::matches_vmcore_6_12,
     },
     Scenario {
         name: "bench-reload-vs-throttler-6.1",
