@@ -183,7 +183,7 @@ pub const ALL: &[Scenario] = &[
     },
     Scenario {
         name: "readback-matches-vmcore-6.1",
-        about: "6.1, kexec -s -p, kexec -c -p, kexec -s -p, each read back via /proc/kcore: the last equals /proc/vmcore's PT_LOADs",
+        about: "6.1, kexec -c -p, kexec -s -p, kexec -c -p, each read back via /proc/kcore: the last equals /proc/vmcore's PT_LOADs",
         kernel: KERNEL_6_1,
         fixture: false,
         benchmark: false,

@@ -1,7 +1,7 @@
 //! Scenarios for `kdump-agent header --read-back`: what the agent reads from the crash
 //! reservation through /proc/kcore before the crash must be the header the capture kernel
 //! serves as /proc/vmcore, `PT_LOAD` by `PT_LOAD`.
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Context as _, Result, anyhow};
 use goblin::{
     container::{Container, Ctx},
     elf::program_header::{PT_LOAD, PT_NOTE, ProgramHeader},
@@ -141,20 +141,15 @@ fn load_and_read(run: &mut Run, m: &mut Machine, load: LoadPath) -> Result<Optio
     read_back(run, m, load.as_str())
 }
 
-/// 6.1: `kexec -s -p`, then `kexec -c -p`, then `kexec -s -p` again (a kexec_load followed by
-/// a kexec_file_load, for the stale-bytes rule); the crash checks the last read-back, with one
-/// more `kexec -c -p` first when that one could not decide.
+/// 6.1: `kexec -c -p`, then `kexec -s -p` (a kexec_load followed by a kexec_file_load: are
+/// the older load's bytes still a candidate?), then `kexec -c -p` again, whose read-back the
+/// crash checks.
 pub(super) fn matches_vmcore_6_1(run: &mut Run) -> Result<()> {
     let mut m = run.boot(&Boot::default())?;
-    load_and_read(run, &mut m, LoadPath::KexecFileLoad)?;
     load_and_read(run, &mut m, LoadPath::KexecLoad)?;
-    let mut last = load_and_read(run, &mut m, LoadPath::KexecFileLoad)?;
-    if last.is_none() {
-        last = load_and_read(run, &mut m, LoadPath::KexecLoad)?;
-    }
-    let Some(shot) = last else {
-        bail!("no read-back after the last load to compare with /proc/vmcore");
-    };
+    load_and_read(run, &mut m, LoadPath::KexecFileLoad)?;
+    let shot = load_and_read(run, &mut m, LoadPath::KexecLoad)?
+        .context("no read-back after the last kexec -c -p")?;
     run.crash(&mut m)?;
     run.expect(0, 0);
     compare_with_vmcore(run, &shot)
