@@ -50,24 +50,24 @@ pub enum ReadBackError {
     NoReservation(PathBuf),
     #[error("{}: not found: the kernel has no /proc/kcore (CONFIG_PROC_KCORE unset)", .0.display())]
     NoKcore(PathBuf),
-    #[error("{}: {source}: {hint}", path.display())]
+    #[error("{}: {cause}: {hint}", path.display())]
     Denied {
         path: PathBuf,
-        source: io::Error,
+        cause: io::Error,
         hint: String,
     },
-    #[error("{}: {what}: {source}", path.display())]
+    #[error("{}: {what}: {cause}", path.display())]
     Io {
         path: PathBuf,
         what: String,
-        source: io::Error,
+        cause: io::Error,
     },
-    #[error("{}: {source}", path.display())]
-    Layout { path: PathBuf, source: KcoreError },
-    #[error("{}: {source}", path.display())]
-    Unmapped { path: PathBuf, source: Unmapped },
-    #[error("{}: {source}", path.display())]
-    Choose { path: PathBuf, source: ChooseError },
+    #[error("{}: {cause}", path.display())]
+    Layout { path: PathBuf, cause: KcoreError },
+    #[error("{}: {cause}", path.display())]
+    Unmapped { path: PathBuf, cause: Unmapped },
+    #[error("{}: {cause}", path.display())]
+    Choose { path: PathBuf, cause: ChooseError },
 }
 
 /// Reads the loaded header from every `Crash kernel` reservation in `iomem`: the first
@@ -83,15 +83,19 @@ pub fn read_back(procfs: &Procfs, sysfs: &Sysfs, iomem: &Iomem) -> Result<ReadBa
     let kcore = open(&path, sysfs)?;
     let io = |what: String| {
         let path = path.clone();
-        move |source| ReadBackError::Io { path, what, source }
+        move |source| ReadBackError::Io {
+            path,
+            what,
+            cause: source,
+        }
     };
     let mut head = [0u8; PAGE_HEAD];
     kcore
         .read_exact_at(&mut head, 0)
         .map_err(io("reading its ELF header".into()))?;
-    let layout = |source| ReadBackError::Layout {
+    let layout = |cause| ReadBackError::Layout {
         path: path.clone(),
-        source,
+        cause,
     };
     let span = readback::header_span(&head).map_err(layout)?;
     let mut table = vec![0u8; span];
@@ -105,9 +109,9 @@ pub fn read_back(procfs: &Procfs, sysfs: &Sysfs, iomem: &Iomem) -> Result<ReadBa
     for reservation in &reservations {
         let pages = map
             .pages(*reservation)
-            .map_err(|source| ReadBackError::Unmapped {
+            .map_err(|cause| ReadBackError::Unmapped {
                 path: path.clone(),
-                source,
+                cause,
             })?;
         for page in pages {
             pages_scanned += 1;
@@ -120,9 +124,9 @@ pub fn read_back(procfs: &Procfs, sysfs: &Sysfs, iomem: &Iomem) -> Result<ReadBa
             candidates.push(candidate(&kcore, &map, page.paddr, &head, &path)?);
         }
     }
-    let found = readback::choose(candidates).map_err(|source| ReadBackError::Choose {
+    let found = readback::choose(candidates).map_err(|cause| ReadBackError::Choose {
         path: path.clone(),
-        source,
+        cause,
     })?;
     let reservation = reservations
         .iter()
@@ -166,26 +170,26 @@ fn candidate(
     let mut bytes = vec![0u8; span];
     kcore
         .read_exact_at(&mut bytes, offset)
-        .map_err(|source| ReadBackError::Io {
+        .map_err(|cause| ReadBackError::Io {
             path: path.to_path_buf(),
             what: format!("reading {span} bytes of the header at physical {paddr:#x}"),
-            source,
+            cause,
         })?;
     Ok(Candidate { paddr, bytes })
 }
 
 fn open(path: &Path, sysfs: &Sysfs) -> Result<File, ReadBackError> {
-    File::open(path).map_err(|source| match source.kind() {
+    File::open(path).map_err(|cause| match cause.kind() {
         io::ErrorKind::NotFound => ReadBackError::NoKcore(path.to_path_buf()),
         io::ErrorKind::PermissionDenied => ReadBackError::Denied {
             path: path.to_path_buf(),
-            source,
+            cause,
             hint: denied_hint(sysfs),
         },
         _ => ReadBackError::Io {
             path: path.to_path_buf(),
             what: "opening".into(),
-            source,
+            cause,
         },
     })
 }
@@ -208,6 +212,10 @@ fn denied_hint(sysfs: &Sysfs) -> String {
                 )
             }
         }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => format!(
+            "needs CAP_SYS_RAWIO (run as root); {} is absent, so no lockdown forbids it",
+            lockdown.display()
+        ),
         Err(_) => format!(
             "needs CAP_SYS_RAWIO (run as root); {} unreadable, so lockdown is unknown",
             lockdown.display()
