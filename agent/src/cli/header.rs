@@ -20,7 +20,7 @@ use crate::{
         ranges::RamRanges,
         units::bytes,
     },
-    sys::{crash_sysfs, node, procfs::Procfs},
+    sys::{crash_sysfs, kcore, node, procfs::Procfs, sysfs::Sysfs},
 };
 
 /// Exit code for unreadable or malformed input.
@@ -36,6 +36,9 @@ pub const EXIT_BAD_INPUT: i32 = 2;
                   capture kernel's /proc/vmcore.\n\
                   --compare FILE: diff FILE's RAM with the RAM PROCFS/iomem says a header should \
                   list (only iomem is read). Exit 0 whether stale or not: read `stale`.\n\
+                  --read-back: read the header the kernel holds now from the crash reservation \
+                  through PROCFS/kcore (root, CAP_SYS_RAWIO; lockdown below confidentiality) and \
+                  print it as --parse does, with its address and the read time.\n\
                   Exit 2 on unreadable or malformed input."
 )]
 pub struct HeaderArgs {
@@ -46,12 +49,15 @@ pub struct HeaderArgs {
     #[arg(long, value_name = "DIR", default_value = "/sys")]
     pub sysfs: PathBuf,
     /// Print the program headers of this elfcorehdr or /proc/vmcore head.
-    #[arg(long, value_name = "FILE", conflicts_with = "compare")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["compare", "read_back"])]
     pub parse: Option<PathBuf>,
     /// Compare this elfcorehdr or /proc/vmcore head with PROCFS/iomem.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "read_back")]
     pub compare: Option<PathBuf>,
-    /// Write the built header's ELF bytes to FILE.
+    /// Read the loaded header back from the crash reservation through PROCFS/kcore.
+    #[arg(long)]
+    pub read_back: bool,
+    /// Write the built or read-back header's ELF bytes to FILE.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["parse", "compare"])]
     pub output: Option<PathBuf>,
     /// Who built the compared header: decides the expected RAM (auto infers it from the header).
@@ -81,6 +87,8 @@ pub fn run(args: HeaderArgs) -> Result<i32> {
         parse(&args, file)
     } else if let Some(file) = &args.compare {
         compare(&args, file)
+    } else if args.read_back {
+        read_back(&args)
     } else {
         build(&args)
     };
@@ -187,6 +195,44 @@ fn read_kernel_text(procfs: &Path, iomem: &Iomem) -> Result<KernelText> {
 fn parse(args: &HeaderArgs, file: &Path) -> Result<String> {
     let (header, len) = read_header(file)?;
     Ok(render_header(&header, len, args.format))
+}
+
+fn read_back(args: &HeaderArgs) -> Result<String> {
+    let iomem = node::read_iomem(&Procfs::new(args.procfs.clone()))?;
+    let back = kcore::read_back(&Procfs::new(&args.procfs), &Sysfs::new(&args.sysfs), &iomem)?;
+    if let Some(out) = &args.output {
+        fs::write(out, &back.bytes).with_context(|| out.display().to_string())?;
+    }
+    let kcore = args.procfs.join("kcore").display().to_string();
+    let ms = back.elapsed.as_secs_f64() * 1000.0;
+    let mut out = render_header(&back.header, back.bytes.len(), args.format);
+    if args.format == Format::Json {
+        let mut v: serde_json::Value = serde_json::from_str(&out)?;
+        v["read_back"] = json!({
+            "source": kcore,
+            "phys_addr": back.phys_addr,
+            "reservation": back.reservation,
+            "candidates": back.candidates,
+            "duplicates": back.duplicates,
+            "skipped": back.skipped.iter().map(|s| json!({"phys_addr": s.paddr, "reason": s.reason})).collect::<Vec<_>>(),
+            "pages_scanned": back.pages_scanned,
+            "elapsed_ms": (ms * 1000.0).round() / 1000.0,
+        });
+        return Ok(format!("{v:#}\n"));
+    }
+    let _ = writeln!(
+        out,
+        "read back from {kcore} at physical {:#x} (crash reservation {}): {} ET_CORE \
+         candidate(s) in {} pages, read in {ms:.1} ms",
+        back.phys_addr, back.reservation, back.candidates, back.pages_scanned
+    );
+    for d in &back.duplicates {
+        let _ = writeln!(out, "same RAM also at {d:#x}");
+    }
+    for s in &back.skipped {
+        let _ = writeln!(out, "skipped {:#x}: {}", s.paddr, s.reason);
+    }
+    Ok(out)
 }
 
 fn compare(args: &HeaderArgs, file: &Path) -> Result<String> {

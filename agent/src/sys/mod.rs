@@ -1,6 +1,7 @@
 //! System access, one thin module per thing touched. Every stage may use it.
 pub mod capabilities;
 pub mod crash_sysfs;
+pub mod kcore;
 pub mod node;
 pub mod procfs;
 pub mod sysfs;

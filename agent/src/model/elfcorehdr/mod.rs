@@ -8,6 +8,7 @@ pub mod arch;
 mod build;
 mod diff;
 mod parse;
+pub mod readback;
 
 use serde::Serialize;
 

@@ -1,10 +1,11 @@
 //! The named lab scenarios, one list per file: `baseline` (no agent), `agent` (the agent
 //! reloading), `prometheus` (a host Prometheus scraping the guest's agent), `probes` (what the
-//! eBPF probes report). Adding one is a function and an entry in its file's list.
+//! eBPF probes report), `readback` (the header read back from the kernel against vmcore). Adding one is a function and an entry in its file's list.
 pub mod agent;
 pub mod baseline;
 pub mod probes;
 pub mod prometheus;
+pub mod readback;
 
 use anyhow::{Result, anyhow, bail};
 
@@ -18,6 +19,7 @@ pub fn every() -> impl Iterator<Item = &'static Scenario> {
         prometheus::ALL,
         agent::BENCHMARKS,
         probes::ALL,
+        readback::ALL,
     ]
     .into_iter()
     .flatten()
