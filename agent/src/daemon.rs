@@ -29,7 +29,7 @@ use crate::{
     },
     observe::{SourceChoice, probes, uevent},
     reconcile::Input,
-    reload::{LoadDone, ReconcileLoop, ReloadOptions},
+    reload::{self, LoadDone, Occasion, ReconcileLoop, ReloadOptions},
     state::{AgentState, SharedState},
     sys::{capabilities::missing_process_caps, node::NodeState, procfs::Procfs, sysfs::Sysfs},
 };
@@ -55,6 +55,9 @@ const EVENT_QUEUE: usize = 8192;
 /// node shows it now; `run`, `status` and `check` all start from it.
 pub fn initial_state(procfs: &Procfs, sysfs: &Sysfs, boot: &Path) -> anyhow::Result<AgentState> {
     let mut state = AgentState::new(NodeState::detect(procfs, sysfs, boot)?);
+    if state.node.facts.crash_loaded {
+        reload::read_back(procfs, sysfs, &state.node, &mut state.header);
+    }
     let kernel_managed = state.mode() == Mode::KernelManaged;
     let node = &state.node;
     state.header.judge(
@@ -173,7 +176,7 @@ struct Daemon {
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     require_capabilities()?;
     let mut initial = initial_state(&opts.procfs, &opts.sysfs, &opts.boot)?;
-    let reconcile = ReconcileLoop::start(
+    let mut reconcile = ReconcileLoop::start(
         opts.reload.clone(),
         &opts.state_dir,
         &mut initial.reload_parts(),
@@ -189,6 +192,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         opts.sysfs.memory_block_size().ok().flatten(),
         &tx,
     )?;
+    reconcile.set_loads_observed(initial.observe.event_source == EventSource::Ebpf);
     let readiness = initial.readiness();
     tracing::info!(
         listen = %opts.listen,
@@ -202,26 +206,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
     let state: SharedState = Arc::new(RwLock::new(initial));
     let exporter = Arc::new(Exporter::new());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(http::serve(
-        listener,
-        state.clone(),
-        exporter.clone(),
-        stop_rx.clone(),
-    ));
-    let (reload_tx, mut reload_rx) = mpsc::channel(16);
-    let control = tokio::spawn(control::serve(
-        control_listener,
-        control::socket_path(&opts.state_dir),
-        state.clone(),
-        reload_tx,
-        stop_rx,
-    ));
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut rescan = tokio::time::interval(opts.rescan_interval);
-    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    rescan.tick().await;
+    let control_socket = control::socket_path(&opts.state_dir);
     let mut d = Daemon {
         opts,
         state,
@@ -230,7 +215,28 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         load: None,
         waiting: Vec::new(),
     };
+    // The textfile is written before the endpoints answer that the agent is up.
     d.publish();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(http::serve(
+        listener,
+        d.state.clone(),
+        d.exporter.clone(),
+        stop_rx.clone(),
+    ));
+    let (reload_tx, mut reload_rx) = mpsc::channel(16);
+    let control = tokio::spawn(control::serve(
+        control_listener,
+        control_socket,
+        d.state.clone(),
+        reload_tx,
+        stop_rx,
+    ));
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut rescan = tokio::time::interval(d.opts.rescan_interval);
+    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    rescan.tick().await;
     // The start-up survey: is a crash kernel loaded, is its header current?
     d.tick();
     loop {
@@ -326,7 +332,7 @@ impl Daemon {
             for event in batch {
                 reconcile.handle(now, Input::Event(event), &mut parts);
             }
-            reconcile.judge(&mut parts);
+            reconcile.judge(&mut parts, Occasion::Events);
         });
     }
 
@@ -344,7 +350,7 @@ impl Daemon {
             rescan_node(opts, s, true);
             let now = Instant::now();
             let mut parts = s.reload_parts();
-            reconcile.judge(&mut parts);
+            reconcile.judge(&mut parts, Occasion::Rescan);
             if (
                 parts.node.facts.system_ram_bytes,
                 parts.node.facts.crash_loaded,

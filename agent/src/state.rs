@@ -69,7 +69,18 @@ impl AgentState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{facts::KdumpFacts, header::HeaderStatus};
+    use crate::model::{
+        facts::KdumpFacts,
+        header::{HeaderStatus, Provenance},
+    };
+
+    fn read_back() -> HeaderStatus {
+        HeaderStatus {
+            provenance: Some(Provenance::ReadBack),
+            verified: true,
+            ..Default::default()
+        }
+    }
 
     fn state(facts: KdumpFacts) -> AgentState {
         let mut node = NodeState::new("6.1.0".into(), vec![], "CONFIG_KEXEC is not set".into());
@@ -130,7 +141,26 @@ mod tests {
                 .starts_with("no crash kernel is loaded")
         );
         s.node.facts.crash_loaded = true;
-        assert!(s.readiness().ready);
+        let r = s.readiness();
+        assert!(
+            !r.ready
+                && r.reason
+                    .starts_with("what the loaded crash header lists is not known"),
+            "nothing known of the header is not ready: {}",
+            r.reason
+        );
+        s.header = HeaderKnowledge::with_status(read_back());
+        assert!(s.readiness().ready, "{}", s.readiness().reason);
+        let inferred = HeaderStatus {
+            provenance: Some(Provenance::Inferred),
+            unknown: Some("not captured by a probe, and not read back: EPERM".into()),
+            ..Default::default()
+        };
+        let r = readiness(&s.node.facts, "", &inferred);
+        assert_eq!(
+            r.reason,
+            "what the loaded crash header lists is not known: not captured by a probe, and not read back: EPERM"
+        );
         let stale = HeaderStatus {
             stale: true,
             missing_bytes: 512 << 20,

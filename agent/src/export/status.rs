@@ -2,7 +2,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    model::{header::HeaderStatus, probe::ProbeReport, units::bytes},
+    model::{
+        header::{HeaderStatus, Provenance},
+        probe::ProbeReport,
+        units::bytes,
+    },
     reload::ReloadStatus,
     state::AgentState,
     sys::capabilities::Capability,
@@ -149,10 +153,15 @@ fn header_text(h: &HeaderStatus, loaded: bool) -> String {
     if !loaded {
         return "none loaded".into();
     }
-    let how = match (&h.captured, h.verified) {
-        (Some(from), true) => format!("verified (captured from {from})"),
-        _ => "unverified (inferred from the RAM when the agent first saw the load: not captured)"
-            .to_string(),
+    let how = match (h.provenance, &h.captured, &h.unknown) {
+        (Some(Provenance::Captured), Some(from), _) => format!("verified (captured from {from})"),
+        (Some(Provenance::ReadBack), Some(from), _) => format!("verified (read back from {from})"),
+        (_, _, Some(why)) => format!("unverified (inferred from the RAM: {why})"),
+        (Some(_), _, None) => {
+            "vouched for (built by the kernel at this agent's own load, from the RAM of then)"
+                .into()
+        }
+        (None, _, None) => "unknown (/proc/iomem could not be read)".into(),
     };
     if h.stale {
         format!(
@@ -223,6 +232,7 @@ mod tests {
     #[test]
     fn header_line_says_what_was_captured() {
         let mut h = HeaderStatus {
+            provenance: Some(Provenance::Captured),
             verified: true,
             stale: true,
             missing_bytes: 512 << 20,
@@ -233,9 +243,23 @@ mod tests {
             header_text(&h, true),
             "stale, verified (captured from kexec_load by kexec (pid 9)): 512.0 MiB missing, 0 B excess"
         );
-        h.verified = false;
+        h.provenance = Some(Provenance::ReadBack);
+        h.captured = Some("the crash reservation at 0x2e000000, read in 300 ms".into());
         h.stale = false;
-        assert!(header_text(&h, true).starts_with("current, unverified (inferred"));
+        assert_eq!(
+            header_text(&h, true),
+            "current, verified (read back from the crash reservation at 0x2e000000, read in 300 ms)"
+        );
+        h.provenance = Some(Provenance::Inferred);
+        h.verified = false;
+        h.captured = None;
+        h.unknown = Some("not captured by a probe, and not read back: EPERM".into());
+        assert_eq!(
+            header_text(&h, true),
+            "current, unverified (inferred from the RAM: not captured by a probe, and not read back: EPERM)"
+        );
+        h.unknown = None;
+        assert!(header_text(&h, true).starts_with("current, vouched for (built by the kernel"));
         assert_eq!(header_text(&h, false), "none loaded");
     }
 
@@ -273,6 +297,11 @@ mod tests {
             reserved_bytes: 256 << 20,
             ..Default::default()
         };
+        s.header = crate::reconcile::header::HeaderKnowledge::with_status(HeaderStatus {
+            provenance: Some(crate::model::header::Provenance::ReadBack),
+            verified: true,
+            ..Default::default()
+        });
         let v: serde_json::Value = serde_json::to_value(StatusReport::from_state(&s)).unwrap();
         assert_eq!(v["ready"], true);
         assert_eq!(v["reason"], "");

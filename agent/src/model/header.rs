@@ -33,6 +33,17 @@ impl Provenance {
         }
     }
 
+    pub const ALL: [Self; 3] = [Self::Captured, Self::ReadBack, Self::Inferred];
+
+    /// The `provenance` label of `kdump_header_provenance`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Captured => "captured",
+            Self::ReadBack => "read_back",
+            Self::Inferred => "inferred",
+        }
+    }
+
     /// The content is known, not assumed (`kdump_header_verified`).
     pub fn verified(self) -> bool {
         self != Self::Inferred
@@ -52,6 +63,9 @@ pub struct LoadedHeader {
     pub origin: String,
     /// When the agent learnt it, in seconds since the epoch.
     pub at: u64,
+    /// This agent's own load put it there, built by the kernel from the RAM the agent read
+    /// right after: inferred, but vouched for.
+    pub own_load: bool,
 }
 
 /// Why a captured header could not be used (what is loaded is then unknown).
@@ -87,7 +101,26 @@ impl LoadedHeader {
             provenance: Provenance::Captured,
             origin,
             at: now,
+            own_load: false,
         })
+    }
+
+    /// The header read back from the crash reservation at `phys_addr`.
+    pub fn read_back(header: &ElfCoreHeader, phys_addr: u64, millis: f64, now: u64) -> Self {
+        let ram = header.ram_ranges();
+        Self {
+            load: LoadPath::infer(&ram),
+            ram,
+            provenance: Provenance::ReadBack,
+            origin: format!("the crash reservation at {phys_addr:#x}, read in {millis:.0} ms"),
+            at: now,
+            own_load: false,
+        }
+    }
+
+    /// Whether its content is known, or vouched for by this agent's own load.
+    pub fn known(&self) -> bool {
+        self.provenance.verified() || self.own_load
     }
 
     /// The header `load` would build for `iomem`: what a load the agent did not capture most
@@ -104,6 +137,7 @@ impl LoadedHeader {
             provenance: Provenance::Inferred,
             origin,
             at: now,
+            own_load: false,
         })
     }
 
@@ -128,6 +162,8 @@ pub struct HeaderStatus {
     pub stale_since: Option<u64>,
     /// Who loaded the header the verdict is about, when its content is known.
     pub captured: Option<String>,
+    /// Why what the header lists is not known (inferred, not vouched for); `None` when known.
+    pub unknown: Option<String>,
 }
 
 /// What one judgement changed, for the caller's single log line.
@@ -139,12 +175,14 @@ pub enum Transition {
 }
 
 /// Judges `loaded` against the RAM in `iomem` at `now` (seconds since the epoch), keeping the
-/// moment it first went stale from `previous`. The only rule for "stale".
+/// moment it first went stale from `previous`. The only rule for "stale". `unknown_because`
+/// says why an unvouched header could not be known better.
 pub fn judge(
     loaded: Option<&LoadedHeader>,
     iomem: Option<&Iomem>,
     previous: &HeaderStatus,
     now: u64,
+    unknown_because: &str,
 ) -> (HeaderStatus, Transition) {
     let verdict = match (loaded, iomem) {
         (Some(loaded), Some(iomem)) => loaded.diff(iomem).ok().map(|d| (loaded, d)),
@@ -159,6 +197,7 @@ pub fn judge(
             excess_bytes: d.excess_bytes,
             stale_since: d.stale().then(|| previous.stale_since.unwrap_or(now)),
             captured: loaded.provenance.verified().then(|| loaded.origin.clone()),
+            unknown: (!loaded.known()).then(|| unknown_because.to_owned()),
         },
         None => HeaderStatus::default(),
     };
@@ -188,33 +227,38 @@ mod tests {
     fn an_inferred_header_is_fresh_until_a_dimm_then_stale_since_the_first_time() {
         let before = iomem("");
         let h = LoadedHeader::inferred(&before, LoadPath::KexecFileLoad, "x".into(), 1).unwrap();
-        let (s, t) = judge(Some(&h), Some(&before), &HeaderStatus::default(), 1);
+        let (s, t) = judge(Some(&h), Some(&before), &HeaderStatus::default(), 1, "why");
         assert_eq!(t, Transition::Unchanged);
         assert!(!s.stale && !s.verified && s.captured.is_none());
+        assert_eq!(
+            s.unknown.as_deref(),
+            Some("why"),
+            "an inferred header is not known"
+        );
         assert_eq!(s.provenance, Some(Provenance::Inferred));
         let dimm = iomem("100000000-11fffffff : System RAM\n");
-        let (s, t) = judge(Some(&h), Some(&dimm), &s, 5);
+        let (s, t) = judge(Some(&h), Some(&dimm), &s, 5, "why");
         assert_eq!(
             (t, s.missing_bytes, s.stale_since),
             (Transition::BecameStale, 512 << 20, Some(5))
         );
-        let (s, t) = judge(Some(&h), Some(&dimm), &s, 9);
+        let (s, t) = judge(Some(&h), Some(&dimm), &s, 9, "why");
         assert_eq!((t, s.stale_since), (Transition::Unchanged, Some(5)));
         let removed = Iomem::parse("00100000-1fffffff : System RAM\n").unwrap();
-        let (s, _) = judge(Some(&h), Some(&removed), &s, 10);
+        let (s, _) = judge(Some(&h), Some(&removed), &s, 10, "why");
         assert!(s.excess_bytes > 0 && s.missing_bytes == 0);
-        let (s, t) = judge(Some(&h), Some(&before), &s, 11);
+        let (s, t) = judge(Some(&h), Some(&before), &s, 11, "why");
         assert_eq!((t, s.stale_since), (Transition::BecameFresh, None));
     }
 
     #[test]
     fn nothing_known_is_no_verdict() {
         let before = iomem("");
-        let (s, _) = judge(None, Some(&before), &HeaderStatus::default(), 1);
+        let (s, _) = judge(None, Some(&before), &HeaderStatus::default(), 1, "why");
         assert_eq!(s, HeaderStatus::default());
         let h = LoadedHeader::inferred(&before, LoadPath::KexecLoad, "x".into(), 1).unwrap();
         assert_eq!(
-            judge(Some(&h), None, &HeaderStatus::default(), 1).0,
+            judge(Some(&h), None, &HeaderStatus::default(), 1, "why").0,
             HeaderStatus::default()
         );
     }

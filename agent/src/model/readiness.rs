@@ -37,6 +37,15 @@ pub fn readiness(facts: &KdumpFacts, no_kexec_reason: &str, header: &HeaderStatu
             bytes(header.excess_bytes)
         ));
     }
+    if header.provenance.is_none() || header.unknown.is_some() {
+        return not_ready(format!(
+            "what the loaded crash header lists is not known: {}",
+            header
+                .unknown
+                .as_deref()
+                .unwrap_or("/proc/iomem could not be read")
+        ));
+    }
     Readiness {
         ready: true,
         reason: String::new(),

@@ -15,6 +15,8 @@ pub struct HeaderKnowledge {
     status: HeaderStatus,
     /// A load of this agent is in flight, and whether the probes captured its header yet.
     own_load: Option<bool>,
+    /// Why the last read-back failed, while nothing better is known.
+    unreadable: Option<String>,
 }
 
 impl HeaderKnowledge {
@@ -79,6 +81,26 @@ impl HeaderKnowledge {
         Ok(())
     }
 
+    /// Whether only a read-back can tell what is loaded: nothing is known, or only inferred.
+    /// `kernel_managed`: an uncaptured header that the kernel may have rewritten counts too.
+    pub fn wants_read_back(&self, crash_loaded: bool, kernel_managed: bool) -> bool {
+        crash_loaded
+            && self.loaded.as_ref().is_none_or(|l| {
+                !l.known() || (kernel_managed && l.provenance != Provenance::Captured)
+            })
+    }
+
+    /// What a read-back of the crash reservation gave: the header, or why it could not be read.
+    pub fn read_back(&mut self, outcome: Result<LoadedHeader, String>) {
+        match outcome {
+            Ok(header) => {
+                self.loaded = Some(header);
+                self.unreadable = None;
+            }
+            Err(why) => self.unreadable = Some(why),
+        }
+    }
+
     /// This agent starts a load of its own.
     pub fn own_load_started(&mut self) {
         self.own_load = Some(false);
@@ -92,13 +114,18 @@ impl HeaderKnowledge {
             self.loaded = iomem.and_then(|io| {
                 LoadedHeader::inferred(io, LoadPath::KexecFileLoad, "this agent's load".into(), now)
                     .ok()
+                    .map(|h| LoadedHeader {
+                        own_load: true,
+                        ..h
+                    })
             });
         }
     }
 
     /// The one judgement: what is loaded against the RAM in `iomem`. Without a crash kernel
     /// nothing is loaded; a crash kernel nothing is known about, or a kernel-managed one whose
-    /// rewrites were not captured, is assumed to hold the header of the RAM of now.
+    /// rewrites were neither captured nor read back, is assumed to hold the header of the RAM
+    /// of now, and the verdict says that this is not known.
     pub fn judge(
         &mut self,
         crash_loaded: bool,
@@ -114,6 +141,13 @@ impl HeaderKnowledge {
                     .loaded
                     .as_ref()
                     .is_some_and(|l| l.provenance == Provenance::Inferred))
+            // A header read back before the kernel rewrote it is no longer what is loaded.
+            || (kernel_managed
+                && self
+                    .loaded
+                    .as_ref()
+                    .is_some_and(|l| l.provenance == Provenance::ReadBack)
+                && self.unreadable.is_some())
         {
             self.loaded = iomem.and_then(|io| {
                 LoadedHeader::inferred(
@@ -125,7 +159,11 @@ impl HeaderKnowledge {
                 .ok()
             });
         }
-        let (status, transition) = judge(self.loaded.as_ref(), iomem, &self.status, now);
+        let why = match &self.unreadable {
+            Some(e) => format!("not captured by a probe, and not read back: {e}"),
+            None => "not captured by a probe, and not read back".to_owned(),
+        };
+        let (status, transition) = judge(self.loaded.as_ref(), iomem, &self.status, now, &why);
         self.status = status;
         transition
     }

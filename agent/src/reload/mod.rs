@@ -35,7 +35,7 @@ use crate::{
         recipe::{DistroConfigs, LoadRecipe, RecipeFlags, RecipeSource},
         statefile::{LoadLock, LoadRecord, PersistedState, RangeRecord, RecipeRecord, StateDir},
     },
-    sys::{node::NodeState, procfs::Procfs, sysfs::Sysfs},
+    sys::{kcore, node::NodeState, procfs::Procfs, sysfs::Sysfs},
 };
 
 /// `--reload`.
@@ -200,6 +200,8 @@ pub struct ReconcileLoop {
     /// The state directory's lock, held while this agent can load.
     lock: Option<LoadLock>,
     persisted: PersistedState,
+    /// The event source reports every kexec load (see [`ReconcileLoop::set_loads_observed`]).
+    loads_observed: bool,
     /// Set by a finished load: the next verify re-reads the kexec-locked sysfs files.
     reread_locked: bool,
     attempt: Option<Attempt>,
@@ -259,6 +261,54 @@ fn resolve(
     Ok((recipe, strategy))
 }
 
+/// When the reload stage judges the header, which decides whether a read-back is worth its
+/// cost (a scan of the reservation: tenths of a second).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Occasion {
+    /// Right after a batch of events, maybe mid-burst: the kernel may be rewriting the header.
+    Events,
+    /// Before a decision, once a burst went quiet.
+    Verify,
+    /// The periodic rescan: without probes, another loader's load is seen only here.
+    Rescan,
+}
+
+/// Reads the loaded header back from the crash reservation into `header` (or records why
+/// it cannot be read); a failure is logged once per reason.
+pub fn read_back(procfs: &Procfs, sysfs: &Sysfs, node: &NodeState, header: &mut HeaderKnowledge) {
+    let Some(iomem) = &node.iomem else { return };
+    let outcome = match kcore::read_back(procfs, sysfs, iomem) {
+        Ok(back) => {
+            let millis = back.elapsed.as_secs_f64() * 1000.0;
+            tracing::debug!(
+                phys_addr = back.phys_addr,
+                candidates = back.candidates,
+                millis,
+                "loaded crash header read back"
+            );
+            Ok(LoadedHeader::read_back(
+                &back.header,
+                back.phys_addr,
+                millis,
+                unix_seconds(SystemTime::now()),
+            ))
+        }
+        Err(e) => {
+            let why = e.to_string();
+            if header
+                .status()
+                .unknown
+                .as_deref()
+                .is_none_or(|u| !u.ends_with(&why))
+            {
+                tracing::warn!(error = %why, "the loaded crash header cannot be read back");
+            }
+            Err(why)
+        }
+    };
+    header.read_back(outcome);
+}
+
 /// What an earlier run recorded as loaded, while a crash kernel is still loaded.
 fn restored_header(persisted: &PersistedState, now: u64) -> Option<LoadedHeader> {
     let ram = persisted
@@ -275,6 +325,7 @@ fn restored_header(persisted: &PersistedState, now: u64) -> Option<LoadedHeader>
         },
         origin: "recorded by an earlier run of this agent".into(),
         at: now,
+        own_load: false,
     })
 }
 
@@ -348,7 +399,8 @@ impl ReconcileLoop {
                 Err(e) => tracing::warn!(error = %e, "no last known good image"),
             }
         }
-        if crash_loaded {
+        if crash_loaded && parts.header.loaded().is_none_or(|l| !l.known()) {
+            // Read back at start-up beats what an earlier run recorded.
             *parts.header = HeaderKnowledge::restored(restored_header(
                 &persisted,
                 unix_seconds(SystemTime::now()),
@@ -385,6 +437,7 @@ impl ReconcileLoop {
             distro_lock: opts.distro_lock,
             lock,
             persisted,
+            loads_observed: false,
             reread_locked: false,
             attempt: None,
             job: None,
@@ -458,10 +511,31 @@ impl ReconcileLoop {
         }
     }
 
-    /// Judges the loaded header against the node as last read (after a rescan), with the one
-    /// log line a change of verdict gets.
-    pub fn judge(&self, parts: &mut ReloadParts<'_>) {
+    /// The event source reports every kexec load (the probes): a rescan need not read the
+    /// header back to notice another loader's.
+    pub fn set_loads_observed(&mut self, observed: bool) {
+        self.loads_observed = observed;
+    }
+
+    /// Judges the loaded header against the node as last read, with the one log line a change
+    /// of verdict gets. Reads it back first when only that can tell what is loaded.
+    pub fn judge(&self, parts: &mut ReloadParts<'_>, occasion: Occasion) {
         let kernel_managed = parts.mode() == Mode::KernelManaged;
+        let crash_loaded = parts.node.facts.crash_loaded;
+        let read = match occasion {
+            // Mid-burst a kernel-managed header may be half rewritten: wait for the verify.
+            Occasion::Events => {
+                parts.header.wants_read_back(crash_loaded, false) && !kernel_managed
+            }
+            Occasion::Verify => parts.header.wants_read_back(crash_loaded, kernel_managed),
+            Occasion::Rescan => {
+                parts.header.wants_read_back(crash_loaded, kernel_managed)
+                    || (crash_loaded && !self.loads_observed)
+            }
+        };
+        if read {
+            read_back(&self.procfs, &self.sysfs, parts.node, parts.header);
+        }
         let node = &*parts.node;
         let transition = parts.header.judge(
             node.facts.crash_loaded,
@@ -566,7 +640,7 @@ impl ReconcileLoop {
         if let Err(e) = parts.node.refresh(&self.procfs, &self.sysfs, read_locked) {
             tracing::warn!(error = %format!("{e:#}"), "verify: keeping the last facts");
         }
-        self.judge(parts);
+        self.judge(parts, Occasion::Verify);
         let status = parts.header.status();
         HeaderCheck {
             loaded: parts.node.facts.crash_loaded,
@@ -622,6 +696,15 @@ impl ReconcileLoop {
             parts.node.iomem.as_ref(),
             unix_seconds(SystemTime::now()),
         );
+        if report.outcome == LoadOutcome::Loaded
+            && parts
+                .header
+                .loaded()
+                .is_some_and(|l| l.provenance == Provenance::Inferred)
+        {
+            // No probe captured it: what the kernel built can still be read, not assumed.
+            read_back(&self.procfs, &self.sysfs, parts.node, parts.header);
+        }
         if let Some(result) = result {
             let r = &mut *parts.reload;
             *r.results.entry(result).or_default() += 1;

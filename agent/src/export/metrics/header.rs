@@ -1,8 +1,8 @@
 //! The verdict on the loaded header.
-use prometheus::{IntGauge, Registry};
+use prometheus::{IntGauge, IntGaugeVec, Registry};
 
-use super::gauge;
-use crate::model::header::HeaderStatus;
+use super::{gauge, gauge_vec};
+use crate::model::header::{HeaderStatus, Provenance};
 
 pub(super) struct HeaderMetrics {
     stale: IntGauge,
@@ -10,6 +10,7 @@ pub(super) struct HeaderMetrics {
     missing_bytes: IntGauge,
     excess_bytes: IntGauge,
     stale_since: IntGauge,
+    provenance: IntGaugeVec,
 }
 
 impl HeaderMetrics {
@@ -40,6 +41,12 @@ impl HeaderMetrics {
                 "kdump_header_stale_since_timestamp_seconds",
                 "When the header became stale (Unix time, seconds); 0 when fresh.",
             ),
+            provenance: gauge_vec(
+                r,
+                "kdump_header_provenance",
+                "1 for how the loaded header is known: captured (a probe saw it), read_back (from the crash reservation) or inferred (assumed from the RAM); all 0 when nothing is loaded.",
+                &["provenance"],
+            ),
         }
     }
 
@@ -49,5 +56,10 @@ impl HeaderMetrics {
         self.missing_bytes.set(h.missing_bytes as i64);
         self.excess_bytes.set(h.excess_bytes as i64);
         self.stale_since.set(h.stale_since.unwrap_or(0) as i64);
+        for p in Provenance::ALL {
+            self.provenance
+                .with_label_values(&[p.label()])
+                .set(i64::from(h.provenance == Some(p)));
+        }
     }
 }
