@@ -147,7 +147,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
     let (attached, reports) = probes::attach(&initial.capabilities);
     for r in &reports {
-        if r.how == "none" {
+        if !r.how.is_attached() {
             tracing::warn!(probe = %r.probe, reason = %r.reason, "probe not attached");
         } else {
             tracing::info!(probe = %r.probe, how = %r.how, fallback_because = %r.reason, "probe attached");
@@ -155,7 +155,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     initial.windows_from_probes = probes::WINDOW_PROBES
         .iter()
-        .all(|w| reports.iter().any(|r| r.probe == *w && r.how != "none"));
+        .all(|w| reports.iter().any(|r| r.probe == *w && r.how.is_attached()));
     initial.probes = reports;
     let block_bytes = opts.sysfs.memory_block_size().ok().flatten();
     initial.event_source = match attached.map(|a| a.spawn_reader(tx.clone())) {

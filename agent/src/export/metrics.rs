@@ -296,8 +296,8 @@ impl Catalogue {
         self.probe_attached.reset();
         for p in &s.probes {
             self.probe_attached
-                .with_label_values(&[&p.probe, &p.how])
-                .set(i64::from(p.how != "none"));
+                .with_label_values(&[p.probe.as_str(), p.how.as_str()])
+                .set(i64::from(p.how.is_attached()));
         }
     }
 }
@@ -305,7 +305,13 @@ impl Catalogue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{model::facts::KdumpFacts, state::HeaderStatus};
+    use crate::{
+        model::{
+            facts::KdumpFacts,
+            probe::{Attach, ProbeReport},
+        },
+        state::HeaderStatus,
+    };
 
     fn value(text: &str, series: &str) -> String {
         text.lines()
@@ -430,5 +436,42 @@ mod tests {
             value(&second, "kdump_reload_duration_seconds_sum"),
             "0.6000000000000001"
         );
+    }
+
+    /// The `how` label values the dashboards count by (`deploy/grafana-dashboard.yaml`).
+    #[test]
+    fn probe_attached_labels_say_how_or_none() {
+        let mut s = unsupported();
+        s.probes = [
+            ("online_pages", Attach::Fentry),
+            ("remove_memory", Attach::Kprobe),
+            ("syscalls/sys_enter_kexec_load", Attach::Tracepoint),
+            ("arch_crash_handle_hotplug_event", Attach::NotAttached),
+        ]
+        .into_iter()
+        .map(|(probe, how)| ProbeReport {
+            probe: probe.into(),
+            how,
+            reason: String::new(),
+        })
+        .collect();
+        let text = Exporter::new().render(&s);
+        for (series, want) in [
+            (r#"{how="fentry",probe="online_pages"}"#, "1"),
+            (r#"{how="kprobe",probe="remove_memory"}"#, "1"),
+            (
+                r#"{how="tracepoint",probe="syscalls/sys_enter_kexec_load"}"#,
+                "1",
+            ),
+            (
+                r#"{how="none",probe="arch_crash_handle_hotplug_event"}"#,
+                "0",
+            ),
+        ] {
+            assert_eq!(
+                value(&text, &format!("kdump_agent_probe_attached{series}")),
+                want
+            );
+        }
     }
 }

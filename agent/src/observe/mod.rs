@@ -2,6 +2,7 @@
 //!
 //! [`Event`]: crate::model::events::Event
 pub mod assemble;
+pub mod probe_table;
 pub mod probes;
 pub mod records;
 pub mod uevent;
