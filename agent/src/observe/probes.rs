@@ -122,56 +122,64 @@ pub fn attach(caps: &[Capability]) -> (Option<Attached>, Vec<ProbeReport>) {
     let symbols = kernel_functions();
     let mut reports = Vec::new();
     for probe in PROBES {
-        let name = probe.name();
-        let programs = probe.programs();
-        let function = match probe.target {
-            Target::SyscallTracepoint(tracepoint) => {
-                reports.push(match attach_tracepoint(&mut ebpf, tracepoint) {
-                    Ok(()) => report(&name, Attach::Tracepoint, ""),
-                    Err(why) => report(&name, Attach::NotAttached, why),
-                });
-                continue;
-            }
-            Target::Function { name, .. } => name,
-        };
-        if let Some(symbols) = &symbols
-            && !symbols.contains(function)
-        {
-            reports.push(report(
-                function,
-                Attach::NotAttached,
-                "not in this kernel (/proc/kallsyms has no such function)",
-            ));
-            continue;
-        }
-        let (trampolines, kprobes): (Vec<Program>, Vec<Program>) =
-            programs.into_iter().partition(|p| p.kind.is_trampoline());
-        let tracing = match (missing(Feature::Fentry), &btf) {
-            (Some(why), _) => Err(why),
-            (None, Err(why)) => Err(why.clone()),
-            (None, Ok(btf)) => attach_trampolines(&mut ebpf, function, &trampolines, btf),
-        };
-        let r = match tracing {
-            Ok(()) => report(function, Attach::Fentry, ""),
-            Err(tracing_why) => {
-                let kprobe = match missing(Feature::Kprobes) {
-                    Some(why) => Err(why),
-                    None => attach_kprobes(&mut ebpf, function, &kprobes),
-                };
-                match kprobe {
-                    Ok(()) => report(function, Attach::Kprobe, format!("fentry: {tracing_why}")),
-                    Err(kprobe_why) => report(
-                        function,
-                        Attach::NotAttached,
-                        format!("fentry: {tracing_why}; kprobe: {kprobe_why}"),
-                    ),
-                }
-            }
-        };
-        reports.push(r);
+        reports.push(match probe.target {
+            Target::SyscallTracepoint(tracepoint) => match attach_tracepoint(&mut ebpf, tracepoint)
+            {
+                Ok(()) => report(&probe.name(), Attach::Tracepoint, ""),
+                Err(why) => report(&probe.name(), Attach::NotAttached, why),
+            },
+            Target::Function { name, .. } => attach_function(
+                &mut ebpf,
+                name,
+                probe.programs(),
+                symbols.as_ref(),
+                &btf,
+                &missing,
+            ),
+        });
     }
     let any = reports.iter().any(|r| r.how.is_attached());
     (any.then_some(Attached { ebpf }), reports)
+}
+
+/// Attaches kernel function `function` through its trampolines, else through its kprobes.
+fn attach_function(
+    ebpf: &mut Ebpf,
+    function: &str,
+    programs: Vec<Program>,
+    symbols: Option<&HashSet<String>>,
+    btf: &Result<Btf, String>,
+    missing: &dyn Fn(Feature) -> Option<String>,
+) -> ProbeReport {
+    if symbols.is_some_and(|s| !s.contains(function)) {
+        return report(
+            function,
+            Attach::NotAttached,
+            "not in this kernel (/proc/kallsyms has no such function)",
+        );
+    }
+    let (trampolines, kprobes): (Vec<Program>, Vec<Program>) =
+        programs.into_iter().partition(|p| p.kind.is_trampoline());
+    let tracing = match (missing(Feature::Fentry), btf) {
+        (Some(why), _) => Err(why),
+        (None, Err(why)) => Err(why.clone()),
+        (None, Ok(btf)) => attach_trampolines(ebpf, function, &trampolines, btf),
+    };
+    let Err(tracing_why) = tracing else {
+        return report(function, Attach::Fentry, "");
+    };
+    let kprobe = match missing(Feature::Kprobes) {
+        Some(why) => Err(why),
+        None => attach_kprobes(ebpf, function, &kprobes),
+    };
+    match kprobe {
+        Ok(()) => report(function, Attach::Kprobe, format!("fentry: {tracing_why}")),
+        Err(kprobe_why) => report(
+            function,
+            Attach::NotAttached,
+            format!("fentry: {tracing_why}; kprobe: {kprobe_why}"),
+        ),
+    }
 }
 
 /// Loads and attaches the fentry and fexit `programs` of `function`; on any failure unloads
