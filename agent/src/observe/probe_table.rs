@@ -253,8 +253,9 @@ pub static PROBES: &[Probe] = &[
         &["CONFIG_MEMORY_HOTREMOVE"],
         REMOVE_GONE,
     ),
-    // kernel/kexec_file.c before 6.6, kernel/crash_core.c since; runs for every
-    // kexec_file_load of a crash kernel and for every in-kernel rewrite.
+    // Runs for every kexec_file_load of a crash kernel and, from 6.6, every in-kernel rewrite.
+    // kernel/kexec_file.c (CONFIG_KEXEC_FILE) before 6.6, kernel/crash_core.c since: the two
+    // options are what both need.
     function(
         "crash_prepare_elf64_headers",
         Shape::ExitWithArguments,
