@@ -119,7 +119,7 @@ fn start_observing(
     }
     let (attached, reports) = probes::attach(&state.node.capabilities);
     for r in &reports {
-        if r.how == "none" {
+        if !r.how.is_attached() {
             tracing::warn!(probe = %r.probe, reason = %r.reason, "probe not attached");
         } else {
             tracing::info!(probe = %r.probe, how = %r.how, fallback_because = %r.reason, "probe attached");
@@ -138,7 +138,7 @@ fn start_observing(
     let observe = &mut state.observe;
     observe.windows_from_probes = probes::WINDOW_PROBES
         .iter()
-        .all(|w| reports.iter().any(|r| r.probe == *w && r.how != "none"));
+        .all(|w| reports.iter().any(|r| r.probe == *w && r.how.is_attached()));
     observe.probes = reports;
     observe.event_source = match attached.map(|a| a.spawn_reader(tx.clone())) {
         Some(Ok(_reader)) => EventSource::Ebpf,

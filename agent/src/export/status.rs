@@ -135,7 +135,7 @@ impl StatusReport {
         );
         let width = self.probes.iter().map(|p| p.probe.len()).max().unwrap_or(0);
         for p in &self.probes {
-            let how = if p.how == "none" {
+            let how = if !p.how.is_attached() {
                 format!("not attached: {}", p.reason)
             } else {
                 format!("attached ({})", p.how)
@@ -177,7 +177,10 @@ fn header_text(h: &HeaderStatus, loaded: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{model::facts::KdumpFacts, sys::capabilities::Feature};
+    use crate::{
+        model::{facts::KdumpFacts, probe::Attach},
+        sys::capabilities::Feature,
+    };
 
     fn no_kexec() -> AgentState {
         let caps = vec![
@@ -269,12 +272,12 @@ mod tests {
         s.observe.probes = vec![
             ProbeReport {
                 probe: "online_pages".into(),
-                how: "fentry".into(),
+                how: Attach::Fentry,
                 reason: String::new(),
             },
             ProbeReport {
                 probe: "syscalls/sys_enter_kexec_file_load".into(),
-                how: "tracepoint".into(),
+                how: Attach::Tracepoint,
                 reason: String::new(),
             },
         ];

@@ -20,7 +20,7 @@ use crate::{
             KernelHeaderUpdate, KexecLoad, LoaderCommand, UnprotectedWindow,
         },
     },
-    observe::records::Record,
+    observe::records::{Origin, Record},
 };
 
 /// `KEXEC_FILE_UNLOAD`.
@@ -149,36 +149,10 @@ impl<P: Processes> Assembler<P> {
                 start,
                 size,
             } => {
-                self.calls.insert((at.tid, op as u32), (start, size));
+                self.memory_entry(at, op, start, size);
                 None
             }
-            Record::MemoryExit { at, op, result } => {
-                let args = self.calls.remove(&(at.tid, op as u32));
-                let unit = if op.counts_pages() {
-                    self.page_bytes
-                } else {
-                    1
-                };
-                let phys_start = args.map(|(s, _)| s.saturating_mul(unit));
-                let bytes = args.map(|(_, n)| n.saturating_mul(unit));
-                let action = action(op);
-                Some(if result == 0 {
-                    Event::Memory {
-                        action,
-                        phys_start,
-                        bytes,
-                        source: EventSource::Ebpf,
-                        ktime_ns: Some(at.ktime_ns),
-                    }
-                } else {
-                    Event::MemoryFailed {
-                        action,
-                        phys_start,
-                        bytes,
-                        result,
-                    }
-                })
-            }
+            Record::MemoryExit { at, op, result } => Some(self.memory_exit(at, op, result)),
             Record::KexecLoadEnter {
                 at,
                 comm,
@@ -186,21 +160,7 @@ impl<P: Processes> Assembler<P> {
                 flags,
                 ..
             } => {
-                self.loads.insert(
-                    at.tid,
-                    PendingLoad {
-                        syscall: LoadPath::KexecLoad,
-                        pid: at.pid,
-                        comm,
-                        flags,
-                        crash: flags & KEXEC_ON_CRASH != 0,
-                        unload: nr_segments == 0,
-                        by_agent: self.processes.is_agent(at.pid),
-                        enter_ns: at.ktime_ns,
-                        header: None,
-                        files: None,
-                    },
-                );
+                self.kexec_load_enter(at, comm, nr_segments, flags);
                 None
             }
             Record::KexecFileLoadEnter {
@@ -211,69 +171,16 @@ impl<P: Processes> Assembler<P> {
                 flags,
                 cmdline,
             } => {
-                let unload = flags & KEXEC_FILE_UNLOAD != 0;
-                let files = (!unload).then(|| {
-                    Box::new(FileLoad {
-                        kernel: self.processes.fd_path(at.pid, kernel_fd),
-                        kernel_bytes: self.processes.fd_bytes(at.pid, kernel_fd),
-                        loader: self.processes.command(at.pid),
-                        initrd: (initrd_fd >= 0)
-                            .then(|| self.processes.fd_path(at.pid, initrd_fd))
-                            .flatten(),
-                        kernel_fd,
-                        initrd_fd,
-                        cmdline,
-                    })
-                });
-                self.loads.insert(
-                    at.tid,
-                    PendingLoad {
-                        syscall: LoadPath::KexecFileLoad,
-                        pid: at.pid,
-                        comm,
-                        flags,
-                        crash: flags & KEXEC_FILE_ON_CRASH != 0,
-                        unload,
-                        by_agent: self.processes.is_agent(at.pid),
-                        enter_ns: at.ktime_ns,
-                        header: None,
-                        files,
-                    },
-                );
+                self.kexec_file_load_enter(at, comm, kernel_fd, initrd_fd, flags, cmdline);
                 None
             }
             Record::KexecExit {
                 at,
                 syscall,
                 result,
-            } => {
-                let leftover = self.take_unfinished(at.tid);
-                let pending = self.loads.remove(&at.tid)?;
-                let expected = match syscall {
-                    KexecSyscall::KexecLoad => LoadPath::KexecLoad,
-                    KexecSyscall::KexecFileLoad => LoadPath::KexecFileLoad,
-                };
-                if pending.syscall != expected || !pending.crash {
-                    return None;
-                }
-                Some(Event::KexecLoad(KexecLoad {
-                    syscall: pending.syscall,
-                    pid: pending.pid,
-                    comm: pending.comm,
-                    flags: pending.flags,
-                    unload: pending.unload,
-                    by_agent: pending.by_agent,
-                    result,
-                    duration_ns: at.ktime_ns.checked_sub(pending.enter_ns),
-                    header: pending.header.or(leftover),
-                    files: pending.files,
-                    ktime_ns: at.ktime_ns,
-                }))
-            }
+            } => self.kexec_exit(at, syscall, result),
             Record::HeaderBuilt { at, result, .. } => {
-                if let Some(update) = self.updates.get_mut(&at.tid) {
-                    update.built = Some(result);
-                }
+                self.header_built(at, result);
                 None
             }
             Record::HeaderChunk {
@@ -284,70 +191,215 @@ impl<P: Processes> Assembler<P> {
                 total_bytes,
                 data,
             } => {
-                let key = (at.tid, capture);
-                let c = self.captures.entry(key).or_insert_with(|| Capture {
-                    source: match origin {
-                        HeaderOrigin::UserSegment => HeaderSource::KexecLoadSegment,
-                        HeaderOrigin::Kernel => HeaderSource::Kernel,
-                    },
-                    total_bytes: u64::from(total_bytes),
-                    parts: BTreeMap::new(),
-                    unreadable: false,
-                });
-                c.unreadable |= data.is_empty();
-                c.parts.insert(seq, data);
-                if c.parts.len() >= c.expected_chunks() {
-                    let header = self.captures.remove(&key).map(Capture::finish);
-                    self.attach(at.tid, header);
-                }
+                self.header_chunk(at, capture, origin, seq, total_bytes, data);
                 None
             }
-            Record::HotplugUpdate { at, phase } => match phase {
-                Phase::Entry => {
-                    self.updates.insert(
-                        at.tid,
-                        PendingUpdate {
-                            enter_ns: at.ktime_ns,
-                            built: None,
-                            header: None,
-                        },
-                    );
-                    None
-                }
-                Phase::Exit => {
-                    let leftover = self.take_unfinished(at.tid);
-                    let update = self.updates.remove(&at.tid)?;
-                    // No rebuild (the kernel skips CPU events for images that list every
-                    // possible CPU): not a rewrite.
-                    let result = update.built?;
-                    Some(Event::KernelHeaderUpdate(KernelHeaderUpdate {
-                        header: update.header.or(leftover).filter(|_| result == 0),
-                        result,
-                        duration_ns: at.ktime_ns.checked_sub(update.enter_ns),
-                        ktime_ns: at.ktime_ns,
-                    }))
-                }
+            Record::HotplugUpdate { at, phase } => self.hotplug_update(at, phase),
+            Record::CrashProtection { at, protection } => self.crash_protection(at, protection),
+        }
+    }
+
+    /// A memory hotplug function entered: its arguments wait for its exit.
+    fn memory_entry(&mut self, at: Origin, op: MemoryOp, start: u64, size: u64) {
+        self.calls.insert((at.tid, op as u32), (start, size));
+    }
+
+    /// A memory hotplug function returned: the change, or its failure, with the entry's range.
+    fn memory_exit(&mut self, at: Origin, op: MemoryOp, result: i64) -> Event {
+        let args = self.calls.remove(&(at.tid, op as u32));
+        let unit = if op.counts_pages() {
+            self.page_bytes
+        } else {
+            1
+        };
+        let phys_start = args.map(|(s, _)| s.saturating_mul(unit));
+        let bytes = args.map(|(_, n)| n.saturating_mul(unit));
+        let action = action(op);
+        if result == 0 {
+            Event::Memory {
+                action,
+                phys_start,
+                bytes,
+                source: EventSource::Ebpf,
+                ktime_ns: Some(at.ktime_ns),
+            }
+        } else {
+            Event::MemoryFailed {
+                action,
+                phys_start,
+                bytes,
+                result,
+            }
+        }
+    }
+
+    fn kexec_load_enter(&mut self, at: Origin, comm: String, nr_segments: u64, flags: u64) {
+        self.loads.insert(
+            at.tid,
+            PendingLoad {
+                syscall: LoadPath::KexecLoad,
+                pid: at.pid,
+                comm,
+                flags,
+                crash: flags & KEXEC_ON_CRASH != 0,
+                unload: nr_segments == 0,
+                by_agent: self.processes.is_agent(at.pid),
+                enter_ns: at.ktime_ns,
+                header: None,
+                files: None,
             },
-            // Only inside a kexec syscall: an in-kernel header rewrite also unprotects and
-            // protects, but keeps the image loaded throughout.
-            Record::CrashProtection { at, protection } => {
-                let load = self.loads.get(&at.tid).filter(|l| l.crash)?;
-                match protection {
-                    Protection::Unprotect => {
-                        self.unprotected_since.get_or_insert(at.ktime_ns);
-                        None
-                    }
-                    Protection::Protect => {
-                        let since = self.unprotected_since.take()?;
-                        Some(Event::UnprotectedWindow(UnprotectedWindow {
-                            duration_ns: at.ktime_ns.saturating_sub(since),
-                            pid: load.pid,
-                            comm: load.comm.clone(),
-                            by_agent: load.by_agent,
-                            ktime_ns: at.ktime_ns,
-                        }))
-                    }
-                }
+        );
+    }
+
+    /// Asks the running loader which files its fds are, while it still has them open.
+    fn kexec_file_load_enter(
+        &mut self,
+        at: Origin,
+        comm: String,
+        kernel_fd: i32,
+        initrd_fd: i32,
+        flags: u64,
+        cmdline: String,
+    ) {
+        let unload = flags & KEXEC_FILE_UNLOAD != 0;
+        let files = (!unload).then(|| {
+            Box::new(FileLoad {
+                kernel: self.processes.fd_path(at.pid, kernel_fd),
+                kernel_bytes: self.processes.fd_bytes(at.pid, kernel_fd),
+                loader: self.processes.command(at.pid),
+                initrd: (initrd_fd >= 0)
+                    .then(|| self.processes.fd_path(at.pid, initrd_fd))
+                    .flatten(),
+                kernel_fd,
+                initrd_fd,
+                cmdline,
+            })
+        });
+        self.loads.insert(
+            at.tid,
+            PendingLoad {
+                syscall: LoadPath::KexecFileLoad,
+                pid: at.pid,
+                comm,
+                flags,
+                crash: flags & KEXEC_FILE_ON_CRASH != 0,
+                unload,
+                by_agent: self.processes.is_agent(at.pid),
+                enter_ns: at.ktime_ns,
+                header: None,
+                files,
+            },
+        );
+    }
+
+    /// A kexec syscall returned: a crash load or unload, with the header captured during it.
+    fn kexec_exit(&mut self, at: Origin, syscall: KexecSyscall, result: i64) -> Option<Event> {
+        let leftover = self.take_unfinished(at.tid);
+        let pending = self.loads.remove(&at.tid)?;
+        let expected = match syscall {
+            KexecSyscall::KexecLoad => LoadPath::KexecLoad,
+            KexecSyscall::KexecFileLoad => LoadPath::KexecFileLoad,
+        };
+        if pending.syscall != expected || !pending.crash {
+            return None;
+        }
+        Some(Event::KexecLoad(KexecLoad {
+            syscall: pending.syscall,
+            pid: pending.pid,
+            comm: pending.comm,
+            flags: pending.flags,
+            unload: pending.unload,
+            by_agent: pending.by_agent,
+            result,
+            duration_ns: at.ktime_ns.checked_sub(pending.enter_ns),
+            header: pending.header.or(leftover),
+            files: pending.files,
+            ktime_ns: at.ktime_ns,
+        }))
+    }
+
+    fn header_built(&mut self, at: Origin, result: i64) {
+        if let Some(update) = self.updates.get_mut(&at.tid) {
+            update.built = Some(result);
+        }
+    }
+
+    /// One chunk of capture `capture` (of `total_bytes`); the last one finishes the header.
+    fn header_chunk(
+        &mut self,
+        at: Origin,
+        capture: u64,
+        origin: HeaderOrigin,
+        seq: u32,
+        total_bytes: u32,
+        data: Vec<u8>,
+    ) {
+        let key = (at.tid, capture);
+        let c = self.captures.entry(key).or_insert_with(|| Capture {
+            source: match origin {
+                HeaderOrigin::UserSegment => HeaderSource::KexecLoadSegment,
+                HeaderOrigin::Kernel => HeaderSource::Kernel,
+            },
+            total_bytes: u64::from(total_bytes),
+            parts: BTreeMap::new(),
+            unreadable: false,
+        });
+        c.unreadable |= data.is_empty();
+        c.parts.insert(seq, data);
+        if c.parts.len() >= c.expected_chunks() {
+            let header = self.captures.remove(&key).map(Capture::finish);
+            self.attach(at.tid, header);
+        }
+    }
+
+    /// `arch_crash_handle_hotplug_event`: its exit is the in-kernel rewrite, when it rebuilt.
+    fn hotplug_update(&mut self, at: Origin, phase: Phase) -> Option<Event> {
+        match phase {
+            Phase::Entry => {
+                self.updates.insert(
+                    at.tid,
+                    PendingUpdate {
+                        enter_ns: at.ktime_ns,
+                        built: None,
+                        header: None,
+                    },
+                );
+                None
+            }
+            Phase::Exit => {
+                let leftover = self.take_unfinished(at.tid);
+                let update = self.updates.remove(&at.tid)?;
+                // No rebuild (the kernel skips CPU events for images that list every
+                // possible CPU): not a rewrite.
+                let result = update.built?;
+                Some(Event::KernelHeaderUpdate(KernelHeaderUpdate {
+                    header: update.header.or(leftover).filter(|_| result == 0),
+                    result,
+                    duration_ns: at.ktime_ns.checked_sub(update.enter_ns),
+                    ktime_ns: at.ktime_ns,
+                }))
+            }
+        }
+    }
+
+    /// Only inside a kexec syscall: an in-kernel header rewrite also unprotects and protects,
+    /// but keeps the image loaded throughout.
+    fn crash_protection(&mut self, at: Origin, protection: Protection) -> Option<Event> {
+        let load = self.loads.get(&at.tid).filter(|l| l.crash)?;
+        match protection {
+            Protection::Unprotect => {
+                self.unprotected_since.get_or_insert(at.ktime_ns);
+                None
+            }
+            Protection::Protect => {
+                let since = self.unprotected_since.take()?;
+                Some(Event::UnprotectedWindow(UnprotectedWindow {
+                    duration_ns: at.ktime_ns.saturating_sub(since),
+                    pid: load.pid,
+                    comm: load.comm.clone(),
+                    by_agent: load.by_agent,
+                    ktime_ns: at.ktime_ns,
+                }))
             }
         }
     }

@@ -5,6 +5,7 @@ use crate::model::{events::EventSource, probe::ProbeReport};
 
 pub mod assemble;
 pub mod counters;
+pub mod probe_table;
 pub mod probes;
 pub mod records;
 pub mod uevent;

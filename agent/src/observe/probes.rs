@@ -15,10 +15,11 @@ use tokio::{io::unix::AsyncFd, sync::mpsc};
 use crate::{
     model::{
         events::{Event, EventSource, LoaderCommand},
-        probe::ProbeReport,
+        probe::{Attach, ProbeReport},
     },
     observe::{
         assemble::{Assembler, Processes},
+        probe_table::{PROBES, Program, ProgramKind, Target},
         records,
     },
     sys::capabilities::{Capability, Feature},
@@ -28,132 +29,7 @@ use crate::{
 static PROBES_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kdump-agent-probes"));
 
-/// A kernel function and its programs: trampoline ones (fentry/fexit, reported as `fentry`)
-/// and the kprobe/kretprobe pair that replaces them (reported as `kprobe`). All programs of
-/// one way attach, or none does.
-struct FunctionProbe {
-    function: &'static str,
-    fentry: Option<&'static str>,
-    fexit: Option<&'static str>,
-    kprobe: Option<&'static str>,
-    kretprobe: Option<&'static str>,
-}
-
-const fn both(
-    function: &'static str,
-    fentry: &'static str,
-    fexit: &'static str,
-    kprobe: &'static str,
-    kretprobe: &'static str,
-) -> FunctionProbe {
-    FunctionProbe {
-        function,
-        fentry: Some(fentry),
-        fexit: Some(fexit),
-        kprobe: Some(kprobe),
-        kretprobe: Some(kretprobe),
-    }
-}
-
-/// A function whose entry alone is the fact (no arguments worth keeping, nothing returned).
-const fn entry_only(
-    function: &'static str,
-    fentry: &'static str,
-    kprobe: &'static str,
-) -> FunctionProbe {
-    FunctionProbe {
-        function,
-        fentry: Some(fentry),
-        fexit: None,
-        kprobe: Some(kprobe),
-        kretprobe: None,
-    }
-}
-
-const FUNCTIONS: &[FunctionProbe] = &[
-    both(
-        "online_pages",
-        "online_pages_fentry",
-        "online_pages_fexit",
-        "online_pages_kprobe",
-        "online_pages_kretprobe",
-    ),
-    both(
-        "offline_pages",
-        "offline_pages_fentry",
-        "offline_pages_fexit",
-        "offline_pages_kprobe",
-        "offline_pages_kretprobe",
-    ),
-    both(
-        "add_memory_resource",
-        "add_memory_resource_fentry",
-        "add_memory_resource_fexit",
-        "add_memory_resource_kprobe",
-        "add_memory_resource_kretprobe",
-    ),
-    both(
-        "remove_memory",
-        "remove_memory_fentry",
-        "remove_memory_fexit",
-        "remove_memory_kprobe",
-        "remove_memory_kretprobe",
-    ),
-    both(
-        "__remove_memory",
-        "dunder_remove_memory_fentry",
-        "dunder_remove_memory_fexit",
-        "dunder_remove_memory_kprobe",
-        "dunder_remove_memory_kretprobe",
-    ),
-    both(
-        "offline_and_remove_memory",
-        "offline_and_remove_memory_fentry",
-        "offline_and_remove_memory_fexit",
-        "offline_and_remove_memory_kprobe",
-        "offline_and_remove_memory_kretprobe",
-    ),
-    // fexit alone sees the arguments and the result; the kprobe keeps them for the kretprobe.
-    FunctionProbe {
-        function: "crash_prepare_elf64_headers",
-        fentry: None,
-        fexit: Some("crash_prepare_elf64_headers_fexit"),
-        kprobe: Some("crash_prepare_elf64_headers_kprobe"),
-        kretprobe: Some("crash_prepare_elf64_headers_kretprobe"),
-    },
-    both(
-        "arch_crash_handle_hotplug_event",
-        "arch_crash_handle_hotplug_event_fentry",
-        "arch_crash_handle_hotplug_event_fexit",
-        "arch_crash_handle_hotplug_event_kprobe",
-        "arch_crash_handle_hotplug_event_kretprobe",
-    ),
-    entry_only(
-        "arch_kexec_unprotect_crashkres",
-        "arch_kexec_unprotect_crashkres_fentry",
-        "arch_kexec_unprotect_crashkres_kprobe",
-    ),
-    entry_only(
-        "arch_kexec_protect_crashkres",
-        "arch_kexec_protect_crashkres_fentry",
-        "arch_kexec_protect_crashkres_kprobe",
-    ),
-];
-
-/// The two probes that time the window without a crash image; without both, the agent falls
-/// back to the duration of its own load syscalls (an upper bound).
-pub const WINDOW_PROBES: [&str; 2] = [
-    "arch_kexec_unprotect_crashkres",
-    "arch_kexec_protect_crashkres",
-];
-
-/// `syscalls/<name>` tracepoints; the program has the tracepoint's name.
-const SYSCALL_TRACEPOINTS: &[&str] = &[
-    "sys_enter_kexec_load",
-    "sys_exit_kexec_load",
-    "sys_enter_kexec_file_load",
-    "sys_exit_kexec_file_load",
-];
+pub use crate::observe::probe_table::WINDOW_PROBES;
 
 /// How often the dropped-record counter is read.
 const LOST_POLL: Duration = Duration::from_secs(1);
@@ -163,20 +39,12 @@ pub struct Attached {
     ebpf: Ebpf,
 }
 
-fn report(probe: &str, how: &str, reason: impl Into<String>) -> ProbeReport {
+fn report(probe: &str, how: Attach, reason: impl Into<String>) -> ProbeReport {
     ProbeReport {
         probe: probe.to_string(),
-        how: how.into(),
+        how,
         reason: reason.into(),
     }
-}
-
-/// Every probe name, as reported.
-fn probe_names() -> impl Iterator<Item = String> {
-    FUNCTIONS
-        .iter()
-        .map(|f| f.function.to_string())
-        .chain(SYSCALL_TRACEPOINTS.iter().map(|t| format!("syscalls/{t}")))
 }
 
 /// Function names in `/proc/kallsyms` (static and global text symbols).
@@ -223,8 +91,9 @@ pub fn attach(caps: &[Capability]) -> (Option<Attached>, Vec<ProbeReport>) {
             .map(|c| c.detail.clone())
     };
     let none_attached = |reason: String| {
-        probe_names()
-            .map(|p| report(&p, "none", reason.clone()))
+        PROBES
+            .iter()
+            .map(|p| report(&p.name(), Attach::NotAttached, reason.clone()))
             .collect()
     };
     if PROBES_OBJECT.is_empty() {
@@ -252,71 +121,86 @@ pub fn attach(caps: &[Capability]) -> (Option<Attached>, Vec<ProbeReport>) {
     let btf = Btf::from_sys_fs().map_err(|e| format!("kernel BTF unreadable: {e}"));
     let symbols = kernel_functions();
     let mut reports = Vec::new();
-    for spec in FUNCTIONS {
-        if let Some(symbols) = &symbols
-            && !symbols.contains(spec.function)
-        {
-            reports.push(report(
-                spec.function,
-                "none",
-                "not in this kernel (/proc/kallsyms has no such function)",
-            ));
-            continue;
-        }
-        let tracing = match (missing(Feature::Fentry), &btf) {
-            (Some(why), _) => Err(why),
-            (None, Err(why)) => Err(why.clone()),
-            (None, Ok(btf)) => attach_trampolines(&mut ebpf, spec, btf),
-        };
-        let r = match tracing {
-            Ok(how) => report(spec.function, how, ""),
-            Err(tracing_why) => {
-                let kprobe = match missing(Feature::Kprobes) {
-                    Some(why) => Err(why),
-                    None => attach_kprobes(&mut ebpf, spec),
-                };
-                match kprobe {
-                    Ok(how) => report(spec.function, how, format!("fentry: {tracing_why}")),
-                    Err(kprobe_why) => report(
-                        spec.function,
-                        "none",
-                        format!("fentry: {tracing_why}; kprobe: {kprobe_why}"),
-                    ),
-                }
-            }
-        };
-        reports.push(r);
-    }
-    for name in SYSCALL_TRACEPOINTS {
-        let probe = format!("syscalls/{name}");
-        reports.push(match attach_tracepoint(&mut ebpf, name) {
-            Ok(()) => report(&probe, "tracepoint", ""),
-            Err(why) => report(&probe, "none", why),
+    for probe in PROBES {
+        reports.push(match probe.target {
+            Target::SyscallTracepoint(tracepoint) => match attach_tracepoint(&mut ebpf, tracepoint)
+            {
+                Ok(()) => report(&probe.name(), Attach::Tracepoint, ""),
+                Err(why) => report(&probe.name(), Attach::NotAttached, why),
+            },
+            Target::Function { name, .. } => attach_function(
+                &mut ebpf,
+                name,
+                probe.programs(),
+                symbols.as_ref(),
+                &btf,
+                &missing,
+            ),
         });
     }
-    let any = reports.iter().any(|r| r.how != "none");
+    let any = reports.iter().any(|r| r.how.is_attached());
     (any.then_some(Attached { ebpf }), reports)
 }
 
-/// Loads and attaches the fentry and fexit programs of `spec`; on any failure unloads those
-/// already attached, so a function is watched one whole way or not at all.
+/// Attaches kernel function `function` through its trampolines, else through its kprobes.
+fn attach_function(
+    ebpf: &mut Ebpf,
+    function: &str,
+    programs: Vec<Program>,
+    symbols: Option<&HashSet<String>>,
+    btf: &Result<Btf, String>,
+    missing: &dyn Fn(Feature) -> Option<String>,
+) -> ProbeReport {
+    if symbols.is_some_and(|s| !s.contains(function)) {
+        return report(
+            function,
+            Attach::NotAttached,
+            "not in this kernel (/proc/kallsyms has no such function)",
+        );
+    }
+    let (trampolines, kprobes): (Vec<Program>, Vec<Program>) =
+        programs.into_iter().partition(|p| p.kind.is_trampoline());
+    let tracing = match (missing(Feature::Fentry), btf) {
+        (Some(why), _) => Err(why),
+        (None, Err(why)) => Err(why.clone()),
+        (None, Ok(btf)) => attach_trampolines(ebpf, function, &trampolines, btf),
+    };
+    let Err(tracing_why) = tracing else {
+        return report(function, Attach::Fentry, "");
+    };
+    let kprobe = match missing(Feature::Kprobes) {
+        Some(why) => Err(why),
+        None => attach_kprobes(ebpf, function, &kprobes),
+    };
+    match kprobe {
+        Ok(()) => report(function, Attach::Kprobe, format!("fentry: {tracing_why}")),
+        Err(kprobe_why) => report(
+            function,
+            Attach::NotAttached,
+            format!("fentry: {tracing_why}; kprobe: {kprobe_why}"),
+        ),
+    }
+}
+
+/// Loads and attaches the fentry and fexit `programs` of `function`; on any failure unloads
+/// those already attached, so a function is watched one whole way or not at all.
 fn attach_trampolines(
     ebpf: &mut Ebpf,
-    spec: &FunctionProbe,
+    function: &str,
+    programs: &[Program],
     btf: &Btf,
-) -> Result<&'static str, String> {
+) -> Result<(), String> {
     let mut done: Vec<&str> = Vec::new();
     let mut result = Ok(());
-    for (name, entry) in [(spec.fentry, true), (spec.fexit, false)] {
-        let Some(name) = name else { continue };
-        let attached = if entry {
+    for Program { name, kind } in programs {
+        let attached = if *kind == ProgramKind::Fentry {
             program::<FEntry>(ebpf, name).and_then(|p| {
-                p.load(spec.function, btf).map_err(|e| describe(&e))?;
+                p.load(function, btf).map_err(|e| describe(&e))?;
                 p.attach().map(drop).map_err(|e| e.to_string())
             })
         } else {
             program::<FExit>(ebpf, name).and_then(|p| {
-                p.load(spec.function, btf).map_err(|e| describe(&e))?;
+                p.load(function, btf).map_err(|e| describe(&e))?;
                 p.attach().map(drop).map_err(|e| e.to_string())
             })
         };
@@ -328,25 +212,21 @@ fn attach_trampolines(
             }
         }
     }
-    match result {
-        Ok(()) => Ok("fentry"),
-        Err(e) => {
-            for name in done {
-                unload(ebpf, name);
-            }
-            Err(e)
+    if result.is_err() {
+        for name in done {
+            unload(ebpf, name);
         }
     }
+    result
 }
 
-fn attach_kprobes(ebpf: &mut Ebpf, spec: &FunctionProbe) -> Result<&'static str, String> {
+/// The kprobe and kretprobe `programs` of `function`, all or none, as for trampolines.
+fn attach_kprobes(ebpf: &mut Ebpf, function: &str, programs: &[Program]) -> Result<(), String> {
     let mut done: Vec<&str> = Vec::new();
-    for name in [spec.kprobe, spec.kretprobe].into_iter().flatten() {
+    for Program { name, .. } in programs {
         let attached = program::<KProbe>(ebpf, name).and_then(|p| {
             p.load().map_err(|e| describe(&e))?;
-            p.attach(spec.function, 0)
-                .map(drop)
-                .map_err(|e| e.to_string())
+            p.attach(function, 0).map(drop).map_err(|e| e.to_string())
         });
         if let Err(e) = attached {
             for name in done {
@@ -356,7 +236,7 @@ fn attach_kprobes(ebpf: &mut Ebpf, spec: &FunctionProbe) -> Result<&'static str,
         }
         done.push(name);
     }
-    Ok("kprobe")
+    Ok(())
 }
 
 fn attach_tracepoint(ebpf: &mut Ebpf, name: &str) -> Result<(), String> {
@@ -515,5 +395,72 @@ impl Attached {
                 }
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeMap, io::Write as _};
+
+    use aya_obj::{Object, ProgramSection};
+
+    use super::*;
+
+    fn kind(section: &ProgramSection) -> Option<ProgramKind> {
+        Some(match section {
+            ProgramSection::FEntry { .. } => ProgramKind::Fentry,
+            ProgramSection::FExit { .. } => ProgramKind::Fexit,
+            ProgramSection::KProbe => ProgramKind::Kprobe,
+            ProgramSection::KRetProbe => ProgramKind::Kretprobe,
+            ProgramSection::TracePoint => ProgramKind::Tracepoint,
+            _ => return None,
+        })
+    }
+
+    /// The table names each program the way `ebpf/` spells it: every program the table derives
+    /// is in the embedded object with that kind, and the object has no program the table
+    /// leaves unattached. Parsing needs no privileges.
+    #[test]
+    fn the_table_names_exactly_the_programs_of_the_object() {
+        if PROBES_OBJECT.is_empty() {
+            // Straight to stderr: libtest captures `println!` of passing tests.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIP: this build carries no probes (AYA_BUILD_SKIP=1 or built without the probes feature)"
+            );
+            return;
+        }
+        let object = Object::parse(PROBES_OBJECT).expect("the embedded probe object parses");
+        let mut in_object: BTreeMap<&str, Option<ProgramKind>> = object
+            .programs
+            .iter()
+            .map(|(name, p)| (name.as_str(), kind(&p.section)))
+            .collect();
+        let mut wrong = Vec::new();
+        for probe in PROBES {
+            for Program { name, kind } in probe.programs() {
+                match in_object.remove(name.as_str()) {
+                    None => wrong.push(format!(
+                        "{name} ({kind} of {}) is missing from the object",
+                        probe.name()
+                    )),
+                    Some(found) if found != Some(kind) => wrong.push(format!(
+                        "{name} is a {} in the object, the table says {kind}",
+                        found.map_or("other program".into(), |k| k.to_string())
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+        wrong.extend(
+            in_object
+                .keys()
+                .map(|name| format!("{name} is in the object but in no row of the table")),
+        );
+        assert!(
+            wrong.is_empty(),
+            "probe table and eBPF object disagree:\n  {}",
+            wrong.join("\n  ")
+        );
     }
 }

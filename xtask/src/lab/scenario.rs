@@ -292,6 +292,20 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// The scenario's kernel and its build configuration (`/boot/config-<release>` of its
+    /// package).
+    pub fn kernel_config(&self) -> Result<(Kernel, String)> {
+        let kernel = self.scenario.kernel;
+        let path = self
+            .lab
+            .unpacked
+            .root(&kernel.package)
+            .join(format!("boot/config-{}", kernel.release));
+        let config = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Ok((kernel, config))
+    }
+
     /// The scenario's kernel rewrites a kexec_file_load header on hotplug (>= 6.6).
     pub fn kernel_updates_header(&self) -> bool {
         self.scenario.kernel.release == KERNEL_6_12.release

@@ -117,7 +117,11 @@ mod tests {
     use super::*;
     use crate::model::events::HotplugAction;
     use crate::{
-        model::{facts::KdumpFacts, header::HeaderStatus},
+        model::{
+            facts::KdumpFacts,
+            header::HeaderStatus,
+            probe::{Attach, ProbeReport},
+        },
         reconcile::header::HeaderKnowledge,
         sys::node::NodeState,
     };
@@ -249,5 +253,42 @@ mod tests {
             value(&second, "kdump_reload_duration_seconds_sum"),
             "0.6000000000000001"
         );
+    }
+
+    /// The `how` label values the dashboards count by (`deploy/grafana-dashboard.yaml`).
+    #[test]
+    fn probe_attached_labels_say_how_or_none() {
+        let mut s = unsupported();
+        s.observe.probes = [
+            ("online_pages", Attach::Fentry),
+            ("remove_memory", Attach::Kprobe),
+            ("syscalls/sys_enter_kexec_load", Attach::Tracepoint),
+            ("arch_crash_handle_hotplug_event", Attach::NotAttached),
+        ]
+        .into_iter()
+        .map(|(probe, how)| ProbeReport {
+            probe: probe.into(),
+            how,
+            reason: String::new(),
+        })
+        .collect();
+        let text = Exporter::new().render(&s);
+        for (series, want) in [
+            (r#"{how="fentry",probe="online_pages"}"#, "1"),
+            (r#"{how="kprobe",probe="remove_memory"}"#, "1"),
+            (
+                r#"{how="tracepoint",probe="syscalls/sys_enter_kexec_load"}"#,
+                "1",
+            ),
+            (
+                r#"{how="none",probe="arch_crash_handle_hotplug_event"}"#,
+                "0",
+            ),
+        ] {
+            assert_eq!(
+                value(&text, &format!("kdump_agent_probe_attached{series}")),
+                want
+            );
+        }
     }
 }

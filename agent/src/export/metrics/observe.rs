@@ -52,8 +52,8 @@ impl ObserveMetrics {
         self.probe_attached.reset();
         for p in &o.probes {
             self.probe_attached
-                .with_label_values(&[&p.probe, &p.how])
-                .set(i64::from(p.how != "none"));
+                .with_label_values(&[p.probe.as_str(), p.how.as_str()])
+                .set(i64::from(p.how.is_attached()));
         }
     }
 }

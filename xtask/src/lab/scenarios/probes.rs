@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow};
-use kdump_agent::model::{elfcorehdr::LoadPath, iomem::Iomem, ranges::RamRanges};
+use kdump_agent::{
+    model::{elfcorehdr::LoadPath, iomem::Iomem, ranges::RamRanges},
+    observe::probe_table,
+};
 use serde_json::Value;
 
 use crate::lab::{
@@ -277,8 +280,17 @@ fn kernel_update_6_12(run: &mut Run) -> Result<()> {
     Ok(())
 }
 
-/// Every probe this kernel has is attached (the 6.12-only in-kernel update aside).
+/// Every probe is attached, but an optional one (the agent's probe table says which) that this
+/// kernel cannot have by the table's facts (release, `CONFIG_*`).
 fn probes_attached(run: &mut Run, m: &mut Machine) -> Result<()> {
+    let (kernel, config) = run.kernel_config()?;
+    let built_with = |option: &str| {
+        config.lines().any(|l| {
+            l.strip_prefix(option)
+                .and_then(|v| v.strip_prefix('='))
+                .is_some_and(|v| v == "y" || v == "m")
+        })
+    };
     let text = m.sh("wget -qO- http://127.0.0.1:10864/metrics")?;
     let mut how = serde_json::Map::new();
     for line in text
@@ -288,7 +300,8 @@ fn probes_attached(run: &mut Run, m: &mut Machine) -> Result<()> {
         let probe = label(line, "probe").unwrap_or_default();
         let kind = label(line, "how").unwrap_or_default();
         how.insert(probe.clone(), kind.clone().into());
-        let optional = probe == "arch_crash_handle_hotplug_event" && !run.kernel_updates_header();
+        let optional = probe_table::find(&probe)
+            .is_some_and(|p| p.optional && !p.kernels.has(kernel.release, "x86_64", built_with));
         run.check(
             kind != "none" || optional,
             format!("probe {probe} not attached"),
