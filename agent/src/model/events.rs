@@ -101,6 +101,18 @@ pub enum Event {
     Lost { count: u64, source: EventSource },
 }
 
+impl Event {
+    /// The agent's own load, or the window it closed: news of what the agent did, not of a
+    /// change in RAM.
+    pub fn is_own(&self) -> bool {
+        match self {
+            Self::KexecLoad(load) => load.by_agent,
+            Self::UnprotectedWindow(window) => window.by_agent,
+            _ => false,
+        }
+    }
+}
+
 /// Where a captured crash ELF header came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HeaderSource {

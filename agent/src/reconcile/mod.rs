@@ -317,7 +317,10 @@ impl Reconciler {
                 }
             }
             _ if self.mode == Mode::Unsupported => return actions,
-            // Every event kind means the RAM (or what is known of it) may have changed; a
+            // The agent's own loads are not news: counting them would re-verify, and a header
+            // still stale after our load would reload again instead of backing off.
+            Input::Event(e) if e.is_own() => {}
+            // Every other event means the RAM (or what is known of it) may have changed; a
             // loss forces the same full re-check.
             Input::Event(_) => self.note_change(now),
             Input::ReloadRequested => self.requested = true,
@@ -1061,15 +1064,44 @@ mod tests {
         acts
     }
 
+    /// The probes' record of the agent's own load (or of the window it closed).
+    fn own(window: bool) -> Input {
+        Input::Event(if window {
+            Event::UnprotectedWindow(crate::model::events::UnprotectedWindow {
+                duration_ns: 1,
+                pid: 1,
+                comm: "kdump-agent".into(),
+                by_agent: true,
+                ktime_ns: 1,
+            })
+        } else {
+            let mut load = crate::model::events::KexecLoad::distro_file_load(None, None);
+            load.by_agent = true;
+            Event::KexecLoad(load)
+        })
+    }
+
     /// Drives a reconciler like the daemon does: ticks at its deadlines, RAM changes per
     /// event, loads that take `load_time` and build their header from the RAM at the call.
     /// Returns the reload start times and the final check.
     fn simulate(events: &[Instant], load_time: Duration, t0: Instant) -> (Vec<Instant>, bool) {
+        simulate_with_own(events, load_time, t0, &[])
+    }
+
+    /// [`simulate`], with the probes reporting each of the agent's loads `own_ms[i]` after
+    /// it started (before, at or after its end; cycling through the list).
+    fn simulate_with_own(
+        events: &[Instant],
+        load_time: Duration,
+        t0: Instant,
+        own_ms: &[(u64, bool)],
+    ) -> (Vec<Instant>, bool) {
         let mut r = Reconciler::new(Timing::default(), Mode::AgentManaged, true, true);
         let (mut ram, mut header) = (0u64, 0u64);
         let mut loading: Option<(Instant, u64)> = None;
         let mut reloads = Vec::new();
         let mut queue: Vec<(Instant, Input)> = vec![(t0, Input::Tick)];
+        let mut own_pending: Vec<(Instant, bool)> = Vec::new();
         let mut next_event = 0;
         loop {
             // The next thing to happen: a queued answer, a load completing, a deadline, an event.
@@ -1080,11 +1112,15 @@ mod tests {
                     loading.map(|(t, _)| t),
                     r.next_deadline(),
                     events.get(next_event).copied(),
+                    own_pending.iter().map(|&(t, _)| t).min(),
                 ];
                 let Some(now) = candidates.into_iter().flatten().min() else {
                     break;
                 };
-                if loading.is_some_and(|(t, _)| t == now) {
+                if let Some(i) = own_pending.iter().position(|&(t, _)| t == now) {
+                    let (_, window) = own_pending.remove(i);
+                    (now, own(window))
+                } else if loading.is_some_and(|(t, _)| t == now) {
                     header = loading.take().unwrap().1;
                     (now, Input::Loaded(LoadOutcome::Loaded))
                 } else if r.next_deadline() == Some(now) {
@@ -1107,6 +1143,10 @@ mod tests {
                         queue.push((now, check(true, state)));
                     }
                     Action::Reload { .. } => {
+                        if let Some(&(ms, window)) = own_ms.get(reloads.len() % own_ms.len().max(1))
+                        {
+                            own_pending.push((now + MS * u32::try_from(ms).unwrap(), window));
+                        }
                         reloads.push(now);
                         loading = Some((now + load_time, ram));
                     }
@@ -1126,6 +1166,47 @@ mod tests {
                 Some(*t)
             })
             .collect()
+    }
+
+    #[test]
+    fn the_agents_own_load_records_are_not_changes() {
+        let (mut r, t0) = settled(Mode::AgentManaged, true);
+        assert_eq!(r.handle(t0, own(false)), []);
+        assert_eq!(r.handle(t0, own(true)), []);
+        assert_eq!(r.next_deadline(), None, "nothing to verify");
+        assert_eq!(r.view().pending_events, 0);
+    }
+
+    #[test]
+    fn stale_after_our_load_with_its_own_records_backs_off_once() {
+        let (mut r, t0) = settled(Mode::AgentManaged, true);
+        r.handle(t0, online());
+        let due = t0 + 250 * MS;
+        assert_eq!(r.handle(due, Input::Tick), [Action::Verify]);
+        assert_eq!(
+            r.handle(due, check(true, stale(512 << 20))),
+            [reload(ReloadReason::RamChanged)]
+        );
+        // The probes report our load while it runs, and its window after.
+        assert_eq!(r.handle(due + 10 * MS, own(false)), []);
+        assert_eq!(
+            r.handle(due + 20 * MS, Input::Loaded(LoadOutcome::Loaded)),
+            [Action::Verify]
+        );
+        let after = r.handle(due + 20 * MS, check(true, stale(512 << 20)));
+        assert_eq!(
+            after,
+            [Action::Alert(Alert::StaleAfterReload(Staleness {
+                missing_bytes: 512 << 20,
+                excess_bytes: 0
+            }))]
+        );
+        assert_eq!(r.handle(due + 30 * MS, own(true)), []);
+        assert_eq!(
+            r.next_deadline(),
+            Some(due + 20 * MS + Timing::default().backoff(1)),
+            "a retry after the backoff, not a reload loop"
+        );
     }
 
     proptest! {
@@ -1160,6 +1241,7 @@ mod tests {
         fn slow_loads_never_lose_a_change_nor_load_twice_at_once(
             gaps in prop::collection::vec(0u64..1000, 1..200),
             load_ms in 0u64..3000,
+            own_ms in prop::collection::vec((0u64..4000, any::<bool>()), 1..4),
         ) {
             let t0 = Instant::now();
             let events = times(t0, &gaps);
@@ -1170,6 +1252,9 @@ mod tests {
             for pair in reloads.windows(2) {
                 prop_assert!(pair[1] >= pair[0] + load_time, "loads overlap");
             }
+            // The probes' records of our own loads, in any order around them, change nothing.
+            let with_own = simulate_with_own(&events, load_time, t0, &own_ms);
+            prop_assert_eq!(&with_own, &(reloads.clone(), fresh));
             // Never later than max delay after a change, unless a load was in flight.
             let timing = Timing::default();
             for &e in &events {
