@@ -25,9 +25,18 @@ enum LogFormat {
 enum Command {
     /// Run the daemon: watch memory hotplug and kexec loads, export readiness.
     Run(cli::run::RunArgs),
-    /// Is kdump ready on this node? Asks the daemon. Exit 0 when ready, 3 when not.
+    /// Is kdump ready on this node? Asks the daemon (without one, computes it like `check`).
+    /// Exit 0 ready, 3 not ready, 2 error.
     Status(cli::status::StatusArgs),
-    /// The same status computed in one shot, without a daemon.
+    /// The status computed in one shot, without a daemon (cron, monitoring agents).
+    ///
+    /// It reads the loaded crash header back from the crash reservation (/proc/kcore, needs
+    /// CAP_SYS_RAWIO). It never says ready about a header it cannot read: the first line
+    /// says what is known and why.
+    ///
+    /// Exit codes: 0 ready (a crash kernel is loaded and its header, read back, lists all RAM);
+    /// 3 not ready (no crash kernel, a stale header, or a header that cannot be read back);
+    /// 2 error (unreadable or malformed /proc or /sys files, bad arguments).
     Check(cli::check::CheckArgs),
     /// The loaded crash header against the expected one, range by range (exit 3 when stale or unknown).
     Show(cli::show::ShowArgs),
