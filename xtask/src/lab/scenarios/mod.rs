@@ -1,8 +1,10 @@
 //! The named lab scenarios, one list per file: `baseline` (no agent), `agent` (the agent
 //! reloading), `prometheus` (a host Prometheus scraping the guest's agent), `probes` (what the
-//! eBPF probes report), `readback` (the header read back from the kernel against vmcore). Adding one is a function and an entry in its file's list.
+//! eBPF probes report), `readback` (the header read back from the kernel against vmcore), `check` (a one-shot
+//! `check`, an agent started after RAM changed). Adding one is a function and an entry in its file's list.
 pub mod agent;
 pub mod baseline;
+pub mod check;
 pub mod probes;
 pub mod prometheus;
 pub mod readback;
@@ -16,6 +18,7 @@ pub fn every() -> impl Iterator<Item = &'static Scenario> {
     [
         baseline::ALL,
         agent::ALL,
+        check::ALL,
         prometheus::ALL,
         agent::BENCHMARKS,
         probes::ALL,
