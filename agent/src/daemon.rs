@@ -173,65 +173,23 @@ struct Daemon {
     waiting: Vec<(ReloadRequest, u64)>,
 }
 
-pub async fn run(opts: Options) -> anyhow::Result<()> {
-    require_capabilities()?;
-    let mut initial = initial_state(&opts.procfs, &opts.sysfs, &opts.boot)?;
-    let mut reconcile = ReconcileLoop::start(
-        opts.reload.clone(),
-        &opts.state_dir,
-        &mut initial.reload_parts(),
-        &opts.procfs,
-        &opts.sysfs,
-    )?;
-    let listener = http::bind(opts.listen).await?;
-    let control_listener = control::bind(&opts.state_dir)?;
-    let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
-    start_observing(
-        &mut initial,
-        opts.event_source,
-        opts.sysfs.memory_block_size().ok().flatten(),
-        &tx,
-    )?;
-    reconcile.set_loads_observed(initial.observe.event_source == EventSource::Ebpf);
-    let readiness = initial.readiness();
-    tracing::info!(
-        listen = %opts.listen,
-        source = %initial.observe.event_source,
-        mode = initial.mode().as_str(),
-        ready = readiness.ready,
-        reason = %readiness.reason,
-        rescan_seconds = opts.rescan_interval.as_secs_f64(),
-        "kdump-agent running"
-    );
+/// What start-up hands the event loop: the daemon, its inputs and its servers.
+struct Started {
+    d: Daemon,
+    rx: mpsc::Receiver<Event>,
+    reload_rx: mpsc::Receiver<ReloadRequest>,
+    stop_tx: watch::Sender<bool>,
+    servers: [JoinHandle<()>; 2],
+}
 
-    let state: SharedState = Arc::new(RwLock::new(initial));
-    let exporter = Arc::new(Exporter::new());
-    let control_socket = control::socket_path(&opts.state_dir);
-    let mut d = Daemon {
-        opts,
-        state,
-        exporter,
-        reconcile,
-        load: None,
-        waiting: Vec::new(),
-    };
-    // The textfile is written before the endpoints answer that the agent is up.
-    d.publish();
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(http::serve(
-        listener,
-        d.state.clone(),
-        d.exporter.clone(),
-        stop_rx.clone(),
-    ));
-    let (reload_tx, mut reload_rx) = mpsc::channel(16);
-    let control = tokio::spawn(control::serve(
-        control_listener,
-        control_socket,
-        d.state.clone(),
-        reload_tx,
-        stop_rx,
-    ));
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let Started {
+        mut d,
+        mut rx,
+        mut reload_rx,
+        stop_tx,
+        servers,
+    } = start(opts).await?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut rescan = tokio::time::interval(d.opts.rescan_interval);
@@ -265,9 +223,79 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
     }
     let _ = stop_tx.send(true);
-    let _ = server.await;
-    let _ = control.await;
+    for server in servers {
+        let _ = server.await;
+    }
     Ok(())
+}
+
+/// Start-up: capabilities, the node, the reload stage, the endpoints, the event source.
+async fn start(opts: Options) -> anyhow::Result<Started> {
+    require_capabilities()?;
+    let mut initial = initial_state(&opts.procfs, &opts.sysfs, &opts.boot)?;
+    let mut reconcile = ReconcileLoop::start(
+        opts.reload.clone(),
+        &opts.state_dir,
+        &mut initial.reload_parts(),
+        &opts.procfs,
+        &opts.sysfs,
+    )?;
+    let listener = http::bind(opts.listen).await?;
+    let control_listener = control::bind(&opts.state_dir)?;
+    let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+    start_observing(
+        &mut initial,
+        opts.event_source,
+        opts.sysfs.memory_block_size().ok().flatten(),
+        &tx,
+    )?;
+    reconcile.set_loads_observed(initial.observe.event_source == EventSource::Ebpf);
+    let readiness = initial.readiness();
+    tracing::info!(
+        listen = %opts.listen,
+        source = %initial.observe.event_source,
+        mode = initial.mode().as_str(),
+        ready = readiness.ready,
+        reason = %readiness.reason,
+        rescan_seconds = opts.rescan_interval.as_secs_f64(),
+        "kdump-agent running"
+    );
+
+    let state: SharedState = Arc::new(RwLock::new(initial));
+    let exporter = Arc::new(Exporter::new());
+    let control_socket = control::socket_path(&opts.state_dir);
+    let d = Daemon {
+        opts,
+        state,
+        exporter,
+        reconcile,
+        load: None,
+        waiting: Vec::new(),
+    };
+    // The textfile is written before the endpoints answer that the agent is up.
+    d.publish();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(http::serve(
+        listener,
+        d.state.clone(),
+        d.exporter.clone(),
+        stop_rx.clone(),
+    ));
+    let (reload_tx, reload_rx) = mpsc::channel(16);
+    let control = tokio::spawn(control::serve(
+        control_listener,
+        control_socket,
+        d.state.clone(),
+        reload_tx,
+        stop_rx,
+    ));
+    Ok(Started {
+        d,
+        rx,
+        reload_rx,
+        stop_tx,
+        servers: [server, control],
+    })
 }
 
 impl Daemon {
