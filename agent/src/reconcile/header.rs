@@ -173,7 +173,7 @@ impl HeaderKnowledge {
 mod tests {
     use super::*;
     use crate::model::{
-        elfcorehdr::{HeaderInputs, NoteRegion, arch, build, crash_memory_ranges},
+        elfcorehdr::{crash_memory_ranges, sample_header},
         events::{CapturedHeader, HeaderSource, KernelHeaderUpdate, KexecLoad},
     };
 
@@ -194,21 +194,7 @@ mod tests {
             HeaderSource::Kernel => LoadPath::KexecFileLoad,
             HeaderSource::KexecLoadSegment => LoadPath::KexecLoad,
         };
-        let mem = crash_memory_ranges(iomem, load).unwrap();
-        let bytes = build(&HeaderInputs {
-            cpu_notes: &[NoteRegion {
-                paddr: 0x3000_0000,
-                size: 336,
-            }],
-            vmcoreinfo: NoteRegion {
-                paddr: 0x3100_0000,
-                size: 4096,
-            },
-            kernel_text: None,
-            ram: mem.ranges(),
-            page_offset: arch::X86_64_DEFAULT_PAGE_OFFSET,
-        })
-        .unwrap();
+        let bytes = sample_header(crash_memory_ranges(iomem, load).unwrap().ranges());
         CapturedHeader {
             source,
             total_bytes: bytes.len() as u64,

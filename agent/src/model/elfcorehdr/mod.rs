@@ -124,6 +124,26 @@ pub enum HeaderError {
     TooManyProgramHeaders(usize),
 }
 
+/// Test fixture: the header `build` makes for `ram`, one CPU note and vmcoreinfo, as a
+/// loader would load it.
+#[cfg(test)]
+pub fn sample_header(ram: &[crate::model::ranges::PhysRange]) -> Vec<u8> {
+    build(&HeaderInputs {
+        cpu_notes: &[NoteRegion {
+            paddr: 0x3fa1_8000,
+            size: 0x150,
+        }],
+        vmcoreinfo: NoteRegion {
+            paddr: 0x100_0000,
+            size: 1024,
+        },
+        kernel_text: None,
+        ram,
+        page_offset: arch::X86_64_DEFAULT_PAGE_OFFSET,
+    })
+    .expect("a header of one CPU and a few ranges fits")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

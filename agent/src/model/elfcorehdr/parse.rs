@@ -116,27 +116,10 @@ pub(super) fn parse(bytes: &[u8]) -> Result<ElfCoreHeader, HeaderError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{
-        elfcorehdr::{HeaderInputs, NoteRegion, build},
-        ranges::PhysRange,
-    };
+    use crate::model::{elfcorehdr::sample_header, ranges::PhysRange};
 
     fn sample() -> Vec<u8> {
-        let ram = [PhysRange::new(0x100000, 0x3fffffff).unwrap()];
-        build(&HeaderInputs {
-            cpu_notes: &[NoteRegion {
-                paddr: 0x3fa1_8000,
-                size: 0x150,
-            }],
-            vmcoreinfo: NoteRegion {
-                paddr: 0x100_0000,
-                size: 1024,
-            },
-            kernel_text: None,
-            ram: &ram,
-            page_offset: 0,
-        })
-        .unwrap()
+        sample_header(&[PhysRange::new(0x100000, 0x3fffffff).unwrap()])
     }
 
     fn set_u16(b: &mut [u8], at: usize, v: u16) {

@@ -289,7 +289,7 @@ mod tests {
     use scroll::Pwrite;
 
     use super::*;
-    use crate::model::elfcorehdr::{HeaderInputs, NoteRegion, build};
+    use crate::model::elfcorehdr::sample_header;
 
     /// A /proc/kcore head: a PT_NOTE, a vmalloc PT_LOAD (p_paddr -1), and direct-map loads.
     fn kcore(loads: &[(u64, u64, u64)]) -> Vec<u8> {
@@ -334,23 +334,6 @@ mod tests {
             b.pwrite_with(p, 64 + (i + 2) * 56, scroll::LE).unwrap();
         }
         b
-    }
-
-    fn crash_header(ram: &[PhysRange]) -> Vec<u8> {
-        build(&HeaderInputs {
-            cpu_notes: &[NoteRegion {
-                paddr: 0x3fa1_8000,
-                size: 0x150,
-            }],
-            vmcoreinfo: NoteRegion {
-                paddr: 0x100_0000,
-                size: 1024,
-            },
-            kernel_text: None,
-            ram,
-            page_offset: 0xffff_8880_0000_0000,
-        })
-        .unwrap()
     }
 
     fn r(start: u64, end: u64) -> PhysRange {
@@ -424,7 +407,7 @@ mod tests {
 
     #[test]
     fn core_heads_and_spans() {
-        let h = crash_header(&[r(0x10_0000, 0x3fff_ffff)]);
+        let h = sample_header(&[r(0x10_0000, 0x3fff_ffff)]);
         assert!(is_core_head(&h[..PAGE_HEAD]));
         assert_eq!(header_span(&h[..PAGE_HEAD]), Ok(64 + 3 * 56));
         let mut exec = h.clone();
@@ -444,7 +427,7 @@ mod tests {
     #[test]
     fn one_candidate_is_the_header() {
         let ram = [r(0x10_0000, 0x3fff_ffff)];
-        let bytes = crash_header(&ram);
+        let bytes = sample_header(&ram);
         let found = choose(vec![Candidate {
             paddr: 0x3000_0000,
             bytes: bytes.clone(),
@@ -461,7 +444,7 @@ mod tests {
         let e = choose(vec![]).unwrap_err();
         assert_eq!(e, ChooseError::NoHeader(vec![]));
         assert!(e.to_string().contains("is a crash kernel loaded?"));
-        let bytes = crash_header(&[r(0x10_0000, 0x3fff_ffff)]);
+        let bytes = sample_header(&[r(0x10_0000, 0x3fff_ffff)]);
         let e = choose(vec![Candidate {
             paddr: 0x3000_0000,
             bytes: bytes[..100].to_vec(),
@@ -476,7 +459,7 @@ mod tests {
 
     #[test]
     fn garbage_is_skipped_next_to_a_good_header() {
-        let good = crash_header(&[r(0x10_0000, 0x3fff_ffff)]);
+        let good = sample_header(&[r(0x10_0000, 0x3fff_ffff)]);
         let mut bad = good.clone();
         bad[54] = 32; // e_phentsize
         let found = choose(vec![
@@ -497,7 +480,7 @@ mod tests {
 
     #[test]
     fn identical_duplicates_are_one_header() {
-        let bytes = crash_header(&[r(0x10_0000, 0x3fff_ffff)]);
+        let bytes = sample_header(&[r(0x10_0000, 0x3fff_ffff)]);
         let found = choose(vec![
             Candidate {
                 paddr: 0x3000_0000,
@@ -515,8 +498,8 @@ mod tests {
 
     #[test]
     fn headers_that_differ_in_ram_are_ambiguous() {
-        let old = crash_header(&[r(0x1000, 0x9ffff), r(0x10_0000, 0x3fff_ffff)]);
-        let new = crash_header(&[r(0x10_0000, 0x3fff_ffff)]);
+        let old = sample_header(&[r(0x1000, 0x9ffff), r(0x10_0000, 0x3fff_ffff)]);
+        let new = sample_header(&[r(0x10_0000, 0x3fff_ffff)]);
         let e = choose(vec![
             Candidate {
                 paddr: 0x3000_0000,
