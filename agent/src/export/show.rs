@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     model::{
         elfcorehdr::{LoadPath, expected_ram},
+        header::Provenance,
         ranges::RamRanges,
         units::bytes,
     },
@@ -27,6 +28,9 @@ pub struct ShowReport {
     pub captured: Option<String>,
     /// Whose rules the expected header follows.
     pub load: Option<String>,
+    /// How the loaded header is known; `None` when nothing is.
+    #[serde(default)]
+    pub provenance: Option<Provenance>,
     pub verified: bool,
     pub stale: bool,
     pub missing_bytes: u64,
@@ -65,6 +69,7 @@ impl ShowReport {
         ShowReport {
             captured: None,
             load: None,
+            provenance: None,
             verified: false,
             stale: false,
             missing_bytes: 0,
@@ -79,6 +84,7 @@ impl ShowReport {
         let mut report = ShowReport {
             captured: h.captured.clone(),
             load: None,
+            provenance: h.provenance,
             verified: h.verified,
             stale: h.stale,
             missing_bytes: h.missing_bytes,
@@ -112,7 +118,8 @@ impl ShowReport {
     pub fn to_text(&self, source_note: &str) -> String {
         let mut out = match &self.captured {
             Some(c) => format!(
-                "loaded header: captured from {c}; expected: what {} would build now{source_note}\n",
+                "loaded header: {} from {c}; expected: what {} would build now{source_note}\n",
+                self.provenance.map_or("captured", Provenance::as_str),
                 self.load
                     .as_deref()
                     .unwrap_or(LoadPath::KexecFileLoad.as_str())
@@ -199,6 +206,7 @@ mod tests {
         let report = ShowReport {
             captured: Some("kexec_load by kexec (pid 9)".into()),
             load: Some("kexec_load".into()),
+            provenance: Some(Provenance::Captured),
             verified: true,
             stale: true,
             missing_bytes: 512 << 20,
@@ -227,6 +235,17 @@ mod tests {
         );
         assert!(lines.iter().all(|l| !l.ends_with(' ')), "{text}");
         assert_eq!(report.exit_code(), 3);
+        let back = ShowReport {
+            provenance: Some(Provenance::ReadBack),
+            captured: Some("the crash reservation at 0x2e000000, read in 300 ms".into()),
+            ..report
+        };
+        assert!(
+            back.to_text("")
+                .starts_with("loaded header: read back from the crash reservation at 0x2e000000"),
+            "{}",
+            back.to_text("")
+        );
     }
 
     #[test]
