@@ -4,4 +4,5 @@ pub mod crash_sysfs;
 pub mod kcore;
 pub mod node;
 pub mod procfs;
+pub mod rootfs;
 pub mod sysfs;
