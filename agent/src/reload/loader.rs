@@ -13,11 +13,28 @@ use crate::{
         kexec::{self, SealedImage},
         recipe::{self, LoadRecipe},
     },
-    sys::sysfs::Sysfs,
+    sys::{
+        cgroup::{self, MemoryRoom},
+        sysfs::Sysfs,
+    },
 };
 
 /// How long a load waits for a distribution script holding the lock (kdumpctl waits 5 s too).
 const DISTRO_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Refuses a sealed copy of `bytes` that the cgroup's memory limit cannot hold next to what is
+/// charged already (the last known good copy included), before anything is copied or loaded.
+fn fits_in_memory(bytes: u64, room: Option<MemoryRoom>) -> Result<(), String> {
+    match room {
+        Some(room) if bytes > room.free() => Err(format!(
+            "memory limit: sealing the kernel and initrd takes {bytes} bytes, the agent's cgroup \
+             has {} of memory.max {} free; raise the container's memory limit",
+            room.free(),
+            room.limit
+        )),
+        _ => Ok(()),
+    }
+}
 
 /// `--reload`: how the agent loads a crash kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,6 +136,12 @@ impl CrashLoader {
             .unwrap_or(0);
         let opened = recipe::open_checked(recipe, crash_size, &self.host.rootfs)
             .map_err(|e| e.to_string())?;
+        let bytes = [Some(&opened.kernel), opened.initrd.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|f| f.metadata().map_or(0, |m| m.len()))
+            .sum();
+        fits_in_memory(bytes, cgroup::own_room())?;
         SealedImage::copy(&opened, &recipe.cmdline)
             .map_err(|e| format!("copying the images into sealed memory: {e}"))
     }
@@ -271,6 +294,21 @@ mod tests {
         );
         assert!(!loader.has_last_good());
         assert!(loader.adopt_last_good().is_err());
+    }
+
+    #[test]
+    fn a_copy_the_memory_limit_cannot_hold_is_refused_first() {
+        let room = MemoryRoom {
+            limit: 128 << 20,
+            current: 100 << 20,
+        };
+        assert!(fits_in_memory(28 << 20, Some(room)).is_ok());
+        assert_eq!(
+            fits_in_memory(40 << 20, Some(room)).unwrap_err(),
+            "memory limit: sealing the kernel and initrd takes 41943040 bytes, the agent's \
+             cgroup has 29360128 of memory.max 134217728 free; raise the container's memory limit"
+        );
+        assert!(fits_in_memory(u64::MAX, None).is_ok());
     }
 
     #[test]

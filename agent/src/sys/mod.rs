@@ -1,5 +1,6 @@
 //! System access, one thin module per thing touched. Every stage may use it.
 pub mod capabilities;
+pub mod cgroup;
 pub mod crash_sysfs;
 pub mod kcore;
 pub mod node;
