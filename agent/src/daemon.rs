@@ -97,6 +97,7 @@ fn require_capabilities() -> anyhow::Result<()> {
 /// rescans alone) and says which in `state`.
 fn start_observing(
     state: &mut AgentState,
+    procfs: &Procfs,
     choice: SourceChoice,
     block_bytes: Option<u64>,
     tx: &mpsc::Sender<Event>,
@@ -140,7 +141,7 @@ fn start_observing(
         .iter()
         .all(|w| reports.iter().any(|r| r.probe == *w && r.how.is_attached()));
     observe.probes = reports;
-    observe.event_source = match attached.map(|a| a.spawn_reader(tx.clone())) {
+    observe.event_source = match attached.map(|a| a.spawn_reader(procfs.clone(), tx.clone())) {
         Some(Ok(_reader)) => EventSource::Ebpf,
         Some(Err(e)) if choice == SourceChoice::Ebpf => {
             bail!("--event-source ebpf: the ring buffer reader failed: {e}")
@@ -245,6 +246,7 @@ async fn start(opts: Options) -> anyhow::Result<Started> {
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     start_observing(
         &mut initial,
+        &opts.procfs,
         opts.event_source,
         opts.sysfs.memory_block_size().ok().flatten(),
         &tx,

@@ -12,7 +12,8 @@ use crate::{
     daemon,
     observe::SourceChoice,
     reconcile::Timing,
-    reload::{DISTRO_LOCK, ReloadChoice, ReloadOptions, recipe::RecipeFlags},
+    reload::{ReloadChoice, ReloadOptions, distro::KDUMPCTL_LOCK, recipe::RecipeFlags},
+    sys::rootfs::Rootfs,
 };
 
 /// Default `--listen`: loopback, on a port outside Prometheus' exporter range (9100-9999 is full).
@@ -70,10 +71,14 @@ pub struct ReloadArgs {
     /// Longest wait, in seconds, from a burst's first event to acting on it.
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     pub max_delay: f64,
-    /// The lock file the distributions' kdump scripts flock around their loads (kdumpctl's);
-    /// the agent's own loads take it too. "none": do not take it.
-    #[arg(long, value_name = "FILE", default_value = DISTRO_LOCK)]
+    /// kdumpctl's lock file, flocked around the agent's own loads (with kdump-config's
+    /// `$KDUMP_COREDIR/kdump_lock` when kdump-tools is configured). "none": take neither.
+    #[arg(long, value_name = "FILE", default_value = KDUMPCTL_LOCK)]
     pub distro_lock: PathBuf,
+    /// The host's root filesystem: the distribution's kdump configuration, its locks and
+    /// every kernel and initrd path (flags, config, adopted, persisted) are resolved under it.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub rootfs: PathBuf,
 }
 
 impl ReloadArgs {
@@ -111,6 +116,7 @@ impl ReloadArgs {
             command,
             command_timeout: seconds("--reload-timeout", self.reload_timeout, 0.1)?,
             distro_lock: (self.distro_lock != Path::new("none")).then(|| self.distro_lock.clone()),
+            rootfs: Rootfs::new(&self.rootfs),
             flags: RecipeFlags {
                 kernel: self.kernel.clone(),
                 initrd: self.initrd.clone(),
@@ -131,6 +137,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             "--rescan-interval {}: must be at least 0.1 seconds",
             args.rescan_interval
         );
+    }
+    if !args.reload.rootfs.is_dir() {
+        anyhow::bail!("--rootfs {}: not a directory", args.reload.rootfs.display());
     }
     if let Some(dir) = &args.textfile_dir
         && !dir.is_dir()

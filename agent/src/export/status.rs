@@ -123,8 +123,14 @@ impl StatusReport {
         if let Some(last) = &self.reload.last {
             line("last reload", last.clone());
         }
+        if let Some(why) = &self.reload.recipe_refused {
+            line("no recipe", why.clone());
+        }
         if let Some(why) = &self.reload.adoption_refused {
             line("not adopted", why.clone());
+        }
+        for warning in &self.reload.warnings {
+            line("warning", warning.clone());
         }
         if let Some(alert) = &self.reload.alert {
             line("alert", alert.clone());

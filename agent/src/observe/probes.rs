@@ -22,7 +22,10 @@ use crate::{
         probe_table::{PROBES, Program, ProgramKind, Target},
         records,
     },
-    sys::capabilities::{Capability, Feature},
+    sys::{
+        capabilities::{Capability, Feature},
+        procfs::Procfs,
+    },
 };
 
 /// Built by agent/build.rs; empty when it ran with AYA_BUILD_SKIP=1.
@@ -269,26 +272,44 @@ fn unload(ebpf: &mut Ebpf, name: &str) {
     }
 }
 
-/// The live system behind [`Processes`]: `/proc/<pid>`.
+/// The live system behind [`Processes`]: `<procfs>/<pid>`. The probes report pids of the
+/// initial pid namespace, so `procfs` must be the host's (`--procfs`), and the agent's own pid
+/// is the one that procfs gives it. The paths read from it are the loader's (the host's).
 struct LiveProcesses {
+    procfs: Procfs,
     agent_pid: u32,
+}
+
+impl LiveProcesses {
+    fn new(procfs: Procfs) -> Self {
+        // `self` in a procfs is the reader's pid in that procfs' pid namespace.
+        let agent_pid = std::fs::read_link(procfs.path("self"))
+            .ok()
+            .and_then(|p| p.to_str()?.parse().ok())
+            .unwrap_or_else(std::process::id);
+        Self { procfs, agent_pid }
+    }
+
+    fn file(&self, pid: u32, name: &str) -> PathBuf {
+        self.procfs.path(&format!("{pid}/{name}"))
+    }
 }
 
 impl Processes for LiveProcesses {
     fn fd_path(&self, pid: u32, fd: i32) -> Option<PathBuf> {
-        std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()
+        std::fs::read_link(self.file(pid, &format!("fd/{fd}"))).ok()
     }
 
     fn fd_bytes(&self, pid: u32, fd: i32) -> Option<u64> {
-        std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))
+        std::fs::metadata(self.file(pid, &format!("fd/{fd}")))
             .ok()
             .map(|m| m.len())
     }
 
     fn command(&self, pid: u32) -> Option<LoaderCommand> {
-        let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let raw = std::fs::read(self.file(pid, "cmdline")).ok()?;
         Some(LoaderCommand {
-            cwd: std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?,
+            cwd: std::fs::read_link(self.file(pid, "cwd")).ok()?,
             argv: raw
                 .split(|&b| b == 0)
                 .filter(|a| !a.is_empty())
@@ -300,7 +321,7 @@ impl Processes for LiveProcesses {
     fn is_agent(&self, pid: u32) -> bool {
         // `/proc/<pid>/stat`: "pid (comm) state ppid ..."; comm may contain spaces.
         let parent = || -> Option<u32> {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let stat = std::fs::read_to_string(self.file(pid, "stat")).ok()?;
             stat.rsplit_once(')')?
                 .1
                 .split_whitespace()
@@ -316,6 +337,7 @@ impl Attached {
     /// Forwards ring buffer records as events, and dropped-record counts as [`Event::Lost`].
     pub fn spawn_reader(
         mut self,
+        procfs: Procfs,
         tx: mpsc::Sender<Event>,
     ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
         let ring = RingBuf::try_from(
@@ -342,12 +364,7 @@ impl Attached {
         // SAFETY: sysconf has no preconditions.
         let page_bytes =
             u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-        let mut assembler = Assembler::new(
-            LiveProcesses {
-                agent_pid: std::process::id(),
-            },
-            page_bytes,
-        );
+        let mut assembler = Assembler::new(LiveProcesses::new(procfs), page_bytes);
         Ok(tokio::spawn(async move {
             let _programs = self.ebpf; // keeps the programs attached while the reader runs
             let mut lost_seen = 0u64;

@@ -3,63 +3,36 @@
 //! Blocking (file copies, the syscall, a command): the daemon runs it off its event loop.
 use std::{
     fmt,
-    fs::{File, OpenOptions},
-    io,
-    os::unix::fs::OpenOptionsExt as _,
-    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use crate::{
     model::load::LoadOutcome,
     reload::{
+        distro::Host,
         kexec::{self, SealedImage},
         recipe::{self, LoadRecipe},
-        statefile::try_lock_exclusive,
     },
-    sys::sysfs::Sysfs,
+    sys::{
+        cgroup::{self, MemoryRoom},
+        sysfs::Sysfs,
+    },
 };
 
 /// How long a load waits for a distribution script holding the lock (kdumpctl waits 5 s too).
 const DISTRO_LOCK_WAIT: Duration = Duration::from_secs(5);
 
-/// The distributions' kdump lock, held for one load so the agent and their scripts never load
-/// at once. `Ok(None)`: the lock cannot exist here (no directory, read-only), so no script uses it.
-fn distro_lock(path: &Path, wait: Duration) -> Result<Option<File>, String> {
-    let file = File::open(path).or_else(|e| match e.kind() {
-        io::ErrorKind::NotFound => OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path),
-        _ => Err(e),
-    });
-    let file = match file {
-        Ok(file) => file,
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::ReadOnlyFilesystem
-            ) =>
-        {
-            return Ok(None);
-        }
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    };
-    let start = Instant::now();
-    loop {
-        match try_lock_exclusive(&file) {
-            Ok(true) => return Ok(Some(file)),
-            Ok(false) if start.elapsed() < wait => std::thread::sleep(Duration::from_millis(50)),
-            Ok(false) => {
-                return Err(format!(
-                    "{} is held by another loader (a distribution kdump script?) after {:.1} s; not loading now",
-                    path.display(),
-                    wait.as_secs_f64()
-                ));
-            }
-            Err(e) => return Err(format!("{}: {e}", path.display())),
-        }
+/// Refuses a sealed copy of `bytes` that the cgroup's memory limit cannot hold next to what is
+/// charged already (the last known good copy included), before anything is copied or loaded.
+fn fits_in_memory(bytes: u64, room: Option<MemoryRoom>) -> Result<(), String> {
+    match room {
+        Some(room) if bytes > room.free() => Err(format!(
+            "memory limit: sealing the kernel and initrd takes {bytes} bytes, the agent's cgroup \
+             has {} of memory.max {} free; raise the container's memory limit",
+            room.free(),
+            room.limit
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -113,7 +86,7 @@ pub struct CrashLoader {
     strategy: ReloadStrategy,
     sysfs: Sysfs,
     last_good: Option<SealedImage>,
-    distro_lock: Option<PathBuf>,
+    host: Host,
 }
 
 impl CrashLoader {
@@ -122,14 +95,15 @@ impl CrashLoader {
             strategy,
             sysfs,
             last_good: None,
-            distro_lock: None,
+            host: Host::default(),
         }
     }
 
-    /// Takes `path` (kdumpctl's lock) around each `kexec_file_load`. Not around the command
-    /// strategy: a distribution command takes it itself and would wait on the agent.
-    pub fn with_distro_lock(mut self, path: Option<PathBuf>) -> Self {
-        self.distro_lock = path;
+    /// Resolves the recipe under the host's root and takes its distribution locks around each
+    /// `kexec_file_load`. Not around the command strategy: a distribution command takes them
+    /// itself and would wait on the agent.
+    pub fn with_host(mut self, host: Host) -> Self {
+        self.host = host;
         self
     }
 
@@ -160,7 +134,14 @@ impl CrashLoader {
             .kexec_crash_size()
             .map_err(|e| e.to_string())?
             .unwrap_or(0);
-        let opened = recipe::open_checked(recipe, crash_size).map_err(|e| e.to_string())?;
+        let opened = recipe::open_checked(recipe, crash_size, &self.host.rootfs)
+            .map_err(|e| e.to_string())?;
+        let bytes = [Some(&opened.kernel), opened.initrd.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|f| f.metadata().map_or(0, |m| m.len()))
+            .sum();
+        fits_in_memory(bytes, cgroup::own_room())?;
         SealedImage::copy(&opened, &recipe.cmdline)
             .map_err(|e| format!("copying the images into sealed memory: {e}"))
     }
@@ -234,19 +215,20 @@ impl CrashLoader {
     }
 
     fn load(&self, image: &SealedImage) -> LoadReport {
-        let _held = match self
-            .distro_lock
-            .as_deref()
-            .map(|p| distro_lock(p, DISTRO_LOCK_WAIT))
-        {
-            Some(Err(detail)) => {
+        let _held = match self.host.lock_all(DISTRO_LOCK_WAIT) {
+            Ok((held, ignored)) => {
+                for why in ignored {
+                    tracing::warn!(lock = %why, "loading without this distribution lock");
+                }
+                held
+            }
+            Err(detail) => {
                 return LoadReport {
                     outcome: LoadOutcome::Refused,
                     detail,
                     load_time: Duration::ZERO,
                 };
             }
-            held => held,
         };
         let start = Instant::now();
         let result = image.load();
@@ -315,6 +297,21 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_the_memory_limit_cannot_hold_is_refused_first() {
+        let room = MemoryRoom {
+            limit: 128 << 20,
+            current: 100 << 20,
+        };
+        assert!(fits_in_memory(28 << 20, Some(room)).is_ok());
+        assert_eq!(
+            fits_in_memory(40 << 20, Some(room)).unwrap_err(),
+            "memory limit: sealing the kernel and initrd takes 41943040 bytes, the agent's \
+             cgroup has 29360128 of memory.max 134217728 free; raise the container's memory limit"
+        );
+        assert!(fits_in_memory(u64::MAX, None).is_ok());
+    }
+
+    #[test]
     fn without_a_reservation_the_load_is_refused() {
         let (dir, sysfs) = sysfs("0\n", "0\n");
         let recipe = LoadRecipe {
@@ -348,27 +345,5 @@ mod tests {
         assert_eq!(report.outcome, LoadOutcome::Loaded);
         let rollback = CrashLoader::new(command("true"), sysfs).rollback();
         assert_eq!(rollback.detail, "no last known good image to roll back to");
-    }
-
-    #[test]
-    fn the_distribution_lock_is_taken_waited_for_or_absent() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kdump");
-        let wait = Duration::from_millis(120);
-        let held = distro_lock(&path, wait)
-            .unwrap()
-            .expect("created and taken");
-        // kdumpctl (another open file description) cannot take it now, nor can a second load.
-        let other = File::open(&path).unwrap();
-        assert!(!try_lock_exclusive(&other).unwrap());
-        let err = distro_lock(&path, wait).unwrap_err();
-        assert!(err.ends_with("is held by another loader (a distribution kdump script?) after 0.1 s; not loading now"), "{err}");
-        drop(held);
-        assert!(distro_lock(&path, wait).unwrap().is_some());
-        assert!(
-            distro_lock(&dir.path().join("missing/kdump"), wait)
-                .unwrap()
-                .is_none()
-        );
     }
 }

@@ -1,6 +1,7 @@
 //! Reload: feeds the reconciler, performs its actions (verify against `/proc/iomem`; loads run
 //! off the event loop as [`LoadJob`]s), keeps what is known of the loaded header (its only
 //! writer), persists state and fills the reload side of the state.
+pub mod distro;
 pub mod kexec;
 pub mod loader;
 pub mod recipe;
@@ -12,7 +13,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -31,11 +32,12 @@ use crate::{
         header::HeaderKnowledge,
     },
     reload::{
+        distro::Host,
         loader::{CrashLoader, LoadReport, ReloadStrategy},
-        recipe::{DistroConfigs, LoadRecipe, RecipeFlags, RecipeSource},
+        recipe::{LoadRecipe, RecipeFlags, RecipeSource},
         statefile::{LoadLock, LoadRecord, PersistedState, RangeRecord, RecipeRecord, StateDir},
     },
-    sys::{kcore, node::NodeState, procfs::Procfs, sysfs::Sysfs},
+    sys::{kcore, node::NodeState, procfs::Procfs, rootfs::Rootfs, sysfs::Sysfs},
 };
 
 /// `--reload`.
@@ -49,12 +51,6 @@ pub enum ReloadChoice {
     Off,
 }
 
-/// The distribution configurations a recipe can come from.
-pub const KDUMP_TOOLS_CONFIG: &str = "/etc/default/kdump-tools";
-pub const SYSCONFIG_KDUMP: &str = "/etc/sysconfig/kdump";
-/// kdumpctl's `single_instance_lock` (Fedora/RHEL).
-pub const DISTRO_LOCK: &str = "/var/lock/kdump";
-
 /// The reload flags of `kdump-agent run`.
 #[derive(Clone, Debug)]
 pub struct ReloadOptions {
@@ -62,8 +58,11 @@ pub struct ReloadOptions {
     pub choice: Option<ReloadChoice>,
     pub command: Vec<String>,
     pub command_timeout: Duration,
-    /// Flocked around each of the agent's own loads (`None`: not taken).
+    /// kdumpctl's lock, flocked around each of the agent's own loads with kdump-config's
+    /// (`None`: no distribution lock is taken).
     pub distro_lock: Option<PathBuf>,
+    /// The host's root: distribution configurations, locks and recipe files are under it.
+    pub rootfs: Rootfs,
     pub flags: RecipeFlags,
     pub timing: Timing,
 }
@@ -87,6 +86,12 @@ pub struct ReloadStatus {
     pub failures: u32,
     /// Why the last `kexec_file_load` by another loader gave no recipe to adopt.
     pub adoption_refused: Option<String>,
+    /// Why the host's distribution configuration gave no recipe, when nothing else did.
+    pub recipe_refused: Option<String>,
+    /// The host's udev rules that reload on memory events too (host paths).
+    pub distro_rules: Vec<String>,
+    /// Conditions the agent works around, one line each (an ignored lock, a double reload).
+    pub warnings: Vec<String>,
 }
 
 impl Default for ReloadStatus {
@@ -98,6 +103,9 @@ impl Default for ReloadStatus {
             alert: None,
             failures: 0,
             adoption_refused: None,
+            recipe_refused: None,
+            distro_rules: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -196,7 +204,8 @@ pub struct ReconcileLoop {
     state_dir: StateDir,
     /// `--reload` as given: only the default may start reloading with an adopted recipe.
     choice: Option<ReloadChoice>,
-    distro_lock: Option<PathBuf>,
+    /// The host's root and locks every loader of this agent uses.
+    host: Host,
     /// The state directory's lock, held while this agent can load.
     lock: Option<LoadLock>,
     persisted: PersistedState,
@@ -216,29 +225,19 @@ fn describe(recipe: &LoadRecipe) -> String {
     text
 }
 
-fn read_config(path: &str) -> anyhow::Result<Option<String>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(text)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| path.to_owned()),
-    }
-}
-
 /// The recipe and strategy `run`'s flags, the persisted state and the distribution's
 /// configuration call for. Pure: the files are read by the caller.
 fn resolve(
     opts: &ReloadOptions,
     persisted: &PersistedState,
-    distro: &DistroConfigs<'_>,
+    distro: Option<LoadRecipe>,
     proc_cmdline: &str,
-    kernel_release: &str,
 ) -> anyhow::Result<(Option<LoadRecipe>, Option<ReloadStrategy>)> {
     let recipe = recipe::resolve(
         &opts.flags,
         persisted.recipe.as_ref().map(RecipeRecord::to_recipe),
         distro,
         proc_cmdline,
-        kernel_release,
     )
     .map_err(anyhow::Error::msg)?;
     let strategy = match (opts.choice, &recipe) {
@@ -248,7 +247,9 @@ fn resolve(
         }
         (Some(ReloadChoice::KexecFile), None) => bail!(
             "--reload kexec-file needs a recipe: pass --kernel (with --initrd, --cmdline) \
-             or configure {KDUMP_TOOLS_CONFIG} or {SYSCONFIG_KDUMP}"
+             or configure {} or {}",
+            distro::KDUMP_TOOLS_CONFIG,
+            distro::SYSCONFIG_KDUMP
         ),
         (Some(ReloadChoice::Command), _) if opts.command.is_empty() => {
             bail!("--reload command needs --reload-command")
@@ -348,28 +349,56 @@ impl ReconcileLoop {
             })
             .unwrap_or_default();
         let proc_cmdline = std::fs::read_to_string(procfs.path("cmdline")).unwrap_or_default();
-        let kdump_tools = read_config(KDUMP_TOOLS_CONFIG)?;
-        let sysconfig = read_config(SYSCONFIG_KDUMP)?;
-        let distro = DistroConfigs {
-            kdump_tools: kdump_tools
-                .as_deref()
-                .map(|t| (Path::new(KDUMP_TOOLS_CONFIG), t)),
-            sysconfig: sysconfig
-                .as_deref()
-                .map(|t| (Path::new(SYSCONFIG_KDUMP), t)),
+        let found = distro::find(&opts.rootfs, &proc_cmdline, &parts.node.kernel_release);
+        let (distro_recipe, refused) = match found.recipe {
+            Ok(r) => (Some(r), None),
+            Err(why) => (None, Some(why)),
         };
-        let (recipe, strategy) = resolve(
-            &opts,
-            &persisted,
-            &distro,
-            &proc_cmdline,
-            &parts.node.kernel_release,
-        )?;
+        let (recipe, strategy) = resolve(&opts, &persisted, distro_recipe, &proc_cmdline)?;
+        let status = &mut parts.reload.status;
+        if let (None, Some(why)) = (&recipe, refused) {
+            tracing::warn!(reason = %why, "no reload recipe from the host's kdump configuration; observing");
+            status.recipe_refused = Some(why);
+        }
+        if recipe.is_none()
+            && opts.choice.is_none()
+            && let Err(why) = procfs.may_resolve_fds_of(1)
+        {
+            tracing::warn!(reason = %why, "adoption of another loader's recipe is impossible");
+            status.adoption_refused = Some(why);
+        }
+        let host = Host {
+            locks: opts
+                .distro_lock
+                .iter()
+                .cloned()
+                .chain(
+                    opts.distro_lock
+                        .is_some()
+                        .then_some(found.locks)
+                        .into_iter()
+                        .flatten(),
+                )
+                .collect(),
+            rootfs: opts.rootfs.clone(),
+        };
+        status.warnings = host.lock_warnings();
+        for why in &status.warnings {
+            tracing::warn!(lock = %why, "this distribution lock will not be taken");
+        }
+        let rules = distro::memory_reload_rules(&host.rootfs);
+        status.distro_rules = rules.iter().map(|r| r.display().to_string()).collect();
+        if strategy.is_some() {
+            for rule in &rules {
+                let line = distro::double_reload_warning(rule);
+                tracing::warn!(rule = %rule.display(), "{line}");
+                status.warnings.push(line);
+            }
+        }
         let lock = strategy.as_ref().map(|_| state_dir.lock()).transpose()?;
-        let loader = strategy
-            .map(|s| CrashLoader::new(s, sysfs.clone()).with_distro_lock(opts.distro_lock.clone()));
+        let loader = strategy.map(|s| CrashLoader::new(s, sysfs.clone()).with_host(host.clone()));
         Ok(Self::new(
-            opts, state_dir, persisted, recipe, loader, lock, parts, procfs, sysfs,
+            opts, host, state_dir, persisted, recipe, loader, lock, parts, procfs, sysfs,
         ))
     }
 
@@ -379,6 +408,7 @@ impl ReconcileLoop {
     )]
     fn new(
         opts: ReloadOptions,
+        host: Host,
         state_dir: StateDir,
         persisted: PersistedState,
         recipe: Option<LoadRecipe>,
@@ -434,7 +464,7 @@ impl ReconcileLoop {
             recipe,
             state_dir,
             choice: opts.choice,
-            distro_lock: opts.distro_lock,
+            host,
             lock,
             persisted,
             loads_observed: false,
@@ -575,7 +605,7 @@ impl ReconcileLoop {
             return;
         }
         let status = &mut parts.reload.status;
-        let recipe = match recipe::adopted(load, |p| std::fs::metadata(p).ok().map(|m| m.len())) {
+        let recipe = match recipe::adopted(load, |p| self.host.rootfs.file_bytes(p)) {
             Ok(recipe) => recipe,
             Err(e) => {
                 tracing::warn!(pid = load.pid, comm = %load.comm, reason = %e, "no recipe adopted from this kexec_file_load");
@@ -597,7 +627,7 @@ impl ReconcileLoop {
             ReloadStrategy::KexecFile(recipe.clone()),
             self.sysfs.clone(),
         )
-        .with_distro_lock(self.distro_lock.clone());
+        .with_host(self.host.clone());
         if let Err(e) = loader.adopt_last_good() {
             tracing::warn!(error = %e, "the adopted recipe's files could not be sealed as the last known good");
         }
@@ -864,6 +894,7 @@ mod tests {
                 command,
                 command_timeout: Duration::from_secs(10),
                 distro_lock: None,
+                rootfs: Rootfs::default(),
                 flags: RecipeFlags::default(),
                 timing: Timing::default(),
             };
@@ -1045,6 +1076,7 @@ mod tests {
             command: vec!["true".into()],
             command_timeout: Duration::from_secs(1),
             distro_lock: None,
+            rootfs: Rootfs::default(),
             flags: RecipeFlags::default(),
             timing: Timing::default(),
         };

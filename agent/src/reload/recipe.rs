@@ -12,7 +12,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::model::{elfcorehdr::LoadPath, events::KexecLoad};
+use crate::{
+    model::{elfcorehdr::LoadPath, events::KexecLoad},
+    sys::rootfs::Rootfs,
+};
 
 /// What to load as the crash kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -193,6 +196,16 @@ pub fn from_kdump_tools(
     }))
 }
 
+/// `KDUMP_COREDIR` of a kdump-tools configuration (default `/var/crash`): where `kdump-config`
+/// keeps its lock.
+pub fn kdump_tools_coredir(path: &Path, text: &str) -> Result<PathBuf, ConfigError> {
+    let vars = assignments(text);
+    Ok(lookup(path, &vars, "KDUMP_COREDIR")?
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "/var/crash".into())
+        .into())
+}
+
 /// Fedora/RHEL `/etc/sysconfig/kdump`, read the way `kdumpctl` reads it: kernel
 /// `$KDUMP_BOOTDIR/$KDUMP_IMG-$KDUMP_KERNELVER$KDUMP_IMG_EXT` (defaults `/boot`, `vmlinuz`,
 /// the running release, ``), initrd `$KDUMP_BOOTDIR/initramfs-${KDUMP_KERNELVER}kdump.img`,
@@ -243,21 +256,13 @@ pub struct RecipeFlags {
     pub cmdline: Option<String>,
 }
 
-/// The distribution kdump configurations found on the node, with their text.
-#[derive(Clone, Debug, Default)]
-pub struct DistroConfigs<'a> {
-    pub kdump_tools: Option<(&'a Path, &'a str)>,
-    pub sysconfig: Option<(&'a Path, &'a str)>,
-}
-
 /// Picks the recipe: flags first, then what an earlier run persisted, then the distribution's
 /// configuration. `Ok(None)`: no recipe, so the agent only observes.
 pub fn resolve(
     flags: &RecipeFlags,
     persisted: Option<LoadRecipe>,
-    distro: &DistroConfigs<'_>,
+    distro: Option<LoadRecipe>,
     proc_cmdline: &str,
-    running_release: &str,
 ) -> Result<Option<LoadRecipe>, String> {
     if let Some(kernel) = &flags.kernel {
         let cmdline = match &flags.cmdline {
@@ -277,20 +282,7 @@ pub fn resolve(
     if flags.initrd.is_some() || flags.cmdline.is_some() {
         return Err("--initrd and --cmdline need --kernel".into());
     }
-    if persisted.is_some() {
-        return Ok(persisted);
-    }
-    if let Some((path, text)) = distro.kdump_tools
-        && let Some(recipe) =
-            from_kdump_tools(path, text, proc_cmdline).map_err(|e| e.to_string())?
-    {
-        return Ok(Some(recipe));
-    }
-    distro
-        .sysconfig
-        .map(|(path, text)| from_sysconfig(path, text, proc_cmdline, running_release))
-        .transpose()
-        .map_err(|e| e.to_string())
+    Ok(persisted.or(distro))
 }
 
 /// Why a loader's `kexec_file_load` gives no recipe to adopt.
@@ -537,13 +529,21 @@ pub struct OpenedRecipe {
     pub needed_bytes: u64,
 }
 
-fn open(role: &'static str, path: &Path) -> Result<(File, FileFacts), RecipeError> {
+fn open(
+    role: &'static str,
+    path: &Path,
+    rootfs: &Rootfs,
+) -> Result<(File, FileFacts), RecipeError> {
+    let file = rootfs.open(path).map_err(|e| RecipeError::File {
+        role,
+        path: e.path,
+        why: e.why,
+    })?;
     let fail = |e: io::Error| RecipeError::File {
         role,
-        path: path.display().to_string(),
+        path: rootfs.describe(path),
         why: e.to_string(),
     };
-    let file = File::open(path).map_err(fail)?;
     let meta = file.metadata().map_err(fail)?;
     let facts = FileFacts {
         regular: meta.file_type().is_file(),
@@ -554,13 +554,18 @@ fn open(role: &'static str, path: &Path) -> Result<(File, FileFacts), RecipeErro
     Ok((file, facts))
 }
 
-/// Opens the recipe's files and checks them against the reservation (`crash_size` bytes).
-pub fn open_checked(recipe: &LoadRecipe, crash_size: u64) -> Result<OpenedRecipe, RecipeError> {
-    let (kernel, kernel_facts) = open("kernel", &recipe.kernel)?;
+/// Opens the recipe's files (host paths, under `rootfs`) and checks them against the
+/// reservation (`crash_size` bytes).
+pub fn open_checked(
+    recipe: &LoadRecipe,
+    crash_size: u64,
+    rootfs: &Rootfs,
+) -> Result<OpenedRecipe, RecipeError> {
+    let (kernel, kernel_facts) = open("kernel", &recipe.kernel, rootfs)?;
     let initrd = recipe
         .initrd
         .as_deref()
-        .map(|path| open("initrd", path))
+        .map(|path| open("initrd", path, rootfs))
         .transpose()?;
     // Positioned reads leave the file offset alone for the loader.
     let head_len = kernel_facts.len.min(BZIMAGE_HEADER_LEN as u64) as usize;
@@ -797,6 +802,19 @@ KDUMP_SSH=$(hostname)
     }
 
     #[test]
+    fn kdump_tools_coredir_defaults_to_var_crash() {
+        let path = Path::new("k");
+        assert_eq!(
+            kdump_tools_coredir(path, KDUMP_TOOLS).unwrap(),
+            Path::new("/var/crash")
+        );
+        assert_eq!(
+            kdump_tools_coredir(path, "KDUMP_COREDIR=/srv/dumps\n").unwrap(),
+            Path::new("/srv/dumps")
+        );
+    }
+
+    #[test]
     fn kdump_tools_explicit_values_win_and_the_last_assignment_counts() {
         let text = "USE_KDUMP=1\nKDUMP_KERNEL=/boot/old\nexport KDUMP_KERNEL='/boot/vmlinuz-6.1'  # pinned\n\
                     KDUMP_INITRD=/boot/initrd-kdump\nKDUMP_CMDLINE=\"root=/dev/sda1 console=ttyS0\"\n";
@@ -838,11 +856,12 @@ KDUMP_SSH=$(hostname)
 
     #[test]
     fn flags_win_then_the_persisted_recipe_then_the_distribution() {
-        let tools = ("USE_KDUMP=1\n", Path::new("/etc/default/kdump-tools"));
-        let distro = DistroConfigs {
-            kdump_tools: Some((tools.1, tools.0)),
-            sysconfig: Some((Path::new("/etc/sysconfig/kdump"), "")),
-        };
+        let tools = from_kdump_tools(
+            Path::new("/etc/default/kdump-tools"),
+            "USE_KDUMP=1\n",
+            PROC_CMDLINE,
+        )
+        .unwrap();
         let flags = RecipeFlags {
             kernel: Some("/boot/vmlinuz".into()),
             initrd: None,
@@ -852,15 +871,9 @@ KDUMP_SSH=$(hostname)
             source: RecipeSource::Persisted,
             ..recipe()
         };
-        let r = resolve(
-            &flags,
-            Some(persisted.clone()),
-            &distro,
-            PROC_CMDLINE,
-            "6.1",
-        )
-        .unwrap()
-        .unwrap();
+        let r = resolve(&flags, Some(persisted.clone()), tools.clone(), PROC_CMDLINE)
+            .unwrap()
+            .unwrap();
         assert_eq!(r.source, RecipeSource::Flags);
         assert_eq!(r.initrd, None);
         assert_eq!(
@@ -869,28 +882,20 @@ KDUMP_SSH=$(hostname)
              irqpoll nr_cpus=1 reset_devices"
         );
         let none = RecipeFlags::default();
-        let r = resolve(&none, Some(persisted), &distro, PROC_CMDLINE, "6.1");
+        let r = resolve(&none, Some(persisted), tools.clone(), PROC_CMDLINE);
         assert_eq!(r.unwrap().unwrap().source, RecipeSource::Persisted);
-        let r = resolve(&none, None, &distro, PROC_CMDLINE, "6.1")
-            .unwrap()
-            .unwrap();
-        assert_eq!(r.source, RecipeSource::KdumpTools(tools.1.to_owned()));
-        let sysconfig_only = DistroConfigs {
-            kdump_tools: Some((tools.1, "USE_KDUMP=0\n")),
-            ..distro
-        };
-        let r = resolve(&none, None, &sysconfig_only, PROC_CMDLINE, "6.1");
-        assert_eq!(r.unwrap().unwrap().kernel, Path::new("/boot/vmlinuz-6.1"));
+        let r = resolve(&none, None, tools, PROC_CMDLINE).unwrap().unwrap();
         assert_eq!(
-            resolve(&none, None, &DistroConfigs::default(), PROC_CMDLINE, "6.1"),
-            Ok(None)
+            r.source,
+            RecipeSource::KdumpTools("/etc/default/kdump-tools".into())
         );
+        assert_eq!(resolve(&none, None, None, PROC_CMDLINE), Ok(None));
         let orphan = RecipeFlags {
             cmdline: Some("x".into()),
             ..none
         };
         assert_eq!(
-            resolve(&orphan, None, &DistroConfigs::default(), "", "6.1"),
+            resolve(&orphan, None, None, ""),
             Err("--initrd and --cmdline need --kernel".into())
         );
     }
@@ -1042,11 +1047,13 @@ KDUMP_IMG_EXT=""
         let uid = fs::metadata(&r.kernel).unwrap().uid();
         if uid != 0 {
             // Files made by a non-root test run are refused for their owner; that is checked below.
-            let err = open_checked(&r, 256 * MIB).unwrap_err().to_string();
+            let err = open_checked(&r, 256 * MIB, &Rootfs::default())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("not root"), "{err}");
             return;
         }
-        let mut opened = open_checked(&r, 256 * MIB).unwrap();
+        let mut opened = open_checked(&r, 256 * MIB, &Rootfs::default()).unwrap();
         assert_eq!(opened.needed_bytes, 40 * MIB + PAGE);
         assert_eq!(opened.kernel.stream_position().unwrap(), 0);
 
@@ -1055,7 +1062,7 @@ KDUMP_IMG_EXT=""
             ..r.clone()
         };
         assert!(
-            open_checked(&writable, 256 * MIB)
+            open_checked(&writable, 256 * MIB, &Rootfs::default())
                 .unwrap_err()
                 .to_string()
                 .ends_with("vmlinuz-w: mode 0666 is writable by group or others")
@@ -1065,7 +1072,7 @@ KDUMP_IMG_EXT=""
             ..r.clone()
         };
         assert!(
-            open_checked(&missing, 256 * MIB)
+            open_checked(&missing, 256 * MIB, &Rootfs::default())
                 .unwrap_err()
                 .to_string()
                 .ends_with("nope: No such file or directory (os error 2)")
@@ -1075,7 +1082,7 @@ KDUMP_IMG_EXT=""
             ..r
         };
         assert!(
-            open_checked(&directory, 256 * MIB)
+            open_checked(&directory, 256 * MIB, &Rootfs::default())
                 .unwrap_err()
                 .to_string()
                 .ends_with(": not a regular file")

@@ -1,7 +1,9 @@
 //! System access, one thin module per thing touched. Every stage may use it.
 pub mod capabilities;
+pub mod cgroup;
 pub mod crash_sysfs;
 pub mod kcore;
 pub mod node;
 pub mod procfs;
+pub mod rootfs;
 pub mod sysfs;

@@ -57,6 +57,24 @@ impl Procfs {
         Ok(text.trim().to_string())
     }
 
+    /// Whether this process may resolve the files of `pid` (a root process of the host, e.g.
+    /// its init), as adopting another loader's `kexec_file_load` needs: the kernel's ptrace
+    /// access check refuses a reader lacking capabilities that the target holds, unless the
+    /// reader has CAP_SYS_PTRACE.
+    pub fn may_resolve_fds_of(&self, pid: u32) -> Result<(), String> {
+        let path = self.path(&format!("{pid}/cwd"));
+        match std::fs::read_link(&path) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(format!(
+                "{}: {e}: another loader's files cannot be resolved, so no recipe can be \
+                 adopted (the agent needs CAP_SYS_PTRACE next to a loader holding more \
+                 capabilities than the agent)",
+                path.display()
+            )),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
     /// The effective capability set of this process, from the real `/proc/self/status` (not
     /// `--procfs`, which may be another host's or a fixture).
     pub fn effective_capabilities() -> Result<u64, ReadError> {

@@ -270,6 +270,7 @@ fn metrics_port(resources: &[Value]) -> Result<()> {
     for (flag, dir) in [
         ("--procfs", "/host/proc"),
         ("--sysfs", "/host/sys"),
+        ("--rootfs", "/host"),
         ("--boot", "/host/boot"),
     ] {
         ensure!(
@@ -329,13 +330,13 @@ fn probes_and_privilege(resources: &[Value]) -> Result<()> {
     host_mounts(c)
 }
 
-/// The host's /proc, /sys, /boot and BTF mounted read-only, the control socket's dir writable.
+/// The host's root, /proc, /sys and BTF mounted read-only, the control socket's dir writable.
 fn host_mounts(c: &Value) -> Result<()> {
     let mounts = c["volumeMounts"].as_array().context("no volumeMounts")?;
     for (path, read_only) in [
+        ("/host", true),
         ("/host/proc", true),
         ("/host/sys", true),
-        ("/host/boot", true),
         ("/sys/kernel/btf", true),
         ("/run/kdump-agent", false),
     ] {

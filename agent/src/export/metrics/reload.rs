@@ -1,7 +1,7 @@
 //! The agent's reloads and the windows without a crash kernel.
-use prometheus::{Histogram, IntCounterVec, Registry};
+use prometheus::{Histogram, IntCounterVec, IntGaugeVec, Registry};
 
-use super::{counter_vec, raise, seconds_histogram};
+use super::{counter_vec, gauge_vec, raise, seconds_histogram};
 use crate::{
     observe::{ObserveState, counters::EventCounters},
     reload::{RELOAD_RESULTS, ReloadState},
@@ -11,6 +11,7 @@ pub(super) struct ReloadMetrics {
     reloads: IntCounterVec,
     duration: Histogram,
     unprotected_window: Histogram,
+    distro_rules: IntGaugeVec,
     /// Observations already exported: reload durations, windows.
     seen: (u64, u64),
 }
@@ -33,6 +34,12 @@ impl ReloadMetrics {
                 r,
                 "kdump_unprotected_window_seconds",
                 "Time with no crash kernel loaded during a reload by any loader, in seconds (probes: from the kernel releasing the old image to the new one in place; without them, the agent's own load syscalls, an upper bound).",
+            ),
+            distro_rules: gauge_vec(
+                r,
+                "kdump_agent_distro_reload_rule",
+                "1 for each of the host's udev rules that reloads the crash kernel on memory events; with the agent reloading too, the node reloads twice per event.",
+                &["rule"],
             ),
             seen: (0, 0),
         }
@@ -58,5 +65,9 @@ impl ReloadMetrics {
             .since(self.seen.1)
             .for_each(|v| self.unprotected_window.observe(v));
         self.seen = (r.durations.total, windows.total);
+        self.distro_rules.reset();
+        for rule in &r.status.distro_rules {
+            self.distro_rules.with_label_values(&[rule]).set(1);
+        }
     }
 }

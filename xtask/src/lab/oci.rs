@@ -1,0 +1,421 @@
+//! The OCI runtime `config.json` a kubelet's runtime would give the DaemonSet's container,
+//! generated from `deploy/daemonset.yaml` itself, so a change to the manifest changes what the
+//! lab runs under runc: user, capabilities, privilege escalation, read-only root, every
+//! `hostPath` volume as a bind mount, host namespaces, the memory limit, and `RuntimeDefault`
+//! as CRI-O and Podman resolve it (`/usr/share/containers/seccomp.json`).
+use anyhow::{Context as _, Result, bail, ensure};
+use serde_json::{Value, json};
+
+/// The profile CRI-O and Podman use for `RuntimeDefault` (Debian's golang-github-containers-common).
+pub const CONTAINERS_SECCOMP: &str = "/usr/share/containers/seccomp.json";
+
+/// What the lab decides that the manifest does not: the node and the image's entrypoint.
+pub struct Node<'a> {
+    pub name: &'a str,
+    /// The image's `ENTRYPOINT` (the manifest's `args` replace its `CMD`).
+    pub entrypoint: &'a [String],
+}
+
+fn str_of<'a>(v: &'a Value, what: &str) -> Result<&'a str> {
+    v.as_str().with_context(|| format!("{what}: not a string"))
+}
+
+/// Kubernetes' quantity (`128Mi`, `1G`, `500`) in bytes.
+pub fn quantity_bytes(q: &str) -> Result<u64> {
+    let split = q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len());
+    let (digits, suffix) = q.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .with_context(|| format!("quantity {q:?}: no integer"))?;
+    let unit: u64 = match suffix {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "k" => 1000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        _ => bail!("quantity {q:?}: unit {suffix:?} not understood"),
+    };
+    Ok(n * unit)
+}
+
+/// The container's capability set: `drop: [ALL]` then `add`, as `CAP_*` names.
+fn capabilities(sc: &Value) -> Result<Vec<String>> {
+    let caps = &sc["capabilities"];
+    let list = |key: &str| -> Result<Vec<String>> {
+        caps[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| str_of(c, key).map(|c| format!("CAP_{c}")))
+            .collect()
+    };
+    ensure!(
+        list("drop")? == ["CAP_ALL"],
+        "securityContext.capabilities.drop must be [ALL]: the lab starts from no capability"
+    );
+    list("add")
+}
+
+/// One `hostPath` volume mounted as the kubelet mounts it: a recursive bind, read-only when
+/// the mount says so, with its propagation (`None` is private, `HostToContainer` rslave).
+fn bind_mount(mount: &Value, volumes: &[Value]) -> Result<Value> {
+    let name = str_of(&mount["name"], "volumeMounts[].name")?;
+    let volume = volumes
+        .iter()
+        .find(|v| v["name"] == name)
+        .with_context(|| format!("volumeMount {name}: no such volume"))?;
+    let source = str_of(
+        &volume["hostPath"]["path"],
+        &format!("volume {name}: hostPath.path"),
+    )
+    .with_context(|| format!("volume {name}: only hostPath volumes are run by the lab"))?;
+    let mut options = vec!["rbind".to_owned()];
+    if mount["readOnly"] == true {
+        options.push("ro".into());
+    }
+    options.push(
+        match mount["mountPropagation"].as_str().unwrap_or("None") {
+            "None" => "rprivate",
+            "HostToContainer" => "rslave",
+            "Bidirectional" => "rshared",
+            other => bail!("volumeMount {name}: mountPropagation {other} not understood"),
+        }
+        .into(),
+    );
+    Ok(json!({
+        "destination": str_of(&mount["mountPath"], "mountPath")?,
+        "type": "bind",
+        "source": source,
+        "options": options,
+    }))
+}
+
+/// `RuntimeDefault` as CRI-O and Podman build it from containers-common's profile: a rule
+/// applies when the container holds every capability it `includes` and none it `excludes`.
+pub fn seccomp(profile: &Value, caps: &[String]) -> Result<Value> {
+    let arch = profile["archMap"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["architecture"] == "SCMP_ARCH_X86_64")
+        .context("seccomp profile: no SCMP_ARCH_X86_64 in archMap")?;
+    let mut architectures = vec![json!("SCMP_ARCH_X86_64")];
+    architectures.extend(
+        arch["subArchitectures"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+    );
+    let held = |list: &Value| -> Vec<bool> {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| caps.iter().any(|h| Some(h.as_str()) == c.as_str()))
+            .collect()
+    };
+    let on_arch = |list: &Value| {
+        list.as_array()
+            .is_none_or(|a| a.iter().any(|x| x == "amd64" || x == "x86_64"))
+    };
+    let mut syscalls = Vec::new();
+    for rule in profile["syscalls"]
+        .as_array()
+        .context("seccomp profile: no syscalls")?
+    {
+        let (inc, exc) = (&rule["includes"], &rule["excludes"]);
+        let included = held(&inc["caps"]).iter().all(|h| *h) && on_arch(&inc["arches"]);
+        let excluded = held(&exc["caps"]).iter().any(|h| *h)
+            || exc["arches"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == "amd64" || x == "x86_64"));
+        if !included || excluded {
+            continue;
+        }
+        let mut out = json!({ "names": rule["names"], "action": rule["action"] });
+        if let Some(args) = rule["args"].as_array().filter(|a| !a.is_empty()) {
+            out["args"] = json!(args);
+        }
+        if let Some(errno) = rule["errnoRet"].as_u64() {
+            out["errnoRet"] = json!(errno);
+        }
+        syscalls.push(out);
+    }
+    let mut out = json!({
+        "defaultAction": profile["defaultAction"],
+        "architectures": architectures,
+        "syscalls": syscalls,
+    });
+    if let Some(errno) = profile["defaultErrnoRet"].as_u64() {
+        out["defaultErrnoRet"] = json!(errno);
+    }
+    Ok(out)
+}
+
+/// The action the generated filter takes for `syscall` (the first rule naming it, else the default).
+pub fn seccomp_action<'a>(filter: &'a Value, syscall: &str) -> &'a str {
+    filter["syscalls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| {
+            r["names"]
+                .as_array()
+                .is_some_and(|n| n.iter().any(|n| n == syscall))
+                && r["args"].is_null()
+        })
+        .map_or(&filter["defaultAction"], |r| &r["action"])
+        .as_str()
+        .unwrap_or("")
+}
+
+/// The container's `config.json` from the DaemonSet document. `profile` is containers-common's
+/// seccomp.json, used when the manifest asks for `RuntimeDefault`.
+pub fn config(daemonset: &Value, profile: &Value, node: &Node<'_>) -> Result<Value> {
+    let pod = &daemonset["spec"]["template"]["spec"];
+    let containers = pod["containers"].as_array().context("no containers")?;
+    ensure!(containers.len() == 1, "the lab runs pods of one container");
+    let c = &containers[0];
+    let sc = &c["securityContext"];
+    ensure!(
+        sc["privileged"] != true,
+        "a privileged container is not what the lab runs"
+    );
+    let caps = capabilities(sc)?;
+    let mut args: Vec<String> = node.entrypoint.to_vec();
+    for a in c["args"].as_array().context("container has no args")? {
+        args.push(str_of(a, "args[]")?.to_owned());
+    }
+    let mut env =
+        vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned()];
+    for e in c["env"].as_array().into_iter().flatten() {
+        let name = str_of(&e["name"], "env[].name")?;
+        let value = match (
+            &e["value"],
+            e["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        ) {
+            (Value::String(v), _) => v.clone(),
+            (_, Some("spec.nodeName")) => node.name.to_owned(),
+            _ => bail!("env {name}: only values and spec.nodeName are run by the lab"),
+        };
+        env.push(format!("{name}={value}"));
+    }
+    let volumes = pod["volumes"].as_array().cloned().unwrap_or_default();
+    // The mounts every CRI runtime gives a container, then the manifest's.
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+    ];
+    let mut binds = c["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| bind_mount(m, &volumes))
+        .collect::<Result<Vec<_>>>()?;
+    // Parents first, as containerd and CRI-O sort them: /host must not cover /host/proc.
+    binds.sort_by_key(|m| {
+        m["destination"]
+            .as_str()
+            .map_or(0, |d| d.split('/').count())
+    });
+    mounts.extend(binds);
+    let mut namespaces = vec![json!({"type": "mount"}), json!({"type": "ipc"})];
+    if pod["hostPID"] != true {
+        namespaces.push(json!({"type": "pid"}));
+    }
+    if pod["hostNetwork"] != true {
+        // A pod network namespace; the kubelet's pod also gets its own hostname then.
+        namespaces.push(json!({"type": "network"}));
+        namespaces.push(json!({"type": "uts"}));
+    }
+    let mut linux = json!({
+        "namespaces": namespaces,
+        "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug",
+                         "/sys/firmware", "/proc/scsi", "/proc/acpi"],
+        "readonlyPaths": ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+                          "/proc/sysrq-trigger"],
+    });
+    if let Some(limit) = c["resources"]["limits"]["memory"].as_str() {
+        linux["resources"] = json!({"memory": {"limit": quantity_bytes(limit)?}});
+    }
+    match sc["seccompProfile"]["type"]
+        .as_str()
+        .unwrap_or("Unconfined")
+    {
+        "RuntimeDefault" => linux["seccomp"] = seccomp(profile, &caps)?,
+        "Unconfined" => {}
+        other => bail!("seccompProfile {other}: the lab runs RuntimeDefault or Unconfined"),
+    }
+    let as_u64 = |v: &Value, what: &str| v.as_u64().with_context(|| format!("{what}: not set"));
+    Ok(json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {
+                "uid": as_u64(&sc["runAsUser"], "securityContext.runAsUser")?,
+                "gid": sc["runAsGroup"].as_u64().unwrap_or(0),
+            },
+            "args": args,
+            "env": env,
+            "cwd": "/",
+            // Kubernetes gives no ambient or inheritable capabilities.
+            "capabilities": {
+                "bounding": caps, "effective": caps, "permitted": caps,
+                "inheritable": [], "ambient": [],
+            },
+            "noNewPrivileges": sc["allowPrivilegeEscalation"] == false,
+        },
+        "root": {"path": "rootfs", "readonly": sc["readOnlyRootFilesystem"] == true},
+        "hostname": node.name,
+        "mounts": mounts,
+        "linux": linux,
+    }))
+}
+
+/// The DaemonSet document of a manifest file's text.
+pub fn daemonset(text: &str) -> Result<Value> {
+    for doc in serde_yaml_ng::Deserializer::from_str(text) {
+        let v: Value = serde::Deserialize::deserialize(doc).context("deploy/daemonset.yaml")?;
+        if v["kind"] == "DaemonSet" {
+            return Ok(v);
+        }
+    }
+    bail!("deploy/daemonset.yaml: no DaemonSet")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> Value {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        daemonset(&std::fs::read_to_string(root.join("deploy/daemonset.yaml")).unwrap()).unwrap()
+    }
+
+    fn profile() -> Value {
+        json!({
+            "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
+            "archMap": [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86"]}],
+            "syscalls": [
+                {"names": ["kexec_file_load"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1, "includes": {}, "excludes": {}},
+                {"names": ["bpf"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_ADMIN"]}, "excludes": {}},
+                {"names": ["bpf"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1, "includes": {}, "excludes": {"caps": ["CAP_SYS_ADMIN"]}},
+                {"names": ["read"], "action": "SCMP_ACT_ALLOW", "includes": {}, "excludes": {}},
+            ],
+        })
+    }
+
+    fn node() -> Node<'static> {
+        static ENTRY: std::sync::LazyLock<Vec<String>> =
+            std::sync::LazyLock::new(|| vec!["/kdump-agent".into()]);
+        Node {
+            name: "lab",
+            entrypoint: &ENTRY,
+        }
+    }
+
+    #[test]
+    fn the_shipped_manifest_becomes_its_runtime_config() {
+        let c = config(&shipped(), &profile(), &node()).unwrap();
+        let p = &c["process"];
+        assert_eq!(p["user"]["uid"], 0);
+        assert_eq!(p["noNewPrivileges"], true);
+        assert_eq!(c["root"]["readonly"], true);
+        assert_eq!(p["args"][0], "/kdump-agent");
+        assert_eq!(p["args"][1], "run");
+        assert!(
+            p["env"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("NODE_NAME=lab"))
+        );
+        let caps = p["capabilities"]["effective"].as_array().unwrap();
+        assert!(caps.contains(&json!("CAP_SYS_BOOT")) && caps.contains(&json!("CAP_BPF")));
+        assert_eq!(p["capabilities"]["ambient"], json!([]));
+        let host = c["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/host")
+            .unwrap();
+        assert_eq!(host["source"], "/");
+        assert_eq!(host["options"], json!(["rbind", "ro", "rslave"]));
+        let order: Vec<&str> = c["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["destination"].as_str())
+            .collect();
+        let at = |d: &str| order.iter().position(|o| *o == d).unwrap();
+        assert!(at("/host") < at("/host/proc") && at("/host") < at("/host/run/lock"));
+        assert_eq!(c["linux"]["resources"]["memory"]["limit"], 128 << 20);
+    }
+
+    #[test]
+    fn runtime_default_keeps_rules_by_the_containers_capabilities() {
+        let admin = seccomp(&profile(), &["CAP_SYS_ADMIN".into()]).unwrap();
+        assert_eq!(seccomp_action(&admin, "bpf"), "SCMP_ACT_ALLOW");
+        assert_eq!(seccomp_action(&admin, "kexec_file_load"), "SCMP_ACT_ERRNO");
+        assert_eq!(seccomp_action(&admin, "mount"), "SCMP_ACT_ERRNO");
+        let none = seccomp(&profile(), &[]).unwrap();
+        assert_eq!(seccomp_action(&none, "bpf"), "SCMP_ACT_ERRNO");
+        assert_eq!(
+            none["architectures"],
+            json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"])
+        );
+    }
+
+    #[test]
+    fn a_manifest_change_changes_the_config() {
+        let mut ds = shipped();
+        let pod = &mut ds["spec"]["template"]["spec"];
+        pod["hostNetwork"] = json!(false);
+        pod["containers"][0]["securityContext"]["capabilities"]["add"] = json!(["SYS_BOOT"]);
+        let c = config(&ds, &profile(), &node()).unwrap();
+        let ns: Vec<&str> = c["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert!(ns.contains(&"network") && ns.contains(&"pid"));
+        assert_eq!(
+            c["process"]["capabilities"]["bounding"],
+            json!(["CAP_SYS_BOOT"])
+        );
+        pod_security(&mut ds, "privileged", json!(true));
+        assert!(config(&ds, &profile(), &node()).is_err());
+    }
+
+    fn pod_security(ds: &mut Value, key: &str, value: Value) {
+        ds["spec"]["template"]["spec"]["containers"][0]["securityContext"][key] = value;
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(quantity_bytes("128Mi").unwrap(), 128 << 20);
+        assert_eq!(quantity_bytes("1G").unwrap(), 1_000_000_000);
+        assert!(quantity_bytes("1.5Gi").is_err());
+    }
+
+    /// Debian's containers-common profile, when installed, as CRI-O would apply it.
+    #[test]
+    fn containers_common_refuses_kexec_whatever_the_capabilities() {
+        let Ok(text) = std::fs::read_to_string(CONTAINERS_SECCOMP) else {
+            println!(
+                "SKIP: {CONTAINERS_SECCOMP} is not installed (cargo xtask setup installs buildah, which brings it)"
+            );
+            return;
+        };
+        let profile: Value = serde_json::from_str(&text).unwrap();
+        let c = config(&shipped(), &profile, &node()).unwrap();
+        let filter = &c["linux"]["seccomp"];
+        assert_eq!(seccomp_action(filter, "bpf"), "SCMP_ACT_ALLOW");
+        assert_eq!(seccomp_action(filter, "perf_event_open"), "SCMP_ACT_ALLOW");
+        assert_eq!(seccomp_action(filter, "kexec_file_load"), "SCMP_ACT_ERRNO");
+    }
+}
