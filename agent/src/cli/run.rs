@@ -71,6 +71,14 @@ pub struct ReloadArgs {
     /// Longest wait, in seconds, from a burst's first event to acting on it.
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     pub max_delay: f64,
+    /// Within a streak of bursts (a scale-up: each begins sooner than this after the last
+    /// change), the quiet period grows by the longest gap seen, up to this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    pub quiet_period_max: f64,
+    /// Within a streak, the max delay doubles per burst up to this many seconds: no change
+    /// waits longer to be acted on.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    pub max_delay_bound: f64,
     /// kdumpctl's lock file, flocked around the agent's own loads (with kdump-config's
     /// `$KDUMP_COREDIR/kdump_lock` when kdump-tools is configured). "none": take neither.
     #[arg(long, value_name = "FILE", default_value = KDUMPCTL_LOCK)]
@@ -125,6 +133,11 @@ impl ReloadArgs {
             timing: Timing {
                 quiet_period,
                 max_delay,
+                // Never below the lone burst's own limits: equal to them is the old rule.
+                quiet_period_max: seconds("--quiet-period-max", self.quiet_period_max, 0.0)?
+                    .max(quiet_period),
+                max_delay_bound: seconds("--max-delay-bound", self.max_delay_bound, 0.0)?
+                    .max(max_delay),
                 ..Timing::default()
             },
         })

@@ -350,7 +350,8 @@ impl Machine {
         Ok(dimms)
     }
 
-    fn plug_dimm(&mut self, mib: u64) -> Result<Dimm> {
+    /// Plugs a DIMM over QMP and returns at once (the guest registers its blocks later).
+    pub fn plug_dimm(&mut self, mib: u64) -> Result<Dimm> {
         self.dimms += 1;
         let (mem, id) = (format!("mem{}", self.dimms), format!("dimm{}", self.dimms));
         let step = format!("hot-adding {mib} MiB ({id})");

@@ -131,10 +131,39 @@ pub fn run_scenarios(
         let report = scenario::run(&lab, scenario);
         step.done(if report.pass { "pass" } else { "FAIL" });
         println!("{}", serde_json::to_string(&report)?);
+        if scenario.benchmark {
+            keep_bench_json(scenario, &report);
+        }
         each(scenario, &report);
         reports.push(report);
     }
     Ok(reports)
+}
+
+/// Writes a benchmark's report, with the command that ran it, to
+/// `target/lab/bench/<scenario>-<unix seconds>.json` (README figures are copied from there
+/// into `docs/bench/`).
+fn keep_bench_json(scenario: &Scenario, report: &Report) {
+    let dir = paths::target_dir().join("lab/bench");
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let path = dir.join(format!("{}-{secs}.json", scenario.name));
+    let doc = serde_json::json!({
+        "command": format!("cargo xtask lab run {}", scenario.name),
+        "unix_seconds": secs,
+        "report": report,
+    });
+    let written = std::fs::create_dir_all(&dir).and_then(|()| {
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n",
+        )
+    });
+    match written {
+        Ok(()) => println!("kept {}", paths::relative(&path)),
+        Err(e) => eprintln!("  {}: {e}", path.display()),
+    }
 }
 
 /// Runs the fixture scenarios and rewrites agent/tests/fixtures/lab/<scenario>/ from those

@@ -66,6 +66,8 @@ pub struct Report {
     pub expect_missing_bytes: Option<u64>,
     pub expect_excess_bytes: Option<u64>,
     pub notes: Map<String, Value>,
+    /// Every named check of this run and whether it held (a benchmark's JSON says which failed).
+    pub checks: Map<String, Value>,
     pub failures: Vec<String>,
     pub seconds: f64,
     #[serde(skip)]
@@ -326,6 +328,17 @@ impl Run<'_> {
     /// A progress line under the scenario's name, for a wait that may take a while.
     pub fn progress(&self, what: &str) {
         crate::ui::Step::start(self.scenario.name).progress(what);
+    }
+
+    /// A named check: recorded in `checks` as held or not; a false one also fails the
+    /// scenario with `name: what`.
+    pub fn check_named(&mut self, name: &str, ok: bool, what: impl Into<String>) {
+        self.report.checks.insert(name.to_owned(), ok.into());
+        if !ok {
+            self.report
+                .failures
+                .push(format!("{name}: {}", what.into()));
+        }
     }
 
     /// An observation for the report (what the kernel did).

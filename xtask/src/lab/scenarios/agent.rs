@@ -138,7 +138,7 @@ pub fn recipe() -> String {
 }
 
 /// One series of the agent's /metrics in the guest (0 when absent, as Prometheus reads it).
-fn metric(m: &mut Machine, series: &str) -> Result<f64> {
+pub(super) fn metric(m: &mut Machine, series: &str) -> Result<f64> {
     let text = m.sh(&format!("wget -q -O - {METRICS}"))?;
     Ok(text
         .lines()
@@ -511,7 +511,7 @@ fn agent_restart_6_1(run: &mut Run) -> Result<()> {
 /// Logs each change of `kexec_crash_loaded` with the guest's uptime (10 ms resolution), so both
 /// policies are timed by the same clock and the same sampler. It samples every 2 ms rather
 /// than spinning, so that it does not slow the loads it measures (TCG vCPUs are slow).
-const POLLER: &str = "p=; while :; do read v < /sys/kernel/kexec_crash_loaded; \
+pub(super) const POLLER: &str = "p=; while :; do read v < /sys/kernel/kexec_crash_loaded; \
      if [ \"$v\" != \"$p\" ]; then read u _ < /proc/uptime; echo \"$u $v\"; p=$v; fi; \
      usleep 2000; done";
 
@@ -680,7 +680,8 @@ fn bench_reload_vs_throttler_6_1(run: &mut Run) -> Result<()> {
                 b.seconds_to_fresh - b.reload_seconds,
             );
         }
-        run.check(
+        run.check_named(
+            &format!("{who}_one_window_per_burst"),
             b.probed_windows == 1.0,
             format!(
                 "the probes timed {} windows for {who}'s burst, expected 1",
@@ -715,7 +716,8 @@ fn bench_reload_vs_throttler_6_1(run: &mut Run) -> Result<()> {
     // run differs from the next by tens of percent.
     run.note("target_fresh_3x_met", faster >= 3.0);
     run.note("target_window_half_met", window <= 0.5);
-    run.check(
+    run.check_named(
+        "agent_one_reload_per_burst",
         agent.reloads == 1,
         format!("the agent made {} reloads for one burst", agent.reloads),
     );

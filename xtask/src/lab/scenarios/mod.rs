@@ -1,13 +1,15 @@
 //! The named lab scenarios, one list per file: `baseline` (no agent), `agent` (the agent
 //! reloading), `prometheus` (a host Prometheus scraping the guest's agent), `probes` (what the
 //! eBPF probes report), `readback` (the header read back from the kernel against vmcore), `check` (a one-shot
-//! `check`, an agent started after RAM changed). Adding one is a function and an entry in its file's list.
+//! `check`, an agent started after RAM changed), `scale_up` (a long scale-up under the agent and the
+//! distributions' policies). Adding one is a function and an entry in its file's list.
 pub mod agent;
 pub mod baseline;
 pub mod check;
 pub mod probes;
 pub mod prometheus;
 pub mod readback;
+pub mod scale_up;
 
 use anyhow::{Result, anyhow, bail};
 
@@ -21,6 +23,7 @@ pub fn every() -> impl Iterator<Item = &'static Scenario> {
         check::ALL,
         prometheus::ALL,
         agent::BENCHMARKS,
+        scale_up::BENCHMARKS,
         probes::ALL,
         readback::ALL,
     ]

@@ -1,0 +1,222 @@
+//! When a burst of changes is acted on. Pure: the caller passes `now`.
+//!
+//! A burst is acted on once it has been quiet for the quiet period, and never later than the
+//! maximum delay after its first change. A lone burst (a hot-add after a quiet spell) uses the
+//! configured `quiet_period` and `max_delay` exactly, so a single hot-add is as fast as ever.
+//!
+//! A scale-up is a *streak* of bursts: each begins less than `quiet_period_max` after the
+//! previous change. Acting on every gap of a streak reloads as often as DIMMs arrive, and each
+//! reload is a window without a capture kernel, so within a streak:
+//! - the quiet period becomes `quiet_period` plus the longest gap seen in the streak (capped
+//!   at `quiet_period_max`): the gaps of a steady pace no longer count as quiet;
+//! - the maximum delay doubles with each burst of the streak, from `max_delay` up to
+//!   `max_delay_bound`: a long scale-up is still reloaded now and then, ever more rarely.
+//!
+//! No starvation: a change is acted on at most `max_delay_bound` after it happened (the burst
+//! holding it began no earlier, and no burst waits longer than that after its first change).
+use std::time::{Duration, Instant};
+
+use super::Timing;
+
+/// Changes not yet acted on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Burst {
+    pub first: Instant,
+    pub last: Instant,
+    pub events: u64,
+    /// Bursts before this one in the same streak (0: a lone burst).
+    pub streak: u32,
+}
+
+/// The pending burst and what the streak it belongs to has shown so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Coalescer {
+    burst: Option<Burst>,
+    /// The latest change seen, acted on or not.
+    last_change: Option<Instant>,
+    /// Bursts so far in the current streak (the pending one included).
+    streak: u32,
+    /// The longest gap between two changes in the current streak.
+    gap: Duration,
+}
+
+impl Coalescer {
+    /// One change at `now`: extends the pending burst or starts one.
+    pub fn note(&mut self, now: Instant, timing: &Timing) {
+        let since = self.last_change.map(|t| now.saturating_duration_since(t));
+        self.last_change = Some(now);
+        if let Some(burst) = &mut self.burst {
+            if let (true, Some(gap)) = (burst.streak > 0, since) {
+                self.gap = self.gap.max(gap.min(timing.quiet_period_max));
+            }
+            burst.last = now;
+            burst.events += 1;
+            return;
+        }
+        match since {
+            Some(gap) if gap < timing.quiet_period_max => {
+                self.streak = self.streak.saturating_add(1);
+                self.gap = self.gap.max(gap);
+            }
+            _ => {
+                self.streak = 0;
+                self.gap = Duration::ZERO;
+            }
+        }
+        self.burst = Some(Burst {
+            first: now,
+            last: now,
+            events: 1,
+            streak: self.streak,
+        });
+    }
+
+    pub fn pending(&self) -> Option<Burst> {
+        self.burst
+    }
+
+    pub fn pending_events(&self) -> u64 {
+        self.burst.map_or(0, |b| b.events)
+    }
+
+    /// When the pending burst is to be acted on.
+    pub fn due(&self, timing: &Timing) -> Option<Instant> {
+        let b = self.burst?;
+        let (quiet, delay) = self.limits(b.streak, timing);
+        Some((b.last + quiet).min(b.first + delay))
+    }
+
+    /// The quiet period and maximum delay for a burst `streak` bursts into its streak.
+    pub fn limits(&self, streak: u32, timing: &Timing) -> (Duration, Duration) {
+        if streak == 0 {
+            return (timing.quiet_period, timing.max_delay);
+        }
+        let quiet = (timing.quiet_period + self.gap)
+            .min(timing.quiet_period_max)
+            .max(timing.quiet_period);
+        let delay = timing
+            .max_delay
+            .saturating_mul(1 << (streak - 1).min(20))
+            .min(timing.max_delay_bound)
+            .max(timing.max_delay);
+        (quiet, delay)
+    }
+
+    /// Takes the pending burst if it is due at `now`.
+    pub fn take_due(&mut self, now: Instant, timing: &Timing) -> bool {
+        if self.due(timing).is_some_and(|d| d <= now) {
+            self.burst = None;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Drops the pending burst (it was answered another way); the streak is kept.
+    pub fn clear(&mut self) {
+        self.burst = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Feeds `events` (ms after t0) and acts on each burst when due, as the reconciler does
+    /// with loads that take no time; returns the times acted on, in ms.
+    fn acts(events: &[u64], timing: &Timing) -> Vec<u64> {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + MS * u32::try_from(ms).unwrap();
+        let mut c = Coalescer::default();
+        let mut out = Vec::new();
+        for &e in events {
+            if let Some(d) = c.due(timing).filter(|&d| d <= at(e)) {
+                assert!(c.take_due(d, timing));
+                out.push(u64::try_from((d - t0).as_millis()).unwrap());
+            }
+            c.note(at(e), timing);
+        }
+        if let Some(d) = c.due(timing) {
+            out.push(u64::try_from((d - t0).as_millis()).unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn a_lone_burst_uses_the_configured_quiet_period_and_max_delay() {
+        let t = Timing::default();
+        assert_eq!(acts(&[0, 10, 20], &t), [270]);
+        let storm: Vec<u64> = (0..100).map(|i| i * 100).collect();
+        assert_eq!(acts(&storm, &t)[0], 5000);
+    }
+
+    #[test]
+    fn a_steady_scale_up_is_acted_on_first_at_once_then_rarely() {
+        let t = Timing::default();
+        // 24 DIMMs of two blocks each, one DIMM every 500 ms.
+        let events: Vec<u64> = (0..24).flat_map(|i| [i * 500, i * 500 + 20]).collect();
+        let acted = acts(&events, &t);
+        // The first DIMM as fast as a lone hot-add; then one forced act at max delay (5 s into
+        // the second burst), the last 730 ms (quiet + the longest gap, 480 ms) after the last block.
+        assert_eq!(acted, [270, 5500, 11520 + 730]);
+    }
+
+    #[test]
+    fn a_quiet_spell_ends_the_streak() {
+        let t = Timing::default();
+        let acted = acts(&[0, 500, 1000, 10_000], &t);
+        assert_eq!(acted.last(), Some(&10_250));
+    }
+
+    proptest! {
+        #[test]
+        fn every_change_is_acted_on_within_the_bound(
+            gaps in prop::collection::vec(0u64..2500, 1..400),
+        ) {
+            let t = Timing::default();
+            let events: Vec<u64> = gaps.iter().scan(0, |s, g| { *s += g; Some(*s) }).collect();
+            let acted = acts(&events, &t);
+            let bound = u64::try_from(t.max_delay_bound.as_millis()).unwrap();
+            for &e in &events {
+                let next = acted.iter().find(|&&a| a >= e);
+                prop_assert!(next.is_some_and(|&a| a <= e + bound), "change at {} starved", e);
+            }
+            // Never more acts than bursts, never two at once.
+            prop_assert!(acted.len() <= events.len());
+            for pair in acted.windows(2) {
+                prop_assert!(pair[0] < pair[1]);
+            }
+        }
+
+        #[test]
+        fn a_lone_burst_is_acted_on_as_before(
+            gaps in prop::collection::vec(0u64..250, 1..200),
+        ) {
+            let t = Timing::default();
+            let events: Vec<u64> = gaps.iter().scan(0, |s, g| { *s += g; Some(*s) }).collect();
+            let end = 5000;
+            let events: Vec<u64> = events.into_iter().filter(|&e| e < end).collect();
+            let acted = acts(&events, &t);
+            let due = (events.last().unwrap() + 250).min(events[0] + 5000);
+            prop_assert_eq!(acted, vec![due]);
+        }
+
+        #[test]
+        fn a_streak_acts_no_more_often_than_the_old_rule(
+            gaps in prop::collection::vec(0u64..2500, 1..300),
+        ) {
+            let t = Timing::default();
+            let old = Timing {
+                quiet_period_max: t.quiet_period,
+                max_delay_bound: t.max_delay,
+                ..t
+            };
+            let events: Vec<u64> = gaps.iter().scan(0, |s, g| { *s += g; Some(*s) }).collect();
+            prop_assert!(acts(&events, &t).len() <= acts(&events, &old).len());
+        }
+    }
+}
