@@ -161,6 +161,11 @@ pub struct LoadDone {
 }
 
 impl LoadJob {
+    /// How long it may run before the watchdog reports it failed.
+    pub fn budget(&self) -> Duration {
+        self.loader.budget()
+    }
+
     pub fn run(mut self) -> LoadDone {
         let report = if self.rollback {
             self.loader.rollback()
@@ -186,6 +191,14 @@ struct Attempt {
     replaced: bool,
 }
 
+/// The job the daemon is running, as the reload stage remembers it.
+#[derive(Debug)]
+struct InFlight {
+    rollback: bool,
+    /// Takes over if the job never comes back (its loader, and its last good image, stay in it).
+    spare: CrashLoader,
+}
+
 pub struct ReconcileLoop {
     procfs: Procfs,
     sysfs: Sysfs,
@@ -206,6 +219,7 @@ pub struct ReconcileLoop {
     reread_locked: bool,
     attempt: Option<Attempt>,
     job: Option<LoadJob>,
+    in_flight: Option<InFlight>,
 }
 
 fn describe(recipe: &LoadRecipe) -> String {
@@ -441,6 +455,7 @@ impl ReconcileLoop {
             reread_locked: false,
             attempt: None,
             job: None,
+            in_flight: None,
         }
     }
 
@@ -451,6 +466,19 @@ impl ReconcileLoop {
     /// A load the daemon must run off the event loop, if one was decided.
     pub fn take_job(&mut self) -> Option<LoadJob> {
         self.job.take()
+    }
+
+    /// Only a rollback, which puts back the image a failed load freed: what a stopping daemon
+    /// still runs. A reload stays decided, untaken, and the reconciler waits for it.
+    pub fn take_rollback(&mut self) -> Option<LoadJob> {
+        self.job.take_if(|job| job.rollback)
+    }
+
+    /// `reload` or `rollback` while a job is out, for the log.
+    pub fn in_flight(&self) -> Option<&'static str> {
+        self.in_flight
+            .as_ref()
+            .map(|f| if f.rollback { "rollback" } else { "reload" })
     }
 
     /// Feeds one input and performs the resulting actions (and their answers) until the
@@ -628,7 +656,60 @@ impl ReconcileLoop {
             .take()
             .expect("the reconciler decides a load only with a loader, one at a time");
         header.own_load_started();
+        self.in_flight = Some(InFlight {
+            rollback,
+            spare: loader.fresh(),
+        });
         self.job = Some(LoadJob { loader, rollback });
+    }
+
+    /// The watchdog: the job ran past its budget. A thread cannot be killed, so it is left to
+    /// finish on its own and its result is dropped; the load counts as failed, and a fresh
+    /// loader (without a last good image, which the job holds) takes over.
+    pub fn overran(&mut self, now: Instant, budget: Duration, parts: &mut ReloadParts<'_>) {
+        let Some(InFlight { rollback, spare }) = self.in_flight.take() else {
+            return;
+        };
+        let report = LoadReport {
+            outcome: LoadOutcome::Failed {
+                still_loaded: spare.still_loaded(),
+            },
+            detail: format!(
+                "the load job ran past its {:.0} s budget and was abandoned (its thread finishes on its own, unheard)",
+                budget.as_secs_f64()
+            ),
+            load_time: budget,
+        };
+        self.finished(
+            now,
+            LoadDone {
+                loader: spare,
+                report,
+                rollback,
+            },
+            parts,
+        );
+    }
+
+    /// The daemon exits with a job out: what is loaded is not known, so the state file claims
+    /// nothing, and the next start reads the node (and reloads if need be).
+    pub fn interrupted(&mut self, now: Instant) {
+        let Some(what) = self.in_flight() else { return };
+        let reason = self
+            .attempt
+            .map_or_else(|| "unknown".to_owned(), |a| a.reason.to_string());
+        let p = &mut self.persisted;
+        p.last_load = Some(LoadRecord {
+            at_unix_seconds: unix_seconds(SystemTime::now()),
+            result: format!("interrupted ({what} in flight at exit)"),
+            reason,
+            duration_seconds: self
+                .attempt
+                .map_or(0.0, |a| (now - a.decided).as_secs_f64()),
+        });
+        p.loaded_header = None;
+        p.loaded_header_verified = false;
+        self.save();
     }
 
     /// Re-reads the node, judges the loaded header, and answers `Verify`. `kexec_crash_size`
@@ -656,6 +737,7 @@ impl ReconcileLoop {
             report,
             rollback,
         } = done;
+        self.in_flight = None;
         self.reconciler.set_last_good(loader.has_last_good());
         self.loader = Some(loader);
         self.reread_locked = true;
@@ -951,6 +1033,60 @@ mod tests {
         assert_eq!(persisted.last_load.unwrap().result, "success");
         let ram = RangeRecord::to_ram(&persisted.loaded_header.unwrap()).unwrap();
         assert!(ram.contains(1 << 32), "the DIMM is in the persisted header");
+    }
+
+    /// Boots a node with the command strategy and decides one reload for a hot-added DIMM.
+    fn decided_reload(node: &Node, state: &mut AgentState) -> (ReconcileLoop, Instant) {
+        let mut rl = node.start("echo reloaded", &mut state.reload_parts());
+        let t0 = Instant::now();
+        rl.handle(t0, Input::Tick, &mut state.reload_parts());
+        node.write("proc/iomem", &format!("{IOMEM_1G}{DIMM}"));
+        rl.handle(t0, online(), &mut state.reload_parts());
+        rl.handle(t0 + 250 * MS, Input::Tick, &mut state.reload_parts());
+        (rl, t0)
+    }
+
+    #[test]
+    fn a_stopping_daemon_takes_only_a_rollback_and_an_overrun_job_counts_as_failed() {
+        let node = Node::new();
+        let mut state = node.state();
+        let (mut rl, t0) = decided_reload(&node, &mut state);
+        assert!(rl.take_rollback().is_none(), "a reload is left decided");
+        assert_eq!(rl.in_flight(), Some("reload"));
+        let job = rl.take_job().expect("still there");
+        assert_eq!(job.budget(), Duration::from_secs(15), "timeout 10 s + 5 s");
+        rl.overran(t0 + 15_250 * MS, job.budget(), &mut state.reload_parts());
+        assert_eq!(rl.in_flight(), None);
+        assert_eq!(state.reload.results.get("failure"), Some(&1));
+        let last = state.reload.status.last.clone().unwrap();
+        assert!(
+            last.ends_with("ran past its 15 s budget and was abandoned (its thread finishes on its own, unheard)"),
+            "{last}"
+        );
+        // The spare loader retries after the backoff; the abandoned job is never heard from.
+        rl.handle(t0 + 17 * 1000 * MS, Input::Tick, &mut state.reload_parts());
+        let retry = rl.take_job().expect("a retry with the spare loader");
+        let done = retry.run();
+        rl.finished(t0 + 17_100 * MS, done, &mut state.reload_parts());
+        assert_eq!(state.reload.results.get("success"), Some(&1));
+    }
+
+    #[test]
+    fn exiting_with_a_load_in_flight_leaves_no_claim_about_what_is_loaded() {
+        let node = Node::new();
+        let mut state = node.state();
+        let (mut rl, t0) = decided_reload(&node, &mut state);
+        let _job = rl.take_job().unwrap();
+        rl.interrupted(t0 + 500 * MS);
+        let persisted = StateDir::open(&node.state_dir())
+            .unwrap()
+            .read()
+            .unwrap()
+            .unwrap();
+        let last = persisted.last_load.unwrap();
+        assert_eq!(last.result, "interrupted (reload in flight at exit)");
+        assert_eq!(last.reason, "ram-changed");
+        assert_eq!(persisted.loaded_header, None);
     }
 
     #[test]
