@@ -6,9 +6,9 @@
 //! the loader, so what was checked is what gets loaded.
 use std::{
     fmt,
-    fs::File,
+    fs::{File, OpenOptions},
     io,
-    os::unix::fs::{FileExt as _, MetadataExt as _},
+    os::unix::fs::{FileExt as _, MetadataExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
 };
 
@@ -543,7 +543,13 @@ fn open(role: &'static str, path: &Path) -> Result<(File, FileFacts), RecipeErro
         path: path.display().to_string(),
         why: e.to_string(),
     };
-    let file = File::open(path).map_err(fail)?;
+    // O_NONBLOCK: opening a FIFO for reading would wait for a writer for ever; opened this
+    // way it is refused below as not a regular file (and reads of a regular file never block).
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(fail)?;
     let meta = file.metadata().map_err(fail)?;
     let facts = FileFacts {
         regular: meta.file_type().is_file(),
@@ -1069,6 +1075,20 @@ KDUMP_IMG_EXT=""
                 .unwrap_err()
                 .to_string()
                 .ends_with("nope: No such file or directory (os error 2)")
+        );
+        let fifo = dir.join("fifo");
+        let c_fifo = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path; mkfifo touches nothing else.
+        assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0);
+        let fifo = LoadRecipe {
+            initrd: Some(fifo),
+            ..r.clone()
+        };
+        assert!(
+            open_checked(&fifo, 256 * MIB)
+                .unwrap_err()
+                .to_string()
+                .ends_with("fifo: not a regular file")
         );
         let directory = LoadRecipe {
             kernel: dir.to_owned(),
