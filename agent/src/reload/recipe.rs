@@ -44,7 +44,9 @@ impl fmt::Display for RecipeSource {
         match self {
             Self::Flags => f.write_str("flags"),
             Self::Adopted { pid, comm } => write!(f, "adopted from {comm} (pid {pid})"),
-            Self::KdumpTools(path) | Self::Sysconfig(path) => write!(f, "{}", path.display()),
+            Self::KdumpTools(path) | Self::Sysconfig(path) => {
+                write!(f, "config {}", path.display())
+            }
             Self::Persisted => f.write_str("state directory"),
         }
     }
@@ -250,8 +252,9 @@ pub struct DistroConfigs<'a> {
     pub sysconfig: Option<(&'a Path, &'a str)>,
 }
 
-/// Picks the recipe: flags first, then what an earlier run persisted, then the distribution's
-/// configuration. `Ok(None)`: no recipe, so the agent only observes.
+/// Picks the recipe: flags first, then the distribution's configuration (what the node's owner
+/// states now), then what an earlier run persisted. `Ok(None)`: no recipe, so the agent only
+/// observes.
 pub fn resolve(
     flags: &RecipeFlags,
     persisted: Option<LoadRecipe>,
@@ -277,20 +280,18 @@ pub fn resolve(
     if flags.initrd.is_some() || flags.cmdline.is_some() {
         return Err("--initrd and --cmdline need --kernel".into());
     }
-    if persisted.is_some() {
-        return Ok(persisted);
-    }
     if let Some((path, text)) = distro.kdump_tools
         && let Some(recipe) =
             from_kdump_tools(path, text, proc_cmdline).map_err(|e| e.to_string())?
     {
         return Ok(Some(recipe));
     }
-    distro
-        .sysconfig
-        .map(|(path, text)| from_sysconfig(path, text, proc_cmdline, running_release))
-        .transpose()
-        .map_err(|e| e.to_string())
+    if let Some((path, text)) = distro.sysconfig {
+        return from_sysconfig(path, text, proc_cmdline, running_release)
+            .map(Some)
+            .map_err(|e| e.to_string());
+    }
+    Ok(persisted)
 }
 
 /// Why a loader's `kexec_file_load` gives no recipe to adopt.
@@ -799,7 +800,7 @@ KDUMP_SSH=$(hostname)
             "BOOT_IMAGE=/boot/vmlinuz-6.1.0-47-amd64 root=/dev/vda1 ro quiet \
              reset_devices systemd.unit=kdump-tools-dump.service nr_cpus=1 irqpoll nousb"
         );
-        assert_eq!(r.source.to_string(), "/etc/default/kdump-tools");
+        assert_eq!(r.source.to_string(), "config /etc/default/kdump-tools");
     }
 
     #[test]
@@ -843,7 +844,7 @@ KDUMP_SSH=$(hostname)
     }
 
     #[test]
-    fn flags_win_then_the_persisted_recipe_then_the_distribution() {
+    fn flags_win_then_the_distribution_then_the_persisted_recipe() {
         let tools = ("USE_KDUMP=1\n", Path::new("/etc/default/kdump-tools"));
         let distro = DistroConfigs {
             kdump_tools: Some((tools.1, tools.0)),
@@ -875,9 +876,8 @@ KDUMP_SSH=$(hostname)
              irqpoll nr_cpus=1 reset_devices"
         );
         let none = RecipeFlags::default();
-        let r = resolve(&none, Some(persisted), &distro, PROC_CMDLINE, "6.1");
-        assert_eq!(r.unwrap().unwrap().source, RecipeSource::Persisted);
-        let r = resolve(&none, None, &distro, PROC_CMDLINE, "6.1")
+        // The distribution's configuration says what its owner wants now: it beats the record.
+        let r = resolve(&none, Some(persisted.clone()), &distro, PROC_CMDLINE, "6.1")
             .unwrap()
             .unwrap();
         assert_eq!(r.source, RecipeSource::KdumpTools(tools.1.to_owned()));
@@ -885,8 +885,22 @@ KDUMP_SSH=$(hostname)
             kdump_tools: Some((tools.1, "USE_KDUMP=0\n")),
             ..distro
         };
-        let r = resolve(&none, None, &sysconfig_only, PROC_CMDLINE, "6.1");
+        let r = resolve(
+            &none,
+            Some(persisted.clone()),
+            &sysconfig_only,
+            PROC_CMDLINE,
+            "6.1",
+        );
         assert_eq!(r.unwrap().unwrap().kernel, Path::new("/boot/vmlinuz-6.1"));
+        let r = resolve(
+            &none,
+            Some(persisted),
+            &DistroConfigs::default(),
+            PROC_CMDLINE,
+            "6.1",
+        );
+        assert_eq!(r.unwrap().unwrap().source, RecipeSource::Persisted);
         assert_eq!(
             resolve(&none, None, &DistroConfigs::default(), PROC_CMDLINE, "6.1"),
             Ok(None)
