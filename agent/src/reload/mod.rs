@@ -24,7 +24,7 @@ use crate::{
         mode::Mode,
         observations::Observations,
         readiness::readiness,
-        units::{bytes, unix_seconds},
+        units::{bytes, unix_seconds, utc},
     },
     reconcile::{
         Action, Alert, HeaderCheck, HeaderState, Input, Reconciler, ReloadReason, Timing,
@@ -77,8 +77,10 @@ pub const RELOAD_RESULTS: [&str; 3] = ["success", "failure", "rolled_back"];
 pub struct ReloadStatus {
     /// `kexec-file`, `command` or `off`.
     pub strategy: String,
-    /// Where the recipe came from and what it loads.
+    /// Where the recipe came from, since when, and what it loads.
     pub recipe: Option<String>,
+    /// Since when it has been the recipe, seconds since the epoch.
+    pub recipe_since: Option<u64>,
     /// The last reload, one line.
     pub last: Option<String>,
     /// The last alert raised, one line.
@@ -94,6 +96,7 @@ impl Default for ReloadStatus {
         Self {
             strategy: "off".into(),
             recipe: None,
+            recipe_since: None,
             last: None,
             alert: None,
             failures: 0,
@@ -206,6 +209,8 @@ pub struct ReconcileLoop {
     /// `None` when reloading is off, or while a job has it.
     loader: Option<CrashLoader>,
     recipe: Option<LoadRecipe>,
+    /// The recipe as the state file keeps it: where it first came from, and since when.
+    record: Option<RecipeRecord>,
     state_dir: StateDir,
     /// `--reload` as given: only the default may start reloading with an adopted recipe.
     choice: Option<ReloadChoice>,
@@ -222,8 +227,19 @@ pub struct ReconcileLoop {
     in_flight: Option<InFlight>,
 }
 
-fn describe(recipe: &LoadRecipe) -> String {
-    let mut text = format!("{}: kernel {}", recipe.source, recipe.kernel.display());
+/// `status`'s recipe: where it came from (first, for one kept in the state directory), since
+/// when, and what it loads.
+fn describe(recipe: &LoadRecipe, record: &RecipeRecord) -> String {
+    let source = recipe.source.to_string();
+    let mut text = if recipe.source == RecipeSource::Persisted && record.source != source {
+        format!("{source} (recorded from {})", record.source)
+    } else {
+        source
+    };
+    if let Some(since) = record.since {
+        text.push_str(&format!(" since {}", utc(since)));
+    }
+    text.push_str(&format!(": kernel {}", recipe.kernel.display()));
     if let Some(initrd) = &recipe.initrd {
         text.push_str(&format!(", initrd {}", initrd.display()));
     }
@@ -403,9 +419,19 @@ impl ReconcileLoop {
         sysfs: &Sysfs,
     ) -> Self {
         let crash_loaded = parts.node.facts.crash_loaded;
-        if let (Some(loader), Some(r)) = (&mut loader, &recipe)
+        let record = recipe.as_ref().map(|r| {
+            RecipeRecord::taking_over(
+                r,
+                persisted.recipe.as_ref(),
+                unix_seconds(SystemTime::now()),
+            )
+        });
+        if let (Some(loader), Some(r)) = (&mut loader, &record)
             && crash_loaded
-            && persisted.last_good.as_ref() == Some(&RecipeRecord::from(r))
+            && persisted
+                .last_good
+                .as_ref()
+                .is_some_and(|g| g.same_files(r))
         {
             // What is loaded came from this recipe in an earlier run: keep it for rollbacks.
             match loader.adopt_last_good() {
@@ -426,7 +452,11 @@ impl ReconcileLoop {
             .as_ref()
             .map_or("off", |l| l.strategy().name())
             .to_owned();
-        r.status.recipe = recipe.as_ref().map(describe);
+        r.status.recipe = recipe
+            .as_ref()
+            .zip(record.as_ref())
+            .map(|(r, d)| describe(r, d));
+        r.status.recipe_since = record.as_ref().and_then(|d| d.since);
         let mode = parts.mode();
         if loader.is_some() && mode == Mode::Unsupported {
             tracing::warn!(
@@ -446,6 +476,7 @@ impl ReconcileLoop {
             reconciler: Reconciler::new(opts.timing, mode, parts.reload.can_reload, has_last_good),
             loader,
             recipe,
+            record,
             state_dir,
             choice: opts.choice,
             distro_lock: opts.distro_lock,
@@ -588,12 +619,21 @@ impl ReconcileLoop {
     }
 
     /// Another loader's successful `kexec_file_load` becomes the recipe when the agent has none
-    /// (or has one adopted earlier, which this newer load replaces) and `--reload` was left to
-    /// its default. What it loaded is sealed at once as the last known good.
+    /// and `--reload` was left to its default, or when the agent's recipe was adopted earlier or
+    /// kept in the state directory: the newer load wins (flags and the distribution's
+    /// configuration are not replaced). What it loaded is sealed at once as the last known good.
     fn adopt(&mut self, load: &KexecLoad, parts: &mut ReloadParts<'_>) {
         let replaceable = match &self.recipe {
             None => self.choice.is_none(),
-            Some(r) => matches!(r.source, RecipeSource::Adopted { .. }) && self.loader.is_some(),
+            Some(r) => {
+                matches!(
+                    r.source,
+                    RecipeSource::Adopted { .. } | RecipeSource::Persisted
+                ) && self
+                    .loader
+                    .as_ref()
+                    .is_some_and(|l| matches!(l.strategy(), ReloadStrategy::KexecFile(_)))
+            }
         };
         if !replaceable
             || load.syscall != LoadPath::KexecFileLoad
@@ -629,17 +669,20 @@ impl ReconcileLoop {
         if let Err(e) = loader.adopt_last_good() {
             tracing::warn!(error = %e, "the adopted recipe's files could not be sealed as the last known good");
         }
-        tracing::info!(recipe = %describe(&recipe), "recipe adopted from a kexec_file_load");
+        let record = RecipeRecord::taking_over(&recipe, None, unix_seconds(SystemTime::now()));
+        tracing::info!(recipe = %describe(&recipe, &record), "recipe adopted from a kexec_file_load");
         status.adoption_refused = None;
-        status.recipe = Some(describe(&recipe));
+        status.recipe = Some(describe(&recipe, &record));
+        status.recipe_since = record.since;
         status.strategy = loader.strategy().name().to_owned();
         parts.reload.can_reload = true;
         self.reconciler.set_can_reload(true);
         self.reconciler.set_last_good(loader.has_last_good());
         self.loader = Some(loader);
         self.recipe = Some(recipe);
-        self.persisted.recipe = self.recipe.as_ref().map(RecipeRecord::from);
-        self.persisted.last_good = self.persisted.recipe.clone();
+        self.record = Some(record);
+        self.persisted.recipe = self.record.clone();
+        self.persisted.last_good = self.record.clone();
         self.save();
     }
 
@@ -823,7 +866,7 @@ impl ReconcileLoop {
         loaded: Option<&LoadedHeader>,
     ) {
         let p = &mut self.persisted;
-        p.recipe = self.recipe.as_ref().map(RecipeRecord::from);
+        p.recipe = self.record.clone();
         p.last_load = Some(LoadRecord {
             at_unix_seconds: unix_seconds(SystemTime::now()),
             result: result.to_owned(),
@@ -1232,7 +1275,8 @@ mod tests {
         assert_eq!(state.reload.status.strategy, "kexec-file");
         let recipe = state.reload.status.recipe.clone().unwrap();
         assert!(
-            recipe.starts_with("adopted from kexec (pid 4242): kernel "),
+            recipe.starts_with("adopted from kexec (pid 4242) since ")
+                && recipe.contains(" UTC: kernel "),
             "{recipe}"
         );
         assert_eq!(state.reload.status.adoption_refused, None);
@@ -1244,6 +1288,58 @@ mod tests {
         let adopted = persisted.recipe.unwrap().to_recipe();
         assert_eq!((adopted.kernel, adopted.initrd), (kernel, Some(initrd)));
         assert_eq!(adopted.cmdline, "console=ttyS0 irqpoll");
+    }
+
+    #[test]
+    fn a_newer_observed_load_replaces_a_persisted_recipe_and_the_record_says_so() {
+        let node = Node::new();
+        let dir = StateDir::open(&node.state_dir()).unwrap();
+        let recorded = RecipeRecord {
+            kernel: "/boot/old-vmlinuz".into(),
+            initrd: None,
+            cmdline: "console=ttyS0".into(),
+            source: "flags".into(),
+            since: Some(1_796_123_203),
+        };
+        dir.write(&PersistedState {
+            recipe: Some(recorded.clone()),
+            ..PersistedState::default()
+        })
+        .unwrap();
+        let mut state = node.state();
+        let mut rl = node.start_without_recipe(None, &mut state.reload_parts());
+        assert_eq!(
+            state.reload.status.recipe.as_deref(),
+            Some(
+                "state directory (recorded from flags) since 2026-12-01 11:06:43 UTC: kernel /boot/old-vmlinuz"
+            )
+        );
+        assert_eq!(state.reload.status.recipe_since, Some(1_796_123_203));
+
+        let (kernel, initrd) = (
+            node.dir.path().join("vmlinuz"),
+            node.dir.path().join("initrd"),
+        );
+        rl.handle(
+            Instant::now(),
+            distro_load(&kernel, &initrd),
+            &mut state.reload_parts(),
+        );
+        let record = dir.read().unwrap().unwrap().recipe.unwrap();
+        assert_eq!(
+            (record.kernel, record.source.as_str()),
+            (kernel, "adopted from kexec (pid 4242)")
+        );
+        assert!(record.since.unwrap() >= unix_seconds(SystemTime::now()) - 60);
+        assert!(
+            state
+                .reload
+                .status
+                .recipe
+                .as_deref()
+                .unwrap()
+                .starts_with("adopted from kexec (pid 4242) since ")
+        );
     }
 
     #[test]
