@@ -46,6 +46,8 @@ pub struct Options {
     pub rescan_interval: Duration,
     pub event_source: SourceChoice,
     pub reload: ReloadOptions,
+    /// On SIGTERM/SIGINT, the longest wait for a load in flight (and its rollback).
+    pub stop_timeout: Duration,
 }
 
 /// Room for a storm of 4096 block events without blocking a source.
@@ -162,6 +164,27 @@ fn start_observing(
     Ok(())
 }
 
+/// A load job on the blocking pool.
+struct Running {
+    handle: JoinHandle<LoadDone>,
+    budget: Duration,
+    /// When the watchdog reports it failed.
+    overdue: Instant,
+}
+
+/// A signal asked the daemon to stop while a load was in flight.
+struct Stopping {
+    signal: &'static str,
+    deadline: Instant,
+}
+
+/// What the event loop does after a signal.
+enum Stop {
+    Now,
+    /// Wait for the load in flight (and a rollback after it) first.
+    After(Stopping),
+}
+
 /// The running daemon: the pipeline's stages and the state they write.
 struct Daemon {
     opts: Options,
@@ -169,7 +192,7 @@ struct Daemon {
     exporter: Arc<Exporter>,
     reconcile: ReconcileLoop,
     /// The load job in flight, if any.
-    load: Option<JoinHandle<LoadDone>>,
+    load: Option<Running>,
     /// `kdump-agent reload` clients, answered when the reconcile they asked for is over.
     waiting: Vec<(ReloadRequest, u64)>,
 }
@@ -198,29 +221,65 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     rescan.tick().await;
     // The start-up survey: is a crash kernel loaded, is its header current?
     d.tick();
+    let mut stopping: Option<Stopping> = None;
     loop {
-        d.start_load();
+        d.start_load(stopping.is_some());
+        if let Some(stop) = &stopping
+            && d.load.is_none()
+        {
+            d.stopped(stop.signal);
+            break;
+        }
         d.answer_waiting();
         let deadline = d.reconcile.next_deadline();
         // select! builds every branch's future, so a disabled timer still needs an instant.
-        let wake = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-        tokio::select! {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let wake = deadline.unwrap_or(far);
+        let overdue = d.load.as_ref().map_or(far, |r| r.overdue);
+        let stop_at = stopping.as_ref().map_or(far, |s| s.deadline);
+        let signal = tokio::select! {
             Some(event) = rx.recv() => {
                 let mut batch = vec![event];
                 while let Ok(more) = rx.try_recv() {
                     batch.push(more);
                 }
                 d.on_events(batch);
+                None
             }
-            joined = async { d.load.as_mut().expect("guarded by is_some").await }, if d.load.is_some() => {
+            joined = async { (&mut d.load.as_mut().expect("guarded by is_some").handle).await }, if d.load.is_some() => {
                 d.load = None;
                 d.on_load_done(joined.context("the load task failed")?);
+                None
             }
-            _ = tokio::time::sleep_until(wake.into()), if deadline.is_some() => d.tick(),
-            _ = rescan.tick(), if d.load.is_none() => d.on_rescan(),
-            Some(reply) = reload_rx.recv() => d.on_reload_request(reply),
-            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
-            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+            _ = tokio::time::sleep_until(wake.into()), if deadline.is_some() => { d.tick(); None }
+            _ = tokio::time::sleep_until(overdue.into()), if d.load.is_some() => { d.on_overrun(); None }
+            _ = rescan.tick(), if d.load.is_none() && stopping.is_none() => { d.on_rescan(); None }
+            Some(reply) = reload_rx.recv() => { d.on_reload_request(reply); None }
+            _ = tokio::time::sleep_until(stop_at.into()), if stopping.is_some() => {
+                tracing::warn!(
+                    in_flight = d.reconcile.in_flight().unwrap_or("load"),
+                    timeout_seconds = d.opts.stop_timeout.as_secs_f64(),
+                    "stop timeout: exiting with the load in flight; the next start reads what is loaded"
+                );
+                d.reconcile.interrupted(Instant::now());
+                break;
+            }
+            _ = sigterm.recv() => Some("SIGTERM"),
+            _ = sigint.recv() => Some("SIGINT"),
+        };
+        let Some(signal) = signal else { continue };
+        match (&stopping, d.on_signal(signal)) {
+            (None, Stop::After(stop)) => stopping = Some(stop),
+            (None, Stop::Now) => break,
+            (Some(_), _) => {
+                tracing::warn!(
+                    signal,
+                    in_flight = d.reconcile.in_flight().unwrap_or("load"),
+                    "second signal: exiting without waiting for the load in flight; the next start reads what is loaded"
+                );
+                d.reconcile.interrupted(Instant::now());
+                break;
+            }
         }
     }
     let _ = stop_tx.send(true);
@@ -326,10 +385,70 @@ impl Daemon {
         self.reconcile(Input::Tick);
     }
 
-    fn start_load(&mut self) {
-        if let Some(job) = self.reconcile.take_job() {
-            self.load = Some(tokio::task::spawn_blocking(move || job.run()));
+    /// Runs the job the reload stage decided; a stopping daemon runs only a rollback.
+    fn start_load(&mut self, stopping: bool) {
+        let job = if stopping {
+            self.reconcile.take_rollback()
+        } else {
+            self.reconcile.take_job()
+        };
+        if let Some(job) = job {
+            let budget = job.budget();
+            self.load = Some(Running {
+                handle: tokio::task::spawn_blocking(move || job.run()),
+                budget,
+                overdue: Instant::now() + budget,
+            });
         }
+    }
+
+    /// The watchdog: a job past its budget is reported failed and left to finish unheard
+    /// (dropping the handle detaches it; a blocking thread cannot be cancelled).
+    fn on_overrun(&mut self) {
+        let Some(running) = self.load.take() else {
+            return;
+        };
+        tracing::error!(
+            in_flight = self.reconcile.in_flight().unwrap_or("load"),
+            budget_seconds = running.budget.as_secs_f64(),
+            "load job overran its budget; abandoned and counted as failed"
+        );
+        self.with_state(|s, reconcile, _| {
+            reconcile.overran(Instant::now(), running.budget, &mut s.reload_parts());
+        });
+    }
+
+    /// SIGTERM or SIGINT: exit now, or once the load in flight (and a rollback it needs) is over.
+    fn on_signal(&self, signal: &'static str) -> Stop {
+        match self.reconcile.in_flight() {
+            Some(what) if self.load.is_some() => {
+                tracing::info!(
+                    signal,
+                    waiting_for = what,
+                    timeout_seconds = self.opts.stop_timeout.as_secs_f64(),
+                    "stopping once the load in flight is over (and its rollback, if it freed the old image); a second signal exits at once"
+                );
+                Stop::After(Stopping {
+                    signal,
+                    deadline: Instant::now() + self.opts.stop_timeout,
+                })
+            }
+            _ => {
+                tracing::info!("{signal}: shutting down");
+                Stop::Now
+            }
+        }
+    }
+
+    /// The wait for the load in flight is over: say what is loaded on the way out.
+    fn stopped(&self, signal: &'static str) {
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        tracing::info!(
+            signal,
+            crash_kernel_loaded = s.node.facts.crash_loaded,
+            last = s.reload.status.last.as_deref().unwrap_or("none"),
+            "the load in flight is over; shutting down"
+        );
     }
 
     fn answer_waiting(&mut self) {

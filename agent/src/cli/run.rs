@@ -38,6 +38,10 @@ pub struct RunArgs {
     /// (probes or refuse to start), uevent (no probes), poll (rescans alone).
     #[arg(long, value_enum, value_name = "SOURCE", default_value_t)]
     pub event_source: SourceChoice,
+    /// On SIGTERM or SIGINT, seconds to wait for a load in flight (and the rollback a failed
+    /// one needs) before exiting; keep it below the pod's terminationGracePeriodSeconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    pub stop_timeout: f64,
     #[command(flatten)]
     pub reload: ReloadArgs,
 }
@@ -159,6 +163,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     {
         anyhow::bail!("--textfile-dir {}: not a directory", dir.display());
     }
+    if !(args.stop_timeout.is_finite() && (0.0..=3600.0).contains(&args.stop_timeout)) {
+        anyhow::bail!(
+            "--stop-timeout {}: must be between 0 and 3600 seconds",
+            args.stop_timeout
+        );
+    }
     let opts = daemon::Options {
         procfs: args.system.procfs(),
         sysfs: args.system.sysfs(),
@@ -169,10 +179,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         rescan_interval: Duration::from_secs_f64(args.rescan_interval),
         event_source: args.event_source,
         reload: args.reload.options()?,
+        stop_timeout: Duration::from_secs_f64(args.stop_timeout),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(daemon::run(opts))?;
-    Ok(0)
+    let result = runtime.block_on(daemon::run(opts));
+    // A load job abandoned by the watchdog or the stop timeout must not hold the exit.
+    runtime.shutdown_background();
+    result.map(|()| 0)
 }

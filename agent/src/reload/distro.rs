@@ -493,7 +493,7 @@ mod tests {
             why(&rootfs),
             format!(
                 "kernel /var/lib/kdump/vmlinuz {under}: No such file or directory (os error 2), \
-                 named by /etc/default/kdump-tools"
+                 named by config /etc/default/kdump-tools"
             )
         );
         std::fs::create_dir_all(r.join("var/lib/kdump")).unwrap();
@@ -502,7 +502,7 @@ mod tests {
             why(&rootfs),
             format!(
                 "kernel /var/lib/kdump/vmlinuz {under}: a symlink or `..` leads outside the \
-                 rootfs, named by /etc/default/kdump-tools"
+                 rootfs, named by config /etc/default/kdump-tools"
             )
         );
         put(

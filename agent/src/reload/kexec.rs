@@ -10,6 +10,7 @@ use std::{
         unix::{fs::FileExt as _, process::CommandExt as _},
     },
     process::{Command, Stdio},
+    sync::{Arc, Mutex},
     thread,
     time::{Duration, Instant},
 };
@@ -207,13 +208,40 @@ impl fmt::Display for CommandOutcome {
 
 /// Most output kept from a command, in bytes.
 const OUTPUT_TAIL: usize = 4096;
+/// How long the output is waited for once the command's group is dead: a process that left
+/// the group (setsid) may hold a pipe open for ever.
+const PIPE_GRACE: Duration = Duration::from_secs(1);
 
-fn drain(mut pipe: impl io::Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut out = Vec::new();
-        let _ = pipe.read_to_end(&mut out);
-        out
-    })
+/// The last [`OUTPUT_TAIL`] bytes read from one pipe so far.
+type Tail = Arc<Mutex<Vec<u8>>>;
+
+/// Reads `pipe` until EOF into a bounded tail, so a chatty command costs no more memory.
+fn drain(mut pipe: impl io::Read + Send + 'static) -> (thread::JoinHandle<()>, Tail) {
+    let tail = Tail::default();
+    let kept = tail.clone();
+    let reader = thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            match pipe.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let mut t = kept.lock().unwrap_or_else(|e| e.into_inner());
+                    t.extend_from_slice(&buf[..n]);
+                    let excess = t.len().saturating_sub(OUTPUT_TAIL);
+                    t.drain(..excess);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+    });
+    (reader, tail)
+}
+
+/// SIGKILL to the process group `group` (ESRCH, nobody left, is fine).
+fn kill_group(group: libc::pid_t) {
+    // SAFETY: signals the process group we created; no memory is involved.
+    unsafe { libc::kill(-group, libc::SIGKILL) };
 }
 
 /// Runs `argv` (e.g. the distribution's reload) with a timeout, capturing its output.
@@ -231,24 +259,32 @@ pub fn run_command(argv: &[String], timeout: Duration) -> io::Result<CommandOutc
         .process_group(0)
         .spawn()
         .map_err(|e| io::Error::new(e.kind(), format!("{program}: {e}")))?;
-    let stdout = drain(child.stdout.take().expect("piped stdout"));
-    let stderr = drain(child.stderr.take().expect("piped stderr"));
+    let group = libc::pid_t::try_from(child.id()).map_err(io::Error::other)?;
+    let (stdout, stdout_tail) = drain(child.stdout.take().expect("piped stdout"));
+    let (stderr, stderr_tail) = drain(child.stderr.take().expect("piped stderr"));
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break Some(status);
         }
         if start.elapsed() >= timeout {
-            let group = libc::pid_t::try_from(child.id()).map_err(io::Error::other)?;
-            // SAFETY: signals the process group we created; no memory is involved.
-            unsafe { libc::kill(-group, libc::SIGKILL) };
+            kill_group(group);
             child.wait()?;
             break None;
         }
         thread::sleep(Duration::from_millis(10));
     };
     let elapsed = start.elapsed();
-    let mut output = stdout.join().unwrap_or_default();
-    output.extend(stderr.join().unwrap_or_default());
+    // What it left running in its group (a daemonised helper) would hold the pipes open.
+    kill_group(group);
+    let waited = Instant::now();
+    while !(stdout.is_finished() && stderr.is_finished()) && waited.elapsed() < PIPE_GRACE {
+        thread::sleep(Duration::from_millis(10));
+    }
+    let mut output = stdout_tail
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    output.extend(stderr_tail.lock().unwrap_or_else(|e| e.into_inner()).iter());
     let output = String::from_utf8_lossy(&output[output.len().saturating_sub(OUTPUT_TAIL)..])
         .trim()
         .to_owned();
@@ -401,6 +437,50 @@ mod tests {
             run_command(&argv(&["/nonexistent/kdumpctl"]), Duration::from_secs(1)).unwrap_err();
         assert!(missing.to_string().starts_with("/nonexistent/kdumpctl: "));
         assert!(run_command(&[], Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn what_a_command_leaves_behind_neither_holds_the_agent_nor_its_memory() {
+        let start = Instant::now();
+        // Left in its group: killed once the command exits.
+        let left = run_command(
+            &argv(&["sh", "-c", "sleep 30 & echo forked"]),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert!(left.success);
+        assert_eq!(left.output, "forked");
+        // Out of its group (setsid) with the pipe: given up on after the grace period.
+        let escaped = run_command(
+            &argv(&["sh", "-c", "setsid sleep 30 & echo escaped"]),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(escaped.output, "escaped");
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "waited {:?} for what the commands left",
+            start.elapsed()
+        );
+        let chatty = run_command(
+            &argv(&[
+                "sh",
+                "-c",
+                "head -c 10000000 /dev/zero | tr '\\0' x; echo; echo end",
+            ]),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        assert!(
+            chatty.output.len() <= OUTPUT_TAIL,
+            "{}",
+            chatty.output.len()
+        );
+        assert!(
+            chatty.output.ends_with("xx\nend"),
+            "{}",
+            &chatty.output[chatty.output.len() - 10..]
+        );
     }
 
     #[test]

@@ -21,6 +21,11 @@ use crate::{
 
 /// How long a load waits for a distribution script holding the lock (kdumpctl waits 5 s too).
 const DISTRO_LOCK_WAIT: Duration = Duration::from_secs(5);
+/// Sealing the files and one `kexec_file_load` take about a second under TCG; far past this
+/// something is stuck (a hung filesystem, a kernel waiting on a lock).
+const KEXEC_FILE_BUDGET: Duration = Duration::from_secs(60);
+/// What a command job may take past its timeout: killing the group, reaping, the output.
+const COMMAND_MARGIN: Duration = Duration::from_secs(5);
 
 /// Refuses a sealed copy of `bytes` that the cgroup's memory limit cannot hold next to what is
 /// charged already (the last known good copy included), before anything is copied or loaded.
@@ -111,6 +116,20 @@ impl CrashLoader {
         &self.strategy
     }
 
+    /// The same strategy and lock without the last known good image: what replaces a loader
+    /// lost with a job that never came back.
+    pub fn fresh(&self) -> Self {
+        Self::new(self.strategy.clone(), self.sysfs.clone()).with_host(self.host.clone())
+    }
+
+    /// How long one job of this loader may run before the daemon's watchdog gives up on it.
+    pub fn budget(&self) -> Duration {
+        match &self.strategy {
+            ReloadStrategy::KexecFile(_) => DISTRO_LOCK_WAIT + KEXEC_FILE_BUDGET,
+            ReloadStrategy::Command { timeout, .. } => *timeout + COMMAND_MARGIN,
+        }
+    }
+
     /// A rollback image is at hand.
     pub fn has_last_good(&self) -> bool {
         self.last_good.is_some()
@@ -146,7 +165,7 @@ impl CrashLoader {
             .map_err(|e| format!("copying the images into sealed memory: {e}"))
     }
 
-    fn still_loaded(&self) -> bool {
+    pub fn still_loaded(&self) -> bool {
         // Unreadable counts as not loaded: the caller then tries to roll back.
         matches!(self.sysfs.kexec_crash_loaded(), Ok(Some(true)))
     }

@@ -25,7 +25,7 @@ use crate::{
         mode::Mode,
         observations::Observations,
         readiness::readiness,
-        units::{bytes, unix_seconds},
+        units::{bytes, unix_seconds, utc},
     },
     reconcile::{
         Action, Alert, HeaderCheck, HeaderState, Input, Reconciler, ReloadReason, Timing,
@@ -76,8 +76,10 @@ pub const RELOAD_RESULTS: [&str; 3] = ["success", "failure", "rolled_back"];
 pub struct ReloadStatus {
     /// `kexec-file`, `command` or `off`.
     pub strategy: String,
-    /// Where the recipe came from and what it loads.
+    /// Where the recipe came from, since when, and what it loads.
     pub recipe: Option<String>,
+    /// Since when it has been the recipe, seconds since the epoch.
+    pub recipe_since: Option<u64>,
     /// The last reload, one line.
     pub last: Option<String>,
     /// The last alert raised, one line.
@@ -99,6 +101,7 @@ impl Default for ReloadStatus {
         Self {
             strategy: "off".into(),
             recipe: None,
+            recipe_since: None,
             last: None,
             alert: None,
             failures: 0,
@@ -169,6 +172,11 @@ pub struct LoadDone {
 }
 
 impl LoadJob {
+    /// How long it may run before the watchdog reports it failed.
+    pub fn budget(&self) -> Duration {
+        self.loader.budget()
+    }
+
     pub fn run(mut self) -> LoadDone {
         let report = if self.rollback {
             self.loader.rollback()
@@ -194,6 +202,14 @@ struct Attempt {
     replaced: bool,
 }
 
+/// The job the daemon is running, as the reload stage remembers it.
+#[derive(Debug)]
+struct InFlight {
+    rollback: bool,
+    /// Takes over if the job never comes back (its loader, and its last good image, stay in it).
+    spare: CrashLoader,
+}
+
 pub struct ReconcileLoop {
     procfs: Procfs,
     sysfs: Sysfs,
@@ -201,6 +217,8 @@ pub struct ReconcileLoop {
     /// `None` when reloading is off, or while a job has it.
     loader: Option<CrashLoader>,
     recipe: Option<LoadRecipe>,
+    /// The recipe as the state file keeps it: where it first came from, and since when.
+    record: Option<RecipeRecord>,
     state_dir: StateDir,
     /// `--reload` as given: only the default may start reloading with an adopted recipe.
     choice: Option<ReloadChoice>,
@@ -215,10 +233,22 @@ pub struct ReconcileLoop {
     reread_locked: bool,
     attempt: Option<Attempt>,
     job: Option<LoadJob>,
+    in_flight: Option<InFlight>,
 }
 
-fn describe(recipe: &LoadRecipe) -> String {
-    let mut text = format!("{}: kernel {}", recipe.source, recipe.kernel.display());
+/// `status`'s recipe: where it came from (first, for one kept in the state directory), since
+/// when, and what it loads.
+fn describe(recipe: &LoadRecipe, record: &RecipeRecord) -> String {
+    let source = recipe.source.to_string();
+    let mut text = if recipe.source == RecipeSource::Persisted && record.source != source {
+        format!("{source} (recorded from {})", record.source)
+    } else {
+        source
+    };
+    if let Some(since) = record.since {
+        text.push_str(&format!(" since {}", utc(since)));
+    }
+    text.push_str(&format!(": kernel {}", recipe.kernel.display()));
     if let Some(initrd) = &recipe.initrd {
         text.push_str(&format!(", initrd {}", initrd.display()));
     }
@@ -419,9 +449,19 @@ impl ReconcileLoop {
         sysfs: &Sysfs,
     ) -> Self {
         let crash_loaded = parts.node.facts.crash_loaded;
-        if let (Some(loader), Some(r)) = (&mut loader, &recipe)
+        let record = recipe.as_ref().map(|r| {
+            RecipeRecord::taking_over(
+                r,
+                persisted.recipe.as_ref(),
+                unix_seconds(SystemTime::now()),
+            )
+        });
+        if let (Some(loader), Some(r)) = (&mut loader, &record)
             && crash_loaded
-            && persisted.last_good.as_ref() == Some(&RecipeRecord::from(r))
+            && persisted
+                .last_good
+                .as_ref()
+                .is_some_and(|g| g.same_files(r))
         {
             // What is loaded came from this recipe in an earlier run: keep it for rollbacks.
             match loader.adopt_last_good() {
@@ -442,7 +482,11 @@ impl ReconcileLoop {
             .as_ref()
             .map_or("off", |l| l.strategy().name())
             .to_owned();
-        r.status.recipe = recipe.as_ref().map(describe);
+        r.status.recipe = recipe
+            .as_ref()
+            .zip(record.as_ref())
+            .map(|(r, d)| describe(r, d));
+        r.status.recipe_since = record.as_ref().and_then(|d| d.since);
         let mode = parts.mode();
         if loader.is_some() && mode == Mode::Unsupported {
             tracing::warn!(
@@ -462,6 +506,7 @@ impl ReconcileLoop {
             reconciler: Reconciler::new(opts.timing, mode, parts.reload.can_reload, has_last_good),
             loader,
             recipe,
+            record,
             state_dir,
             choice: opts.choice,
             host,
@@ -471,6 +516,7 @@ impl ReconcileLoop {
             reread_locked: false,
             attempt: None,
             job: None,
+            in_flight: None,
         }
     }
 
@@ -481,6 +527,19 @@ impl ReconcileLoop {
     /// A load the daemon must run off the event loop, if one was decided.
     pub fn take_job(&mut self) -> Option<LoadJob> {
         self.job.take()
+    }
+
+    /// Only a rollback, which puts back the image a failed load freed: what a stopping daemon
+    /// still runs. A reload stays decided, untaken, and the reconciler waits for it.
+    pub fn take_rollback(&mut self) -> Option<LoadJob> {
+        self.job.take_if(|job| job.rollback)
+    }
+
+    /// `reload` or `rollback` while a job is out, for the log.
+    pub fn in_flight(&self) -> Option<&'static str> {
+        self.in_flight
+            .as_ref()
+            .map(|f| if f.rollback { "rollback" } else { "reload" })
     }
 
     /// Feeds one input and performs the resulting actions (and their answers) until the
@@ -590,12 +649,21 @@ impl ReconcileLoop {
     }
 
     /// Another loader's successful `kexec_file_load` becomes the recipe when the agent has none
-    /// (or has one adopted earlier, which this newer load replaces) and `--reload` was left to
-    /// its default. What it loaded is sealed at once as the last known good.
+    /// and `--reload` was left to its default, or when the agent's recipe was adopted earlier or
+    /// kept in the state directory: the newer load wins (flags and the distribution's
+    /// configuration are not replaced). What it loaded is sealed at once as the last known good.
     fn adopt(&mut self, load: &KexecLoad, parts: &mut ReloadParts<'_>) {
         let replaceable = match &self.recipe {
             None => self.choice.is_none(),
-            Some(r) => matches!(r.source, RecipeSource::Adopted { .. }) && self.loader.is_some(),
+            Some(r) => {
+                matches!(
+                    r.source,
+                    RecipeSource::Adopted { .. } | RecipeSource::Persisted
+                ) && self
+                    .loader
+                    .as_ref()
+                    .is_some_and(|l| matches!(l.strategy(), ReloadStrategy::KexecFile(_)))
+            }
         };
         if !replaceable
             || load.syscall != LoadPath::KexecFileLoad
@@ -631,17 +699,20 @@ impl ReconcileLoop {
         if let Err(e) = loader.adopt_last_good() {
             tracing::warn!(error = %e, "the adopted recipe's files could not be sealed as the last known good");
         }
-        tracing::info!(recipe = %describe(&recipe), "recipe adopted from a kexec_file_load");
+        let record = RecipeRecord::taking_over(&recipe, None, unix_seconds(SystemTime::now()));
+        tracing::info!(recipe = %describe(&recipe, &record), "recipe adopted from a kexec_file_load");
         status.adoption_refused = None;
-        status.recipe = Some(describe(&recipe));
+        status.recipe = Some(describe(&recipe, &record));
+        status.recipe_since = record.since;
         status.strategy = loader.strategy().name().to_owned();
         parts.reload.can_reload = true;
         self.reconciler.set_can_reload(true);
         self.reconciler.set_last_good(loader.has_last_good());
         self.loader = Some(loader);
         self.recipe = Some(recipe);
-        self.persisted.recipe = self.recipe.as_ref().map(RecipeRecord::from);
-        self.persisted.last_good = self.persisted.recipe.clone();
+        self.record = Some(record);
+        self.persisted.recipe = self.record.clone();
+        self.persisted.last_good = self.record.clone();
         self.save();
     }
 
@@ -658,7 +729,60 @@ impl ReconcileLoop {
             .take()
             .expect("the reconciler decides a load only with a loader, one at a time");
         header.own_load_started();
+        self.in_flight = Some(InFlight {
+            rollback,
+            spare: loader.fresh(),
+        });
         self.job = Some(LoadJob { loader, rollback });
+    }
+
+    /// The watchdog: the job ran past its budget. A thread cannot be killed, so it is left to
+    /// finish on its own and its result is dropped; the load counts as failed, and a fresh
+    /// loader (without a last good image, which the job holds) takes over.
+    pub fn overran(&mut self, now: Instant, budget: Duration, parts: &mut ReloadParts<'_>) {
+        let Some(InFlight { rollback, spare }) = self.in_flight.take() else {
+            return;
+        };
+        let report = LoadReport {
+            outcome: LoadOutcome::Failed {
+                still_loaded: spare.still_loaded(),
+            },
+            detail: format!(
+                "the load job ran past its {:.0} s budget and was abandoned (its thread finishes on its own, unheard)",
+                budget.as_secs_f64()
+            ),
+            load_time: budget,
+        };
+        self.finished(
+            now,
+            LoadDone {
+                loader: spare,
+                report,
+                rollback,
+            },
+            parts,
+        );
+    }
+
+    /// The daemon exits with a job out: what is loaded is not known, so the state file claims
+    /// nothing, and the next start reads the node (and reloads if need be).
+    pub fn interrupted(&mut self, now: Instant) {
+        let Some(what) = self.in_flight() else { return };
+        let reason = self
+            .attempt
+            .map_or_else(|| "unknown".to_owned(), |a| a.reason.to_string());
+        let p = &mut self.persisted;
+        p.last_load = Some(LoadRecord {
+            at_unix_seconds: unix_seconds(SystemTime::now()),
+            result: format!("interrupted ({what} in flight at exit)"),
+            reason,
+            duration_seconds: self
+                .attempt
+                .map_or(0.0, |a| (now - a.decided).as_secs_f64()),
+        });
+        p.loaded_header = None;
+        p.loaded_header_verified = false;
+        self.save();
     }
 
     /// Re-reads the node, judges the loaded header, and answers `Verify`. `kexec_crash_size`
@@ -686,6 +810,7 @@ impl ReconcileLoop {
             report,
             rollback,
         } = done;
+        self.in_flight = None;
         self.reconciler.set_last_good(loader.has_last_good());
         self.loader = Some(loader);
         self.reread_locked = true;
@@ -771,7 +896,7 @@ impl ReconcileLoop {
         loaded: Option<&LoadedHeader>,
     ) {
         let p = &mut self.persisted;
-        p.recipe = self.recipe.as_ref().map(RecipeRecord::from);
+        p.recipe = self.record.clone();
         p.last_load = Some(LoadRecord {
             at_unix_seconds: unix_seconds(SystemTime::now()),
             result: result.to_owned(),
@@ -984,6 +1109,60 @@ mod tests {
         assert!(ram.contains(1 << 32), "the DIMM is in the persisted header");
     }
 
+    /// Boots a node with the command strategy and decides one reload for a hot-added DIMM.
+    fn decided_reload(node: &Node, state: &mut AgentState) -> (ReconcileLoop, Instant) {
+        let mut rl = node.start("echo reloaded", &mut state.reload_parts());
+        let t0 = Instant::now();
+        rl.handle(t0, Input::Tick, &mut state.reload_parts());
+        node.write("proc/iomem", &format!("{IOMEM_1G}{DIMM}"));
+        rl.handle(t0, online(), &mut state.reload_parts());
+        rl.handle(t0 + 250 * MS, Input::Tick, &mut state.reload_parts());
+        (rl, t0)
+    }
+
+    #[test]
+    fn a_stopping_daemon_takes_only_a_rollback_and_an_overrun_job_counts_as_failed() {
+        let node = Node::new();
+        let mut state = node.state();
+        let (mut rl, t0) = decided_reload(&node, &mut state);
+        assert!(rl.take_rollback().is_none(), "a reload is left decided");
+        assert_eq!(rl.in_flight(), Some("reload"));
+        let job = rl.take_job().expect("still there");
+        assert_eq!(job.budget(), Duration::from_secs(15), "timeout 10 s + 5 s");
+        rl.overran(t0 + 15_250 * MS, job.budget(), &mut state.reload_parts());
+        assert_eq!(rl.in_flight(), None);
+        assert_eq!(state.reload.results.get("failure"), Some(&1));
+        let last = state.reload.status.last.clone().unwrap();
+        assert!(
+            last.ends_with("ran past its 15 s budget and was abandoned (its thread finishes on its own, unheard)"),
+            "{last}"
+        );
+        // The spare loader retries after the backoff; the abandoned job is never heard from.
+        rl.handle(t0 + 17 * 1000 * MS, Input::Tick, &mut state.reload_parts());
+        let retry = rl.take_job().expect("a retry with the spare loader");
+        let done = retry.run();
+        rl.finished(t0 + 17_100 * MS, done, &mut state.reload_parts());
+        assert_eq!(state.reload.results.get("success"), Some(&1));
+    }
+
+    #[test]
+    fn exiting_with_a_load_in_flight_leaves_no_claim_about_what_is_loaded() {
+        let node = Node::new();
+        let mut state = node.state();
+        let (mut rl, t0) = decided_reload(&node, &mut state);
+        let _job = rl.take_job().unwrap();
+        rl.interrupted(t0 + 500 * MS);
+        let persisted = StateDir::open(&node.state_dir())
+            .unwrap()
+            .read()
+            .unwrap()
+            .unwrap();
+        let last = persisted.last_load.unwrap();
+        assert_eq!(last.result, "interrupted (reload in flight at exit)");
+        assert_eq!(last.reason, "ram-changed");
+        assert_eq!(persisted.loaded_header, None);
+    }
+
     #[test]
     fn a_restarted_agent_sees_the_persisted_header_is_stale() {
         let node = Node::new();
@@ -1128,7 +1307,8 @@ mod tests {
         assert_eq!(state.reload.status.strategy, "kexec-file");
         let recipe = state.reload.status.recipe.clone().unwrap();
         assert!(
-            recipe.starts_with("adopted from kexec (pid 4242): kernel "),
+            recipe.starts_with("adopted from kexec (pid 4242) since ")
+                && recipe.contains(" UTC: kernel "),
             "{recipe}"
         );
         assert_eq!(state.reload.status.adoption_refused, None);
@@ -1140,6 +1320,58 @@ mod tests {
         let adopted = persisted.recipe.unwrap().to_recipe();
         assert_eq!((adopted.kernel, adopted.initrd), (kernel, Some(initrd)));
         assert_eq!(adopted.cmdline, "console=ttyS0 irqpoll");
+    }
+
+    #[test]
+    fn a_newer_observed_load_replaces_a_persisted_recipe_and_the_record_says_so() {
+        let node = Node::new();
+        let dir = StateDir::open(&node.state_dir()).unwrap();
+        let recorded = RecipeRecord {
+            kernel: "/boot/old-vmlinuz".into(),
+            initrd: None,
+            cmdline: "console=ttyS0".into(),
+            source: "flags".into(),
+            since: Some(1_796_123_203),
+        };
+        dir.write(&PersistedState {
+            recipe: Some(recorded.clone()),
+            ..PersistedState::default()
+        })
+        .unwrap();
+        let mut state = node.state();
+        let mut rl = node.start_without_recipe(None, &mut state.reload_parts());
+        assert_eq!(
+            state.reload.status.recipe.as_deref(),
+            Some(
+                "state directory (recorded from flags) since 2026-12-01 11:06:43 UTC: kernel /boot/old-vmlinuz"
+            )
+        );
+        assert_eq!(state.reload.status.recipe_since, Some(1_796_123_203));
+
+        let (kernel, initrd) = (
+            node.dir.path().join("vmlinuz"),
+            node.dir.path().join("initrd"),
+        );
+        rl.handle(
+            Instant::now(),
+            distro_load(&kernel, &initrd),
+            &mut state.reload_parts(),
+        );
+        let record = dir.read().unwrap().unwrap().recipe.unwrap();
+        assert_eq!(
+            (record.kernel, record.source.as_str()),
+            (kernel, "adopted from kexec (pid 4242)")
+        );
+        assert!(record.since.unwrap() >= unix_seconds(SystemTime::now()) - 60);
+        assert!(
+            state
+                .reload
+                .status
+                .recipe
+                .as_deref()
+                .unwrap()
+                .starts_with("adopted from kexec (pid 4242) since ")
+        );
     }
 
     #[test]

@@ -47,7 +47,9 @@ impl fmt::Display for RecipeSource {
         match self {
             Self::Flags => f.write_str("flags"),
             Self::Adopted { pid, comm } => write!(f, "adopted from {comm} (pid {pid})"),
-            Self::KdumpTools(path) | Self::Sysconfig(path) => write!(f, "{}", path.display()),
+            Self::KdumpTools(path) | Self::Sysconfig(path) => {
+                write!(f, "config {}", path.display())
+            }
             Self::Persisted => f.write_str("state directory"),
         }
     }
@@ -256,8 +258,9 @@ pub struct RecipeFlags {
     pub cmdline: Option<String>,
 }
 
-/// Picks the recipe: flags first, then what an earlier run persisted, then the distribution's
-/// configuration. `Ok(None)`: no recipe, so the agent only observes.
+/// Picks the recipe: flags first, then the distribution's configuration (what the node's owner
+/// states now), then what an earlier run persisted. `Ok(None)`: no recipe, so the agent only
+/// observes.
 pub fn resolve(
     flags: &RecipeFlags,
     persisted: Option<LoadRecipe>,
@@ -282,7 +285,7 @@ pub fn resolve(
     if flags.initrd.is_some() || flags.cmdline.is_some() {
         return Err("--initrd and --cmdline need --kernel".into());
     }
-    Ok(persisted.or(distro))
+    Ok(distro.or(persisted))
 }
 
 /// Why a loader's `kexec_file_load` gives no recipe to adopt.
@@ -798,7 +801,7 @@ KDUMP_SSH=$(hostname)
             "BOOT_IMAGE=/boot/vmlinuz-6.1.0-47-amd64 root=/dev/vda1 ro quiet \
              reset_devices systemd.unit=kdump-tools-dump.service nr_cpus=1 irqpoll nousb"
         );
-        assert_eq!(r.source.to_string(), "/etc/default/kdump-tools");
+        assert_eq!(r.source.to_string(), "config /etc/default/kdump-tools");
     }
 
     #[test]
@@ -855,7 +858,7 @@ KDUMP_SSH=$(hostname)
     }
 
     #[test]
-    fn flags_win_then_the_persisted_recipe_then_the_distribution() {
+    fn flags_win_then_the_distribution_then_the_persisted_recipe() {
         let tools = from_kdump_tools(
             Path::new("/etc/default/kdump-tools"),
             "USE_KDUMP=1\n",
@@ -882,7 +885,13 @@ KDUMP_SSH=$(hostname)
              irqpoll nr_cpus=1 reset_devices"
         );
         let none = RecipeFlags::default();
-        let r = resolve(&none, Some(persisted), tools.clone(), PROC_CMDLINE);
+        // The distribution's configuration says what its owner wants now: it beats the record.
+        let r = resolve(&none, Some(persisted.clone()), tools.clone(), PROC_CMDLINE);
+        assert_eq!(
+            r.unwrap().unwrap().source,
+            RecipeSource::KdumpTools("/etc/default/kdump-tools".into())
+        );
+        let r = resolve(&none, Some(persisted), None, PROC_CMDLINE);
         assert_eq!(r.unwrap().unwrap().source, RecipeSource::Persisted);
         let r = resolve(&none, None, tools, PROC_CMDLINE).unwrap().unwrap();
         assert_eq!(
@@ -1076,6 +1085,20 @@ KDUMP_IMG_EXT=""
                 .unwrap_err()
                 .to_string()
                 .ends_with("nope: No such file or directory (os error 2)")
+        );
+        let fifo = dir.join("fifo");
+        let c_fifo = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path; mkfifo touches nothing else.
+        assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0);
+        let fifo = LoadRecipe {
+            initrd: Some(fifo),
+            ..r.clone()
+        };
+        assert!(
+            open_checked(&fifo, 256 * MIB, &Rootfs::default())
+                .unwrap_err()
+                .to_string()
+                .ends_with("fifo: not a regular file")
         );
         let directory = LoadRecipe {
             kernel: dir.to_owned(),

@@ -23,13 +23,19 @@ const LOCK_FILE: &str = "lock";
 /// Bumped when the format changes incompatibly; an unknown version is ignored, not misread.
 const FORMAT: u32 = 1;
 
-/// A recipe as persisted (paths and command line; where it came from, for `status`).
+/// A recipe as persisted (paths and command line; where it came from and since when, for
+/// `status`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecipeRecord {
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
     pub cmdline: String,
+    /// Where it first came from (`flags`, `config /etc/default/kdump-tools`, `adopted from
+    /// kexec (pid N)`); a restart that takes it from the state directory keeps this.
     pub source: String,
+    /// Since when it has been the recipe, seconds since the epoch (absent in older files).
+    #[serde(default)]
+    pub since: Option<u64>,
 }
 
 impl From<&LoadRecipe> for RecipeRecord {
@@ -39,11 +45,36 @@ impl From<&LoadRecipe> for RecipeRecord {
             initrd: recipe.initrd.clone(),
             cmdline: recipe.cmdline.clone(),
             source: recipe.source.to_string(),
+            since: None,
         }
     }
 }
 
 impl RecipeRecord {
+    /// The record of `recipe` as it takes over at `now`: one taken from the state directory
+    /// is `recorded` itself; one equal to `recorded` (files, command line, source) keeps its
+    /// `since`; anything else starts now.
+    pub fn taking_over(recipe: &LoadRecipe, recorded: Option<&Self>, now: u64) -> Self {
+        let fresh = Self::from(recipe);
+        match recorded {
+            Some(r) if recipe.source == RecipeSource::Persisted => r.clone(),
+            Some(r) if r.same_files(&fresh) && r.source == fresh.source => Self {
+                since: r.since,
+                ..fresh
+            },
+            _ => Self {
+                since: Some(now),
+                ..fresh
+            },
+        }
+    }
+
+    /// Loads the same files with the same command line, wherever either came from.
+    pub fn same_files(&self, other: &Self) -> bool {
+        (&self.kernel, &self.initrd, &self.cmdline)
+            == (&other.kernel, &other.initrd, &other.cmdline)
+    }
+
     /// The recipe again, marked as coming from the state directory.
     pub fn to_recipe(&self) -> LoadRecipe {
         LoadRecipe {
@@ -276,6 +307,42 @@ mod tests {
         (tmp, dir)
     }
 
+    #[test]
+    fn a_recipe_keeps_its_origin_and_since_while_it_stays_the_same() {
+        let flags = LoadRecipe {
+            kernel: "/boot/vmlinuz".into(),
+            initrd: None,
+            cmdline: "console=ttyS0".into(),
+            source: RecipeSource::Flags,
+        };
+        let first = RecipeRecord::taking_over(&flags, None, 100);
+        assert_eq!((first.source.as_str(), first.since), ("flags", Some(100)));
+        // Restarted with the same flags: still since 100.
+        assert_eq!(RecipeRecord::taking_over(&flags, Some(&first), 200), first);
+        // Taken from the state directory: the record as it was, origin included.
+        let kept = first.to_recipe();
+        assert_eq!(RecipeRecord::taking_over(&kept, Some(&first), 300), first);
+        // Another command line, or the same files from another source, starts now.
+        let changed = LoadRecipe {
+            cmdline: "console=ttyS1".into(),
+            ..flags.clone()
+        };
+        assert_eq!(
+            RecipeRecord::taking_over(&changed, Some(&first), 400).since,
+            Some(400)
+        );
+        let config = LoadRecipe {
+            source: RecipeSource::KdumpTools("/etc/default/kdump-tools".into()),
+            ..flags
+        };
+        let from_config = RecipeRecord::taking_over(&config, Some(&first), 500);
+        assert_eq!(
+            (from_config.source.as_str(), from_config.since),
+            ("config /etc/default/kdump-tools", Some(500))
+        );
+        assert!(from_config.same_files(&first));
+    }
+
     fn sample() -> PersistedState {
         PersistedState {
             format: 0,
@@ -284,6 +351,7 @@ mod tests {
                 initrd: Some("/boot/initrd.img-6.1.0-47-amd64".into()),
                 cmdline: "console=ttyS0 irqpoll nr_cpus=1 reset_devices".into(),
                 source: "flags".into(),
+                since: Some(1_794_999_000),
             }),
             last_load: Some(LoadRecord {
                 at_unix_seconds: 1_795_000_000,
@@ -343,6 +411,14 @@ mod tests {
         let recipe = second.recipe.unwrap().to_recipe();
         assert_eq!(recipe.source, RecipeSource::Persisted);
         assert_eq!(RecipeRecord::from(&recipe).source, "state directory");
+        // A file written before `since` existed reads, without it.
+        fs::write(
+            dir.path().join(STATE_FILE),
+            r#"{"format":1,"recipe":{"kernel":"/k","initrd":null,"cmdline":"","source":"flags"},"last_load":null,"loaded_header":null,"loaded_header_verified":false,"last_good":null}"#,
+        )
+        .unwrap();
+        let old = dir.read().unwrap().unwrap().recipe.unwrap();
+        assert_eq!((old.source.as_str(), old.since), ("flags", None));
         let names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -127,7 +127,7 @@ pub const BENCHMARKS: &[Scenario] = &[Scenario {
 
 const METRICS: &str = "http://127.0.0.1:10864/metrics";
 /// Reloads under TCG take seconds; this bounds waiting for the agent to act.
-const AGENT_TIMEOUT: Duration = Duration::from_secs(90);
+pub(crate) const AGENT_TIMEOUT: Duration = Duration::from_secs(90);
 pub const SUCCESS: &str = r#"kdump_reloads_total{result="success"}"#;
 const FAILURE: &str = r#"kdump_reloads_total{result="failure"}"#;
 const ROLLED_BACK: &str = r#"kdump_reloads_total{result="rolled_back"}"#;
@@ -138,7 +138,7 @@ pub fn recipe() -> String {
 }
 
 /// One series of the agent's /metrics in the guest (0 when absent, as Prometheus reads it).
-pub(super) fn metric(m: &mut Machine, series: &str) -> Result<f64> {
+pub(crate) fn metric(m: &mut Machine, series: &str) -> Result<f64> {
     let text = m.sh(&format!("wget -q -O - {METRICS}"))?;
     Ok(text
         .lines()
@@ -173,7 +173,7 @@ pub fn wait_metric(m: &mut Machine, series: &str, at_least: f64) -> Result<f64> 
 }
 
 /// Waits until `kdump-agent status` says ready (exit 0).
-pub(super) fn wait_ready(m: &mut Machine) -> Result<()> {
+pub(crate) fn wait_ready(m: &mut Machine) -> Result<()> {
     m.wait_until(&format!("{GUEST_AGENT} status >/dev/null"), AGENT_TIMEOUT)
         .context("kdump-agent status never said ready")
 }
@@ -214,7 +214,7 @@ fn note_agent(run: &mut Run, m: &mut Machine) -> Result<()> {
 }
 
 /// Notes the agent's figures, then crashes; the dump must miss exactly `missing` bytes.
-pub(super) fn crash_and_expect(run: &mut Run, m: &mut Machine, missing: u64) -> Result<()> {
+pub(crate) fn crash_and_expect(run: &mut Run, m: &mut Machine, missing: u64) -> Result<()> {
     note_agent(run, m)?;
     run.crash(m)?;
     run.expect(missing, 0);

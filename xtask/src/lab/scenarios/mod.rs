@@ -2,7 +2,7 @@
 //! reloading), `prometheus` (a host Prometheus scraping the guest's agent), `probes` (what the
 //! eBPF probes report), `readback` (the header read back from the kernel against vmcore), `check` (a one-shot
 //! `check`, an agent started after RAM changed), `scale_up` (a long scale-up under the agent and the
-//! distributions' policies). Adding one is a function and an entry in its file's list.
+//! distributions' policies), `stop` (the agent signalled mid-reload). Adding one is a function and an entry in its file's list.
 pub mod agent;
 pub mod baseline;
 pub mod check;
@@ -10,6 +10,7 @@ pub mod probes;
 pub mod prometheus;
 pub mod readback;
 pub mod scale_up;
+pub mod stop;
 
 use anyhow::{Result, anyhow, bail};
 
@@ -26,6 +27,7 @@ pub fn every() -> impl Iterator<Item = &'static Scenario> {
         scale_up::BENCHMARKS,
         probes::ALL,
         readback::ALL,
+        stop::ALL,
     ]
     .into_iter()
     .flatten()
