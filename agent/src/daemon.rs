@@ -21,6 +21,7 @@ use crate::{
         http,
         metrics::Exporter,
         textfile,
+        web_config::WebConfig,
     },
     model::{
         events::{Event, EventSource},
@@ -46,6 +47,10 @@ pub struct Options {
     pub rescan_interval: Duration,
     pub event_source: SourceChoice,
     pub reload: ReloadOptions,
+    /// TLS and basic auth of the HTTP endpoint (`--web.config.file`).
+    pub web: WebConfig,
+    /// Members may read `status` and `show` on the control socket.
+    pub control_group: Option<u32>,
 }
 
 /// Room for a storm of 4096 block events without blocking a source.
@@ -170,7 +175,7 @@ struct Daemon {
     waiting: Vec<(ReloadRequest, u64)>,
 }
 
-pub async fn run(opts: Options) -> anyhow::Result<()> {
+pub async fn run(mut opts: Options) -> anyhow::Result<()> {
     require_capabilities()?;
     let mut initial = initial_state(&opts.procfs, &opts.sysfs, &opts.boot)?;
     let reconcile = ReconcileLoop::start(
@@ -181,7 +186,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         &opts.sysfs,
     )?;
     let listener = http::bind(opts.listen).await?;
-    let control_listener = control::bind(&opts.state_dir)?;
+    let control_listener = control::bind(&opts.state_dir, opts.control_group)?;
     let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
     start_observing(
         &mut initial,
@@ -207,6 +212,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         listener,
         state.clone(),
         exporter.clone(),
+        std::mem::take(&mut opts.web),
         stop_rx.clone(),
     ));
     let (reload_tx, mut reload_rx) = mpsc::channel(16);
@@ -215,6 +221,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         control::socket_path(&opts.state_dir),
         state.clone(),
         reload_tx,
+        opts.control_group,
         stop_rx,
     ));
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -367,15 +374,15 @@ impl Daemon {
         self.reconcile(Input::ReloadRequested);
     }
 
-    /// Pushes the state to the exporters that are written rather than scraped.
+    /// Renders the state once for the scrapes to come and the textfile.
     fn publish(&self) {
-        if let Some(dir) = &self.opts.textfile_dir {
-            let text = self
-                .exporter
-                .render(&self.state.read().unwrap_or_else(|e| e.into_inner()));
-            if let Err(e) = textfile::write(dir, &text) {
-                tracing::error!(error = %e, "textfile not updated");
-            }
+        let rendered = self
+            .exporter
+            .publish(&self.state.read().unwrap_or_else(|e| e.into_inner()));
+        if let Some(dir) = &self.opts.textfile_dir
+            && let Err(e) = textfile::write(dir, rendered.as_str())
+        {
+            tracing::error!(error = %e, "textfile not updated");
         }
     }
 }

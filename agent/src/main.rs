@@ -24,7 +24,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon: watch memory hotplug and kexec loads, export readiness.
-    Run(cli::run::RunArgs),
+    Run(Box<cli::run::RunArgs>),
     /// Is kdump ready on this node? Asks the daemon. Exit 0 when ready, 3 when not.
     Status(cli::status::StatusArgs),
     /// The same status computed in one shot, without a daemon.
@@ -58,7 +58,7 @@ fn main() {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match cli.command {
-        Command::Run(args) => cli::run::run(args),
+        Command::Run(args) => cli::run::run(*args),
         Command::Status(args) => cli::status::run(args),
         Command::Check(args) => cli::check::run(args),
         Command::Show(args) => cli::show::run(args),

@@ -10,9 +10,11 @@ use clap::Args;
 use super::{StateDirArgs, SystemArgs};
 use crate::{
     daemon,
+    export::web_config::WebConfig,
     observe::SourceChoice,
     reconcile::Timing,
     reload::{DISTRO_LOCK, ReloadChoice, ReloadOptions, recipe::RecipeFlags},
+    sys::groups,
 };
 
 /// Default `--listen`: loopback, on a port outside Prometheus' exporter range (9100-9999 is full).
@@ -39,6 +41,14 @@ pub struct RunArgs {
     pub event_source: SourceChoice,
     #[command(flatten)]
     pub reload: ReloadArgs,
+    /// TLS and basic auth for the HTTP endpoint, in the Prometheus exporter-toolkit format
+    /// (`tls_server_config`, `basic_auth_users`; check it with `promtool check web-config`).
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
+    /// A group whose members may ask the control socket for `status` and `show` (root only
+    /// without it; `reload` is always root's).
+    #[arg(long, value_name = "GROUP")]
+    pub control_group: Option<String>,
 }
 
 /// How and when the agent reloads the crash kernel.
@@ -147,6 +157,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         rescan_interval: Duration::from_secs_f64(args.rescan_interval),
         event_source: args.event_source,
         reload: args.reload.options()?,
+        web: args
+            .web_config_file
+            .as_deref()
+            .map(WebConfig::load)
+            .transpose()?
+            .unwrap_or_default(),
+        control_group: args
+            .control_group
+            .as_deref()
+            .map(|g| groups::group_id(g).map_err(|e| anyhow::anyhow!("--control-group: {e}")))
+            .transpose()?,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

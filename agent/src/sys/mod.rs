@@ -1,7 +1,9 @@
 //! System access, one thin module per thing touched. Every stage may use it.
 pub mod capabilities;
 pub mod crash_sysfs;
+pub mod groups;
 pub mod kcore;
+pub mod limits;
 pub mod node;
 pub mod procfs;
 pub mod sysfs;
