@@ -4,6 +4,7 @@ mod bench_fleet;
 mod fleet;
 mod fuzz;
 mod lab;
+mod package;
 mod paths;
 mod run;
 mod setup;
@@ -32,6 +33,9 @@ enum Command {
     },
     /// Format check, clippy, every test, then the VM lab.
     Test,
+    /// Build the .deb and the .rpm (static binary, systemd unit, default arguments) into
+    /// target/packages/.
+    Package,
     /// Fuzz the iomem and crash ELF header parsers (nightly, cargo-fuzz; not part of `test`).
     Fuzz {
         /// Seconds per target.
@@ -77,6 +81,7 @@ fn main() {
         Command::Setup => setup::run().map(|_| ()),
         Command::Run { args } => run::run(&args),
         Command::Test => test::run(),
+        Command::Package => package::run(),
         Command::Fuzz { seconds, target } => fuzz::run(seconds, target.as_deref()),
         Command::FleetGen => fleet::generate(&paths::root()),
         Command::BenchFleet {

@@ -7,3 +7,4 @@ pub mod http;
 pub mod process;
 pub mod prometheus;
 pub mod tally;
+pub mod unit;

@@ -173,7 +173,7 @@ pub fn wait_metric(m: &mut Machine, series: &str, at_least: f64) -> Result<f64> 
 }
 
 /// Waits until `kdump-agent status` says ready (exit 0).
-fn wait_ready(m: &mut Machine) -> Result<()> {
+pub fn wait_ready(m: &mut Machine) -> Result<()> {
     m.wait_until(&format!("{GUEST_AGENT} status >/dev/null"), AGENT_TIMEOUT)
         .context("kdump-agent status never said ready")
 }
@@ -214,7 +214,7 @@ fn note_agent(run: &mut Run, m: &mut Machine) -> Result<()> {
 }
 
 /// Notes the agent's figures, then crashes; the dump must miss exactly `missing` bytes.
-fn crash_and_expect(run: &mut Run, m: &mut Machine, missing: u64) -> Result<()> {
+pub fn crash_and_expect(run: &mut Run, m: &mut Machine, missing: u64) -> Result<()> {
     note_agent(run, m)?;
     run.crash(m)?;
     run.expect(missing, 0);
