@@ -142,6 +142,8 @@ fn print_indented(text: &str) {
 
 fn rpmlint(rpm: &Path) -> Result<()> {
     let out = Command::new("rpmlint")
+        .arg("--rpmlintrc")
+        .arg(paths::root().join("deploy/packaging/rpmlintrc"))
         .arg(rpm)
         .output()
         .context("rpmlint: cannot start")?;
