@@ -60,6 +60,12 @@ enum Command {
         /// Concurrent scrapers (wrk connections).
         #[arg(long, default_value_t = 50)]
         connections: u32,
+        /// Serve over TLS with basic auth (--web.config.file); wrk scrapes https.
+        #[arg(long)]
+        tls: bool,
+        /// Also write the figures to this JSON file (docs/bench/ keeps the quoted runs).
+        #[arg(long, value_name = "FILE")]
+        json: Option<std::path::PathBuf>,
     },
     /// A 6.1 guest with kdump-agent: status, hot-add 512 MiB, status, crash, does the dump
     /// cover all RAM?
@@ -88,10 +94,14 @@ fn main() {
             idle_seconds,
             scrape_seconds,
             connections,
+            tls,
+            json,
         } => bench_fleet::run(&bench_fleet::Options {
             idle_seconds,
             scrape_seconds,
             connections,
+            tls,
+            json,
         }),
         Command::Lab { command } => lab::main(command),
         Command::Demo { accel } => lab::demo::main(accel),

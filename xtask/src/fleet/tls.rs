@@ -11,6 +11,7 @@ use std::{
 use anyhow::{Context as _, Result, ensure};
 
 use crate::support::{
+    certs::certificates,
     http,
     process::{self, Running},
     prometheus,
@@ -19,79 +20,6 @@ use crate::support::{
 const USER: &str = "prometheus";
 const PASSWORD: &str = "scrape-secret";
 const NODE: &str = "xtask-host-tls";
-
-fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
-    process::output(
-        Command::new("openssl").args(args).current_dir(dir),
-        &format!("openssl {}", args[..2].join(" ")),
-    )
-    .map(drop)
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, both signed by the CA.
-fn certificates(dir: &Path) -> Result<()> {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=kdump-agent test CA",
-    ]);
-    openssl(dir, &ca)?;
-    for (name, ext) in [
-        (
-            "server",
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-        ),
-        ("client", "extendedKeyUsage=clientAuth\n"),
-    ] {
-        fs::write(dir.join(format!("{name}.ext")), ext)?;
-        let (key, csr, crt, extfile) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.crt"),
-            format!("{name}.ext"),
-        );
-        let subject = format!("/CN=kdump-agent test {name}");
-        let mut req = vec!["req"];
-        req.extend(ec);
-        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subject]);
-        openssl(dir, &req)?;
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &crt,
-                "-days",
-                "2",
-                "-extfile",
-                &extfile,
-            ],
-        )?;
-    }
-    Ok(())
-}
 
 /// The web config: TLS with a required, verified client certificate, one basic-auth user.
 fn web_config(dir: &Path) -> Result<PathBuf> {

@@ -2,6 +2,7 @@
 //! the exposition format, the test tally. They use nothing of `lab`, `fleet`, `bench_fleet` or
 //! `test`, which use them and never each other (`test` aside, which runs the others).
 pub mod agent;
+pub mod certs;
 pub mod exposition;
 pub mod http;
 pub mod process;
