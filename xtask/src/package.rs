@@ -31,6 +31,18 @@ pub fn build() -> Result<Packages> {
     let _ = fs::remove_dir_all(&out);
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let root = paths::root();
+    let release = paths::target_dir()
+        .join(agent::STATIC_TARGET)
+        .join("release");
+    // cargo-generate-rpm maps target/release/ to this directory; it ships files as given.
+    process::output(
+        Command::new("sh").arg("-c").arg(format!(
+            "gzip -9n < {} > {}/kdump-agent.8.gz",
+            root.join("deploy/packaging/kdump-agent.8").display(),
+            release.display()
+        )),
+        "gzip kdump-agent.8",
+    )?;
     process::output(
         Command::new(setup::cargo_deb())
             .args(["deb", "-p", "kdump-agent", "--no-build", "--target"])
@@ -94,7 +106,7 @@ pub fn checks(tally: &mut Tally) {
         "lintian (no error or warning)",
         process::output(
             Command::new("lintian")
-                .args(["--fail-on", "error,warning", "--no-tag-display-limit"])
+                .args(["--fail-on", "error,warning", "--tag-display-limit", "0"])
                 .arg(&packages.deb),
             "lintian",
         )
@@ -142,6 +154,8 @@ fn print_indented(text: &str) {
 
 fn rpmlint(rpm: &Path) -> Result<()> {
     let out = Command::new("rpmlint")
+        .arg("--config")
+        .arg(paths::root().join("deploy/packaging/rpmlint.toml"))
         .arg("--rpmlintrc")
         .arg(paths::root().join("deploy/packaging/rpmlintrc"))
         .arg(rpm)
@@ -198,12 +212,20 @@ fn contents(p: &Packages) -> Result<()> {
     Ok(())
 }
 
-/// A root with the unit and the binary where the unit expects them (verify checks ExecStart).
+/// A root with the unit and the binary where the unit expects them (verify checks ExecStart),
+/// and this host's own units (the targets it is ordered against).
 fn unit_root() -> Result<PathBuf> {
     let root = paths::target_dir().join(format!("xtask-unit-{}", std::process::id()));
     let _ = fs::remove_dir_all(&root);
     let units = root.join("etc/systemd/system");
     fs::create_dir_all(&units)?;
+    fs::create_dir_all(root.join("usr/lib/systemd"))?;
+    process::output(
+        Command::new("cp")
+            .args(["-a", "/usr/lib/systemd/system"])
+            .arg(root.join("usr/lib/systemd/")),
+        "copying the host's systemd units",
+    )?;
     fs::create_dir_all(root.join("usr/bin"))?;
     fs::copy(paths::root().join(UNIT), units.join("kdump-agent.service"))?;
     fs::copy(

@@ -41,23 +41,21 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 }
 
 /// Creates the state directory and binds the socket, replacing a stale one: root only (0700,
-/// 0600), or with `group` root and that group (0710, 0660: members may reach the socket only).
+/// 0600), or with `--control-group` open to every local user (0711, 0666), the peer's
+/// credentials deciding what each may ask (chown to the group would need CAP_CHOWN, which
+/// neither the DaemonSet nor the unit grants).
 pub fn bind(state_dir: &Path, group: Option<u32>) -> anyhow::Result<UnixListener> {
     let named =
         |what: &str, e: std::io::Error| anyhow::anyhow!("{what} {}: {e}", state_dir.display());
     std::fs::create_dir_all(state_dir)
         .map_err(|e| named("cannot create the state directory", e))?;
     let (dir_mode, socket_mode) = if group.is_some() {
-        (0o710, 0o660)
+        (0o711, 0o666)
     } else {
         (0o700, 0o600)
     };
-    if group.is_some() {
-        std::os::unix::fs::chown(state_dir, Some(0), group)
-            .map_err(|e| named("cannot give the state directory to the control group", e))?;
-    }
     std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(dir_mode))
-        .map_err(|e| named("cannot restrict the state directory", e))?;
+        .map_err(|e| named("cannot set the state directory's mode", e))?;
     let path = socket_path(state_dir);
     if UnixStream::connect(&path).is_ok() {
         anyhow::bail!(
@@ -68,13 +66,8 @@ pub fn bind(state_dir: &Path, group: Option<u32>) -> anyhow::Result<UnixListener
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", path.display()))?;
-    if group.is_some() {
-        std::os::unix::fs::chown(&path, Some(0), group).map_err(|e| {
-            anyhow::anyhow!("cannot give {} to the control group: {e}", path.display())
-        })?;
-    }
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(socket_mode))
-        .map_err(|e| anyhow::anyhow!("cannot restrict {}: {e}", path.display()))?;
+        .map_err(|e| anyhow::anyhow!("cannot set the mode of {}: {e}", path.display()))?;
     Ok(listener)
 }
 
