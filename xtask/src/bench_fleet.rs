@@ -388,8 +388,10 @@ pub fn run(options: &Options) -> Result<()> {
         log.display()
     );
 
-    // Idle: nothing scrapes, nothing happens; the agent's own periodic rescans still run.
-    thread::sleep(Duration::from_secs(3));
+    // Idle: nothing scrapes, nothing happens; the agent's own periodic rescans still run. With
+    // TLS the first scrape's bcrypt check ran on a blocking thread, which tokio keeps 10 s: its
+    // CPU leaves the per-thread schedstat sum when it exits, so the idle window starts after.
+    thread::sleep(Duration::from_secs(if options.tls { 12 } else { 3 }));
     let step = Step::start(format!("idle {} s", options.idle_seconds));
     let (first, last, peak) = observe(pid, options.idle_seconds, &step)?;
     let (idle_cpu, idle_cpu_ticks) = cpu_percent(first, last, hz);
