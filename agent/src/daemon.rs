@@ -21,6 +21,7 @@ use crate::{
         http,
         metrics::Exporter,
         textfile,
+        web_config::WebConfig,
     },
     model::{
         events::{Event, EventSource},
@@ -48,6 +49,10 @@ pub struct Options {
     pub reload: ReloadOptions,
     /// On SIGTERM/SIGINT, the longest wait for a load in flight (and its rollback).
     pub stop_timeout: Duration,
+    /// TLS and basic auth of the HTTP endpoint (`--web.config.file`).
+    pub web: WebConfig,
+    /// Members may read `status` and `show` on the control socket.
+    pub control_group: Option<u32>,
 }
 
 /// Room for a storm of 4096 block events without blocking a source.
@@ -301,7 +306,7 @@ async fn start(opts: Options) -> anyhow::Result<Started> {
         &opts.sysfs,
     )?;
     let listener = http::bind(opts.listen).await?;
-    let control_listener = control::bind(&opts.state_dir)?;
+    let control_listener = control::bind(&opts.state_dir, opts.control_group)?;
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     start_observing(
         &mut initial,
@@ -325,7 +330,7 @@ async fn start(opts: Options) -> anyhow::Result<Started> {
     let state: SharedState = Arc::new(RwLock::new(initial));
     let exporter = Arc::new(Exporter::new());
     let control_socket = control::socket_path(&opts.state_dir);
-    let d = Daemon {
+    let mut d = Daemon {
         opts,
         state,
         exporter,
@@ -340,6 +345,7 @@ async fn start(opts: Options) -> anyhow::Result<Started> {
         listener,
         d.state.clone(),
         d.exporter.clone(),
+        std::mem::take(&mut d.opts.web),
         stop_rx.clone(),
     ));
     let (reload_tx, reload_rx) = mpsc::channel(16);
@@ -348,6 +354,7 @@ async fn start(opts: Options) -> anyhow::Result<Started> {
         control_socket,
         d.state.clone(),
         reload_tx,
+        d.opts.control_group,
         stop_rx,
     ));
     Ok(Started {
@@ -522,15 +529,15 @@ impl Daemon {
         self.reconcile(Input::ReloadRequested);
     }
 
-    /// Pushes the state to the exporters that are written rather than scraped.
+    /// Renders the state once for the scrapes to come and the textfile.
     fn publish(&self) {
-        if let Some(dir) = &self.opts.textfile_dir {
-            let text = self
-                .exporter
-                .render(&self.state.read().unwrap_or_else(|e| e.into_inner()));
-            if let Err(e) = textfile::write(dir, &text) {
-                tracing::error!(error = %e, "textfile not updated");
-            }
+        let rendered = self
+            .exporter
+            .publish(&self.state.read().unwrap_or_else(|e| e.into_inner()));
+        if let Some(dir) = &self.opts.textfile_dir
+            && let Err(e) = textfile::write(dir, rendered.as_str())
+        {
+            tracing::error!(error = %e, "textfile not updated");
         }
     }
 }

@@ -4,6 +4,7 @@ mod bench_fleet;
 mod fleet;
 mod fuzz;
 mod lab;
+mod package;
 mod paths;
 mod run;
 mod setup;
@@ -32,6 +33,9 @@ enum Command {
     },
     /// Format check, clippy, every test, then the VM lab.
     Test,
+    /// Build the .deb and the .rpm (static binary, systemd unit, default arguments) into
+    /// target/packages/.
+    Package,
     /// Fuzz the iomem and crash ELF header parsers (nightly, cargo-fuzz; not part of `test`).
     Fuzz {
         /// Seconds per target.
@@ -56,6 +60,12 @@ enum Command {
         /// Concurrent scrapers (wrk connections).
         #[arg(long, default_value_t = 50)]
         connections: u32,
+        /// Serve over TLS with basic auth (--web.config.file); wrk scrapes https.
+        #[arg(long)]
+        tls: bool,
+        /// Also write the figures to this JSON file (docs/bench/ keeps the quoted runs).
+        #[arg(long, value_name = "FILE")]
+        json: Option<std::path::PathBuf>,
     },
     /// A 6.1 guest with kdump-agent: status, hot-add 512 MiB, status, crash, does the dump
     /// cover all RAM?
@@ -77,16 +87,21 @@ fn main() {
         Command::Setup => setup::run().map(|_| ()),
         Command::Run { args } => run::run(&args),
         Command::Test => test::run(),
+        Command::Package => package::run(),
         Command::Fuzz { seconds, target } => fuzz::run(seconds, target.as_deref()),
         Command::FleetGen => fleet::generate(&paths::root()),
         Command::BenchFleet {
             idle_seconds,
             scrape_seconds,
             connections,
+            tls,
+            json,
         } => bench_fleet::run(&bench_fleet::Options {
             idle_seconds,
             scrape_seconds,
             connections,
+            tls,
+            json,
         }),
         Command::Lab { command } => lab::main(command),
         Command::Demo { accel } => lab::demo::main(accel),

@@ -17,8 +17,10 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages: the VM lab (QEMU, busybox, kexec-tools, socat, the archive keyring that
 /// verifies the lab's private trixie source), promtool and the real Prometheus server
 /// (prometheus), Alertmanager and amtool (prometheus-alertmanager), the HTTP load generator of
-/// `cargo xtask bench-fleet` (wrk), and buildah, which builds deploy/Containerfile without a
-/// container engine.
+/// `cargo xtask bench-fleet` (wrk), buildah, which builds deploy/Containerfile without a
+/// container engine, musl-tools (ring's C for the static build), the packages' linters and
+/// rpmbuild's query tool (lintian, rpmlint, rpm), systemd-analyze (systemd), and openssl and
+/// curl for the TLS checks (test certificates, a client without credentials).
 pub const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "debian-archive-keyring",
@@ -29,7 +31,17 @@ pub const APT_PACKAGES: &[&str] = &[
     "prometheus-alertmanager",
     "wrk",
     "buildah",
+    "musl-tools",
+    "lintian",
+    "rpmlint",
+    "rpm",
+    "systemd",
+    "openssl",
+    "curl",
 ];
+
+/// cargo-deb and cargo-generate-rpm, built into the tools dir like bpf-linker.
+const CARGO_TOOLS: &[(&str, &str)] = &[("cargo-deb", "3.8.0"), ("cargo-generate-rpm", "0.21.1")];
 
 /// kubernetes-validate (PyPI) release: the Kubernetes schemas the manifests are checked against.
 const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
@@ -61,6 +73,9 @@ pub fn run() -> Result<bool> {
         },
     )?;
     changed |= bpf_linker()?;
+    for (name, version) in CARGO_TOOLS {
+        changed |= cargo_tool(name, version)?;
+    }
     changed |= apt_packages()?;
     changed |= python_venv()?;
     changed |= node_modules()?;
@@ -147,6 +162,45 @@ fn bpf_linker() -> Result<bool> {
             .arg(&prefix)
             .env("LLVM_PREFIX", &prefix),
         "cargo install bpf-linker",
+    )?;
+    step.done(&format!("built into {}", prefix.display()));
+    Ok(true)
+}
+
+fn cargo_tool_bin(name: &str) -> PathBuf {
+    paths::tools().join(name).join("bin").join(name)
+}
+
+pub fn cargo_deb() -> PathBuf {
+    cargo_tool_bin("cargo-deb")
+}
+
+pub fn cargo_generate_rpm() -> PathBuf {
+    cargo_tool_bin("cargo-generate-rpm")
+}
+
+/// `cargo install NAME@VERSION` into the tools dir, unless that version is there.
+fn cargo_tool(name: &str, version: &str) -> Result<bool> {
+    let step = Step::start(format!("{name} {version}"));
+    let prefix = paths::tools().join(name);
+    // `cargo install --list` for this root names what it installed, with the version.
+    let listed = Command::new("cargo")
+        .args(["install", "--list", "--root"])
+        .arg(&prefix)
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{name} v{version}:")));
+    if listed && cargo_tool_bin(name).is_file() {
+        step.done(&format!("already built in {}", prefix.display()));
+        return Ok(false);
+    }
+    step.progress("building from crates.io (a few minutes)");
+    run_quiet(
+        Command::new("cargo")
+            .args(["install", "--locked", "--force"])
+            .arg(format!("{name}@{version}"))
+            .arg("--root")
+            .arg(&prefix),
+        &format!("cargo install {name}"),
     )?;
     step.done(&format!("built into {}", prefix.display()));
     Ok(true)

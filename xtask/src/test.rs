@@ -47,6 +47,8 @@ pub fn run() -> Result<()> {
 
     crate::fleet::run(&mut tally)?;
 
+    crate::package::checks(&mut tally);
+
     ui::section("VM lab: every scenario but the benchmarks (cargo xtask lab list)");
     lab_scenarios(&mut tally);
 

@@ -10,10 +10,11 @@ use clap::Args;
 use super::{StateDirArgs, SystemArgs};
 use crate::{
     daemon,
+    export::web_config::WebConfig,
     observe::SourceChoice,
     reconcile::Timing,
     reload::{ReloadChoice, ReloadOptions, distro::KDUMPCTL_LOCK, recipe::RecipeFlags},
-    sys::rootfs::Rootfs,
+    sys::{groups, rootfs::Rootfs},
 };
 
 /// Default `--listen`: loopback, on a port outside Prometheus' exporter range (9100-9999 is full).
@@ -44,6 +45,14 @@ pub struct RunArgs {
     pub stop_timeout: f64,
     #[command(flatten)]
     pub reload: ReloadArgs,
+    /// TLS and basic auth for the HTTP endpoint, in the Prometheus exporter-toolkit format
+    /// (`tls_server_config`, `basic_auth_users`; check it with `promtool check web-config`).
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
+    /// A group whose members may ask the control socket for `status` and `show` (root only
+    /// without it; `reload` is always root's).
+    #[arg(long, value_name = "GROUP")]
+    pub control_group: Option<String>,
 }
 
 /// How and when the agent reloads the crash kernel.
@@ -180,6 +189,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         event_source: args.event_source,
         reload: args.reload.options()?,
         stop_timeout: Duration::from_secs_f64(args.stop_timeout),
+        web: args
+            .web_config_file
+            .as_deref()
+            .map(WebConfig::load)
+            .transpose()?
+            .unwrap_or_default(),
+        control_group: args
+            .control_group
+            .as_deref()
+            .map(|g| groups::group_id(g).map_err(|e| anyhow::anyhow!("--control-group: {e}")))
+            .transpose()?,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,5 +1,6 @@
-//! The daemon's control socket: a root-only unix socket in the state directory. A client sends
-//! one request line and reads one JSON document back.
+//! The daemon's control socket: a unix socket in the state directory. A client sends one request
+//! line and reads one JSON document back. Root may ask anything; members of `--control-group`
+//! may read (`status`, `show`); the kernel's peer credentials (SO_PEERCRED) decide.
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     os::unix::{fs::PermissionsExt as _, net::UnixStream},
@@ -8,14 +9,15 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncWriteExt as _},
-    net::UnixListener,
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _},
+    net::{UnixListener, UnixStream as AsyncUnixStream},
     sync::{mpsc, oneshot, watch},
 };
 
 use crate::{
-    export::{show::ShowReport, status::StatusReport},
+    export::{accept::AcceptPause, show::ShowReport, status::StatusReport},
     state::SharedState,
+    sys::groups,
 };
 
 pub const SOCKET_NAME: &str = "agent.sock";
@@ -25,6 +27,11 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `reload` waits: a burst in progress, a load, perhaps a rollback.
 pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Longest request line: the requests are single words.
+const MAX_LINE: u64 = 4096;
+/// How long the daemon waits for a client's request line.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A `reload` request handed to the daemon's loop; it answers once the reconcile it caused
 /// is over.
 pub type ReloadRequest = oneshot::Sender<serde_json::Value>;
@@ -33,14 +40,22 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join(SOCKET_NAME)
 }
 
-/// Creates the state directory (0700) and binds the socket (0600), replacing a stale one.
-pub fn bind(state_dir: &Path) -> anyhow::Result<UnixListener> {
+/// Creates the state directory and binds the socket, replacing a stale one: root only (0700,
+/// 0600), or with `--control-group` open to every local user (0711, 0666), the peer's
+/// credentials deciding what each may ask (chown to the group would need CAP_CHOWN, which
+/// neither the DaemonSet nor the unit grants).
+pub fn bind(state_dir: &Path, group: Option<u32>) -> anyhow::Result<UnixListener> {
     let named =
         |what: &str, e: std::io::Error| anyhow::anyhow!("{what} {}: {e}", state_dir.display());
     std::fs::create_dir_all(state_dir)
         .map_err(|e| named("cannot create the state directory", e))?;
-    std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| named("cannot restrict the state directory", e))?;
+    let (dir_mode, socket_mode) = if group.is_some() {
+        (0o711, 0o666)
+    } else {
+        (0o700, 0o600)
+    };
+    std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(dir_mode))
+        .map_err(|e| named("cannot set the state directory's mode", e))?;
     let path = socket_path(state_dir);
     if UnixStream::connect(&path).is_ok() {
         anyhow::bail!(
@@ -51,9 +66,43 @@ pub fn bind(state_dir: &Path) -> anyhow::Result<UnixListener> {
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| anyhow::anyhow!("cannot restrict {}: {e}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(socket_mode))
+        .map_err(|e| anyhow::anyhow!("cannot set the mode of {}: {e}", path.display()))?;
     Ok(listener)
+}
+
+/// What a peer may ask.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Access {
+    /// Root: everything.
+    All,
+    /// A member of `--control-group`: `status` and `show`.
+    Read,
+    None,
+}
+
+/// The peer's access, from the credentials the kernel recorded when it connected.
+fn access(stream: &AsyncUnixStream, group: Option<u32>) -> (Access, String) {
+    let Ok(cred) = stream.peer_cred() else {
+        return (Access::None, "unknown peer".into());
+    };
+    let who = format!(
+        "uid {} gid {} pid {}",
+        cred.uid(),
+        cred.gid(),
+        cred.pid().unwrap_or(0)
+    );
+    if cred.uid() == 0 {
+        return (Access::All, who);
+    }
+    let member = group.is_some_and(|g| {
+        cred.gid() == g
+            || cred
+                .pid()
+                .and_then(|pid| groups::supplementary_groups(pid).ok())
+                .is_some_and(|groups| groups.contains(&g))
+    });
+    (if member { Access::Read } else { Access::None }, who)
 }
 
 /// Answers requests until `shutdown` turns true, then removes the socket.
@@ -62,14 +111,24 @@ pub async fn serve(
     path: PathBuf,
     state: SharedState,
     reloads: mpsc::Sender<ReloadRequest>,
+    group: Option<u32>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut pause = AcceptPause::default();
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok((stream, _)) => {
+                    pause.reset();
+                    stream
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "control socket accept failed");
+                    let wait = pause.after_failure();
+                    tracing::warn!(error = %e, pause_ms = wait.as_millis() as u64, "control socket accept failed; pausing");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.changed() => break,
+                    }
                     continue;
                 }
             },
@@ -78,45 +137,81 @@ pub async fn serve(
         let state = state.clone();
         let reloads = reloads.clone();
         tokio::spawn(async move {
+            let (access, who) = access(&stream, group);
             let (read, mut write) = stream.into_split();
-            let mut line = String::new();
-            if tokio::io::BufReader::new(read)
-                .read_line(&mut line)
-                .await
-                .is_err()
-            {
-                return;
-            }
-            let answer = match line.trim() {
-                "status" => {
-                    let report =
-                        StatusReport::from_state(&state.read().unwrap_or_else(|e| e.into_inner()));
-                    serde_json::to_string(&report).unwrap_or_else(|e| error_json(&e.to_string()))
-                }
-                "show" => {
-                    let report =
-                        ShowReport::from_state(&state.read().unwrap_or_else(|e| e.into_inner()));
-                    serde_json::to_string(&report).unwrap_or_else(|e| error_json(&e.to_string()))
-                }
-                "reload" => {
-                    let (reply, answer) = oneshot::channel();
-                    match reloads.send(reply).await {
-                        Ok(()) => answer.await.map_or_else(
-                            |_| error_json("the daemon stopped before answering"),
-                            |v| v.to_string(),
-                        ),
-                        Err(_) => error_json("the daemon is shutting down"),
-                    }
-                }
-                other => error_json(&format!(
-                    "unknown request {other:?}; known: status, show, reload"
-                )),
+            let answer = match read_request(read).await {
+                Err(why) => error_json(&why),
+                Ok(line) => answer(&line, access, &who, &state, &reloads).await,
             };
             let _ = write.write_all(answer.as_bytes()).await;
             let _ = write.write_all(b"\n").await;
         });
     }
     let _ = std::fs::remove_file(path);
+}
+
+/// One request line, at most [`MAX_LINE`] bytes, within [`READ_TIMEOUT`].
+async fn read_request(read: tokio::net::unix::OwnedReadHalf) -> Result<String, String> {
+    let mut line = Vec::new();
+    let mut limited = tokio::io::BufReader::new(read.take(MAX_LINE + 1));
+    match tokio::time::timeout(READ_TIMEOUT, limited.read_until(b'\n', &mut line)).await {
+        Err(_) => Err(format!(
+            "no request line within {} s",
+            READ_TIMEOUT.as_secs()
+        )),
+        Ok(Err(e)) => Err(format!("reading the request: {e}")),
+        Ok(Ok(_)) if line.len() as u64 > MAX_LINE => {
+            Err(format!("request line longer than {MAX_LINE} bytes"))
+        }
+        Ok(Ok(_)) => String::from_utf8(line).map_err(|_| "request is not UTF-8".to_owned()),
+    }
+}
+
+async fn answer(
+    line: &str,
+    access: Access,
+    who: &str,
+    state: &SharedState,
+    reloads: &mpsc::Sender<ReloadRequest>,
+) -> String {
+    let request = line.trim();
+    let needs = if request == "reload" {
+        Access::All
+    } else {
+        Access::Read
+    };
+    if access == Access::None || (needs == Access::All && access != Access::All) {
+        tracing::info!(peer = %who, request, "control request refused");
+        let allowed = if needs == Access::All {
+            "only root may ask for a reload"
+        } else {
+            "only root and members of --control-group may ask"
+        };
+        return error_json(&format!("permission denied for {who}: {allowed}"));
+    }
+    match request {
+        "status" => {
+            let report = StatusReport::from_state(&state.read().unwrap_or_else(|e| e.into_inner()));
+            serde_json::to_string(&report).unwrap_or_else(|e| error_json(&e.to_string()))
+        }
+        "show" => {
+            let report = ShowReport::from_state(&state.read().unwrap_or_else(|e| e.into_inner()));
+            serde_json::to_string(&report).unwrap_or_else(|e| error_json(&e.to_string()))
+        }
+        "reload" => {
+            let (reply, answer) = oneshot::channel();
+            match reloads.send(reply).await {
+                Ok(()) => answer.await.map_or_else(
+                    |_| error_json("the daemon stopped before answering"),
+                    |v| v.to_string(),
+                ),
+                Err(_) => error_json("the daemon is shutting down"),
+            }
+        }
+        other => error_json(&format!(
+            "unknown request {other:?}; known: status, show, reload"
+        )),
+    }
 }
 
 fn error_json(message: &str) -> String {

@@ -2,7 +2,9 @@
 pub mod capabilities;
 pub mod cgroup;
 pub mod crash_sysfs;
+pub mod groups;
 pub mod kcore;
+pub mod limits;
 pub mod node;
 pub mod procfs;
 pub mod rootfs;

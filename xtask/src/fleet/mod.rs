@@ -5,6 +5,7 @@ mod dashboard;
 mod image;
 mod manifests;
 mod promql;
+mod tls;
 
 use std::{
     collections::BTreeSet,
@@ -481,6 +482,10 @@ fn live_checks(
             "the agent kept running throughout",
             live.agent.alive(),
         );
+    }
+    ui::section("fleet: TLS and basic auth (--web.config.file)");
+    for (name, outcome) in tls::checks(&agent::build_debug()?, &work, &root.join(RULES)) {
+        record(tally, &name, outcome);
     }
     Ok(Some(live.catalogue))
 }

@@ -15,9 +15,12 @@ use super::{
 };
 use crate::ui::Step;
 
+/// The target of the shipped, static binary.
+pub const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
+
 /// `cargo build --release -p kdump-agent --target x86_64-unknown-linux-musl` (with probes).
 pub fn build_static() -> Result<PathBuf> {
-    const TARGET: &str = "x86_64-unknown-linux-musl";
+    const TARGET: &str = STATIC_TARGET;
     let step = Step::start("kdump-agent (static, with probes)");
     step.progress(&format!("cargo build --release --target {TARGET}"));
     let out = process::cargo()

@@ -18,11 +18,20 @@ pub const RULES: &str = "deploy/prometheus/kdump-agent.rules.yaml";
 /// job `kdump-agent` with the target label `node` (as the ServiceMonitor sets them: the rules
 /// select on both), evaluating `rules` every second.
 pub fn start(dir: &Path, port: u16, agent_port: u16, node: &str, rules: &Path) -> Result<Running> {
+    let scrape = format!(
+        "static_configs:\n      - targets: ['127.0.0.1:{agent_port}']\n        labels:\n          node: {node}\n"
+    );
+    start_scraping(dir, port, rules, &scrape)
+}
+
+/// [`start`] with the `kdump-agent` job's settings given as YAML (indented 4 spaces under the
+/// job): TLS, basic auth, targets.
+pub fn start_scraping(dir: &Path, port: u16, rules: &Path, job: &str) -> Result<Running> {
     fs::create_dir_all(dir.join("data")).with_context(|| format!("creating {}", dir.display()))?;
     let config = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
          rule_files:\n  - {rules}\n\
-         scrape_configs:\n  - job_name: kdump-agent\n    static_configs:\n      - targets: ['127.0.0.1:{agent_port}']\n        labels:\n          node: {node}\n",
+         scrape_configs:\n  - job_name: kdump-agent\n    {job}",
         rules = rules.display()
     );
     let config_path = dir.join("prometheus.yml");

@@ -1,6 +1,11 @@
 //! The Prometheus exporter: the catalogue of `docs/architecture.md`, one collector per part of
-//! the state (node_exporter's one collector per file), synced from the state at scrape time.
-use std::sync::Mutex;
+//! the state (node_exporter's one collector per file), rendered once per change of state.
+use std::{
+    io::Write as _,
+    sync::{Arc, Mutex, OnceLock},
+};
+
+use hyper::body::Bytes;
 
 use prometheus::{
     Encoder as _, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -67,10 +72,47 @@ struct Catalogue {
     observe: observe::ObserveMetrics,
 }
 
+/// One rendering of the catalogue: every scrape serves it until the state changes.
+pub struct Rendered {
+    pub text: Bytes,
+    /// Compressed on the first scrape that accepts gzip, then shared.
+    gzip: OnceLock<Bytes>,
+}
+
+impl Rendered {
+    fn new(text: String) -> Self {
+        Self {
+            text: Bytes::from(text),
+            gzip: OnceLock::new(),
+        }
+    }
+
+    pub fn gzip(&self) -> &Bytes {
+        self.gzip.get_or_init(|| {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder
+                .write_all(&self.text)
+                .expect("compressing into a Vec cannot fail");
+            Bytes::from(
+                encoder
+                    .finish()
+                    .expect("compressing into a Vec cannot fail"),
+            )
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.text).expect("the text encoder writes UTF-8")
+    }
+}
+
 /// Renders `/metrics` (and the textfile) from an [`AgentState`].
 pub struct Exporter {
     registry: Registry,
     catalogue: Mutex<Catalogue>,
+    /// The last [`Exporter::publish`]ed rendering; scrapes clone the `Arc`, never lock the state.
+    published: Mutex<Option<Arc<Rendered>>>,
 }
 
 impl Exporter {
@@ -86,7 +128,23 @@ impl Exporter {
         Self {
             registry: r,
             catalogue: Mutex::new(catalogue),
+            published: Mutex::new(None),
         }
+    }
+
+    /// Renders `state` once for every scrape that follows, until the next publish.
+    pub fn publish(&self, state: &AgentState) -> Arc<Rendered> {
+        let rendered = Arc::new(Rendered::new(self.render(state)));
+        *self.published.lock().unwrap_or_else(|e| e.into_inner()) = Some(rendered.clone());
+        rendered
+    }
+
+    /// The last published rendering; `None` before the daemon's first publish.
+    pub fn current(&self) -> Option<Arc<Rendered>> {
+        self.published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The Prometheus text exposition of `state`.
@@ -198,6 +256,33 @@ mod tests {
                 "no series for {name}"
             );
         }
+    }
+
+    #[test]
+    fn scrapes_serve_the_last_publish_and_gzip_decodes_to_it() {
+        use std::io::Read as _;
+        let exporter = Exporter::new();
+        assert!(exporter.current().is_none());
+        let mut s = unsupported();
+        exporter.publish(&s);
+        let first = exporter.current().unwrap();
+        s.counters.hotplug_events[HotplugAction::Online as usize] = 3;
+        assert!(Arc::ptr_eq(&first, &exporter.current().unwrap()));
+        exporter.publish(&s);
+        let second = exporter.current().unwrap();
+        assert_eq!(
+            value(
+                second.as_str(),
+                r#"kdump_memory_hotplug_events_total{action="online"}"#
+            ),
+            "3"
+        );
+        let mut unzipped = String::new();
+        flate2::read::GzDecoder::new(&second.gzip()[..])
+            .read_to_string(&mut unzipped)
+            .unwrap();
+        assert_eq!(unzipped, second.as_str());
+        assert!(second.gzip().len() < second.text.len());
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //! reloading), `prometheus` (a host Prometheus scraping the guest's agent), `probes` (what the
 //! eBPF probes report), `readback` (the header read back from the kernel against vmcore), `check` (a one-shot
 //! `check`, an agent started after RAM changed), `scale_up` (a long scale-up under the agent and the
-//! distributions' policies), `stop` (the agent signalled mid-reload). Adding one is a function and an entry in its file's list.
+//! distributions' policies), `stop` (the agent signalled mid-reload), `package`
+//! (the systemd unit's command line). Adding one is a function and an entry in its file's list.
 pub mod agent;
 pub mod baseline;
 pub mod check;
+pub mod package;
 pub mod probes;
 pub mod prometheus;
 pub mod readback;
@@ -28,6 +30,7 @@ pub fn every() -> impl Iterator<Item = &'static Scenario> {
         probes::ALL,
         readback::ALL,
         stop::ALL,
+        package::ALL,
     ]
     .into_iter()
     .flatten()
