@@ -340,6 +340,76 @@ pub fn from_repo(root: &Path, node: &Node<'_>, seccomp_profile: Option<Value>) -
     })
 }
 
+/// The image `deploy/Containerfile` builds, as the lab lays it out without a builder: the files
+/// it `COPY`s from its build context (the musl release directory) and its `ENTRYPOINT`.
+pub struct ContainerImage {
+    /// (file in the build context, path in the image).
+    pub copies: Vec<(String, String)>,
+    pub entrypoint: Vec<String>,
+}
+
+/// Reads a Containerfile of the shape the project ships: `FROM scratch`, `COPY`, `ENTRYPOINT`
+/// in exec form (anything that would need a builder is refused, so the lab's rootfs is the
+/// image's).
+pub fn container_image(text: &str) -> Result<ContainerImage> {
+    let mut image = ContainerImage {
+        copies: Vec::new(),
+        entrypoint: Vec::new(),
+    };
+    let mut from = None;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match word.to_ascii_uppercase().as_str() {
+            "FROM" => from = Some(rest.trim().to_owned()),
+            "COPY" => match rest.split_whitespace().collect::<Vec<_>>()[..] {
+                [src, dst] if !src.starts_with("--") => {
+                    image.copies.push((src.to_owned(), dst.to_owned()));
+                }
+                _ => bail!("Containerfile: `{line}`: the lab copies one file to one path"),
+            },
+            "ENTRYPOINT" => {
+                image.entrypoint = serde_json::from_str(rest)
+                    .with_context(|| format!("Containerfile: `{line}`: not the exec form"))?;
+            }
+            "EXPOSE" | "CMD" | "LABEL" => {}
+            other => bail!("Containerfile: {other} is not run by the lab"),
+        }
+    }
+    ensure!(
+        from.as_deref() == Some("scratch"),
+        "Containerfile: the lab lays out images FROM scratch only"
+    );
+    ensure!(!image.entrypoint.is_empty(), "Containerfile: no ENTRYPOINT");
+    Ok(image)
+}
+
+/// What a kubelet does on the node before it starts the pod, as shell: each `hostPath` volume
+/// of type `DirectoryOrCreate` created, each `Directory` checked.
+pub fn host_paths(daemonset: &Value) -> Result<String> {
+    let mut script = String::new();
+    for v in daemonset["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let Some(path) = v["hostPath"]["path"].as_str() else {
+            continue;
+        };
+        match v["hostPath"]["type"].as_str().unwrap_or("") {
+            "DirectoryOrCreate" => script.push_str(&format!("mkdir -p {path}\n")),
+            "Directory" => script.push_str(&format!(
+                "test -d {path} || {{ echo 'hostPath {path}: not a directory' >&2; exit 1; }}\n"
+            )),
+            "" => {}
+            other => bail!("hostPath {path}: type {other} is not run by the lab"),
+        }
+    }
+    Ok(script)
+}
+
 /// The DaemonSet document of a manifest file's text.
 pub fn daemonset(text: &str) -> Result<Value> {
     for doc in serde_yaml_ng::Deserializer::from_str(text) {
@@ -515,6 +585,27 @@ mod tests {
 
     fn pod_security(ds: &mut Value, key: &str, value: Value) {
         ds["spec"]["template"]["spec"]["containers"][0]["securityContext"][key] = value;
+    }
+
+    #[test]
+    fn the_shipped_containerfile_is_one_binary() {
+        let text = std::fs::read_to_string(repo().join("deploy/Containerfile")).unwrap();
+        let image = container_image(&text).unwrap();
+        assert_eq!(
+            image.copies,
+            [("kdump-agent".to_owned(), "/kdump-agent".to_owned())]
+        );
+        assert_eq!(image.entrypoint, ["/kdump-agent"]);
+        assert!(container_image("FROM debian\nENTRYPOINT [\"/x\"]\n").is_err());
+        assert!(container_image("FROM scratch\nRUN true\nENTRYPOINT [\"/x\"]\n").is_err());
+    }
+
+    #[test]
+    fn the_kubelet_creates_the_state_and_lock_directories() {
+        let script = host_paths(&shipped()).unwrap();
+        assert!(script.contains("mkdir -p /run/kdump-agent\n"));
+        assert!(script.contains("mkdir -p /run/lock\n"));
+        assert!(script.contains("test -d /sys/kernel/btf"));
     }
 
     #[test]

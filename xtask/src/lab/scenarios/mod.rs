@@ -1,10 +1,11 @@
 //! The named lab scenarios, one list per file: `baseline` (no agent), `agent` (the agent
 //! reloading), `prometheus` (a host Prometheus scraping the guest's agent), `probes` (what the
 //! eBPF probes report), `readback` (the header read back from the kernel against vmcore), `check` (a one-shot
-//! `check`, an agent started after RAM changed). Adding one is a function and an entry in its file's list.
+//! `check`, an agent started after RAM changed), `deployed` (the DaemonSet's pod under runc). Adding one is a function and an entry in its file's list.
 pub mod agent;
 pub mod baseline;
 pub mod check;
+pub mod deployed;
 pub mod probes;
 pub mod prometheus;
 pub mod readback;
@@ -23,6 +24,7 @@ pub fn every() -> impl Iterator<Item = &'static Scenario> {
         agent::BENCHMARKS,
         probes::ALL,
         readback::ALL,
+        deployed::ALL,
     ]
     .into_iter()
     .flatten()
