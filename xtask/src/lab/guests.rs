@@ -15,7 +15,7 @@ use crate::{paths, support::agent, ui::Step};
 /// Everything prepared for guests: unpacked packages, the agent, one image per kernel.
 pub struct Lab {
     pub(super) unpacked: packages::Unpacked,
-    images: BTreeMap<&'static str, PathBuf>,
+    images: BTreeMap<String, PathBuf>,
     accel: Accel,
     pub(super) runs: PathBuf,
 }
@@ -38,17 +38,18 @@ impl Lab {
         let dir = paths::target_dir().join("lab");
         let mut images = BTreeMap::new();
         for kernel in kernels {
-            if images.contains_key(kernel.release) {
+            let name = kernel.image_name();
+            if images.contains_key(&name) {
                 continue;
             }
-            let step = Step::start(format!("image {}", kernel.release));
+            let step = Step::start(format!("image {name}"));
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let path = dir.join(format!("initrd-{}.cpio", kernel.release));
+            let path = dir.join(format!("initrd-{name}.cpio"));
             let size = image::guest_image(kernel, &unpacked, &agent)
                 .and_then(|image| image.write(&path))
-                .with_context(|| format!("lab step `image {}`", kernel.release))?;
+                .with_context(|| format!("lab step `image {name}`"))?;
             step.done(&format!("{} ({})", path.display(), bytes(size)));
-            images.insert(kernel.release, path);
+            images.insert(name, path);
         }
         Ok(Self {
             unpacked,
@@ -61,7 +62,7 @@ impl Lab {
     /// Boots `kernel` with `boot`; the console log goes to `target/lab/runs/<log>.log`.
     pub fn boot(&self, kernel: &Kernel, boot: &Boot, log: &str) -> Result<Machine> {
         let vmlinuz = kernel.vmlinuz(&self.unpacked);
-        let initrd = &self.images[kernel.release];
+        let initrd = &self.images[&kernel.image_name()];
         if boot.forward_agent.is_some() && !kernel.networked {
             bail!(
                 "{}: its image has no {} driver (set `networked` on the kernel in lab/image.rs)",

@@ -11,7 +11,11 @@ use cpio::newc::{Builder, ModeFileType, trailer};
 
 use super::{
     machine::NIC,
-    packages::{self, BUSYBOX, KEXEC_LIBS, KEXEC_TOOLS, Package, UTIL_LINUX, Unpacked},
+    oci,
+    packages::{
+        self, BUSYBOX, KDUMP_TOOLS, KEXEC_LIBS, KEXEC_TOOLS, LIBSECCOMP, Package, RUNC,
+        SYSVINIT_UTILS, UTIL_LINUX, Unpacked,
+    },
 };
 
 const INIT: &str = include_str!("guest/init.sh");
@@ -23,8 +27,22 @@ pub const GUEST_KERNEL: &str = "/boot/vmlinuz";
 pub const GUEST_CAPTURE_INITRD: &str = "/boot/capture.cpio";
 pub const GUEST_AGENT: &str = "/usr/sbin/kdump-agent";
 pub const GUEST_KEXEC: &str = "/usr/sbin/kexec";
+/// Capture kernel parameters: one CPU and reset devices, as distributions' kdump does.
+pub const CAPTURE_CMDLINE: &str = "console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=-1 quiet";
 /// Brings up the guest's NIC (a networked kernel's image only; see `guest/net-up.sh`).
 pub const GUEST_NET_UP: &str = "/bin/lab-net-up";
+/// Debian's runc (the `deployed-*` images only).
+pub const GUEST_RUNC: &str = "/usr/sbin/runc";
+/// The DaemonSet's container as an OCI bundle: `config.json` generated from
+/// `deploy/daemonset.yaml`, `rootfs/` laid out from `deploy/Containerfile`.
+pub const GUEST_POD_BUNDLE: &str = "/var/lib/kdump-lab/pod";
+/// The same container under `RuntimeDefault`, its process replaced by one `kexec -s -p` (the
+/// host's kexec, run from the host root the pod mounts at /host).
+pub const GUEST_RUNTIME_DEFAULT_BUNDLE: &str = "/var/lib/kdump-lab/pod-runtime-default";
+/// What the kubelet does on the node before the pod starts (the manifest's hostPath types).
+pub const GUEST_HOST_PATHS: &str = "/bin/lab-host-paths";
+/// The node name the generated config gives the pod (`spec.nodeName`).
+pub const POD_NODE: &str = "lab-node";
 /// The NIC driver and its dependencies, with `order`, the order to load them in.
 const GUEST_MODULES: &str = "/lib/modules/lab";
 
@@ -36,12 +54,15 @@ pub struct Kernel {
     pub release: &'static str,
     /// Its image carries the driver of [`NIC`], so its guests can be networked.
     pub networked: bool,
+    /// Its image carries the DaemonSet's pod: runc, the bundles, kdump-tools (`deployed-*`).
+    pub pod: bool,
 }
 
 pub const KERNEL_6_1: Kernel = Kernel {
     package: packages::LINUX_6_1,
     release: "6.1.0-47-amd64",
     networked: true,
+    pod: false,
 };
 /// Not networked: no scenario needs it, and its modules are .ko.xz (busybox insmod's xz support
 /// is unchecked).
@@ -49,9 +70,25 @@ pub const KERNEL_6_12: Kernel = Kernel {
     package: packages::LINUX_6_12,
     release: "6.12.117+deb13-amd64",
     networked: false,
+    pod: false,
+};
+/// The kernels with the pod in their image; other guests stay lean.
+pub const KERNEL_6_1_POD: Kernel = Kernel {
+    pod: true,
+    ..KERNEL_6_1
+};
+pub const KERNEL_6_12_POD: Kernel = Kernel {
+    pod: true,
+    ..KERNEL_6_12
 };
 
 impl Kernel {
+    /// The name of its image: one per release, and one more for the pod's extras.
+    pub fn image_name(&self) -> String {
+        let pod = if self.pod { "-deployed" } else { "" };
+        format!("{}{pod}", self.release)
+    }
+
     pub fn vmlinuz(&self, unpacked: &Unpacked) -> PathBuf {
         unpacked
             .root(&self.package)
@@ -149,6 +186,9 @@ fn module_depends(data: &[u8]) -> Result<Vec<String>> {
 pub fn packages_for(kernel: &Kernel) -> Vec<Package> {
     let mut all = vec![kernel.package, BUSYBOX, KEXEC_TOOLS, UTIL_LINUX];
     all.extend_from_slice(KEXEC_LIBS);
+    if kernel.pod {
+        all.extend([RUNC, LIBSECCOMP, KDUMP_TOOLS, SYSVINIT_UTILS]);
+    }
     all
 }
 
@@ -310,6 +350,11 @@ pub fn guest_image(kernel: &Kernel, unpacked: &Unpacked, agent: &Path) -> Result
             kernel.config(unpacked),
         )
         .bytes(GUEST_CAPTURE_INITRD, 0o644, capture);
+    let image = if kernel.pod {
+        with_pod(image, unpacked, agent)?
+    } else {
+        image
+    };
     if !kernel.networked {
         return Ok(image);
     }
@@ -327,6 +372,97 @@ pub fn guest_image(kernel: &Kernel, unpacked: &Unpacked, agent: &Path) -> Result
         image = image.host(&format!("{GUEST_MODULES}/{name}.ko"), 0o644, path);
     }
     Ok(image)
+}
+
+/// The pod's extras: Debian's runc with the libraries it loads, kdump-tools' `kdump-config`,
+/// the container's root filesystem laid out from `deploy/Containerfile` (its `COPY`s taken
+/// from the build context it names, the musl release directory of the same agent binary the
+/// guest runs; no image builder in between), the OCI configs generated from
+/// `deploy/daemonset.yaml`, and the kubelet's hostPath set-up.
+fn with_pod(image: Image, unpacked: &Unpacked, agent: &Path) -> Result<Image> {
+    let root = crate::paths::root();
+    let mut libs: Vec<&Path> = unpacked.roots(KEXEC_LIBS).collect();
+    libs.push(unpacked.root(&LIBSECCOMP));
+    let mut image = image
+        .elf_with_libs(
+            GUEST_RUNC,
+            unpacked.root(&RUNC).join("usr/sbin/runc"),
+            &libs,
+        )?
+        .host(
+            "/usr/sbin/kdump-config",
+            0o755,
+            unpacked.root(&KDUMP_TOOLS).join("usr/sbin/kdump-config"),
+        )
+        .host(
+            "/etc/kdump/sysctl.conf",
+            0o644,
+            unpacked.root(&KDUMP_TOOLS).join("etc/kdump/sysctl.conf"),
+        )
+        .host(
+            "/lib/lsb/init-functions",
+            0o644,
+            unpacked
+                .root(&SYSVINIT_UTILS)
+                .join("lib/lsb/init-functions"),
+        );
+    let containerfile = root.join("deploy/Containerfile");
+    let container = oci::container_image(
+        &fs::read_to_string(&containerfile)
+            .with_context(|| format!("reading {}", containerfile.display()))?,
+    )?;
+    let context = agent
+        .parent()
+        .context("the agent binary has no directory")?;
+    for (src, dst) in &container.copies {
+        image = image.host(
+            &format!("{GUEST_POD_BUNDLE}/rootfs{dst}"),
+            0o755,
+            context.join(src),
+        );
+    }
+    let node = oci::Node {
+        name: POD_NODE,
+        entrypoint: &container.entrypoint,
+    };
+    let pod = oci::from_repo(&root, &node, None)?;
+    let mut probe = oci::from_repo(
+        &root,
+        &node,
+        Some(serde_json::json!({"type": "RuntimeDefault"})),
+    )?;
+    probe["root"]["path"] = format!("{GUEST_POD_BUNDLE}/rootfs").into();
+    probe["process"]["args"] = serde_json::json!([
+        "/host/lib64/ld-linux-x86-64.so.2",
+        "--library-path",
+        "/host/usr/lib/x86_64-linux-gnu",
+        format!("/host{GUEST_KEXEC}"),
+        "-s",
+        "-p",
+        format!("/host{GUEST_KERNEL}"),
+        format!("--initrd=/host{GUEST_CAPTURE_INITRD}"),
+        format!("--append={CAPTURE_CMDLINE}"),
+    ]);
+    let ds = oci::daemonset(&fs::read_to_string(root.join("deploy/daemonset.yaml"))?)?;
+    Ok(image
+        .bytes(
+            &format!("{GUEST_POD_BUNDLE}/config.json"),
+            0o644,
+            serde_json::to_vec_pretty(&pod)?,
+        )
+        .bytes(
+            &format!("{GUEST_RUNTIME_DEFAULT_BUNDLE}/config.json"),
+            0o644,
+            serde_json::to_vec_pretty(&probe)?,
+        )
+        .bytes(
+            GUEST_HOST_PATHS,
+            0o755,
+            format!(
+                "#!/bin/sh\n# Generated from deploy/daemonset.yaml: the kubelet's hostPath set-up.\nset -e\n{}",
+                oci::host_paths(&ds)?
+            ),
+        ))
 }
 
 #[cfg(test)]

@@ -38,8 +38,8 @@ pub enum LabCommand {
         #[arg(long, value_enum, default_value_t)]
         accel: Accel,
     },
-    /// Print the OCI config.json the lab generates from deploy/daemonset.yaml (RuntimeDefault
-    /// as CRI-O and Podman resolve it), and what its seccomp filter does to the agent's syscalls.
+    /// Print the OCI config.json the lab generates from deploy/daemonset.yaml (its Localhost
+    /// seccomp profile from deploy/seccomp/), and what its filter does to the agent's syscalls.
     OciConfig,
     /// Regenerate agent/tests/fixtures/lab/ from the fixture scenarios.
     Fixtures {
@@ -78,28 +78,14 @@ pub fn main(command: LabCommand) -> Result<()> {
             Ok(())
         }
         LabCommand::OciConfig => {
-            let ds = oci::daemonset(&fs::read_to_string(
-                paths::root().join("deploy/daemonset.yaml"),
-            )?)?;
-            let profile: serde_json::Value = serde_json::from_str(
-                &fs::read_to_string(oci::CONTAINERS_SECCOMP).with_context(|| {
-                    format!(
-                        "{} (cargo xtask setup installs it with buildah)",
-                        oci::CONTAINERS_SECCOMP
-                    )
-                })?,
-            )?;
             let entrypoint = ["/kdump-agent".to_owned()];
-            let config = oci::config(
-                &ds,
-                &profile,
-                &oci::Node {
-                    name: "lab",
-                    entrypoint: &entrypoint,
-                },
-            )?;
+            let node = oci::Node {
+                name: "lab",
+                entrypoint: &entrypoint,
+            };
+            let config = oci::from_repo(&paths::root(), &node, None)?;
             println!("{}", serde_json::to_string_pretty(&config)?);
-            for syscall in ["bpf", "perf_event_open", "kexec_file_load"] {
+            for syscall in ["bpf", "perf_event_open", "kexec_file_load", "kexec_load"] {
                 eprintln!(
                     "seccomp {syscall}: {}",
                     oci::seccomp_action(&config["linux"]["seccomp"], syscall)

@@ -1,13 +1,25 @@
 //! The OCI runtime `config.json` a kubelet's runtime would give the DaemonSet's container,
 //! generated from `deploy/daemonset.yaml` itself, so a change to the manifest changes what the
 //! lab runs under runc: user, capabilities, privilege escalation, read-only root, every
-//! `hostPath` volume as a bind mount, host namespaces, the memory limit, and `RuntimeDefault`
-//! as CRI-O and Podman resolve it (`/usr/share/containers/seccomp.json`).
+//! `hostPath` volume as a bind mount, host namespaces, the memory limit, and the seccomp
+//! profile: `RuntimeDefault` as CRI-O and Podman resolve it (`/usr/share/containers/seccomp.json`),
+//! or a `Localhost` profile from the kubelet's seccomp directory (the lab's is `deploy/seccomp/`).
+use std::path::Path;
+
 use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::{Value, json};
 
 /// The profile CRI-O and Podman use for `RuntimeDefault` (Debian's golang-github-containers-common).
 pub const CONTAINERS_SECCOMP: &str = "/usr/share/containers/seccomp.json";
+
+/// The profiles a `seccompProfile` can name.
+pub struct Profiles<'a> {
+    /// What `RuntimeDefault` means (containers-common's profile, as CRI-O and Podman use it).
+    pub runtime_default: &'a Value,
+    /// Where `Localhost` profiles live: `/var/lib/kubelet/seccomp` on a node, `deploy/seccomp/`
+    /// for the lab (the profile the repository ships is the one the node gets).
+    pub localhost_root: &'a Path,
+}
 
 /// What the lab decides that the manifest does not: the node and the image's entrypoint.
 pub struct Node<'a> {
@@ -170,9 +182,9 @@ pub fn seccomp_action<'a>(filter: &'a Value, syscall: &str) -> &'a str {
         .unwrap_or("")
 }
 
-/// The container's `config.json` from the DaemonSet document. `profile` is containers-common's
-/// seccomp.json, used when the manifest asks for `RuntimeDefault`.
-pub fn config(daemonset: &Value, profile: &Value, node: &Node<'_>) -> Result<Value> {
+/// The container's `config.json` from the DaemonSet document, its seccomp profile found in
+/// `profiles`.
+pub fn config(daemonset: &Value, profiles: &Profiles<'_>, node: &Node<'_>) -> Result<Value> {
     let pod = &daemonset["spec"]["template"]["spec"];
     let containers = pod["containers"].as_array().context("no containers")?;
     ensure!(containers.len() == 1, "the lab runs pods of one container");
@@ -242,16 +254,32 @@ pub fn config(daemonset: &Value, profile: &Value, node: &Node<'_>) -> Result<Val
     if let Some(limit) = c["resources"]["limits"]["memory"].as_str() {
         linux["resources"] = json!({"memory": {"limit": quantity_bytes(limit)?}});
     }
-    match sc["seccompProfile"]["type"]
-        .as_str()
-        .unwrap_or("Unconfined")
-    {
-        "RuntimeDefault" => linux["seccomp"] = seccomp(profile, &caps)?,
+    let wanted = &sc["seccompProfile"];
+    match wanted["type"].as_str().unwrap_or("Unconfined") {
+        "RuntimeDefault" => linux["seccomp"] = seccomp(profiles.runtime_default, &caps)?,
+        "Localhost" => {
+            let name = str_of(
+                &wanted["localhostProfile"],
+                "seccompProfile.localhostProfile",
+            )?;
+            ensure!(
+                !name.starts_with('/') && !name.split('/').any(|p| p == ".."),
+                "seccompProfile.localhostProfile {name}: must be relative to the kubelet's seccomp directory"
+            );
+            let path = profiles.localhost_root.join(name);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("Localhost seccomp profile {}", path.display()))?;
+            let profile: Value = serde_json::from_str(&text)
+                .with_context(|| format!("Localhost seccomp profile {}", path.display()))?;
+            linux["seccomp"] = seccomp(&profile, &caps)?;
+        }
         "Unconfined" => {}
-        other => bail!("seccompProfile {other}: the lab runs RuntimeDefault or Unconfined"),
+        other => {
+            bail!("seccompProfile {other}: the lab runs Localhost, RuntimeDefault or Unconfined")
+        }
     }
     let as_u64 = |v: &Value, what: &str| v.as_u64().with_context(|| format!("{what}: not set"));
-    Ok(json!({
+    let mut out = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
@@ -270,10 +298,116 @@ pub fn config(daemonset: &Value, profile: &Value, node: &Node<'_>) -> Result<Val
             "noNewPrivileges": sc["allowPrivilegeEscalation"] == false,
         },
         "root": {"path": "rootfs", "readonly": sc["readOnlyRootFilesystem"] == true},
-        "hostname": node.name,
         "mounts": mounts,
         "linux": linux,
-    }))
+    });
+    if pod["hostNetwork"] != true {
+        // Its own UTS namespace: the pod's hostname. With hostNetwork the pod shares the node's
+        // (runc refuses a hostname without a private UTS namespace).
+        out["hostname"] = node.name.into();
+    }
+    Ok(out)
+}
+
+/// The config the lab runs: the repository's `deploy/daemonset.yaml` (its seccomp profile
+/// replaced by `seccomp_profile` when given), Localhost profiles from `deploy/seccomp/`,
+/// RuntimeDefault from containers-common.
+pub fn from_repo(root: &Path, node: &Node<'_>, seccomp_profile: Option<Value>) -> Result<Value> {
+    let path = root.join("deploy/daemonset.yaml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut ds = daemonset(&text)?;
+    if let Some(profile) = seccomp_profile {
+        ds["spec"]["template"]["spec"]["containers"][0]["securityContext"]["seccompProfile"] =
+            profile;
+    }
+    let runtime_default = match std::fs::read_to_string(CONTAINERS_SECCOMP) {
+        Ok(text) => serde_json::from_str(&text).context(CONTAINERS_SECCOMP)?,
+        // Only an error when the manifest asks for RuntimeDefault (seccomp() names it then).
+        Err(_) => Value::Null,
+    };
+    let localhost_root = root.join("deploy/seccomp");
+    config(
+        &ds,
+        &Profiles {
+            runtime_default: &runtime_default,
+            localhost_root: &localhost_root,
+        },
+        node,
+    )
+    .with_context(|| {
+        format!("the OCI config of {} ({CONTAINERS_SECCOMP} for RuntimeDefault comes with buildah: cargo xtask setup)", path.display())
+    })
+}
+
+/// The image `deploy/Containerfile` builds, as the lab lays it out without a builder: the files
+/// it `COPY`s from its build context (the musl release directory) and its `ENTRYPOINT`.
+pub struct ContainerImage {
+    /// (file in the build context, path in the image).
+    pub copies: Vec<(String, String)>,
+    pub entrypoint: Vec<String>,
+}
+
+/// Reads a Containerfile of the shape the project ships: `FROM scratch`, `COPY`, `ENTRYPOINT`
+/// in exec form (anything that would need a builder is refused, so the lab's rootfs is the
+/// image's).
+pub fn container_image(text: &str) -> Result<ContainerImage> {
+    let mut image = ContainerImage {
+        copies: Vec::new(),
+        entrypoint: Vec::new(),
+    };
+    let mut from = None;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match word.to_ascii_uppercase().as_str() {
+            "FROM" => from = Some(rest.trim().to_owned()),
+            "COPY" => match rest.split_whitespace().collect::<Vec<_>>()[..] {
+                [src, dst] if !src.starts_with("--") => {
+                    image.copies.push((src.to_owned(), dst.to_owned()));
+                }
+                _ => bail!("Containerfile: `{line}`: the lab copies one file to one path"),
+            },
+            "ENTRYPOINT" => {
+                image.entrypoint = serde_json::from_str(rest)
+                    .with_context(|| format!("Containerfile: `{line}`: not the exec form"))?;
+            }
+            "EXPOSE" | "CMD" | "LABEL" => {}
+            other => bail!("Containerfile: {other} is not run by the lab"),
+        }
+    }
+    ensure!(
+        from.as_deref() == Some("scratch"),
+        "Containerfile: the lab lays out images FROM scratch only"
+    );
+    ensure!(!image.entrypoint.is_empty(), "Containerfile: no ENTRYPOINT");
+    Ok(image)
+}
+
+/// What a kubelet does on the node before it starts the pod, as shell: each `hostPath` volume
+/// of type `DirectoryOrCreate` created, each `Directory` checked.
+pub fn host_paths(daemonset: &Value) -> Result<String> {
+    let mut script = String::new();
+    for v in daemonset["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let Some(path) = v["hostPath"]["path"].as_str() else {
+            continue;
+        };
+        match v["hostPath"]["type"].as_str().unwrap_or("") {
+            "DirectoryOrCreate" => script.push_str(&format!("mkdir -p {path}\n")),
+            "Directory" => script.push_str(&format!(
+                "test -d {path} || {{ echo 'hostPath {path}: not a directory' >&2; exit 1; }}\n"
+            )),
+            "" => {}
+            other => bail!("hostPath {path}: type {other} is not run by the lab"),
+        }
+    }
+    Ok(script)
 }
 
 /// The DaemonSet document of a manifest file's text.
@@ -291,9 +425,64 @@ pub fn daemonset(text: &str) -> Result<Value> {
 mod tests {
     use super::*;
 
+    /// containers-common's profile with the one change kdump-agent needs: `kexec_file_load` moves
+    /// from the unconditional EPERM rule to a rule of its own allowing it to holders of
+    /// CAP_SYS_BOOT. `bpf` and `perf_event_open` need nothing: the profile allows them to holders
+    /// of CAP_SYS_ADMIN, which the pod has (for `/proc/iomem`). `deploy/seccomp/kdump-agent.json`
+    /// is this, and a test keeps it so.
+    fn kdump_agent_profile(containers_common: &Value) -> Result<Value> {
+        let mut profile = containers_common.clone();
+        let rules = profile["syscalls"]
+            .as_array_mut()
+            .context("seccomp profile: no syscalls")?;
+        let at = rules
+            .iter()
+            .position(|r| {
+                r["action"] != "SCMP_ACT_ALLOW"
+                    && r["names"]
+                        .as_array()
+                        .is_some_and(|n| n.iter().any(|n| n == "kexec_file_load"))
+            })
+            .context("seccomp profile: no rule refusing kexec_file_load")?;
+        let names = rules[at]["names"].as_array_mut().expect("checked above");
+        names.retain(|n| n != "kexec_file_load");
+        rules.insert(
+            at + 1,
+            json!({
+                "names": ["kexec_file_load"],
+                "action": "SCMP_ACT_ALLOW",
+                "args": [],
+                "comment": "kdump-agent: reload the capture kernel with a header for the RAM the node has now (kexec_file_load with KEXEC_FILE_ON_CRASH); only for a container holding CAP_SYS_BOOT, which the kernel requires too",
+                "includes": {"caps": ["CAP_SYS_BOOT"]},
+                "excludes": {},
+            }),
+        );
+        Ok(profile)
+    }
+
+    fn repo() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+
     fn shipped() -> Value {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        daemonset(&std::fs::read_to_string(root.join("deploy/daemonset.yaml")).unwrap()).unwrap()
+        daemonset(&std::fs::read_to_string(repo().join("deploy/daemonset.yaml")).unwrap()).unwrap()
+    }
+
+    /// Runs `f` with the lab's profiles: `runtime_default` and the repository's `deploy/seccomp/`.
+    fn with_profiles<T>(runtime_default: &Value, f: impl FnOnce(&Profiles<'_>) -> T) -> T {
+        let root = repo().join("deploy/seccomp");
+        f(&Profiles {
+            runtime_default,
+            localhost_root: &root,
+        })
+    }
+
+    fn generated(ds: &Value, runtime_default: &Value) -> Result<Value> {
+        with_profiles(runtime_default, |p| config(ds, p, &node()))
+    }
+
+    fn runtime_default(ds: &mut Value) {
+        pod_security(ds, "seccompProfile", json!({"type": "RuntimeDefault"}));
     }
 
     fn profile() -> Value {
@@ -320,7 +509,7 @@ mod tests {
 
     #[test]
     fn the_shipped_manifest_becomes_its_runtime_config() {
-        let c = config(&shipped(), &profile(), &node()).unwrap();
+        let c = generated(&shipped(), &profile()).unwrap();
         let p = &c["process"];
         assert_eq!(p["user"]["uid"], 0);
         assert_eq!(p["noNewPrivileges"], true);
@@ -353,6 +542,8 @@ mod tests {
         let at = |d: &str| order.iter().position(|o| *o == d).unwrap();
         assert!(at("/host") < at("/host/proc") && at("/host") < at("/host/run/lock"));
         assert_eq!(c["linux"]["resources"]["memory"]["limit"], 128 << 20);
+        // hostNetwork: the node's UTS namespace, so no hostname of its own.
+        assert!(c["hostname"].is_null());
     }
 
     #[test]
@@ -375,24 +566,46 @@ mod tests {
         let pod = &mut ds["spec"]["template"]["spec"];
         pod["hostNetwork"] = json!(false);
         pod["containers"][0]["securityContext"]["capabilities"]["add"] = json!(["SYS_BOOT"]);
-        let c = config(&ds, &profile(), &node()).unwrap();
+        let c = generated(&ds, &profile()).unwrap();
         let ns: Vec<&str> = c["linux"]["namespaces"]
             .as_array()
             .unwrap()
             .iter()
             .map(|n| n["type"].as_str().unwrap())
             .collect();
-        assert!(ns.contains(&"network") && ns.contains(&"pid"));
+        assert!(ns.contains(&"network") && ns.contains(&"pid") && ns.contains(&"uts"));
+        assert_eq!(c["hostname"], "lab");
         assert_eq!(
             c["process"]["capabilities"]["bounding"],
             json!(["CAP_SYS_BOOT"])
         );
         pod_security(&mut ds, "privileged", json!(true));
-        assert!(config(&ds, &profile(), &node()).is_err());
+        assert!(generated(&ds, &profile()).is_err());
     }
 
     fn pod_security(ds: &mut Value, key: &str, value: Value) {
         ds["spec"]["template"]["spec"]["containers"][0]["securityContext"][key] = value;
+    }
+
+    #[test]
+    fn the_shipped_containerfile_is_one_binary() {
+        let text = std::fs::read_to_string(repo().join("deploy/Containerfile")).unwrap();
+        let image = container_image(&text).unwrap();
+        assert_eq!(
+            image.copies,
+            [("kdump-agent".to_owned(), "/kdump-agent".to_owned())]
+        );
+        assert_eq!(image.entrypoint, ["/kdump-agent"]);
+        assert!(container_image("FROM debian\nENTRYPOINT [\"/x\"]\n").is_err());
+        assert!(container_image("FROM scratch\nRUN true\nENTRYPOINT [\"/x\"]\n").is_err());
+    }
+
+    #[test]
+    fn the_kubelet_creates_the_state_and_lock_directories() {
+        let script = host_paths(&shipped()).unwrap();
+        assert!(script.contains("mkdir -p /run/kdump-agent\n"));
+        assert!(script.contains("mkdir -p /run/lock\n"));
+        assert!(script.contains("test -d /sys/kernel/btf"));
     }
 
     #[test]
@@ -412,10 +625,64 @@ mod tests {
             return;
         };
         let profile: Value = serde_json::from_str(&text).unwrap();
-        let c = config(&shipped(), &profile, &node()).unwrap();
+        let mut ds = shipped();
+        runtime_default(&mut ds);
+        let c = generated(&ds, &profile).unwrap();
         let filter = &c["linux"]["seccomp"];
         assert_eq!(seccomp_action(filter, "bpf"), "SCMP_ACT_ALLOW");
         assert_eq!(seccomp_action(filter, "perf_event_open"), "SCMP_ACT_ALLOW");
         assert_eq!(seccomp_action(filter, "kexec_file_load"), "SCMP_ACT_ERRNO");
+    }
+
+    /// The shipped Localhost profile is containers-common's with exactly one change, and under
+    /// it the DaemonSet's container may reload, load probes and nothing more than before.
+    #[test]
+    fn the_shipped_localhost_profile_allows_the_reload_and_nothing_else() {
+        let c = generated(&shipped(), &profile()).unwrap();
+        let filter = &c["linux"]["seccomp"];
+        for syscall in ["kexec_file_load", "bpf", "perf_event_open", "read"] {
+            assert_eq!(
+                seccomp_action(filter, syscall),
+                "SCMP_ACT_ALLOW",
+                "{syscall}"
+            );
+        }
+        assert_eq!(seccomp_action(filter, "kexec_load"), "SCMP_ACT_ERRNO");
+        // Without CAP_SYS_BOOT the new rule does not apply, and the default refuses it.
+        let mut ds = shipped();
+        pod_security(
+            &mut ds,
+            "capabilities",
+            json!({"drop": ["ALL"], "add": ["BPF", "PERFMON"]}),
+        );
+        let c = generated(&ds, &profile()).unwrap();
+        assert_eq!(
+            seccomp_action(&c["linux"]["seccomp"], "kexec_file_load"),
+            "SCMP_ACT_ERRNO"
+        );
+        let Ok(text) = std::fs::read_to_string(CONTAINERS_SECCOMP) else {
+            println!("SKIP: {CONTAINERS_SECCOMP} is not installed; the derivation is unchecked");
+            return;
+        };
+        let shipped_profile: Value = serde_json::from_str(
+            &std::fs::read_to_string(repo().join("deploy/seccomp/kdump-agent.json")).unwrap(),
+        )
+        .unwrap();
+        let derived = kdump_agent_profile(&serde_json::from_str(&text).unwrap()).unwrap();
+        assert!(
+            shipped_profile == derived,
+            "deploy/seccomp/kdump-agent.json is not containers-common's {CONTAINERS_SECCOMP} plus the kexec_file_load rule (oci::kdump_agent_profile)"
+        );
+    }
+
+    #[test]
+    fn a_localhost_profile_outside_the_kubelet_directory_is_refused() {
+        let mut ds = shipped();
+        pod_security(
+            &mut ds,
+            "seccompProfile",
+            json!({"type": "Localhost", "localhostProfile": "../x.json"}),
+        );
+        assert!(generated(&ds, &profile()).is_err());
     }
 }

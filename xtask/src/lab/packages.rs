@@ -66,6 +66,16 @@ pub const KEXEC_TOOLS: Package = pkg("kexec-tools", "1:2.0.29-2+b2", Suite::Trix
 /// util-linux for `flock(1)`, which busybox lacks: a scenario holds kdumpctl's lock with it.
 pub const UTIL_LINUX: Package = pkg("util-linux", "2.41.5-0+deb13u1", Suite::Trixie);
 
+/// Debian 12's OCI runtime, for the `deployed-*` guests: it runs the DaemonSet's container from
+/// the config generated out of `deploy/daemonset.yaml`. Links libseccomp (and glibc).
+pub const RUNC: Package = pkg("runc", "1.1.5+ds1-1+deb12u1", Suite::Bookworm);
+pub const LIBSECCOMP: Package = pkg("libseccomp2", "2.5.4-1+deb12u1", Suite::Bookworm);
+/// Debian 12's kdump-tools: `kdump-config load`, the distribution's own boot-time load (a
+/// POSIX sh script; busybox runs it). It sources `/lib/lsb/init-functions`, from
+/// sysvinit-utils.
+pub const KDUMP_TOOLS: Package = pkg("kdump-tools", "1:1.8.1", Suite::Bookworm);
+pub const SYSVINIT_UTILS: Package = pkg("sysvinit-utils", "3.06-4", Suite::Bookworm);
+
 const XEN: &str = "4.20.4+63-g7abfd2bce2-0+deb13u1";
 /// The shared libraries trixie's `/usr/sbin/kexec` loads (its DT_NEEDED closure): glibc and
 /// the Xen control libraries kexec links for Xen dom0 support.

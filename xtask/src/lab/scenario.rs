@@ -93,8 +93,8 @@ pub struct Run<'a> {
     excess: Vec<PhysRange>,
 }
 
-/// Capture kernel parameters: one CPU and reset devices, as distributions' kdump does.
-pub const CAPTURE_CMDLINE: &str = "console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=-1 quiet";
+/// Capture kernel parameters (declared with the image, whose RuntimeDefault probe loads them).
+pub use super::image::CAPTURE_CMDLINE;
 /// The part of /proc/vmcore the lab copies back: the ELF header and program headers.
 pub const VMCORE_HEAD_BYTES: u64 = 64 * 1024;
 const CRASH_TIMEOUT: Duration = Duration::from_secs(180);
@@ -136,7 +136,18 @@ impl Run<'_> {
         let command = format!(
             "kexec {syscall} -p {GUEST_KERNEL} --initrd={GUEST_CAPTURE_INITRD} --append='{CAPTURE_CMDLINE}'"
         );
-        m.sh(&command).context("loading the capture kernel")?;
+        self.load_kdump_with(m, &command, load)
+    }
+
+    /// Loads the capture kernel with the guest command `command` (a distribution's own loader),
+    /// which loads it with `load`.
+    pub fn load_kdump_with(
+        &mut self,
+        m: &mut Machine,
+        command: &str,
+        load: LoadPath,
+    ) -> Result<()> {
+        m.sh(command).context("loading the capture kernel")?;
         let loaded = m.sh("cat /sys/kernel/kexec_crash_loaded")?;
         if loaded.trim() != "1" {
             bail!(
@@ -147,7 +158,7 @@ impl Run<'_> {
         self.report.ready_seconds = Some(millis(m.elapsed()));
         self.report.load = Some(load.as_str());
         self.load = Some(load);
-        self.kexec_command = command;
+        self.kexec_command = command.to_owned();
         Ok(())
     }
 

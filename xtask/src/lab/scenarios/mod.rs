@@ -3,10 +3,11 @@
 //! eBPF probes report), `readback` (the header read back from the kernel against vmcore), `check` (a one-shot
 //! `check`, an agent started after RAM changed), `scale_up` (a long scale-up under the agent and the
 //! distributions' policies), `stop` (the agent signalled mid-reload), `package`
-//! (the systemd unit's command line). Adding one is a function and an entry in its file's list.
+//! (the systemd unit's command line), `deployed` (the DaemonSet's pod under runc). Adding one is a function and an entry in its file's list.
 pub mod agent;
 pub mod baseline;
 pub mod check;
+pub mod deployed;
 pub mod package;
 pub mod probes;
 pub mod prometheus;
@@ -31,6 +32,7 @@ pub fn every() -> impl Iterator<Item = &'static Scenario> {
         readback::ALL,
         stop::ALL,
         package::ALL,
+        deployed::ALL,
     ]
     .into_iter()
     .flatten()
