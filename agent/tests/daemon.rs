@@ -479,6 +479,7 @@ fn status_asks_the_running_daemon_and_check_works_without_one() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["event_source"], "uevent");
+    assert_eq!(v["answered_by"], "daemon", "{v}");
     let second = Command::new(BIN)
         .args([
             "run",
@@ -497,6 +498,12 @@ fn status_asks_the_running_daemon_and_check_works_without_one() {
     );
     let check = Command::new(BIN).args(["check"]).output().unwrap();
     assert!(String::from_utf8_lossy(&check.stdout).contains("(computed in one shot"));
+    let check = Command::new(BIN)
+        .args(["check", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(v["answered_by"], "one-shot", "{v}");
     d.stop();
     assert!(!socket.exists(), "the socket is removed on shutdown");
 }

@@ -31,7 +31,10 @@ fn likely_source(state: &AgentState) -> EventSource {
 pub fn one_shot(system: &SystemArgs) -> anyhow::Result<StatusReport> {
     let mut state = daemon::initial_state(&system.procfs(), &system.sysfs(), &system.boot)?;
     state.observe.event_source = likely_source(&state);
-    Ok(StatusReport::from_state(&state))
+    Ok(StatusReport {
+        answered_by: "one-shot".into(),
+        ..StatusReport::from_state(&state)
+    })
 }
 
 /// Prints a report as text or JSON; returns the exit code (0 ready, 3 not ready).

@@ -18,6 +18,9 @@ pub const EXIT_NOT_READY: i32 = 3;
 /// The status as `--json` prints it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StatusReport {
+    /// `daemon` (the running agent answered) or `one-shot` (computed without one, as `check`).
+    #[serde(default)]
+    pub answered_by: String,
     pub ready: bool,
     pub reason: String,
     pub mode: String,
@@ -37,6 +40,7 @@ impl StatusReport {
     pub fn from_state(s: &AgentState) -> Self {
         let r = s.readiness();
         Self {
+            answered_by: "daemon".into(),
             ready: r.ready,
             reason: r.reason,
             mode: s.mode().as_str().to_string(),
