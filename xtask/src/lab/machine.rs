@@ -5,9 +5,20 @@
 //! ttyS1, a unix socket on the host, with a line protocol:
 //! - guest: `@@READY ROLE RELEASE` when it starts (ROLE is `guest`, or `capture` when
 //!   /proc/vmcore exists);
-//! - host: `ID COMMAND` (one line, run with `sh -c`);
+//! - host: `@@CMD ID CRC LEN BASE64`: the command (a `sh` script) in base64, the CRC-32 of
+//!   its bytes (8 hex digits, which the guest's busybox `crc32` recomputes) and the length of
+//!   the base64 text (which the guest's shell checks first, without a fork);
+//! - guest: `@@ACK ID CRC LEN` before it runs a command whose length and CRC matched, or
+//!   `@@NAK ID-OR-? WHAT-IT-GOT` for a garbled line, then it waits for the next line; the host
+//!   sends the same frame again (bounded tries, each logged) on a NAK or when no ACK comes in
+//!   time, and the guest runs an ID once (a re-sent one gets the same answer again);
 //! - guest: `@@BEGIN ID`, the command's output (stdout and stderr) in base64 lines,
 //!   `@@END ID EXIT-CODE`.
+//!
+//! Lines used to lose their first bytes while the guest was busy: the runner was PID 1, every
+//! orphaned background process that exited sent it SIGCHLD, and busybox ash (1.35) restarts a
+//! `read` interrupted by a signal with the bytes read so far thrown away. The runner is now a
+//! child of PID 1 (`guest/init.sh`); the checksum and the re-sends stay as the safety net.
 //!
 //! Every wait has a deadline; a guest that misses one is killed and the last 50 console lines
 //! are printed.
@@ -94,6 +105,10 @@ impl Output {
 
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the host waits for the guest's ACK of a frame before sending it again.
+const ACK_TIMEOUT: Duration = Duration::from_secs(15);
+/// Sends of one frame before the host gives up.
+const SEND_TRIES: u32 = 5;
 const CONSOLE_TAIL: usize = 50;
 
 pub struct Machine {
@@ -104,6 +119,7 @@ pub struct Machine {
     sockets: PathBuf,
     started: Instant,
     next_id: u64,
+    resends: u32,
     dimms: u32,
     block_size: Option<u64>,
 }
@@ -205,6 +221,7 @@ impl Machine {
             sockets,
             started,
             next_id: 1,
+            resends: 0,
             dimms: 0,
             block_size: None,
         };
@@ -239,39 +256,98 @@ impl Machine {
         }
     }
 
-    /// Runs `command` in the guest with `sh -c`.
+    /// How many frames the host had to send again in this guest's life (each one is logged).
+    pub fn resends(&self) -> u32 {
+        self.resends
+    }
+
+    /// Runs `command` (a `sh` script) in the guest.
     pub fn run_with_timeout(&mut self, command: &str, timeout: Duration) -> Result<Output> {
-        if command.contains('\n') {
-            bail!("guest command has a newline (one line only): {command:?}");
-        }
         let id = self.next_id;
         self.next_id += 1;
         let deadline = Instant::now() + timeout;
         let step = format!("guest command `{command}`");
-        if let Err(e) = self.proto.send(&format!("{id} {command}\n")) {
-            return Err(self.fail(&step, e));
+        self.deliver(id, command, deadline, &step, true)?
+            .ok_or_else(|| anyhow!("{step}: no output"))
+    }
+
+    /// Sends command `id` until the guest acknowledges it, then (with `output`) reads its
+    /// answer. Without `output`, returns once the guest has it (the line that follows, if one
+    /// came instead of the ACK, is left for the next reader).
+    fn deliver(
+        &mut self,
+        id: u64,
+        command: &str,
+        deadline: Instant,
+        step: &str,
+        output: bool,
+    ) -> Result<Option<Output>> {
+        let frame = frame(id, command.as_bytes());
+        if let Err(e) = self.proto.send(&frame) {
+            return Err(self.fail(step, e));
         }
-        let (begin, end) = (format!("@@BEGIN {id}"), format!("@@END {id} "));
+        let mut sent = 1;
+        let mut ack_by = (Instant::now() + ACK_TIMEOUT).min(deadline);
+        let mut acked = false;
         let mut encoded = String::new();
         let mut inside = false;
         loop {
-            let line = match self.proto.next_line(deadline) {
-                Ok(line) => line,
-                Err(e) => return Err(self.fail(&step, e)),
+            let (line, resend) = match self.proto.try_line(if acked { deadline } else { ack_by }) {
+                Ok(Some(line)) => {
+                    let garbled = !acked && Reply::parse(&line) == Reply::Nak;
+                    let why = garbled.then(|| format!("the guest got it garbled (`{line}`)"));
+                    (line, why)
+                }
+                Ok(None) if acked || Instant::now() >= deadline => {
+                    return Err(self.fail(step, anyhow!("timed out")));
+                }
+                Ok(None) => {
+                    let why = format!("no acknowledgement within {} s", ACK_TIMEOUT.as_secs());
+                    (String::new(), Some(why))
+                }
+                Err(e) => return Err(self.fail(step, e)),
             };
-            if line == begin {
-                inside = true;
-            } else if let Some(code) = line.strip_prefix(&end) {
-                let code = code.trim().parse().unwrap_or(-1);
-                let output = base64::engine::general_purpose::STANDARD
-                    .decode(encoded.as_bytes())
-                    .with_context(|| format!("{step}: bad base64 from the guest"))?;
-                return Ok(Output { code, output });
-            } else if inside {
-                encoded.push_str(line.trim());
-            } else if line.starts_with("@@READY") {
-                let e = anyhow!("the guest restarted (`{line}`)");
-                return Err(self.fail(&step, e));
+            if let Some(why) = resend {
+                if sent >= SEND_TRIES {
+                    let e = anyhow!("{why}; gave up after sending it {sent} times");
+                    return Err(self.fail(step, e));
+                }
+                sent += 1;
+                self.resends += 1;
+                eprintln!("  lab: {step}: {why}; sending it again (try {sent} of {SEND_TRIES})");
+                if let Err(e) = self.proto.send(&frame) {
+                    return Err(self.fail(step, e));
+                }
+                ack_by = (Instant::now() + ACK_TIMEOUT).min(deadline);
+                continue;
+            }
+            match Reply::parse(&line) {
+                Reply::Ack(i) if i == id => {
+                    acked = true;
+                    if !output {
+                        return Ok(None);
+                    }
+                }
+                Reply::Begin(i) if i == id && output => {
+                    (acked, inside) = (true, true);
+                }
+                Reply::End(i, code) if i == id && inside => {
+                    let output = base64::engine::general_purpose::STANDARD
+                        .decode(encoded.as_bytes())
+                        .with_context(|| format!("{step}: bad base64 from the guest"))?;
+                    return Ok(Some(Output { code, output }));
+                }
+                Reply::Ready if !output => {
+                    // The ACK was lost and the command already restarted the guest (a crash).
+                    self.proto.unread(&line);
+                    return Ok(None);
+                }
+                Reply::Ready => {
+                    let e = anyhow!("the guest restarted (`{line}`)");
+                    return Err(self.fail(step, e));
+                }
+                Reply::Other if inside => encoded.push_str(line.trim()),
+                _ => {}
             }
         }
     }
@@ -420,13 +496,14 @@ impl Machine {
         let id = self.next_id;
         self.next_id += 1;
         let start = Instant::now();
-        if let Err(e) = self
-            .proto
-            .send(&format!("{id} echo c > /proc/sysrq-trigger\n"))
-        {
-            return Err(self.fail("crashing the guest", e));
-        }
-        self.wait_ready("capture", timeout)?;
+        self.deliver(
+            id,
+            "echo c > /proc/sysrq-trigger",
+            start + timeout,
+            "crashing the guest",
+            false,
+        )?;
+        self.wait_ready("capture", timeout.saturating_sub(start.elapsed()))?;
         Ok(start.elapsed().as_secs_f64())
     }
 
@@ -491,29 +568,94 @@ impl LineStream {
             .context("writing to the guest")
     }
 
+    /// Puts `line` back: the next read returns it first.
+    fn unread(&mut self, line: &str) {
+        let mut pending = format!("{line}\n").into_bytes();
+        pending.append(&mut self.pending);
+        self.pending = pending;
+    }
+
     /// The next line without its `\r\n`; an error on timeout or when QEMU closes the socket.
     fn next_line(&mut self, deadline: Instant) -> Result<String> {
+        self.try_line(deadline)?.ok_or_else(|| anyhow!("timed out"))
+    }
+
+    /// The next line, or None at the deadline; an error when QEMU closes the socket.
+    fn try_line(&mut self, deadline: Instant) -> Result<Option<String>> {
         let mut buf = [0u8; 8192];
         loop {
             if let Some(pos) = self.pending.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.pending.drain(..=pos).collect();
                 let text = String::from_utf8_lossy(&line);
-                return Ok(text.trim_end_matches(['\r', '\n']).to_owned());
+                return Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned()));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                bail!("timed out");
+                return Ok(None);
             }
             self.stream.set_read_timeout(Some(left))?;
             match self.stream.read(&mut buf) {
                 Ok(0) => bail!("QEMU closed the connection (the guest powered off or QEMU died)"),
                 Ok(n) => self.pending.extend_from_slice(&buf[..n]),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    bail!("timed out")
+                    return Ok(None);
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+}
+
+/// CRC-32 (zlib's: reflected, polynomial 0xEDB88320), what busybox `crc32` prints in hex.
+pub fn crc32(data: &[u8]) -> u32 {
+    !data.iter().fold(!0u32, |crc, &b| {
+        (0..8).fold(crc ^ u32::from(b), |c, _| {
+            if c & 1 != 0 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            }
+        })
+    })
+}
+
+/// The line that carries command `id` to the guest's runner.
+fn frame(id: u64, command: &[u8]) -> String {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(command);
+    format!(
+        "@@CMD {id} {:08x} {} {encoded}\n",
+        crc32(command),
+        encoded.len()
+    )
+}
+
+/// A line from the guest's runner.
+#[derive(Debug, PartialEq, Eq)]
+enum Reply {
+    Ready,
+    Ack(u64),
+    Nak,
+    Begin(u64),
+    End(u64, i32),
+    /// Output (base64) or noise.
+    Other,
+}
+
+impl Reply {
+    fn parse(line: &str) -> Self {
+        let mut words = line.split_whitespace();
+        let id = |w: Option<&str>| w.and_then(|w| w.parse().ok());
+        match words.next() {
+            Some("@@READY") => Reply::Ready,
+            Some("@@NAK") => Reply::Nak,
+            Some("@@ACK") => id(words.next()).map_or(Reply::Other, Reply::Ack),
+            Some("@@BEGIN") => id(words.next()).map_or(Reply::Other, Reply::Begin),
+            Some("@@END") => match (id(words.next()), words.next()) {
+                (Some(id), Some(code)) => Reply::End(id, code.parse().unwrap_or(-1)),
+                _ => Reply::Other,
+            },
+            _ => Reply::Other,
         }
     }
 }
@@ -588,6 +730,60 @@ impl Qmp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crc32_is_busybox_crc32() {
+        // `printf ... | busybox crc32` (and Python's zlib.crc32).
+        assert_eq!(crc32(b""), 0);
+        assert_eq!(crc32(b"hello"), 0x3610_a686);
+        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+    }
+
+    #[test]
+    fn frames_carry_id_checksum_length_and_base64() {
+        assert_eq!(frame(7, b"hello"), "@@CMD 7 3610a686 8 aGVsbG8=\n");
+        // Newlines, quotes and trailing spaces travel intact, on one line.
+        let script = b"a='x  y'\necho \"$a\"  \n";
+        let line = frame(8, script);
+        assert_eq!(line.matches('\n').count(), 1);
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words.len(), 5);
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(words[4])
+            .unwrap();
+        assert_eq!(decoded, script);
+        assert_eq!(words[2], format!("{:08x}", crc32(script)));
+        assert_eq!(words[3], words[4].len().to_string());
+    }
+
+    #[test]
+    fn replies_parse_and_garbage_is_other() {
+        assert_eq!(Reply::parse("@@READY guest 6.1.0"), Reply::Ready);
+        assert_eq!(Reply::parse("@@ACK 12 3610a686 8"), Reply::Ack(12));
+        assert_eq!(Reply::parse("@@NAK ? 17"), Reply::Nak);
+        assert_eq!(Reply::parse("@@NAK 12 1 2"), Reply::Nak);
+        assert_eq!(Reply::parse("@@BEGIN 12"), Reply::Begin(12));
+        assert_eq!(Reply::parse("@@END 12 3"), Reply::End(12, 3));
+        assert_eq!(Reply::parse("@@END 12 x"), Reply::End(12, -1));
+        assert_eq!(Reply::parse("@@END 12"), Reply::Other);
+        assert_eq!(Reply::parse("@@ACK ook.done)"), Reply::Other);
+        assert_eq!(Reply::parse("aGVsbG8="), Reply::Other);
+        assert_eq!(Reply::parse(""), Reply::Other);
+    }
+
+    #[test]
+    fn an_unread_line_comes_back_first() {
+        let (host, mut guest) = UnixStream::pair().unwrap();
+        let mut lines = LineStream::new(host);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        guest.write_all(b"one\ntwo\n").unwrap();
+        let one = lines.next_line(deadline).unwrap();
+        lines.unread(&one);
+        assert_eq!(lines.next_line(deadline).unwrap(), "one");
+        assert_eq!(lines.next_line(deadline).unwrap(), "two");
+        let soon = Instant::now() + Duration::from_millis(20);
+        assert_eq!(lines.try_line(soon).unwrap(), None);
+    }
 
     #[test]
     fn lines_survive_split_reads_timeouts_and_a_closed_socket() {

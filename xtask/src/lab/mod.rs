@@ -126,7 +126,7 @@ pub fn run_scenarios(
     Ok(reports)
 }
 
-/// Writes a benchmark's report, with the command that ran it, to
+/// Writes a benchmark's report, with the command and the git commit that ran it, to
 /// `target/lab/bench/<scenario>-<unix seconds>.json` (README figures are copied from there
 /// into `docs/bench/`).
 fn keep_bench_json(scenario: &Scenario, report: &Report) {
@@ -135,8 +135,20 @@ fn keep_bench_json(scenario: &Scenario, report: &Report) {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let path = dir.join(format!("{}-{secs}.json", scenario.name));
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(paths::root())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
     let doc = serde_json::json!({
         "command": format!("cargo xtask lab run {}", scenario.name),
+        "commit": git(&["rev-parse", "HEAD"]),
+        // Uncommitted changes to tracked files when it ran (the commit alone does not say it).
+        "dirty": git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty()),
         "unix_seconds": secs,
         "report": report,
     });

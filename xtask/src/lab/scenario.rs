@@ -229,6 +229,8 @@ impl Run<'_> {
         let iomem_text = m.sh("cat /proc/iomem")?;
         let iomem = Iomem::parse(&iomem_text).map_err(|e| anyhow!("guest /proc/iomem: {e}"))?;
         self.report.system_ram_bytes = Some(iomem.system_ram().total_bytes());
+        // Frames of the serial protocol the host had to send again (each one is logged).
+        self.note("serial_resends", m.resends());
         self.report.capture_boot_seconds = Some(millis(m.crash(CRASH_TIMEOUT)?));
         let head = m.run(&format!("head -c {VMCORE_HEAD_BYTES} /proc/vmcore"))?;
         if head.code != 0 {

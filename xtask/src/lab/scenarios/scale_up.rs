@@ -88,6 +88,7 @@ struct Figures {
     seconds_to_fresh: f64,
     scale_up_seconds: f64,
     fresh: bool,
+    serial_resends: u32,
 }
 
 impl Figures {
@@ -106,6 +107,7 @@ impl Figures {
             "missing_byte_seconds_unprotected": self.missing_byte_seconds_unprotected,
             "seconds_last_online_to_fresh": self.seconds_to_fresh,
             "scale_up_seconds": self.scale_up_seconds,
+            "serial_resends": self.serial_resends,
             "vs_throttler": {
                 "reloads": ratio(f64::from(self.reloads), f64::from(base.reloads)),
                 "unprotected_seconds": ratio(self.unprotected_seconds_probed, base.unprotected_seconds_probed),
@@ -157,7 +159,6 @@ fn scale_up(run: &mut Run, policy: Policy) -> Result<(Figures, Machine)> {
     m.sh("mkdir -p /var/lock /var/crash; : > /tmp/hook.done; : > /tmp/online.log")?;
     let hook = match policy.hook() {
         Some(script) => {
-            // The guest protocol takes one line per command.
             let encoded = base64::engine::general_purpose::STANDARD.encode(script);
             m.sh(&format!("echo {encoded} | base64 -d > /tmp/hook.sh"))?;
             "(sh /tmp/hook.sh </dev/null >>/tmp/hook.log 2>&1 &);"
@@ -174,7 +175,7 @@ fn scale_up(run: &mut Run, policy: Policy) -> Result<(Figures, Machine)> {
 
     // The scale-up: one DIMM every PACE over QMP; in the guest, a loop stands in for a udev
     // auto-online rule: each block is onlined as it appears, and the policy's udev hook is
-    // started for its online event. Commands stay short: long serial lines get mangled.
+    // started for its online event.
     run.progress(&format!("{}: {DIMMS} x {DIMM_MIB} MiB", policy.name()));
     let first = m.plug_dimm(DIMM_MIB)?;
     let first_block = first.addr / block;
@@ -313,6 +314,7 @@ fn scale_up(run: &mut Run, policy: Policy) -> Result<(Figures, Machine)> {
         seconds_to_fresh: fresh_at - last_online,
         scale_up_seconds: last_online - first_online,
         fresh,
+        serial_resends: m.resends(),
     };
     let name = policy.name();
     run.check_named(
