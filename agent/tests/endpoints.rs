@@ -11,6 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod common;
+use common::get;
+
 const BIN: &str = env!("CARGO_BIN_EXE_kdump-agent");
 /// The agent's header-read timeout (`export::http::HEADER_READ_TIMEOUT`).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -101,21 +104,6 @@ impl Drop for Agent {
         let _ = self.child.wait();
         let _ = fs::remove_dir_all(&self.dir);
     }
-}
-
-/// GET `path` on a fresh connection: (status, body), within 5 s.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, text.split_once("\r\n\r\n")?.1.to_string()))
 }
 
 /// Whether the agent has closed `s` (EOF or reset), without blocking.
