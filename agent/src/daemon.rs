@@ -243,14 +243,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         let overdue = d.load.as_ref().map_or(far, |r| r.overdue);
         let stop_at = stopping.as_ref().map_or(far, |s| s.deadline);
         let signal = tokio::select! {
-            Some(event) = rx.recv() => {
-                let mut batch = vec![event];
-                while let Ok(more) = rx.try_recv() {
-                    batch.push(more);
-                }
-                d.on_events(batch);
-                None
-            }
+            Some(event) = rx.recv() => { d.on_events(drain(event, &mut rx)); None }
             joined = async { (&mut d.load.as_mut().expect("guarded by is_some").handle).await }, if d.load.is_some() => {
                 d.load = None;
                 d.on_load_done(joined.context("the load task failed")?);
@@ -261,30 +254,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = rescan.tick(), if d.load.is_none() && stopping.is_none() => { d.on_rescan(); None }
             Some(reply) = reload_rx.recv() => { d.on_reload_request(reply); None }
             _ = tokio::time::sleep_until(stop_at.into()), if stopping.is_some() => {
-                tracing::warn!(
-                    in_flight = d.reconcile.in_flight().unwrap_or("load"),
-                    timeout_seconds = d.opts.stop_timeout.as_secs_f64(),
-                    "stop timeout: exiting with the load in flight; the next start reads what is loaded"
-                );
-                d.reconcile.interrupted(Instant::now());
+                d.on_stop_timeout();
                 break;
             }
             _ = sigterm.recv() => Some("SIGTERM"),
             _ = sigint.recv() => Some("SIGINT"),
         };
         let Some(signal) = signal else { continue };
-        match (&stopping, d.on_signal(signal)) {
-            (None, Stop::After(stop)) => stopping = Some(stop),
-            (None, Stop::Now) => break,
-            (Some(_), _) => {
-                tracing::warn!(
-                    signal,
-                    in_flight = d.reconcile.in_flight().unwrap_or("load"),
-                    "second signal: exiting without waiting for the load in flight; the next start reads what is loaded"
-                );
-                d.reconcile.interrupted(Instant::now());
-                break;
-            }
+        match d.after_signal(stopping.as_ref(), signal) {
+            Some(stop) => stopping = Some(stop),
+            None => break,
         }
     }
     let _ = stop_tx.send(true);
@@ -292,6 +271,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         let _ = server.await;
     }
     Ok(())
+}
+
+/// `first` and every event already queued behind it: one batch, one rescan.
+fn drain(first: Event, rx: &mut mpsc::Receiver<Event>) -> Vec<Event> {
+    let mut batch = vec![first];
+    while let Ok(more) = rx.try_recv() {
+        batch.push(more);
+    }
+    batch
 }
 
 /// Start-up: capabilities, the node, the reload stage, the endpoints, the event source.
@@ -448,6 +436,37 @@ impl Daemon {
     }
 
     /// The wait for the load in flight is over: say what is loaded on the way out.
+    /// A signal while running or stopping: `Some` to wait for the load in flight, `None` to
+    /// exit now (nothing in flight, or a second signal).
+    fn after_signal(
+        &mut self,
+        stopping: Option<&Stopping>,
+        signal: &'static str,
+    ) -> Option<Stopping> {
+        match (stopping, self.on_signal(signal)) {
+            (None, Stop::After(stop)) => Some(stop),
+            (None, Stop::Now) => None,
+            (Some(_), _) => {
+                tracing::warn!(
+                    signal,
+                    in_flight = self.reconcile.in_flight().unwrap_or("load"),
+                    "second signal: exiting without waiting for the load in flight; the next start reads what is loaded"
+                );
+                self.reconcile.interrupted(Instant::now());
+                None
+            }
+        }
+    }
+
+    fn on_stop_timeout(&mut self) {
+        tracing::warn!(
+            in_flight = self.reconcile.in_flight().unwrap_or("load"),
+            timeout_seconds = self.opts.stop_timeout.as_secs_f64(),
+            "stop timeout: exiting with the load in flight; the next start reads what is loaded"
+        );
+        self.reconcile.interrupted(Instant::now());
+    }
+
     fn stopped(&self, signal: &'static str) {
         let s = self.state.read().unwrap_or_else(|e| e.into_inner());
         tracing::info!(
