@@ -6,6 +6,7 @@ use crate::model::{
     events::Event,
     header::{HeaderCaptureError, HeaderStatus, LoadedHeader, Provenance, Transition, judge},
     iomem::Iomem,
+    ranges::RamRanges,
 };
 
 /// The loaded header as last learnt, and the verdict on it.
@@ -17,6 +18,9 @@ pub struct HeaderKnowledge {
     own_load: Option<bool>,
     /// Why the last read-back failed, while nothing better is known.
     unreadable: Option<String>,
+    /// The System RAM when the header was last read back: a kernel-managed header needs
+    /// another read only once the RAM (and so what the kernel rewrote) changed.
+    read_for_ram: Option<RamRanges>,
 }
 
 impl HeaderKnowledge {
@@ -82,20 +86,34 @@ impl HeaderKnowledge {
     }
 
     /// Whether only a read-back can tell what is loaded: nothing is known, or only inferred.
-    /// `kernel_managed`: an uncaptured header that the kernel may have rewritten counts too.
-    pub fn wants_read_back(&self, crash_loaded: bool, kernel_managed: bool) -> bool {
+    /// `kernel_managed`: an uncaptured header that the kernel may have rewritten since the RAM
+    /// changed counts too (`ram`: the System RAM now).
+    pub fn wants_read_back(
+        &self,
+        crash_loaded: bool,
+        kernel_managed: bool,
+        ram: Option<&RamRanges>,
+    ) -> bool {
+        let rewritten_since = |l: &LoadedHeader| match l.provenance {
+            Provenance::Captured => false,
+            Provenance::ReadBack => self.read_for_ram.as_ref() != ram,
+            Provenance::Inferred => true,
+        };
         crash_loaded
-            && self.loaded.as_ref().is_none_or(|l| {
-                !l.known() || (kernel_managed && l.provenance != Provenance::Captured)
-            })
+            && self
+                .loaded
+                .as_ref()
+                .is_none_or(|l| !l.known() || (kernel_managed && rewritten_since(l)))
     }
 
-    /// What a read-back of the crash reservation gave: the header, or why it could not be read.
-    pub fn read_back(&mut self, outcome: Result<LoadedHeader, String>) {
+    /// What a read-back of the crash reservation gave, with the System RAM it was read for:
+    /// the header, or why it could not be read.
+    pub fn read_back(&mut self, outcome: Result<LoadedHeader, String>, ram: Option<RamRanges>) {
         match outcome {
             Ok(header) => {
                 self.loaded = Some(header);
                 self.unreadable = None;
+                self.read_for_ram = ram;
             }
             Err(why) => self.unreadable = Some(why),
         }
@@ -173,7 +191,7 @@ impl HeaderKnowledge {
 mod tests {
     use super::*;
     use crate::model::{
-        elfcorehdr::{crash_memory_ranges, sample_header},
+        elfcorehdr::{ElfCoreHeader, crash_memory_ranges, sample_header},
         events::{CapturedHeader, HeaderSource, KernelHeaderUpdate, KexecLoad},
     };
 
@@ -365,6 +383,39 @@ mod tests {
         k.judge(false, false, Some(&io), 3);
         assert!(k.loaded().is_none());
         assert_eq!(k.status(), &HeaderStatus::default());
+    }
+
+    /// Start-up reads the header back; the verify that follows must not read it again while
+    /// the RAM (and so what a kernel-managed header says) is unchanged.
+    #[test]
+    fn a_kernel_managed_header_is_read_again_only_once_the_ram_changed() {
+        let (before, after) = (iomem(""), iomem(DIMM));
+        let read = |io: &Iomem| {
+            let bytes = sample_header(
+                crash_memory_ranges(io, LoadPath::KexecFileLoad)
+                    .unwrap()
+                    .ranges(),
+            );
+            LoadedHeader::read_back(&ElfCoreHeader::parse(&bytes).unwrap(), 0x2e00_0000, 1.0, 1)
+        };
+        let mut k = HeaderKnowledge::default();
+        assert!(k.wants_read_back(true, true, Some(&before.system_ram())));
+        k.read_back(Ok(read(&before)), Some(before.system_ram()));
+        assert!(!k.wants_read_back(true, true, Some(&before.system_ram())));
+        assert!(
+            !k.wants_read_back(true, false, Some(&after.system_ram())),
+            "agent-managed: known"
+        );
+        assert!(k.wants_read_back(true, true, Some(&after.system_ram())));
+        k.read_back(Err("EPERM".into()), Some(after.system_ram()));
+        assert!(
+            k.wants_read_back(true, true, Some(&after.system_ram())),
+            "a failed read keeps asking"
+        );
+        assert!(
+            !k.wants_read_back(false, true, None),
+            "nothing loaded, nothing to read"
+        );
     }
 
     #[test]

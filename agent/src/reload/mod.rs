@@ -337,7 +337,7 @@ pub fn read_back(procfs: &Procfs, sysfs: &Sysfs, node: &NodeState, header: &mut 
             Err(why)
         }
     };
-    header.read_back(outcome);
+    header.read_back(outcome, Some(iomem.system_ram()));
 }
 
 /// What an earlier run recorded as loaded, while a crash kernel is still loaded.
@@ -611,16 +611,21 @@ impl ReconcileLoop {
     pub fn judge(&self, parts: &mut ReloadParts<'_>, occasion: Occasion) {
         let kernel_managed = parts.mode() == Mode::KernelManaged;
         let crash_loaded = parts.node.facts.crash_loaded;
+        let ram = parts
+            .node
+            .iomem
+            .as_ref()
+            .map(crate::model::iomem::Iomem::system_ram);
+        let wants = |kernel_managed| {
+            parts
+                .header
+                .wants_read_back(crash_loaded, kernel_managed, ram.as_ref())
+        };
         let read = match occasion {
             // Mid-burst a kernel-managed header may be half rewritten: wait for the verify.
-            Occasion::Events => {
-                parts.header.wants_read_back(crash_loaded, false) && !kernel_managed
-            }
-            Occasion::Verify => parts.header.wants_read_back(crash_loaded, kernel_managed),
-            Occasion::Rescan => {
-                parts.header.wants_read_back(crash_loaded, kernel_managed)
-                    || (crash_loaded && !self.loads_observed)
-            }
+            Occasion::Events => wants(false) && !kernel_managed,
+            Occasion::Verify => wants(kernel_managed),
+            Occasion::Rescan => wants(kernel_managed) || (crash_loaded && !self.loads_observed),
         };
         if read {
             read_back(&self.procfs, &self.sysfs, parts.node, parts.header);
