@@ -340,7 +340,9 @@ pub fn read_back(procfs: &Procfs, sysfs: &Sysfs, node: &NodeState, header: &mut 
     header.read_back(outcome, Some(iomem.system_ram()));
 }
 
-/// What an earlier run recorded as loaded, while a crash kernel is still loaded.
+/// What an earlier run recorded as loaded, while a crash kernel is still loaded: inferred
+/// whatever that run knew, since another loader may have replaced it while no agent watched.
+/// It still shows a change of RAM since (stale); it never vouches for the header.
 fn restored_header(persisted: &PersistedState, now: u64) -> Option<LoadedHeader> {
     let ram = persisted
         .loaded_header
@@ -349,11 +351,7 @@ fn restored_header(persisted: &PersistedState, now: u64) -> Option<LoadedHeader>
     Some(LoadedHeader {
         load: LoadPath::infer(&ram),
         ram,
-        provenance: if persisted.loaded_header_verified {
-            Provenance::Captured
-        } else {
-            Provenance::Inferred
-        },
+        provenance: Provenance::Inferred,
         origin: "recorded by an earlier run of this agent".into(),
         at: now,
         own_load: false,
@@ -1166,6 +1164,25 @@ mod tests {
         assert_eq!(last.result, "interrupted (reload in flight at exit)");
         assert_eq!(last.reason, "ram-changed");
         assert_eq!(persisted.loaded_header, None);
+    }
+
+    #[test]
+    fn a_header_an_earlier_run_captured_is_not_vouched_for_after_a_restart() {
+        let ram = crate::model::iomem::Iomem::parse(IOMEM_1G)
+            .unwrap()
+            .system_ram();
+        let persisted = PersistedState {
+            loaded_header: Some(RangeRecord::all(&ram)),
+            loaded_header_verified: true,
+            ..PersistedState::default()
+        };
+        let h = restored_header(&persisted, 1).unwrap();
+        assert_eq!(h.provenance, Provenance::Inferred);
+        assert!(
+            !h.known(),
+            "another loader may have replaced it while no agent ran"
+        );
+        assert_eq!(h.ram, ram);
     }
 
     #[test]
