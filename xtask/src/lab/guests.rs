@@ -81,6 +81,7 @@ impl Lab {
                 host_port,
                 guest_port: GUEST_AGENT_PORT,
             }),
+            virtio_mem_mib: boot.virtio_mem_mib,
         })
     }
 }
@@ -97,6 +98,9 @@ pub struct Boot {
     /// A host loopback port forwarded to [`GUEST_AGENT_PORT`] over a NIC on QEMU user
     /// networking (the guest brings it up with `image::GUEST_NET_UP`); None: no NIC.
     pub forward_agent: Option<u16>,
+    /// A virtio-mem device of this many MiB, nothing plugged at boot (the guest loads its
+    /// driver with `image::GUEST_VIRTIO_MEM_UP`); None: no device.
+    pub virtio_mem_mib: Option<u64>,
 }
 
 impl Default for Boot {
@@ -111,6 +115,7 @@ impl Default for Boot {
             crashkernel: "crashkernel=256M",
             extra: "",
             forward_agent: None,
+            virtio_mem_mib: None,
         }
     }
 }

@@ -21,6 +21,7 @@ use super::{
 const INIT: &str = include_str!("guest/init.sh");
 const RUNNER: &str = include_str!("guest/runner.sh");
 const NET_UP: &str = include_str!("guest/net-up.sh");
+const VIRTIO_MEM_UP: &str = include_str!("guest/virtio-mem-up.sh");
 
 /// Where the lab puts things in the guest (scenarios build their commands from these).
 pub const GUEST_KERNEL: &str = "/boot/vmlinuz";
@@ -31,6 +32,10 @@ pub const GUEST_KEXEC: &str = "/usr/sbin/kexec";
 pub const CAPTURE_CMDLINE: &str = "console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=-1 quiet";
 /// Brings up the guest's NIC (a networked kernel's image only; see `guest/net-up.sh`).
 pub const GUEST_NET_UP: &str = "/bin/lab-net-up";
+/// Loads the virtio-mem driver and waits until it drives the device (see `guest/virtio-mem-up.sh`).
+pub const GUEST_VIRTIO_MEM_UP: &str = "/bin/lab-virtio-mem-up";
+/// The virtio-mem driver and its dependencies, with `order` (the first kernel's image only).
+const GUEST_VIRTIO_MEM_MODULES: &str = "/lib/modules/virtio-mem";
 /// Debian's runc (the `deployed-*` images only).
 pub const GUEST_RUNC: &str = "/usr/sbin/runc";
 /// The DaemonSet's container as an OCI bundle: `config.json` generated from
@@ -56,6 +61,8 @@ pub struct Kernel {
     pub networked: bool,
     /// Its image carries the DaemonSet's pod: runc, the bundles, kdump-tools (`deployed-*`).
     pub pod: bool,
+    /// Its image carries the virtio-mem driver ([`GUEST_VIRTIO_MEM_UP`] loads it).
+    pub virtio_mem: bool,
 }
 
 pub const KERNEL_6_1: Kernel = Kernel {
@@ -63,14 +70,15 @@ pub const KERNEL_6_1: Kernel = Kernel {
     release: "6.1.0-47-amd64",
     networked: true,
     pod: false,
+    virtio_mem: true,
 };
-/// Not networked: no scenario needs it, and its modules are .ko.xz (busybox insmod's xz support
-/// is unchecked).
+/// Not networked: no scenario needs it.
 pub const KERNEL_6_12: Kernel = Kernel {
     package: packages::LINUX_6_12,
     release: "6.12.117+deb13-amd64",
     networked: false,
     pod: false,
+    virtio_mem: true,
 };
 /// The kernels with the pod in their image; other guests stay lean.
 pub const KERNEL_6_1_POD: Kernel = Kernel {
@@ -103,61 +111,118 @@ impl Kernel {
     }
 
     /// The module `name` and the modules it needs (each `.modinfo`'s `depends=`), dependencies
-    /// first, as (module name, file). The package has no modules.dep (depmod writes it at
-    /// install time), so files are found through its `modules.order`.
-    fn modules_with_deps(&self, unpacked: &Unpacked, name: &str) -> Result<Vec<(String, PathBuf)>> {
-        let dir = unpacked
-            .root(&self.package)
-            .join(format!("lib/modules/{}", self.release));
+    /// first, as (module name, uncompressed bytes). The package has no modules.dep (depmod
+    /// writes it at install time), so files are found through its `modules.order`; trixie's
+    /// merged /usr puts them under usr/lib/modules.
+    fn modules_with_deps(
+        &self,
+        unpacked: &Unpacked,
+        names: &[&str],
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        let root = unpacked.root(&self.package);
+        let modules = format!("lib/modules/{}", self.release);
+        let dir = [root.join(&modules), root.join("usr").join(&modules)]
+            .into_iter()
+            .find(|d| d.is_dir())
+            .with_context(|| format!("{}: no {modules} in the package", root.display()))?;
         let order_path = dir.join("modules.order");
         let order = fs::read_to_string(&order_path)
             .with_context(|| format!("reading {}", order_path.display()))?;
+        let builtin_path = dir.join("modules.builtin");
+        let builtin = fs::read_to_string(&builtin_path)
+            .with_context(|| format!("reading {}", builtin_path.display()))?;
+        let modules = Modules {
+            dir: &dir,
+            order: &order,
+            builtin: &builtin,
+        };
         let mut loaded = Vec::new();
-        add_module(&dir, &order, name, &mut Vec::new(), &mut loaded)?;
+        for name in names {
+            modules.add(name, &mut Vec::new(), &mut loaded)?;
+        }
         Ok(loaded)
     }
 }
 
-/// Appends `name` to `loaded` after its dependencies; `chain` is the path from the module asked
-/// for (a cycle is an error rather than endless recursion).
-fn add_module(
-    dir: &Path,
-    order: &str,
-    name: &str,
-    chain: &mut Vec<String>,
-    loaded: &mut Vec<(String, PathBuf)>,
-) -> Result<()> {
-    if loaded.iter().any(|(n, _)| n == name) {
-        return Ok(());
+/// A kernel package's modules: its directory, `modules.order` and `modules.builtin`.
+struct Modules<'a> {
+    dir: &'a Path,
+    order: &'a str,
+    builtin: &'a str,
+}
+
+/// The line of a `modules.order` or `modules.builtin` that names module `name` (module names
+/// use `_` where file names may use `-`).
+fn module_line<'a>(list: &'a str, name: &str) -> Option<&'a str> {
+    list.lines().map(str::trim).find(|l| {
+        l.rsplit('/')
+            .next()
+            .and_then(|f| f.strip_suffix(".ko"))
+            .is_some_and(|f| f.replace('-', "_") == name)
+    })
+}
+
+impl Modules<'_> {
+    /// Appends `name` to `loaded` after its dependencies, unless it is built in; `chain` is the
+    /// path from the module asked for (a cycle is an error rather than endless recursion).
+    fn add(
+        &self,
+        name: &str,
+        chain: &mut Vec<String>,
+        loaded: &mut Vec<(String, Vec<u8>)>,
+    ) -> Result<()> {
+        if loaded.iter().any(|(n, _)| n == name) {
+            return Ok(());
+        }
+        if chain.iter().any(|n| n == name) {
+            bail!("module dependency cycle: {} -> {name}", chain.join(" -> "));
+        }
+        let Some(relative) = module_line(self.order, name) else {
+            if module_line(self.builtin, name).is_some() {
+                return Ok(());
+            }
+            bail!(
+                "module {name}: neither in {0}/modules.order nor in {0}/modules.builtin",
+                self.dir.display()
+            );
+        };
+        let path = self.dir.join(relative);
+        let data = read_module(&path).with_context(|| format!("module {name}"))?;
+        chain.push(name.to_owned());
+        for dep in module_depends(&data).with_context(|| format!("module {}", path.display()))? {
+            self.add(&dep, chain, loaded)?;
+        }
+        chain.pop();
+        loaded.push((name.to_owned(), data));
+        Ok(())
     }
-    if chain.iter().any(|n| n == name) {
-        bail!("module dependency cycle: {} -> {name}", chain.join(" -> "));
+}
+
+/// A module as busybox `insmod` takes it: `path` itself, or `path.xz` (6.12 compresses every
+/// module) decompressed by `xz`, which busybox's `init_module` cannot do.
+fn read_module(path: &Path) -> Result<Vec<u8>> {
+    if path.is_file() {
+        return fs::read(path).with_context(|| format!("reading {}", path.display()));
     }
-    // Module names use `_` where file names may use `-`.
-    let relative = order
-        .lines()
-        .map(str::trim)
-        .find(|l| {
-            l.rsplit('/')
-                .next()
-                .and_then(|f| f.strip_suffix(".ko"))
-                .is_some_and(|f| f.replace('-', "_") == name)
-        })
-        .with_context(|| format!("module {name}: not in {}/modules.order", dir.display()))?;
-    let path = dir.join(relative);
-    let data = fs::read(&path).with_context(|| {
-        format!(
-            "module {name}: reading {} (a compressed .ko.xz is not supported)",
-            path.display()
-        )
-    })?;
-    chain.push(name.to_owned());
-    for dep in module_depends(&data).with_context(|| format!("module {}", path.display()))? {
-        add_module(dir, order, &dep, chain, loaded)?;
+    let xz = path.with_extension("ko.xz");
+    let out = std::process::Command::new("xz")
+        .arg("-dc")
+        .arg(&xz)
+        .output()
+        .with_context(|| {
+            format!(
+                "xz -dc {}: cannot start xz (apt-get install xz-utils)",
+                xz.display()
+            )
+        })?;
+    if !out.status.success() {
+        bail!(
+            "xz -dc {}: {}",
+            xz.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
-    chain.pop();
-    loaded.push((name.to_owned(), path));
-    Ok(())
+    Ok(out.stdout)
 }
 
 /// The module names in a kernel module's `.modinfo` `depends=` entry.
@@ -355,23 +420,35 @@ pub fn guest_image(kernel: &Kernel, unpacked: &Unpacked, agent: &Path) -> Result
     } else {
         image
     };
+    let image = if kernel.virtio_mem {
+        // virtio_pci is the device's transport, not a dependency in virtio_mem's .modinfo.
+        let modules = kernel.modules_with_deps(unpacked, &["virtio_pci", "virtio_mem"])?;
+        with_modules(image, GUEST_VIRTIO_MEM_MODULES, modules).bytes(
+            GUEST_VIRTIO_MEM_UP,
+            0o755,
+            VIRTIO_MEM_UP,
+        )
+    } else {
+        image
+    };
     if !kernel.networked {
         return Ok(image);
     }
-    let modules = kernel.modules_with_deps(unpacked, NIC)?;
+    let modules = kernel.modules_with_deps(unpacked, &[NIC])?;
+    Ok(with_modules(image, GUEST_MODULES, modules).bytes(GUEST_NET_UP, 0o755, NET_UP))
+}
+
+/// `modules` as `dir/NAME.ko`, with `dir/order` listing them in the order to load them.
+fn with_modules(mut image: Image, dir: &str, modules: Vec<(String, Vec<u8>)>) -> Image {
     let order: String = modules
         .iter()
         .map(|(name, _)| format!("{name}\n"))
         .collect();
-    let mut image = image.bytes(GUEST_NET_UP, 0o755, NET_UP).bytes(
-        &format!("{GUEST_MODULES}/order"),
-        0o644,
-        order,
-    );
-    for (name, path) in modules {
-        image = image.host(&format!("{GUEST_MODULES}/{name}.ko"), 0o644, path);
+    image = image.bytes(&format!("{dir}/order"), 0o644, order);
+    for (name, data) in modules {
+        image = image.bytes(&format!("{dir}/{name}.ko"), 0o644, data);
     }
-    Ok(image)
+    image
 }
 
 /// The pod's extras: Debian's runc with the libraries it loads, kdump-tools' `kdump-config`,

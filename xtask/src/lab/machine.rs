@@ -71,6 +71,9 @@ pub struct MachineSpec<'a> {
     pub console_log: PathBuf,
     /// A NIC on QEMU user networking with this forward; None: no NIC at all.
     pub forward: Option<Forward>,
+    /// A `virtio-mem-pci` device ([`VIRTIO_MEM`]) able to plug this many MiB, none plugged at
+    /// boot; None: no device.
+    pub virtio_mem_mib: Option<u64>,
 }
 
 /// A host loopback port QEMU forwards to a TCP port of the guest (10.0.2.15 on its user network).
@@ -82,6 +85,8 @@ pub struct Forward {
 
 /// The NIC networked guests get; its Linux driver module has the same name.
 pub const NIC: &str = "e1000";
+/// The QOM id of a guest's virtio-mem device (its `requested-size` is what the host sets).
+pub const VIRTIO_MEM: &str = "vm0";
 
 /// A DIMM the host plugged, where QEMU put it.
 #[derive(Clone, Debug)]
@@ -177,6 +182,14 @@ impl Machine {
                     f.host_port, f.guest_port
                 ))
                 .args(["-device", &format!("{NIC},netdev=net0,romfile=")]);
+        }
+        if let Some(mib) = spec.virtio_mem_mib {
+            cmd.arg("-object")
+                .arg(format!("memory-backend-ram,id=vmem0,size={mib}M"))
+                .arg("-device")
+                .arg(format!(
+                    "virtio-mem-pci,id={VIRTIO_MEM},memdev=vmem0,requested-size=0"
+                ));
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -488,6 +501,37 @@ impl Machine {
         self.qmp
             .wait_event("DEVICE_DELETED", &dimm.id, Instant::now() + timeout)
             .with_context(|| format!("the guest did not release {}", dimm.id))
+    }
+
+    /// Sets the virtio-mem device's `requested-size` and waits until the guest driver has
+    /// plugged or unplugged to it (the device's `size`); returns the seconds that took.
+    pub fn resize_virtio_mem(&mut self, bytes: u64, timeout: Duration) -> Result<f64> {
+        let step = format!("qom-set {VIRTIO_MEM} requested-size {bytes}");
+        let start = Instant::now();
+        if let Err(e) = self.qmp.execute(
+            "qom-set",
+            json!({"path": VIRTIO_MEM, "property": "requested-size", "value": bytes}),
+        ) {
+            return Err(self.fail(&step, e));
+        }
+        loop {
+            let size = self
+                .qmp
+                .execute("qom-get", json!({"path": VIRTIO_MEM, "property": "size"}))
+                .and_then(|v| v.as_u64().context("virtio-mem size is not a number"));
+            match size {
+                Ok(size) if size == bytes => return Ok(start.elapsed().as_secs_f64()),
+                Ok(size) if start.elapsed() > timeout => {
+                    let e = anyhow!(
+                        "the guest plugged {size} bytes, not {bytes}, within {} s",
+                        timeout.as_secs()
+                    );
+                    return Err(self.fail(&step, e));
+                }
+                Ok(_) => std::thread::sleep(Duration::from_millis(100)),
+                Err(e) => return Err(self.fail(&step, e)),
+            }
+        }
     }
 
     /// Panics the guest (`echo c > /proc/sysrq-trigger`) and waits for the capture kernel's

@@ -41,8 +41,10 @@ pub enum LabCommand {
     /// Print the OCI config.json the lab generates from deploy/daemonset.yaml (its Localhost
     /// seccomp profile from deploy/seccomp/), and what its filter does to the agent's syscalls.
     OciConfig,
-    /// Regenerate agent/tests/fixtures/lab/ from the fixture scenarios.
+    /// Regenerate agent/tests/fixtures/lab/ from the fixture scenarios (those named, or all).
     Fixtures {
+        /// Fixture scenario names; none: every fixture scenario.
+        names: Vec<String>,
         #[arg(long, value_enum, default_value_t)]
         accel: Accel,
     },
@@ -93,9 +95,9 @@ pub fn main(command: LabCommand) -> Result<()> {
             }
             Ok(())
         }
-        LabCommand::Fixtures { accel } => {
+        LabCommand::Fixtures { names, accel } => {
             crate::setup::run()?;
-            write_fixtures(accel)
+            write_fixtures(&names, accel)
         }
     }
 }
@@ -164,10 +166,17 @@ fn keep_bench_json(scenario: &Scenario, report: &Report) {
     }
 }
 
-/// Runs the fixture scenarios and rewrites agent/tests/fixtures/lab/<scenario>/ from those
-/// that pass (a failed one keeps its old fixture and fails the command).
-pub fn write_fixtures(accel: Accel) -> Result<()> {
-    let chosen: Vec<&Scenario> = scenarios::every().filter(|s| s.fixture).collect();
+/// Runs the fixture scenarios (`names`, or all) and rewrites agent/tests/fixtures/lab/<scenario>/
+/// from those that pass (a failed one keeps its old fixture and fails the command).
+pub fn write_fixtures(names: &[String], accel: Accel) -> Result<()> {
+    let chosen: Vec<&Scenario> = if names.is_empty() {
+        scenarios::every().filter(|s| s.fixture).collect()
+    } else {
+        scenarios::select(names, false)?
+    };
+    if let Some(s) = chosen.iter().find(|s| !s.fixture) {
+        bail!("`{}` is not a fixture scenario", s.name);
+    }
     let root = paths::root().join("agent/tests/fixtures/lab");
     let mut failed = Vec::new();
     let mut write = |scenario: &Scenario, report: &Report| {

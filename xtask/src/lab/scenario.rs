@@ -16,7 +16,9 @@ use serde_json::{Map, Value};
 
 use super::{
     guests::{Boot, Lab},
-    image::{GUEST_AGENT, GUEST_CAPTURE_INITRD, GUEST_KERNEL, KERNEL_6_12, Kernel},
+    image::{
+        GUEST_AGENT, GUEST_CAPTURE_INITRD, GUEST_KERNEL, GUEST_VIRTIO_MEM_UP, KERNEL_6_12, Kernel,
+    },
     machine::{Dimm, Machine},
 };
 
@@ -91,6 +93,8 @@ pub struct Run<'a> {
     kexec_command: String,
     vmcore_header: Option<ElfCoreHeader>,
     excess: Vec<PhysRange>,
+    /// Bytes the virtio-mem device has plugged now.
+    virtio_mem_bytes: u64,
 }
 
 /// Capture kernel parameters (declared with the image, whose RuntimeDefault probe loads them).
@@ -98,6 +102,8 @@ pub use super::image::CAPTURE_CMDLINE;
 /// The part of /proc/vmcore the lab copies back: the ELF header and program headers.
 pub const VMCORE_HEAD_BYTES: u64 = 64 * 1024;
 const CRASH_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long the guest's virtio-mem driver may take to plug or unplug a resize.
+const VIRTIO_MEM_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Run<'_> {
     /// A first kernel that dies before its runner answers is booted once more: under TCG a
@@ -213,6 +219,29 @@ impl Run<'_> {
         .with_context(|| format!("{} ({mib} MiB) did not come online", dimm.id))?;
         self.report.hotplugged_bytes += dimm.size;
         Ok(dimm)
+    }
+
+    /// Loads the guest's virtio-mem driver (the boot has `virtio_mem_mib`).
+    pub fn virtio_mem_up(&mut self, m: &mut Machine) -> Result<()> {
+        m.sh(GUEST_VIRTIO_MEM_UP)
+            .map(drop)
+            .context("loading the virtio-mem driver")
+    }
+
+    /// Resizes the virtio-mem device to `mib` MiB plugged, waits until the guest driver did it
+    /// and no memory block is offline, and notes the seconds under `virtio_mem_<mib>_mib_seconds`.
+    pub fn resize_virtio_mem(&mut self, m: &mut Machine, mib: u64) -> Result<()> {
+        let seconds = m.resize_virtio_mem(mib * MIB, VIRTIO_MEM_TIMEOUT)?;
+        m.wait_until(
+            "! grep -l offline /sys/devices/system/memory/memory*/state >/dev/null",
+            VIRTIO_MEM_TIMEOUT,
+        )
+        .with_context(|| format!("virtio-mem at {mib} MiB: a memory block stayed offline"))?;
+        self.report.hotplugged_bytes =
+            self.report.hotplugged_bytes - self.virtio_mem_bytes + mib * MIB;
+        self.virtio_mem_bytes = mib * MIB;
+        self.note(&format!("virtio_mem_{mib}_mib_seconds"), millis(seconds));
+        Ok(())
     }
 
     /// Records /proc/iomem, panics the guest, and measures the capture kernel's header against
@@ -376,6 +405,7 @@ pub fn run(lab: &Lab, scenario: &Scenario) -> Report {
         kexec_command: String::new(),
         vmcore_header: None,
         excess: Vec::new(),
+        virtio_mem_bytes: 0,
     };
     let result = (scenario.body)(&mut run);
     let mut report = run.report;

@@ -238,7 +238,7 @@ pub(super) fn expect_reloads(
 }
 
 /// Boot, `kexec -s -p`, agent with a recipe, ready: the common start.
-fn start(run: &mut Run, boot: &Boot, load: LoadPath) -> Result<Machine> {
+pub(super) fn start(run: &mut Run, boot: &Boot, load: LoadPath) -> Result<Machine> {
     let mut m = run.boot(boot)?;
     run.load_kdump(&mut m, load)?;
     run.start_agent(&mut m, &recipe())?;

@@ -3,7 +3,8 @@
 //! eBPF probes report), `readback` (the header read back from the kernel against vmcore), `check` (a one-shot
 //! `check`, an agent started after RAM changed), `scale_up` (a long scale-up under the agent and the
 //! distributions' policies), `stop` (the agent signalled mid-reload), `package`
-//! (the systemd unit's command line), `deployed` (the DaemonSet's pod under runc). Adding one is a function and an entry in its file's list.
+//! (the systemd unit's command line), `deployed` (the DaemonSet's pod under runc), `virtio_mem`
+//! (RAM resized through a virtio-mem device). Adding one is a function and an entry in its file's list.
 pub mod agent;
 pub mod baseline;
 pub mod check;
@@ -14,6 +15,7 @@ pub mod prometheus;
 pub mod readback;
 pub mod scale_up;
 pub mod stop;
+pub mod virtio_mem;
 
 use anyhow::{Result, anyhow, bail};
 
@@ -24,6 +26,7 @@ pub fn every() -> impl Iterator<Item = &'static Scenario> {
     [
         baseline::ALL,
         agent::ALL,
+        virtio_mem::ALL,
         check::ALL,
         prometheus::ALL,
         agent::BENCHMARKS,
