@@ -97,6 +97,43 @@ fn nested_kmem_and_virtio_mem_ram_count() {
     assert_eq!(io.system_ram_resources().len(), 5);
 }
 
+/// A real 6.12 guest after a 512 MiB virtio-mem grow: the RAM sits two levels down, under the
+/// device, and both loaders list it (the kernels' PT_LOADs, from the lab, are these).
+#[test]
+fn real_virtio_mem_ram_below_its_device_counts_for_both_loaders() {
+    let io = load("guest-virtio-mem-6.12");
+    let virtio_mem = io.named("System RAM (virtio_mem)").next().unwrap();
+    assert_eq!(virtio_mem.depth, 1);
+    assert_eq!(
+        io.name(&io.resources()[virtio_mem.parent.unwrap() as usize]),
+        "virtio0"
+    );
+    let added = r(0x1_0000_0000, 0x1_1fff_ffff);
+    assert_eq!(io.system_ram_resources().last(), Some(&added));
+    let file = crash_memory_ranges(&io, LoadPath::KexecFileLoad).unwrap();
+    assert_eq!(
+        file.ranges(),
+        &[
+            r(0x10_0000, 0x1eff_ffff),
+            r(0x2f00_0000, 0x3ffd_ffff),
+            added
+        ]
+    );
+    let load = crash_memory_ranges(&io, LoadPath::KexecLoad).unwrap();
+    assert_eq!(
+        load.ranges(),
+        &[
+            r(0x1000, 0x9_fbff),
+            r(0x10_0000, 0x1eff_ffff),
+            r(0x2f00_0000, 0x3ffd_ffff),
+            added
+        ]
+    );
+    for path in [LoadPath::KexecFileLoad, LoadPath::KexecLoad] {
+        assert!(expected_ram(&io, path).unwrap().contains(0x1_1fff_ffff));
+    }
+}
+
 #[test]
 fn hostile_files_are_errors_with_lines() {
     let cases: &[(&str, usize, &str)] = &[

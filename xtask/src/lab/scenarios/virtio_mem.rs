@@ -35,6 +35,14 @@ pub const ALL: &[Scenario] = &[
         body: shrink_6_12,
     },
     Scenario {
+        name: "virtio-mem-kexec-load-6.12",
+        about: "6.12, virtio-mem grown by 512 MiB, then kexec -c -p: kexec-tools lists the nested virtio-mem RAM; dump whole",
+        kernel: KERNEL_6_12,
+        fixture: true,
+        benchmark: false,
+        body: kexec_load_6_12,
+    },
+    Scenario {
         name: "agent-virtio-mem-6.1",
         about: "6.1, kexec -s -p, agent, virtio-mem grown by 512 MiB: one reload, every block seen by the probes; shrunk by 256 MiB: reloaded again; dump whole",
         kernel: KERNEL_6_1,
@@ -113,6 +121,18 @@ fn shrink_6_12(run: &mut Run) -> Result<()> {
     run.expect(0, block);
     // The capture kernel (no virtio_mem driver) reads that unplugged block without faulting.
     run.read_excess(&mut m)?;
+    Ok(())
+}
+
+fn kexec_load_6_12(run: &mut Run) -> Result<()> {
+    let mut m = run.boot(&boot())?;
+    run.virtio_mem_up(&mut m)?;
+    run.resize_virtio_mem(&mut m, GROW_MIB)?;
+    // Loaded after the grow: kexec-tools builds the header from /proc/iomem, nested lines too.
+    run.load_kdump(&mut m, LoadPath::KexecLoad)?;
+    run.check_crash_hotplug(&mut m, "0")?;
+    run.crash(&mut m)?;
+    run.expect(0, 0);
     Ok(())
 }
 
