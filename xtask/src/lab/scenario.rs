@@ -333,7 +333,11 @@ impl Run<'_> {
             self.check(false, format!("no PT_LOAD of the dump holds {range:?}"));
             return Ok(false);
         };
-        let bs = if range.size().is_multiple_of(MIB) { MIB } else { 4096 };
+        let bs = if range.size().is_multiple_of(MIB) {
+            MIB
+        } else {
+            4096
+        };
         let out = m.run(&format!(
             "dd if=/proc/vmcore of=/dev/null bs={bs} count={} skip={offset} iflag=skip_bytes",
             range.size().div_ceil(bs)

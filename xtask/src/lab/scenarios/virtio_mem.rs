@@ -51,6 +51,14 @@ pub const ALL: &[Scenario] = &[
         benchmark: false,
         body: agent_6_1,
     },
+    Scenario {
+        name: "agent-virtio-mem-shrink-6.12",
+        about: "6.12, kexec -s -p, agent, virtio-mem grown by 512 MiB (the kernel keeps up: no reload), shrunk by 256 MiB (the kernel keeps a removed block: one reload); dump whole",
+        kernel: KERNEL_6_12,
+        fixture: false,
+        benchmark: false,
+        body: agent_shrink_6_12,
+    },
 ];
 
 /// MiB the device can plug: room for the grow, within the default boot's `maxmem`.
@@ -175,6 +183,26 @@ fn agent_6_1(run: &mut Run) -> Result<()> {
         excess == 0.0,
         format!("kdump_header_excess_bytes is {excess} after the shrink's reload"),
     );
+    crash_and_expect(run, &mut m, 0)?;
+    Ok(())
+}
+
+fn agent_shrink_6_12(run: &mut Run) -> Result<()> {
+    let mut m = start(run, &boot(), LoadPath::KexecFileLoad)?;
+    wait_ready(&mut m)?;
+    run.virtio_mem_up(&mut m)?;
+    let blocks = (GROW_MIB << 20) / m.block_size()?;
+    run.resize_virtio_mem(&mut m, GROW_MIB)?;
+    hotplug_events(run, &mut m, &[("online", blocks)])?;
+    wait_ready(&mut m)?;
+    expect_reloads(run, &mut m, 0, "for a grow the kernel put in its header")?;
+    // The kernel's rewrite at each MEM_OFFLINE still lists the block going away: the agent
+    // finds the header in excess once the block is removed, and reloads.
+    run.resize_virtio_mem(&mut m, GROW_MIB / 2)?;
+    hotplug_events(run, &mut m, &[("remove", blocks / 2)])?;
+    wait_metric(&mut m, SUCCESS, 1.0)?;
+    wait_ready(&mut m)?;
+    expect_reloads(run, &mut m, 1, "for a grow and a shrink")?;
     crash_and_expect(run, &mut m, 0)?;
     Ok(())
 }
