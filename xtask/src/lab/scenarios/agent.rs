@@ -149,7 +149,7 @@ pub(crate) fn metric(m: &mut Machine, series: &str) -> Result<f64> {
         .unwrap_or(0.0))
 }
 
-fn reloads(m: &mut Machine) -> Result<f64> {
+pub(super) fn reloads(m: &mut Machine) -> Result<f64> {
     Ok(metric(m, SUCCESS)? + metric(m, FAILURE)? + metric(m, ROLLED_BACK)?)
 }
 

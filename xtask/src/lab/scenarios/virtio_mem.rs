@@ -8,7 +8,7 @@ use kdump_agent::model::{
 };
 
 use super::agent::{
-    SUCCESS, crash_and_expect, expect_reloads, metric, start, wait_metric, wait_ready,
+    SUCCESS, crash_and_expect, expect_reloads, metric, reloads, start, wait_metric, wait_ready,
 };
 use crate::lab::{
     guests::Boot,
@@ -53,7 +53,7 @@ pub const ALL: &[Scenario] = &[
     },
     Scenario {
         name: "agent-virtio-mem-shrink-6.12",
-        about: "6.12, kexec -s -p, agent, virtio-mem grown by 512 MiB (the kernel keeps up: no reload), shrunk by 256 MiB (the kernel keeps a removed block: one reload); dump whole",
+        about: "6.12, kexec -s -p, agent, virtio-mem grown by 512 MiB (the kernel keeps up: no reload), shrunk by 256 MiB (the kernel keeps a removed block: a reload, at most one per block); dump whole",
         kernel: KERNEL_6_12,
         fixture: false,
         benchmark: false,
@@ -197,12 +197,19 @@ fn agent_shrink_6_12(run: &mut Run) -> Result<()> {
     wait_ready(&mut m)?;
     expect_reloads(run, &mut m, 0, "for a grow the kernel put in its header")?;
     // The kernel's rewrite at each MEM_OFFLINE still lists the block going away: the agent
-    // finds the header in excess once the block is removed, and reloads.
+    // finds the header in excess once the block is removed, and reloads. Removals that come
+    // slower than its settling (under TCG, seen 1.5 to 4.7 s for the whole shrink) each leave
+    // the kernel's header in excess again: one reload per removed block at most.
     run.resize_virtio_mem(&mut m, GROW_MIB / 2)?;
     hotplug_events(run, &mut m, &[("remove", blocks / 2)])?;
     wait_metric(&mut m, SUCCESS, 1.0)?;
     wait_ready(&mut m)?;
-    expect_reloads(run, &mut m, 1, "for a grow and a shrink")?;
+    let count = reloads(&mut m)?;
+    run.note("reloads_for_shrink", count);
+    run.check(
+        (1.0..=(blocks / 2) as f64).contains(&count),
+        format!("{count} reloads for a shrink by {} blocks", blocks / 2),
+    );
     crash_and_expect(run, &mut m, 0)?;
     Ok(())
 }
