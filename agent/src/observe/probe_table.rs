@@ -227,6 +227,9 @@ pub static PROBES: &[Probe] = &[
         &["CONFIG_MEMORY_HOTREMOVE"],
         ONLINE_GONE,
     ),
+    // Under add_memory (ACPI DIMMs) and add_memory_driver_managed (virtio-mem, one call per
+    // block: agent-virtio-mem-6.1 counts them). Subblocks virtio-mem plugs or unplugs inside a
+    // block it already added pass no probe, and change neither /proc/iomem nor any header.
     function(
         "add_memory_resource",
         Shape::Call,
