@@ -593,6 +593,9 @@ fn log(event: &Event) {
             header_bytes = ?u.header.as_ref().map(|h| h.bytes.len()),
             "in-kernel crash header update seen"
         ),
+        Event::KernelUpdateSkipped { .. } => tracing::debug!(
+            "the kernel's crash hotplug handler returned without rewriting the header"
+        ),
         Event::UnprotectedWindow(w) => tracing::info!(
             seconds = w.seconds(), pid = w.pid, comm = %w.comm, by_agent = w.by_agent,
             "crash kernel in place again after a window without one"

@@ -95,6 +95,10 @@ pub enum Event {
     KexecLoad(KexecLoad),
     /// The kernel rewrote the loaded crash header after a hotplug event (probes only).
     KernelHeaderUpdate(KernelHeaderUpdate),
+    /// The kernel's crash hotplug handler returned without rewriting the header (probes only):
+    /// with an image that accepts updates loaded, the kexec lock was busy and the update was
+    /// skipped ("kexec_trylock() failed"); otherwise the image takes no updates.
+    KernelUpdateSkipped { ktime_ns: u64 },
     /// A load put a crash image in place after the node had none (probes only).
     UnprotectedWindow(UnprotectedWindow),
     /// Records were dropped (ring buffer full, socket overrun): the agent must resync.

@@ -8,8 +8,8 @@ use std::{
 };
 
 use kdump_agent_common::{
-    HEADER_CHUNK_BYTES, HEADER_MAX_BYTES, HeaderOrigin, KEXEC_FILE_ON_CRASH, KEXEC_ON_CRASH,
-    KexecSyscall, MemoryOp, Phase, Protection,
+    HEADER_CHUNK_BYTES, HEADER_MAX_BYTES, HeaderOrigin, HotplugHandler, KEXEC_FILE_ON_CRASH,
+    KEXEC_ON_CRASH, KexecSyscall, MemoryOp, Phase, Protection,
 };
 
 use crate::{
@@ -96,6 +96,8 @@ pub struct Assembler<P> {
     calls: HashMap<(u32, u32), (u64, u64)>,
     loads: HashMap<u32, PendingLoad>,
     updates: HashMap<u32, PendingUpdate>,
+    /// `crash_handle_hotplug_event` calls by thread: whether it entered the arch handler yet.
+    handlers: HashMap<u32, bool>,
     captures: HashMap<(u32, u64), Capture>,
     /// When a load or unload released the crash image that no load has replaced yet.
     unprotected_since: Option<u64>,
@@ -120,6 +122,7 @@ impl<P: Processes> Assembler<P> {
             calls: HashMap::new(),
             loads: HashMap::new(),
             updates: HashMap::new(),
+            handlers: HashMap::new(),
             captures: HashMap::new(),
             unprotected_since: None,
         }
@@ -128,7 +131,11 @@ impl<P: Processes> Assembler<P> {
     /// Calls still open (entered, not returned): stays small unless exits are being lost.
     #[cfg(test)]
     fn open_calls(&self) -> usize {
-        self.calls.len() + self.loads.len() + self.updates.len() + self.captures.len()
+        self.calls.len()
+            + self.loads.len()
+            + self.updates.len()
+            + self.handlers.len()
+            + self.captures.len()
     }
 
     /// Forgets everything half-seen (after lost records nothing pending can be trusted).
@@ -136,6 +143,7 @@ impl<P: Processes> Assembler<P> {
         self.calls.clear();
         self.loads.clear();
         self.updates.clear();
+        self.handlers.clear();
         self.captures.clear();
         self.unprotected_since = None;
     }
@@ -194,7 +202,16 @@ impl<P: Processes> Assembler<P> {
                 self.header_chunk(at, capture, origin, seq, total_bytes, data);
                 None
             }
-            Record::HotplugUpdate { at, phase } => self.hotplug_update(at, phase),
+            Record::HotplugUpdate {
+                at,
+                handler: HotplugHandler::Arch,
+                phase,
+            } => self.hotplug_update(at, phase),
+            Record::HotplugUpdate {
+                at,
+                handler: HotplugHandler::Generic,
+                phase,
+            } => self.hotplug_handler(at, phase),
             Record::CrashProtection { at, protection } => self.crash_protection(at, protection),
         }
     }
@@ -352,10 +369,30 @@ impl<P: Processes> Assembler<P> {
         }
     }
 
+    /// `crash_handle_hotplug_event`: returning without entering the arch handler means the
+    /// kernel did not try to rewrite the header for this event.
+    fn hotplug_handler(&mut self, at: Origin, phase: Phase) -> Option<Event> {
+        match phase {
+            Phase::Entry => {
+                self.handlers.insert(at.tid, false);
+                None
+            }
+            Phase::Exit => match self.handlers.remove(&at.tid) {
+                Some(false) => Some(Event::KernelUpdateSkipped {
+                    ktime_ns: at.ktime_ns,
+                }),
+                Some(true) | None => None,
+            },
+        }
+    }
+
     /// `arch_crash_handle_hotplug_event`: its exit is the in-kernel rewrite, when it rebuilt.
     fn hotplug_update(&mut self, at: Origin, phase: Phase) -> Option<Event> {
         match phase {
             Phase::Entry => {
+                if let Some(entered) = self.handlers.get_mut(&at.tid) {
+                    *entered = true;
+                }
                 self.updates.insert(
                     at.tid,
                     PendingUpdate {
@@ -714,11 +751,49 @@ mod tests {
     }
 
     fn update(tid: u32, phase: Phase, ktime: u64) -> Vec<u8> {
+        handler(HotplugHandler::Arch, tid, phase, ktime)
+    }
+
+    fn handler(handler: HotplugHandler, tid: u32, phase: Phase, ktime: u64) -> Vec<u8> {
         bytes_of(&HotplugUpdateEvent {
             header: header(EventKind::HotplugUpdate, ktime, tid, tid),
             phase: phase as u32,
-            _pad: 0,
+            handler: handler as u32,
         })
+    }
+
+    #[test]
+    fn a_generic_handler_that_never_enters_the_arch_one_is_a_skipped_update() {
+        use HotplugHandler::Generic;
+        let mut a = Assembler::new(Fake, 4096);
+        let h = header_bytes(800);
+        // A rewrite: generic, arch, build, exit, exit. Then a skip (lock busy), on another thread.
+        let mut records = vec![
+            handler(Generic, 7, Phase::Entry, 1),
+            update(7, Phase::Entry, 2),
+            built(7, 3, 0),
+        ];
+        records.extend(chunks(HeaderOrigin::Kernel, 3, 4, 7, &h));
+        records.extend([
+            update(7, Phase::Exit, 5),
+            handler(Generic, 7, Phase::Exit, 6),
+            handler(Generic, 8, Phase::Entry, 10),
+            handler(Generic, 8, Phase::Exit, 11),
+            // An exit whose entry was lost says nothing.
+            handler(Generic, 9, Phase::Exit, 12),
+        ]);
+        let events = push_all(&mut a, &records);
+        assert!(
+            matches!(
+                &events[..],
+                [
+                    Event::KernelHeaderUpdate(_),
+                    Event::KernelUpdateSkipped { ktime_ns: 11 }
+                ]
+            ),
+            "{events:?}"
+        );
+        assert_eq!(a.open_calls(), 0);
     }
 
     #[test]
