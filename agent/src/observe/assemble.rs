@@ -167,10 +167,7 @@ impl<P: Processes> Assembler<P> {
                 nr_segments,
                 flags,
                 ..
-            } => {
-                self.kexec_load_enter(at, comm, nr_segments, flags);
-                None
-            }
+            } => self.kexec_load_enter(at, comm, nr_segments, flags),
             Record::KexecFileLoadEnter {
                 at,
                 comm,
@@ -178,10 +175,7 @@ impl<P: Processes> Assembler<P> {
                 initrd_fd,
                 flags,
                 cmdline,
-            } => {
-                self.kexec_file_load_enter(at, comm, kernel_fd, initrd_fd, flags, cmdline);
-                None
-            }
+            } => self.kexec_file_load_enter(at, comm, kernel_fd, initrd_fd, flags, cmdline),
             Record::KexecExit {
                 at,
                 syscall,
@@ -250,9 +244,15 @@ impl<P: Processes> Assembler<P> {
         }
     }
 
-    fn kexec_load_enter(&mut self, at: Origin, comm: String, nr_segments: u64, flags: u64) {
-        self.loads.insert(
-            at.tid,
+    fn kexec_load_enter(
+        &mut self,
+        at: Origin,
+        comm: String,
+        nr_segments: u64,
+        flags: u64,
+    ) -> Option<Event> {
+        self.load_entered(
+            at,
             PendingLoad {
                 syscall: LoadPath::KexecLoad,
                 pid: at.pid,
@@ -265,7 +265,18 @@ impl<P: Processes> Assembler<P> {
                 header: None,
                 files: None,
             },
-        );
+        )
+    }
+
+    /// Another process's crash load is news at once: the old image is gone until it returns.
+    fn load_entered(&mut self, at: Origin, load: PendingLoad) -> Option<Event> {
+        let started =
+            (load.crash && !load.unload && !load.by_agent).then(|| Event::KexecLoadStarted {
+                pid: load.pid,
+                comm: load.comm.clone(),
+            });
+        self.loads.insert(at.tid, load);
+        started
     }
 
     /// Asks the running loader which files its fds are, while it still has them open.
@@ -277,7 +288,7 @@ impl<P: Processes> Assembler<P> {
         initrd_fd: i32,
         flags: u64,
         cmdline: String,
-    ) {
+    ) -> Option<Event> {
         let unload = flags & KEXEC_FILE_UNLOAD != 0;
         let files = (!unload).then(|| {
             Box::new(FileLoad {
@@ -292,8 +303,8 @@ impl<P: Processes> Assembler<P> {
                 cmdline,
             })
         });
-        self.loads.insert(
-            at.tid,
+        self.load_entered(
+            at,
             PendingLoad {
                 syscall: LoadPath::KexecFileLoad,
                 pid: at.pid,
@@ -306,7 +317,7 @@ impl<P: Processes> Assembler<P> {
                 header: None,
                 files,
             },
-        );
+        )
     }
 
     /// A kexec syscall returned: a crash load or unload, with the header captured during it.
@@ -380,6 +391,7 @@ impl<P: Processes> Assembler<P> {
             Phase::Exit => match self.handlers.remove(&at.tid) {
                 Some(false) => Some(Event::KernelUpdateSkipped {
                     ktime_ns: at.ktime_ns,
+                    during_load: self.loads.values().any(|l| l.crash && !l.unload),
                 }),
                 Some(true) | None => None,
             },
@@ -485,11 +497,18 @@ mod tests {
         }
     }
 
-    fn push_all(a: &mut Assembler<Fake>, records: &[Vec<u8>]) -> Vec<Event> {
+    fn push_every(a: &mut Assembler<Fake>, records: &[Vec<u8>]) -> Vec<Event> {
         records
             .iter()
             .filter_map(|r| a.push(decode(r).unwrap()))
             .collect()
+    }
+
+    /// The events but the starts of other loaders' loads (tested on their own).
+    fn push_all(a: &mut Assembler<Fake>, records: &[Vec<u8>]) -> Vec<Event> {
+        let mut events = push_every(a, records);
+        events.retain(|e| !matches!(e, Event::KexecLoadStarted { .. }));
+        events
     }
 
     fn memory(op: MemoryOp, phase: Phase, tid: u32, start: u64, size: u64, result: i64) -> Vec<u8> {
@@ -689,6 +708,41 @@ mod tests {
         assert!(load.by_agent && !load.succeeded());
     }
 
+    #[test]
+    fn another_loaders_crash_load_is_news_at_its_entry_and_its_skips_say_so() {
+        let mut a = Assembler::new(Fake, 4096);
+        let events = push_every(
+            &mut a,
+            &[
+                file_load(5, KEXEC_FILE_ON_CRASH),
+                handler(HotplugHandler::Generic, 6, Phase::Entry, 20),
+                handler(HotplugHandler::Generic, 6, Phase::Exit, 21),
+                exit(5, KexecSyscall::KexecFileLoad, 0, 30),
+                // The agent's own load (pid 1) and an unload are not announced.
+                kexec_load(1, KEXEC_ON_CRASH, 1),
+                exit(1, KexecSyscall::KexecLoad, 0, 40),
+                file_load(5, KEXEC_FILE_ON_CRASH | KEXEC_FILE_UNLOAD),
+                exit(5, KexecSyscall::KexecFileLoad, 0, 50),
+            ],
+        );
+        assert!(
+            matches!(
+                &events[..],
+                [
+                    Event::KexecLoadStarted { pid: 5, .. },
+                    Event::KernelUpdateSkipped {
+                        ktime_ns: 21,
+                        during_load: true
+                    },
+                    Event::KexecLoad(_),
+                    Event::KexecLoad(_),
+                    Event::KexecLoad(_),
+                ]
+            ),
+            "{events:?}"
+        );
+    }
+
     fn file_load(tid: u32, flags: u64) -> Vec<u8> {
         let mut cmdline = [0u8; kdump_agent_common::CMDLINE_BYTES];
         cmdline[..6].copy_from_slice(b"irqpol");
@@ -788,7 +842,10 @@ mod tests {
                 &events[..],
                 [
                     Event::KernelHeaderUpdate(_),
-                    Event::KernelUpdateSkipped { ktime_ns: 11 }
+                    Event::KernelUpdateSkipped {
+                        ktime_ns: 11,
+                        during_load: false
+                    }
                 ]
             ),
             "{events:?}"

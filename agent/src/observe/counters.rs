@@ -51,6 +51,7 @@ impl EventCounters {
             Event::KexecLoad(_)
             | Event::MemoryFailed { .. }
             | Event::KernelUpdateSkipped { .. }
+            | Event::KexecLoadStarted { .. }
             | Event::IomemChanged => {}
         }
     }

@@ -25,6 +25,8 @@ pub struct HeaderKnowledge {
     handler_skips: u64,
     /// CLOCK_MONOTONIC nanoseconds of the last skip that no load or rewrite started after.
     last_skip_ns: Option<u64>,
+    /// A skip came while another crash load held the lock (no image is loaded until it ends).
+    skipped_during_load: bool,
     /// In-kernel updates of a kernel-managed header that the kernel skipped, since start.
     skipped_updates: u64,
     /// When the first skip since the header was last loaded or rewritten was judged: the
@@ -96,14 +98,19 @@ impl HeaderKnowledge {
                     .duration_ns
                     .map(|d| update.ktime_ns.saturating_sub(d)),
             ),
-            Event::KernelUpdateSkipped { ktime_ns } => {
+            Event::KernelUpdateSkipped {
+                ktime_ns,
+                during_load,
+            } => {
                 self.handler_skips += 1;
                 self.last_skip_ns = Some(*ktime_ns);
+                self.skipped_during_load |= during_load;
                 return Ok(());
             }
             _ => return Ok(()),
         };
         self.loaded = None;
+        self.skipped_during_load = false;
         // A load or a rewrite builds the whole header from the RAM of its moment: it covers a
         // skip before it started, not one while it held the lock (the skip's very cause).
         if self
@@ -185,11 +192,12 @@ impl HeaderKnowledge {
         iomem: Option<&Iomem>,
         now: u64,
     ) -> Transition {
-        // Only an image that accepts updates can have one skipped; others never take any.
+        // Only an image that accepts updates can have one skipped (others never take any),
+        // and the one another load is putting in place.
         let skips = std::mem::take(&mut self.handler_skips);
-        if crash_loaded && kernel_managed {
+        if kernel_managed && (crash_loaded || self.skipped_during_load) {
             self.skipped_updates += skips;
-            if self.last_skip_ns.is_some() {
+            if crash_loaded && self.last_skip_ns.is_some() {
                 self.behind_since.get_or_insert(now);
             }
         } else {
@@ -483,7 +491,10 @@ mod tests {
 
     #[test]
     fn a_skipped_kernel_update_freezes_what_the_kernel_holds_until_a_load_or_rewrite() {
-        let skip = Event::KernelUpdateSkipped { ktime_ns: 5 };
+        let skip = Event::KernelUpdateSkipped {
+            ktime_ns: 5,
+            during_load: false,
+        };
         let mut k = HeaderKnowledge::default();
         k.judge(true, true, Some(&iomem("")), 1);
         k.observe(&skip, 2).unwrap();
@@ -530,8 +541,43 @@ mod tests {
     }
 
     #[test]
+    fn a_skip_while_another_load_holds_the_lock_is_counted_and_its_image_is_behind() {
+        let mut k = HeaderKnowledge::default();
+        k.judge(true, true, Some(&iomem("")), 1);
+        // The load freed the old image: nothing is loaded while the kernel skips.
+        k.observe(
+            &Event::KernelUpdateSkipped {
+                ktime_ns: 5,
+                during_load: true,
+            },
+            2,
+        )
+        .unwrap();
+        k.judge(false, true, Some(&iomem(DIMM)), 2);
+        k.judge(false, true, Some(&iomem(DIMM)), 3);
+        assert_eq!(k.skipped_updates(), 1);
+        let mut load = load(
+            LoadPath::KexecFileLoad,
+            Some(captured(&iomem(""), HeaderSource::Kernel)),
+            false,
+        );
+        if let Event::KexecLoad(l) = &mut load {
+            (l.ktime_ns, l.duration_ns) = (9, Some(8));
+        }
+        k.observe(&load, 4).unwrap();
+        assert_eq!(
+            k.judge(true, true, Some(&iomem(DIMM)), 4),
+            Transition::BecameStale
+        );
+        assert_eq!(k.status().kernel_skipped_since, Some(4));
+    }
+
+    #[test]
     fn skips_matter_only_for_an_image_that_takes_updates_and_a_later_rewrite_covers_them() {
-        let skip = Event::KernelUpdateSkipped { ktime_ns: 5 };
+        let skip = Event::KernelUpdateSkipped {
+            ktime_ns: 5,
+            during_load: false,
+        };
         let mut k = HeaderKnowledge::default();
         k.judge(true, false, Some(&iomem("")), 1);
         k.observe(&skip, 2).unwrap();
