@@ -474,6 +474,17 @@ fn kernel_skipped_update_6_12(run: &mut Run) -> Result<()> {
     let mut m = start(run, &Boot::default(), LoadPath::KexecFileLoad)?;
     run.check_crash_hotplug(&mut m, "1")?;
     wait_ready(&mut m)?;
+    let handler = m.sh(&format!(
+        "wget -q -O - {METRICS} | grep 'probe=\"crash_handle_hotplug_event\"' || true"
+    ))?;
+    run.note("handler_probe", handler.trim());
+    run.check(
+        handler.trim_end().ends_with(" 1"),
+        format!(
+            "the crash_handle_hotplug_event probe is not attached: {}",
+            handler.trim()
+        ),
+    );
     m.sh(&format!(
         "dd if=/dev/zero of=/tmp/big-initrd bs=1M count={LOCK_HOLDER_INITRD_MIB} 2>/dev/null"
     ))?;
