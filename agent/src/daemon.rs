@@ -593,6 +593,15 @@ fn log(event: &Event) {
             header_bytes = ?u.header.as_ref().map(|h| h.bytes.len()),
             "in-kernel crash header update seen"
         ),
+        Event::KernelUpdateSkipped { during_load, .. } => tracing::debug!(
+            during_load,
+            "the kernel's crash hotplug handler returned without rewriting the header"
+        ),
+        Event::KexecLoadStarted { pid, comm } => tracing::info!(
+            pid,
+            %comm,
+            "another loader's crash kernel load started: no reload until it returns"
+        ),
         Event::UnprotectedWindow(w) => tracing::info!(
             seconds = w.seconds(), pid = w.pid, comm = %w.comm, by_agent = w.by_agent,
             "crash kernel in place again after a window without one"

@@ -63,7 +63,8 @@ pub enum EventKind {
     HeaderChunk = 5,
     /// `crash_prepare_elf64_headers` returned: [`HeaderBuiltEvent`].
     HeaderBuilt = 6,
-    /// `arch_crash_handle_hotplug_event` was entered or returned: [`HotplugUpdateEvent`].
+    /// `crash_handle_hotplug_event` or `arch_crash_handle_hotplug_event` was entered or
+    /// returned: [`HotplugUpdateEvent`].
     HotplugUpdate = 7,
     /// `arch_kexec_unprotect_crashkres` or `arch_kexec_protect_crashkres` was entered:
     /// [`CrashProtectionEvent`].
@@ -289,14 +290,36 @@ pub struct HeaderBuiltEvent {
     pub used_bytes: u64,
 }
 
-/// `arch_crash_handle_hotplug_event(image, arg)` entered or returned (it returns nothing).
+/// A hotplug handler of the kernel's crash code entered or returned (both return nothing).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HotplugUpdateEvent {
     pub header: EventHeader,
     /// A [`Phase`] value.
     pub phase: u32,
-    pub _pad: u32,
+    /// A [`HotplugHandler`] value.
+    pub handler: u32,
+}
+
+/// Which of the kernel's two crash hotplug handlers a [`HotplugUpdateEvent`] is about.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HotplugHandler {
+    /// `arch_crash_handle_hotplug_event`: the rewrite itself.
+    Arch = 0,
+    /// `crash_handle_hotplug_event`: runs for every hotplug event and calls the arch handler
+    /// only when it got the kexec lock and the image accepts updates.
+    Generic = 1,
+}
+
+impl HotplugHandler {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::Arch),
+            1 => Some(Self::Generic),
+            _ => None,
+        }
+    }
 }
 
 /// The kernel opened (`Unprotect`) or closed (`Protect`) the crash kernel's reserved memory.

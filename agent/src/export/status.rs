@@ -5,7 +5,7 @@ use crate::{
     model::{
         header::{HeaderStatus, Provenance},
         probe::ProbeReport,
-        units::bytes,
+        units::{bytes, utc},
     },
     reload::ReloadStatus,
     state::AgentState,
@@ -173,7 +173,7 @@ fn header_text(h: &HeaderStatus, loaded: bool) -> String {
         }
         (None, _, None) => "unknown (/proc/iomem could not be read)".into(),
     };
-    if h.stale {
+    let verdict = if h.stale {
         format!(
             "stale, {how}: {} missing, {} excess",
             bytes(h.missing_bytes),
@@ -181,6 +181,13 @@ fn header_text(h: &HeaderStatus, loaded: bool) -> String {
         )
     } else {
         format!("current, {how}")
+    };
+    match h.kernel_skipped_since {
+        Some(t) => format!(
+            "{verdict}; the kernel skipped its in-kernel update since {} (kexec lock busy)",
+            utc(t)
+        ),
+        None => verdict,
     }
 }
 
@@ -273,6 +280,14 @@ mod tests {
         );
         h.unknown = None;
         assert!(header_text(&h, true).starts_with("current, vouched for (built by the kernel"));
+        h.kernel_skipped_since = Some(0);
+        assert!(
+            header_text(&h, true).ends_with(
+                "; the kernel skipped its in-kernel update since 1970-01-01 00:00:00 UTC (kexec lock busy)"
+            ),
+            "{}",
+            header_text(&h, true)
+        );
         assert_eq!(header_text(&h, false), "none loaded");
     }
 

@@ -95,6 +95,17 @@ pub enum Event {
     KexecLoad(KexecLoad),
     /// The kernel rewrote the loaded crash header after a hotplug event (probes only).
     KernelHeaderUpdate(KernelHeaderUpdate),
+    /// The kernel's crash hotplug handler returned without rewriting the header (probes only):
+    /// with an image that accepts updates loaded, the kexec lock was busy and the update was
+    /// skipped ("kexec_trylock() failed"); otherwise the image takes no updates.
+    KernelUpdateSkipped {
+        ktime_ns: u64,
+        /// Another crash load held the lock: the image it puts in place may miss the change.
+        during_load: bool,
+    },
+    /// Another process entered a crash load (probes only): the kernel has freed (or is about
+    /// to free) the loaded image, and the new one is not in place until the load returns.
+    KexecLoadStarted { pid: u32, comm: String },
     /// A load put a crash image in place after the node had none (probes only).
     UnprotectedWindow(UnprotectedWindow),
     /// Records were dropped (ring buffer full, socket overrun): the agent must resync.

@@ -164,6 +164,10 @@ pub struct HeaderStatus {
     pub captured: Option<String>,
     /// Why what the header lists is not known (inferred, not vouched for); `None` when known.
     pub unknown: Option<String>,
+    /// Seconds since the epoch of the first in-kernel update the kernel skipped since this
+    /// header was loaded or rewritten: it is behind the RAM by what changed since.
+    #[serde(default)]
+    pub kernel_skipped_since: Option<u64>,
 }
 
 /// What one judgement changed, for the caller's single log line.
@@ -198,6 +202,7 @@ pub fn judge(
             stale_since: d.stale().then(|| previous.stale_since.unwrap_or(now)),
             captured: loaded.provenance.verified().then(|| loaded.origin.clone()),
             unknown: (!loaded.known()).then(|| unknown_because.to_owned()),
+            kernel_skipped_since: None,
         },
         None => HeaderStatus::default(),
     };

@@ -8,8 +8,8 @@ use std::{
 };
 
 use kdump_agent_common::{
-    HEADER_CHUNK_BYTES, HEADER_MAX_BYTES, HeaderOrigin, KEXEC_FILE_ON_CRASH, KEXEC_ON_CRASH,
-    KexecSyscall, MemoryOp, Phase, Protection,
+    HEADER_CHUNK_BYTES, HEADER_MAX_BYTES, HeaderOrigin, HotplugHandler, KEXEC_FILE_ON_CRASH,
+    KEXEC_ON_CRASH, KexecSyscall, MemoryOp, Phase, Protection,
 };
 
 use crate::{
@@ -96,6 +96,8 @@ pub struct Assembler<P> {
     calls: HashMap<(u32, u32), (u64, u64)>,
     loads: HashMap<u32, PendingLoad>,
     updates: HashMap<u32, PendingUpdate>,
+    /// `crash_handle_hotplug_event` calls by thread: whether it entered the arch handler yet.
+    handlers: HashMap<u32, bool>,
     captures: HashMap<(u32, u64), Capture>,
     /// When a load or unload released the crash image that no load has replaced yet.
     unprotected_since: Option<u64>,
@@ -120,6 +122,7 @@ impl<P: Processes> Assembler<P> {
             calls: HashMap::new(),
             loads: HashMap::new(),
             updates: HashMap::new(),
+            handlers: HashMap::new(),
             captures: HashMap::new(),
             unprotected_since: None,
         }
@@ -128,7 +131,11 @@ impl<P: Processes> Assembler<P> {
     /// Calls still open (entered, not returned): stays small unless exits are being lost.
     #[cfg(test)]
     fn open_calls(&self) -> usize {
-        self.calls.len() + self.loads.len() + self.updates.len() + self.captures.len()
+        self.calls.len()
+            + self.loads.len()
+            + self.updates.len()
+            + self.handlers.len()
+            + self.captures.len()
     }
 
     /// Forgets everything half-seen (after lost records nothing pending can be trusted).
@@ -136,6 +143,7 @@ impl<P: Processes> Assembler<P> {
         self.calls.clear();
         self.loads.clear();
         self.updates.clear();
+        self.handlers.clear();
         self.captures.clear();
         self.unprotected_since = None;
     }
@@ -159,10 +167,7 @@ impl<P: Processes> Assembler<P> {
                 nr_segments,
                 flags,
                 ..
-            } => {
-                self.kexec_load_enter(at, comm, nr_segments, flags);
-                None
-            }
+            } => self.kexec_load_enter(at, comm, nr_segments, flags),
             Record::KexecFileLoadEnter {
                 at,
                 comm,
@@ -170,10 +175,7 @@ impl<P: Processes> Assembler<P> {
                 initrd_fd,
                 flags,
                 cmdline,
-            } => {
-                self.kexec_file_load_enter(at, comm, kernel_fd, initrd_fd, flags, cmdline);
-                None
-            }
+            } => self.kexec_file_load_enter(at, comm, kernel_fd, initrd_fd, flags, cmdline),
             Record::KexecExit {
                 at,
                 syscall,
@@ -194,7 +196,16 @@ impl<P: Processes> Assembler<P> {
                 self.header_chunk(at, capture, origin, seq, total_bytes, data);
                 None
             }
-            Record::HotplugUpdate { at, phase } => self.hotplug_update(at, phase),
+            Record::HotplugUpdate {
+                at,
+                handler: HotplugHandler::Arch,
+                phase,
+            } => self.hotplug_update(at, phase),
+            Record::HotplugUpdate {
+                at,
+                handler: HotplugHandler::Generic,
+                phase,
+            } => self.hotplug_handler(at, phase),
             Record::CrashProtection { at, protection } => self.crash_protection(at, protection),
         }
     }
@@ -233,9 +244,15 @@ impl<P: Processes> Assembler<P> {
         }
     }
 
-    fn kexec_load_enter(&mut self, at: Origin, comm: String, nr_segments: u64, flags: u64) {
-        self.loads.insert(
-            at.tid,
+    fn kexec_load_enter(
+        &mut self,
+        at: Origin,
+        comm: String,
+        nr_segments: u64,
+        flags: u64,
+    ) -> Option<Event> {
+        self.load_entered(
+            at,
             PendingLoad {
                 syscall: LoadPath::KexecLoad,
                 pid: at.pid,
@@ -248,7 +265,18 @@ impl<P: Processes> Assembler<P> {
                 header: None,
                 files: None,
             },
-        );
+        )
+    }
+
+    /// Another process's crash load is news at once: the old image is gone until it returns.
+    fn load_entered(&mut self, at: Origin, load: PendingLoad) -> Option<Event> {
+        let started =
+            (load.crash && !load.unload && !load.by_agent).then(|| Event::KexecLoadStarted {
+                pid: load.pid,
+                comm: load.comm.clone(),
+            });
+        self.loads.insert(at.tid, load);
+        started
     }
 
     /// Asks the running loader which files its fds are, while it still has them open.
@@ -260,7 +288,7 @@ impl<P: Processes> Assembler<P> {
         initrd_fd: i32,
         flags: u64,
         cmdline: String,
-    ) {
+    ) -> Option<Event> {
         let unload = flags & KEXEC_FILE_UNLOAD != 0;
         let files = (!unload).then(|| {
             Box::new(FileLoad {
@@ -275,8 +303,8 @@ impl<P: Processes> Assembler<P> {
                 cmdline,
             })
         });
-        self.loads.insert(
-            at.tid,
+        self.load_entered(
+            at,
             PendingLoad {
                 syscall: LoadPath::KexecFileLoad,
                 pid: at.pid,
@@ -289,7 +317,7 @@ impl<P: Processes> Assembler<P> {
                 header: None,
                 files,
             },
-        );
+        )
     }
 
     /// A kexec syscall returned: a crash load or unload, with the header captured during it.
@@ -352,10 +380,31 @@ impl<P: Processes> Assembler<P> {
         }
     }
 
+    /// `crash_handle_hotplug_event`: returning without entering the arch handler means the
+    /// kernel did not try to rewrite the header for this event.
+    fn hotplug_handler(&mut self, at: Origin, phase: Phase) -> Option<Event> {
+        match phase {
+            Phase::Entry => {
+                self.handlers.insert(at.tid, false);
+                None
+            }
+            Phase::Exit => match self.handlers.remove(&at.tid) {
+                Some(false) => Some(Event::KernelUpdateSkipped {
+                    ktime_ns: at.ktime_ns,
+                    during_load: self.loads.values().any(|l| l.crash && !l.unload),
+                }),
+                Some(true) | None => None,
+            },
+        }
+    }
+
     /// `arch_crash_handle_hotplug_event`: its exit is the in-kernel rewrite, when it rebuilt.
     fn hotplug_update(&mut self, at: Origin, phase: Phase) -> Option<Event> {
         match phase {
             Phase::Entry => {
+                if let Some(entered) = self.handlers.get_mut(&at.tid) {
+                    *entered = true;
+                }
                 self.updates.insert(
                     at.tid,
                     PendingUpdate {
@@ -448,11 +497,18 @@ mod tests {
         }
     }
 
-    fn push_all(a: &mut Assembler<Fake>, records: &[Vec<u8>]) -> Vec<Event> {
+    fn push_every(a: &mut Assembler<Fake>, records: &[Vec<u8>]) -> Vec<Event> {
         records
             .iter()
             .filter_map(|r| a.push(decode(r).unwrap()))
             .collect()
+    }
+
+    /// The events but the starts of other loaders' loads (tested on their own).
+    fn push_all(a: &mut Assembler<Fake>, records: &[Vec<u8>]) -> Vec<Event> {
+        let mut events = push_every(a, records);
+        events.retain(|e| !matches!(e, Event::KexecLoadStarted { .. }));
+        events
     }
 
     fn memory(op: MemoryOp, phase: Phase, tid: u32, start: u64, size: u64, result: i64) -> Vec<u8> {
@@ -652,6 +708,41 @@ mod tests {
         assert!(load.by_agent && !load.succeeded());
     }
 
+    #[test]
+    fn another_loaders_crash_load_is_news_at_its_entry_and_its_skips_say_so() {
+        let mut a = Assembler::new(Fake, 4096);
+        let events = push_every(
+            &mut a,
+            &[
+                file_load(5, KEXEC_FILE_ON_CRASH),
+                handler(HotplugHandler::Generic, 6, Phase::Entry, 20),
+                handler(HotplugHandler::Generic, 6, Phase::Exit, 21),
+                exit(5, KexecSyscall::KexecFileLoad, 0, 30),
+                // The agent's own load (pid 1) and an unload are not announced.
+                kexec_load(1, KEXEC_ON_CRASH, 1),
+                exit(1, KexecSyscall::KexecLoad, 0, 40),
+                file_load(5, KEXEC_FILE_ON_CRASH | KEXEC_FILE_UNLOAD),
+                exit(5, KexecSyscall::KexecFileLoad, 0, 50),
+            ],
+        );
+        assert!(
+            matches!(
+                &events[..],
+                [
+                    Event::KexecLoadStarted { pid: 5, .. },
+                    Event::KernelUpdateSkipped {
+                        ktime_ns: 21,
+                        during_load: true
+                    },
+                    Event::KexecLoad(_),
+                    Event::KexecLoad(_),
+                    Event::KexecLoad(_),
+                ]
+            ),
+            "{events:?}"
+        );
+    }
+
     fn file_load(tid: u32, flags: u64) -> Vec<u8> {
         let mut cmdline = [0u8; kdump_agent_common::CMDLINE_BYTES];
         cmdline[..6].copy_from_slice(b"irqpol");
@@ -714,11 +805,52 @@ mod tests {
     }
 
     fn update(tid: u32, phase: Phase, ktime: u64) -> Vec<u8> {
+        handler(HotplugHandler::Arch, tid, phase, ktime)
+    }
+
+    fn handler(handler: HotplugHandler, tid: u32, phase: Phase, ktime: u64) -> Vec<u8> {
         bytes_of(&HotplugUpdateEvent {
             header: header(EventKind::HotplugUpdate, ktime, tid, tid),
             phase: phase as u32,
-            _pad: 0,
+            handler: handler as u32,
         })
+    }
+
+    #[test]
+    fn a_generic_handler_that_never_enters_the_arch_one_is_a_skipped_update() {
+        use HotplugHandler::Generic;
+        let mut a = Assembler::new(Fake, 4096);
+        let h = header_bytes(800);
+        // A rewrite: generic, arch, build, exit, exit. Then a skip (lock busy), on another thread.
+        let mut records = vec![
+            handler(Generic, 7, Phase::Entry, 1),
+            update(7, Phase::Entry, 2),
+            built(7, 3, 0),
+        ];
+        records.extend(chunks(HeaderOrigin::Kernel, 3, 4, 7, &h));
+        records.extend([
+            update(7, Phase::Exit, 5),
+            handler(Generic, 7, Phase::Exit, 6),
+            handler(Generic, 8, Phase::Entry, 10),
+            handler(Generic, 8, Phase::Exit, 11),
+            // An exit whose entry was lost says nothing.
+            handler(Generic, 9, Phase::Exit, 12),
+        ]);
+        let events = push_all(&mut a, &records);
+        assert!(
+            matches!(
+                &events[..],
+                [
+                    Event::KernelHeaderUpdate(_),
+                    Event::KernelUpdateSkipped {
+                        ktime_ns: 11,
+                        during_load: false
+                    }
+                ]
+            ),
+            "{events:?}"
+        );
+        assert_eq!(a.open_calls(), 0);
     }
 
     #[test]

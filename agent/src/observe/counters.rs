@@ -48,7 +48,11 @@ impl EventCounters {
                 *self.kernel_header_updates.entry(result).or_default() += 1;
             }
             Event::UnprotectedWindow(window) => self.unprotected_windows.record(window.seconds()),
-            Event::KexecLoad(_) | Event::MemoryFailed { .. } | Event::IomemChanged => {}
+            Event::KexecLoad(_)
+            | Event::MemoryFailed { .. }
+            | Event::KernelUpdateSkipped { .. }
+            | Event::KexecLoadStarted { .. }
+            | Event::IomemChanged => {}
         }
     }
 }

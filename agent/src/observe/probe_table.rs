@@ -281,6 +281,21 @@ pub static PROBES: &[Probe] = &[
         without: "in-kernel header rewrites are not seen as they happen nor their header \
                   captured: the agent goes by `crash_hotplug` in sysfs",
     },
+    // Static in kernel/crash_core.c; its call of the arch handler is how a skip is seen.
+    Probe {
+        target: Target::Function {
+            name: "crash_handle_hotplug_event",
+            shape: Shape::Call,
+        },
+        kernels: Kernels {
+            config: &["CONFIG_CRASH_HOTPLUG"],
+            since: Some((6, 6)),
+            arches: None,
+        },
+        optional: true,
+        without: "an in-kernel update the kernel skips (kexec lock busy) is seen only as a \
+                  stale header once it is read back, and not named",
+    },
     // x86-64 and s390 implement them; since 6.0 other architectures have no such symbol.
     Probe {
         target: Target::Function {

@@ -2,8 +2,9 @@
 //! of the probes' records (`kdump-agent-common`); everything after it sees [`Record`]s.
 use kdump_agent_common::{
     CMDLINE_BYTES, COMM_BYTES, CrashProtectionEvent, EventHeader, EventKind, HEADER_CHUNK_BYTES,
-    HeaderBuiltEvent, HeaderChunk, HeaderOrigin, HotplugUpdateEvent, KexecExitEvent,
-    KexecFileLoadEvent, KexecLoadEvent, KexecSyscall, MemoryEvent, MemoryOp, Phase, Protection,
+    HeaderBuiltEvent, HeaderChunk, HeaderOrigin, HotplugHandler, HotplugUpdateEvent,
+    KexecExitEvent, KexecFileLoadEvent, KexecLoadEvent, KexecSyscall, MemoryEvent, MemoryOp, Phase,
+    Protection,
 };
 
 /// Who fired a probe, and when.
@@ -83,6 +84,7 @@ pub enum Record {
     },
     HotplugUpdate {
         at: Origin,
+        handler: HotplugHandler,
         phase: Phase,
     },
     CrashProtection {
@@ -234,6 +236,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             let e: HotplugUpdateEvent = read(bytes, "hotplug update record")?;
             Record::HotplugUpdate {
                 at,
+                handler: field(HotplugHandler::from_u32(e.handler), "handler", e.handler)?,
                 phase: field(Phase::from_u32(e.phase), "phase", e.phase)?,
             }
         }
@@ -423,9 +426,16 @@ mod tests {
         let ok = bytes_of(&HotplugUpdateEvent {
             header: header(EventKind::HotplugUpdate, 1, 1, 1),
             phase: 0,
-            _pad: 0,
+            handler: 1,
         });
-        assert!(decode(&ok).is_ok());
+        assert!(matches!(
+            decode(&ok),
+            Ok(Record::HotplugUpdate {
+                handler: HotplugHandler::Generic,
+                phase: Phase::Entry,
+                ..
+            })
+        ));
         assert!(matches!(
             decode(&ok[..10]),
             Err(DecodeError::Short { need: 24, .. })
@@ -437,9 +447,12 @@ mod tests {
         let mut bad = ok.clone();
         bad[0] = 99;
         assert_eq!(decode(&bad), Err(DecodeError::Kind(99)));
-        let mut phase = ok;
+        let mut phase = ok.clone();
         phase[24] = 7;
         assert!(matches!(decode(&phase), Err(DecodeError::Field { .. })));
+        let mut handler = ok;
+        handler[28] = 2;
+        assert!(matches!(decode(&handler), Err(DecodeError::Field { .. })));
         let mut chunk = chunks(HeaderOrigin::Kernel, 1, 1, 1, &[1, 2, 3]).remove(0);
         chunk[44..48].copy_from_slice(&(HEADER_CHUNK_BYTES as u32 + 1).to_le_bytes());
         assert!(matches!(decode(&chunk), Err(DecodeError::Field { .. })));

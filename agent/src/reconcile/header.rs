@@ -21,6 +21,17 @@ pub struct HeaderKnowledge {
     /// The System RAM when the header was last read back: a kernel-managed header needs
     /// another read only once the RAM (and so what the kernel rewrote) changed.
     read_for_ram: Option<RamRanges>,
+    /// Times the kernel's hotplug handler returned without a rewrite, not judged yet.
+    handler_skips: u64,
+    /// CLOCK_MONOTONIC nanoseconds of the last skip that no load or rewrite started after.
+    last_skip_ns: Option<u64>,
+    /// A skip came while another crash load held the lock (no image is loaded until it ends).
+    skipped_during_load: bool,
+    /// In-kernel updates of a kernel-managed header that the kernel skipped, since start.
+    skipped_updates: u64,
+    /// When the first skip since the header was last loaded or rewritten was judged: the
+    /// kernel's copy is behind from then on, whatever the RAM of now says.
+    behind_since: Option<u64>,
 }
 
 impl HeaderKnowledge {
@@ -49,11 +60,16 @@ impl HeaderKnowledge {
         &self.status
     }
 
+    /// In-kernel updates of a kernel-managed header that the kernel skipped, since start.
+    pub fn skipped_updates(&self) -> u64 {
+        self.skipped_updates
+    }
+
     /// Learns from an event: a captured load or in-kernel update replaces what was known; an
     /// unload, or a load whose header was not captured, leaves nothing known (the next
     /// judgement infers). A failed load or update keeps the old one, as the kernel does.
     pub fn observe(&mut self, event: &Event, now: u64) -> Result<(), HeaderCaptureError> {
-        let (origin, header) = match event {
+        let (origin, header, started_ns) = match event {
             Event::KexecLoad(load) if load.succeeded() => {
                 if load.unload {
                     self.loaded = None;
@@ -72,14 +88,38 @@ impl HeaderKnowledge {
                         load.pid
                     ),
                     &load.header,
+                    load.duration_ns.map(|d| load.ktime_ns.saturating_sub(d)),
                 )
             }
-            Event::KernelHeaderUpdate(update) if update.succeeded() => {
-                ("in-kernel update".to_string(), &update.header)
+            Event::KernelHeaderUpdate(update) if update.succeeded() => (
+                "in-kernel update".to_string(),
+                &update.header,
+                update
+                    .duration_ns
+                    .map(|d| update.ktime_ns.saturating_sub(d)),
+            ),
+            Event::KernelUpdateSkipped {
+                ktime_ns,
+                during_load,
+            } => {
+                self.handler_skips += 1;
+                self.last_skip_ns = Some(*ktime_ns);
+                self.skipped_during_load |= during_load;
+                return Ok(());
             }
             _ => return Ok(()),
         };
         self.loaded = None;
+        self.skipped_during_load = false;
+        // A load or a rewrite builds the whole header from the RAM of its moment: it covers a
+        // skip before it started, not one while it held the lock (the skip's very cause).
+        if self
+            .last_skip_ns
+            .is_some_and(|skip| started_ns.is_some_and(|start| skip < start))
+        {
+            self.last_skip_ns = None;
+            self.behind_since = None;
+        }
         let Some(header) = header else { return Ok(()) };
         self.loaded = Some(LoadedHeader::captured(header, origin, now)?);
         Ok(())
@@ -143,7 +183,8 @@ impl HeaderKnowledge {
     /// The one judgement: what is loaded against the RAM in `iomem`. Without a crash kernel
     /// nothing is loaded; a crash kernel nothing is known about, or a kernel-managed one whose
     /// rewrites were neither captured nor read back, is assumed to hold the header of the RAM
-    /// of now, and the verdict says that this is not known.
+    /// of now, and the verdict says that this is not known. Unless the kernel skipped an
+    /// update since: then it holds what it held before, and is judged as that.
     pub fn judge(
         &mut self,
         crash_loaded: bool,
@@ -151,16 +192,29 @@ impl HeaderKnowledge {
         iomem: Option<&Iomem>,
         now: u64,
     ) -> Transition {
+        // Only an image that accepts updates can have one skipped (others never take any),
+        // and the one another load is putting in place.
+        let skips = std::mem::take(&mut self.handler_skips);
+        if kernel_managed && (crash_loaded || self.skipped_during_load) {
+            self.skipped_updates += skips;
+            if crash_loaded && self.last_skip_ns.is_some() {
+                self.behind_since.get_or_insert(now);
+            }
+        } else {
+            self.last_skip_ns = None;
+            self.behind_since = None;
+        }
+        let kernel_kept_up = kernel_managed && self.behind_since.is_none();
         if !crash_loaded {
             self.loaded = None;
         } else if self.loaded.is_none()
-            || (kernel_managed
+            || (kernel_kept_up
                 && self
                     .loaded
                     .as_ref()
                     .is_some_and(|l| l.provenance == Provenance::Inferred))
             // A header read back before the kernel rewrote it is no longer what is loaded.
-            || (kernel_managed
+            || (kernel_kept_up
                 && self
                     .loaded
                     .as_ref()
@@ -181,7 +235,13 @@ impl HeaderKnowledge {
             Some(e) => format!("not captured by a probe, and not read back: {e}"),
             None => "not captured by a probe, and not read back".to_owned(),
         };
-        let (status, transition) = judge(self.loaded.as_ref(), iomem, &self.status, now, &why);
+        let (mut status, transition) = judge(self.loaded.as_ref(), iomem, &self.status, now, &why);
+        if status.verified && !status.stale {
+            // What is loaded is known and current: whatever the kernel skipped did not matter.
+            self.last_skip_ns = None;
+            self.behind_since = None;
+        }
+        status.kernel_skipped_since = self.behind_since;
         self.status = status;
         transition
     }
@@ -427,5 +487,124 @@ mod tests {
             Transition::Unchanged
         );
         assert!(!k.status().stale && !k.status().verified);
+    }
+
+    #[test]
+    fn a_skipped_kernel_update_freezes_what_the_kernel_holds_until_a_load_or_rewrite() {
+        let skip = Event::KernelUpdateSkipped {
+            ktime_ns: 5,
+            during_load: false,
+        };
+        let mut k = HeaderKnowledge::default();
+        k.judge(true, true, Some(&iomem("")), 1);
+        k.observe(&skip, 2).unwrap();
+        assert_eq!(
+            k.judge(true, true, Some(&iomem(DIMM)), 3),
+            Transition::BecameStale,
+            "the kernel did not rewrite: it still lists the RAM before the DIMM"
+        );
+        let s = k.status();
+        assert_eq!(
+            (s.missing_bytes, s.kernel_skipped_since),
+            (512 << 20, Some(3))
+        );
+        assert_eq!(k.skipped_updates(), 1);
+        // Judged again (a rescan): still behind, counted once.
+        k.judge(true, true, Some(&iomem(DIMM)), 4);
+        assert_eq!(
+            (k.status().kernel_skipped_since, k.skipped_updates()),
+            (Some(3), 1)
+        );
+        // A load that held the lock while the kernel skipped does not cover the skip...
+        let before = Some(captured(&iomem(""), HeaderSource::Kernel));
+        let mut during = load(LoadPath::KexecFileLoad, before, false);
+        if let Event::KexecLoad(l) = &mut during {
+            (l.ktime_ns, l.duration_ns) = (9, Some(6));
+        }
+        k.observe(&during, 5).unwrap();
+        k.judge(true, true, Some(&iomem(DIMM)), 5);
+        assert_eq!(
+            (k.status().stale, k.status().kernel_skipped_since),
+            (true, Some(3))
+        );
+        // ...one that started after it does: it builds the whole header from the RAM of then.
+        let mut after = load(LoadPath::KexecFileLoad, None, true);
+        if let Event::KexecLoad(l) = &mut after {
+            (l.ktime_ns, l.duration_ns) = (20, Some(4));
+        }
+        k.observe(&after, 6).unwrap();
+        assert_eq!(
+            k.judge(true, true, Some(&iomem(DIMM)), 6),
+            Transition::BecameFresh
+        );
+        assert_eq!(k.status().kernel_skipped_since, None);
+    }
+
+    #[test]
+    fn a_skip_while_another_load_holds_the_lock_is_counted_and_its_image_is_behind() {
+        let mut k = HeaderKnowledge::default();
+        k.judge(true, true, Some(&iomem("")), 1);
+        // The load freed the old image: nothing is loaded while the kernel skips.
+        k.observe(
+            &Event::KernelUpdateSkipped {
+                ktime_ns: 5,
+                during_load: true,
+            },
+            2,
+        )
+        .unwrap();
+        k.judge(false, true, Some(&iomem(DIMM)), 2);
+        k.judge(false, true, Some(&iomem(DIMM)), 3);
+        assert_eq!(k.skipped_updates(), 1);
+        let mut load = load(
+            LoadPath::KexecFileLoad,
+            Some(captured(&iomem(""), HeaderSource::Kernel)),
+            false,
+        );
+        if let Event::KexecLoad(l) = &mut load {
+            (l.ktime_ns, l.duration_ns) = (9, Some(8));
+        }
+        k.observe(&load, 4).unwrap();
+        assert_eq!(
+            k.judge(true, true, Some(&iomem(DIMM)), 4),
+            Transition::BecameStale
+        );
+        assert_eq!(k.status().kernel_skipped_since, Some(4));
+    }
+
+    #[test]
+    fn skips_matter_only_for_an_image_that_takes_updates_and_a_later_rewrite_covers_them() {
+        let skip = Event::KernelUpdateSkipped {
+            ktime_ns: 5,
+            during_load: false,
+        };
+        let mut k = HeaderKnowledge::default();
+        k.judge(true, false, Some(&iomem("")), 1);
+        k.observe(&skip, 2).unwrap();
+        k.judge(true, false, Some(&iomem("")), 3);
+        assert_eq!(
+            (k.skipped_updates(), k.status().kernel_skipped_since),
+            (0, None)
+        );
+        let mut k = HeaderKnowledge::default();
+        k.judge(true, true, Some(&iomem("")), 1);
+        k.observe(&skip, 2).unwrap();
+        let rewrite = Event::KernelHeaderUpdate(KernelHeaderUpdate {
+            header: Some(captured(&iomem(DIMM), HeaderSource::Kernel)),
+            result: 0,
+            duration_ns: Some(1),
+            ktime_ns: 6,
+        });
+        k.observe(&rewrite, 3).unwrap();
+        assert_eq!(
+            k.judge(true, true, Some(&iomem(DIMM)), 4),
+            Transition::Unchanged
+        );
+        let s = k.status();
+        assert!(
+            s.verified && !s.stale && s.kernel_skipped_since.is_none(),
+            "{s:?}"
+        );
+        assert_eq!(k.skipped_updates(), 1, "the skip still counts");
     }
 }

@@ -17,6 +17,10 @@ pub mod header;
 use self::coalesce::Coalescer;
 use crate::model::{events::Event, header::HeaderStatus, load::LoadOutcome, mode::Mode};
 
+/// How long another loader's crash load may hold back checks: far longer than any load takes,
+/// short enough that a lost exit record does not stop the agent for good.
+pub const FOREIGN_LOAD_PATIENCE: Duration = Duration::from_secs(60);
+
 /// Timing knobs (`--quiet-period`, `--max-delay`) and the retry backoff.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timing {
@@ -236,6 +240,8 @@ pub struct Reconciler {
     last_check: Option<HeaderCheck>,
     /// The alert raised for the current condition, so it is not repeated every check.
     alerted: Option<Alert>,
+    /// When another loader entered a crash load that has not returned yet.
+    foreign_load: Option<Instant>,
 }
 
 impl Reconciler {
@@ -254,6 +260,7 @@ impl Reconciler {
             retry_at: None,
             last_check: None,
             alerted: None,
+            foreign_load: None,
         }
     }
 
@@ -287,8 +294,11 @@ impl Reconciler {
         if self.phase != Phase::Idle || self.mode == Mode::Unsupported {
             return None;
         }
-        let burst = self.burst.due(&self.timing);
-        match (burst, self.retry_at) {
+        // Work that falls due during another loader's load waits for it (or for the patience).
+        let after_foreign = |t: Instant| self.foreign_load_until().map_or(t, |f| t.max(f));
+        let burst = self.burst.due(&self.timing).map(after_foreign);
+        let retry = self.retry_at.map(after_foreign);
+        match (burst, retry) {
             (Some(b), Some(r)) => Some(b.min(r)),
             (b, r) => b.or(r),
         }
@@ -316,9 +326,15 @@ impl Reconciler {
             // The agent's own loads are not news: counting them would re-verify, and a header
             // still stale after our load would reload again instead of backing off.
             Input::Event(e) if e.is_own() => {}
+            Input::Event(Event::KexecLoadStarted { .. }) => self.foreign_load = Some(now),
             // Every other event means the RAM (or what is known of it) may have changed; a
             // loss forces the same full re-check.
-            Input::Event(_) => self.note_change(now),
+            Input::Event(e) => {
+                if matches!(e, Event::KexecLoad(_) | Event::Lost { .. }) {
+                    self.foreign_load = None;
+                }
+                self.note_change(now);
+            }
             Input::ReloadRequested => self.requested = true,
             Input::Tick => {}
             Input::Checked(check) => {
@@ -350,8 +366,18 @@ impl Reconciler {
         self.burst.note(now, &self.timing);
     }
 
+    /// Until when another loader's crash load holds back checks and reloads: the kernel freed
+    /// the old image at its start, and judging before it returns would reload over it (the
+    /// load would fail on the busy kexec lock) for nothing.
+    fn foreign_load_until(&self) -> Option<Instant> {
+        self.foreign_load.map(|t| t + FOREIGN_LOAD_PATIENCE)
+    }
+
     /// Starts the next due piece of work, if any (only called when idle).
     fn start_due(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        if !self.requested && self.foreign_load_until().is_some_and(|until| now < until) {
+            return;
+        }
         let trigger = if self.requested {
             self.requested = false;
             // An explicit request answers now and makes a pending burst redundant.
@@ -578,6 +604,61 @@ mod tests {
         let waits: Vec<_> = (1..=8).map(|n| t.backoff(n).as_secs()).collect();
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
         assert_eq!(t.backoff(u32::MAX), t.backoff_max);
+    }
+
+    #[test]
+    fn another_loaders_load_in_flight_holds_back_checks_until_it_returns_or_patience_ends() {
+        let started = || {
+            Input::Event(Event::KexecLoadStarted {
+                pid: 7,
+                comm: "kexec".into(),
+            })
+        };
+        let (mut r, t0) = settled(Mode::KernelManaged, true);
+        assert_eq!(r.handle(t0, started()), []);
+        assert_eq!(r.handle(t0 + 100 * MS, online()), []);
+        // The burst is quiet at +350 ms, but the old image is gone until the load returns.
+        assert_eq!(r.handle(t0 + 400 * MS, Input::Tick), []);
+        assert_eq!(r.next_deadline(), Some(t0 + FOREIGN_LOAD_PATIENCE));
+        let returned = Input::Event(Event::KexecLoad(crate::model::events::KexecLoad {
+            syscall: crate::model::elfcorehdr::LoadPath::KexecFileLoad,
+            pid: 7,
+            comm: "kexec".into(),
+            flags: 2,
+            unload: false,
+            by_agent: false,
+            result: 0,
+            duration_ns: Some(13_000_000_000),
+            header: None,
+            files: None,
+            ktime_ns: 1,
+        }));
+        // Its return is a change too, and the burst held back is long overdue: checked at once.
+        let back = t0 + 13 * Duration::from_secs(1);
+        assert_eq!(r.handle(back, returned), [Action::Verify]);
+        assert_eq!(
+            r.handle(back, check(true, stale(512 << 20))),
+            [
+                Action::Alert(Alert::KernelUpdateFailed(Staleness {
+                    missing_bytes: 512 << 20,
+                    excess_bytes: 0
+                })),
+                reload(ReloadReason::VerificationFailed)
+            ]
+        );
+        // An exit record that never comes holds nothing back past the patience.
+        let (mut r, t0) = settled(Mode::AgentManaged, true);
+        r.handle(t0, started());
+        r.handle(t0, online());
+        assert_eq!(r.handle(t0 + FOREIGN_LOAD_PATIENCE - MS, Input::Tick), []);
+        assert_eq!(
+            r.handle(t0 + FOREIGN_LOAD_PATIENCE, Input::Tick),
+            [Action::Verify]
+        );
+        // The operator's request does not wait.
+        let (mut r, t0) = settled(Mode::AgentManaged, true);
+        r.handle(t0, started());
+        assert_eq!(r.handle(t0, Input::ReloadRequested), [Action::Verify]);
     }
 
     #[test]

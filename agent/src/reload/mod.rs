@@ -629,12 +629,21 @@ impl ReconcileLoop {
             read_back(&self.procfs, &self.sysfs, parts.node, parts.header);
         }
         let node = &*parts.node;
+        let skipped_before = parts.header.skipped_updates();
         let transition = parts.header.judge(
             node.facts.crash_loaded,
             kernel_managed,
             node.iomem.as_ref(),
             unix_seconds(SystemTime::now()),
         );
+        let skipped = parts.header.skipped_updates() - skipped_before;
+        if skipped > 0 {
+            tracing::warn!(
+                skipped,
+                "the kernel skipped its in-kernel update of the crash header (kexec lock busy): \
+                 what it holds lists the RAM of before"
+            );
+        }
         let h = parts.header.status();
         match transition {
             Transition::BecameStale => tracing::warn!(

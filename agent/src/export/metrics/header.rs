@@ -1,8 +1,8 @@
 //! The verdict on the loaded header.
-use prometheus::{IntGauge, IntGaugeVec, Registry};
+use prometheus::{IntCounter, IntGauge, IntGaugeVec, Registry};
 
-use super::{gauge, gauge_vec};
-use crate::model::header::{HeaderStatus, Provenance};
+use super::{gauge, gauge_vec, raise, reg};
+use crate::{model::header::Provenance, reconcile::header::HeaderKnowledge};
 
 pub(super) struct HeaderMetrics {
     stale: IntGauge,
@@ -11,6 +11,8 @@ pub(super) struct HeaderMetrics {
     excess_bytes: IntGauge,
     stale_since: IntGauge,
     provenance: IntGaugeVec,
+    kernel_skipped_since: IntGauge,
+    kernel_skipped_updates: IntCounter,
 }
 
 impl HeaderMetrics {
@@ -47,10 +49,24 @@ impl HeaderMetrics {
                 "1 for how the loaded header is known: captured (a probe saw it), read_back (from the crash reservation) or inferred (assumed from the RAM); all 0 when nothing is loaded.",
                 &["provenance"],
             ),
+            kernel_skipped_since: gauge(
+                r,
+                "kdump_kernel_header_behind_since_timestamp_seconds",
+                "When the kernel first skipped an in-kernel update of the loaded header since it was last loaded or rewritten (kexec lock busy; Unix time, seconds); 0 when none.",
+            ),
+            kernel_skipped_updates: reg(
+                r,
+                IntCounter::new(
+                    "kdump_kernel_header_skipped_updates_total",
+                    "Hotplug events whose in-kernel header update the kernel skipped (kexec lock busy) while a header it keeps current was loaded.",
+                )
+                .expect("valid metric"),
+            ),
         }
     }
 
-    pub(super) fn sync(&self, h: &HeaderStatus) {
+    pub(super) fn sync(&self, k: &HeaderKnowledge) {
+        let h = k.status();
         self.stale.set(i64::from(h.stale));
         self.verified.set(i64::from(h.verified));
         self.missing_bytes.set(h.missing_bytes as i64);
@@ -61,5 +77,8 @@ impl HeaderMetrics {
                 .with_label_values(&[p.label()])
                 .set(i64::from(h.provenance == Some(p)));
         }
+        self.kernel_skipped_since
+            .set(h.kernel_skipped_since.unwrap_or(0) as i64);
+        raise(&self.kernel_skipped_updates, k.skipped_updates());
     }
 }

@@ -151,7 +151,7 @@ impl Exporter {
     pub fn render(&self, state: &AgentState) -> String {
         let mut c = self.catalogue.lock().unwrap_or_else(|e| e.into_inner());
         c.node.sync(state);
-        c.header.sync(state.header.status());
+        c.header.sync(&state.header);
         c.counters.sync(&state.counters);
         c.reload
             .sync(&state.reload, &state.observe, &state.counters);
@@ -239,6 +239,8 @@ mod tests {
             "kdump_memory_hotplug_events_total",
             "kdump_kexec_loads_total",
             "kdump_kernel_header_updates_total",
+            "kdump_kernel_header_skipped_updates_total",
+            "kdump_kernel_header_behind_since_timestamp_seconds",
             "kdump_reloads_total",
             "kdump_reload_duration_seconds",
             "kdump_unprotected_window_seconds",

@@ -66,6 +66,14 @@ pub const ALL: &[Scenario] = &[
         body: agent_kernel_managed_6_12,
     },
     Scenario {
+        name: "kernel-skipped-update-6.12",
+        about: "6.12, kexec -s -p, agent; a DIMM while another load holds the kexec lock: the kernel skips its update, the agent names it and reloads once; dump whole",
+        kernel: KERNEL_6_12,
+        fixture: false,
+        benchmark: false,
+        body: kernel_skipped_update_6_12,
+    },
+    Scenario {
         name: "agent-hot-remove-6.1",
         about: "6.1, agent, +512 MiB then offline and device_del: excess back to 0 after a reload",
         kernel: KERNEL_6_1,
@@ -451,6 +459,89 @@ fn agent_kernel_managed_6_12(run: &mut Run) -> Result<()> {
     expect_reloads(run, &mut m, 0, "in kernel-managed mode")?;
     let mode = metric(&mut m, r#"kdump_mode{mode="kernel-managed"}"#)?;
     run.check(mode == 1.0, "kdump_mode is not kernel-managed");
+    crash_and_expect(run, &mut m, 0)?;
+    Ok(())
+}
+
+/// A zero-filled initrd this large makes a `kexec_file_load` hold the kexec lock for seconds
+/// under TCG (reading it, hashing it for purgatory, copying it into the reservation).
+const LOCK_HOLDER_INITRD_MIB: u64 = 96;
+
+/// Another loader's `kexec -s -p` holds the kexec lock while a DIMM comes online: the kernel
+/// logs `kexec_trylock() failed` and skips its header update, and the load's header was built
+/// before the DIMM. The agent must name the skip and reload once.
+fn kernel_skipped_update_6_12(run: &mut Run) -> Result<()> {
+    let mut m = start(run, &Boot::default(), LoadPath::KexecFileLoad)?;
+    run.check_crash_hotplug(&mut m, "1")?;
+    wait_ready(&mut m)?;
+    let handler = m.sh(&format!(
+        "wget -q -O - {METRICS} | grep 'probe=\"crash_handle_hotplug_event\"' || true"
+    ))?;
+    run.note("handler_probe", handler.trim());
+    run.check(
+        handler.trim_end().ends_with(" 1"),
+        format!(
+            "the crash_handle_hotplug_event probe is not attached: {}",
+            handler.trim()
+        ),
+    );
+    m.sh(&format!(
+        "dd if=/dev/zero of=/tmp/big-initrd bs=1M count={LOCK_HOLDER_INITRD_MIB} 2>/dev/null"
+    ))?;
+    let holder =
+        format!("kexec -s -p {GUEST_KERNEL} --initrd=/tmp/big-initrd --append='{CAPTURE_CMDLINE}'");
+    // Timed once alone (its header is current, so the agent leaves it): when to plug the DIMM.
+    let uptimes = m.sh(&format!(
+        "cut -d' ' -f1 /proc/uptime; {holder}; cut -d' ' -f1 /proc/uptime"
+    ))?;
+    let span = match uptimes
+        .split_whitespace()
+        .map(str::parse::<f64>)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()
+        .as_deref()
+    {
+        Some([before, after]) => after - before,
+        _ => bail!("timing the lock holder's load: {uptimes:?}"),
+    };
+    run.note("lock_holder_load_seconds", span);
+    if span < 1.0 {
+        bail!("the lock holder's load took {span:.2} s: too short to plug a DIMM inside it");
+    }
+    m.sh(&format!(
+        "({holder}; echo $? >/tmp/holder.rc) >/tmp/holder.log 2>&1 &"
+    ))?;
+    // Past the reads and the header build, inside the hashing and the copy.
+    std::thread::sleep(Duration::from_secs_f64(span * 0.4));
+    run.hot_add(&mut m, 512, Online::Auto)?;
+    m.wait_until("[ -s /tmp/holder.rc ]", Duration::from_secs(60))
+        .context("the lock holder's load never ended")?;
+    let rc = m.sh("cat /tmp/holder.rc; cat /tmp/holder.log")?;
+    run.check(
+        rc.trim_start().starts_with('0'),
+        format!("the lock holder's load failed: {rc}"),
+    );
+    let skips = m.sh("dmesg | grep -c 'kexec_trylock() failed' || true")?;
+    run.note("kernel_log_skips", skips.trim());
+    if skips.trim() == "0" {
+        bail!(
+            "the kernel never skipped an update: the DIMM did not come online inside the {span:.2} s load"
+        );
+    }
+    wait_metric(&mut m, SUCCESS, 1.0)?;
+    wait_ready(&mut m)?;
+    let named = metric(&mut m, "kdump_kernel_header_skipped_updates_total")?;
+    run.note("skipped_updates_total", named);
+    run.check(
+        named >= 1.0,
+        "kdump_kernel_header_skipped_updates_total stayed 0 after the kernel skipped",
+    );
+    let said = m.sh("grep -c 'skipped its in-kernel update' /tmp/kdump-agent.log || true")?;
+    run.check(
+        said.trim() != "0",
+        "the agent's log never named the skipped update",
+    );
+    expect_reloads(run, &mut m, 1, "after the skipped update")?;
     crash_and_expect(run, &mut m, 0)?;
     Ok(())
 }
