@@ -2,6 +2,7 @@
 //! stage's loop), and every verdict through [`judge`]. Pure: the caller passes the RAM and the
 //! time.
 use crate::model::{
+    cpus::CpuNotes,
     elfcorehdr::LoadPath,
     events::Event,
     header::{HeaderCaptureError, HeaderStatus, LoadedHeader, Provenance, Transition, judge},
@@ -125,22 +126,35 @@ impl HeaderKnowledge {
     }
 
     /// This agent's load ended. When it succeeded and no probe captured its header, the
-    /// kernel built one from the RAM of now: that is what is known (inferred).
-    pub fn own_load_finished(&mut self, loaded: bool, iomem: Option<&Iomem>, now: u64) {
+    /// kernel built one from the RAM and CPUs of now: that is what is known (inferred).
+    pub fn own_load_finished(
+        &mut self,
+        loaded: bool,
+        iomem: Option<&Iomem>,
+        cpus: Option<&CpuNotes>,
+        now: u64,
+    ) {
         let captured = self.own_load.take().unwrap_or(false);
         if loaded && !captured {
             self.loaded = iomem.and_then(|io| {
-                LoadedHeader::inferred(io, LoadPath::KexecFileLoad, "this agent's load".into(), now)
-                    .ok()
-                    .map(|h| LoadedHeader {
-                        own_load: true,
-                        ..h
-                    })
+                LoadedHeader::inferred(
+                    io,
+                    cpus,
+                    LoadPath::KexecFileLoad,
+                    "this agent's load".into(),
+                    now,
+                )
+                .ok()
+                .map(|h| LoadedHeader {
+                    own_load: true,
+                    ..h
+                })
             });
         }
     }
 
-    /// The one judgement: what is loaded against the RAM in `iomem`. Without a crash kernel
+    /// The one judgement: what is loaded against the RAM in `iomem` and the online CPUs in
+    /// `cpus`. Without a crash kernel
     /// nothing is loaded; a crash kernel nothing is known about, or a kernel-managed one whose
     /// rewrites were neither captured nor read back, is assumed to hold the header of the RAM
     /// of now, and the verdict says that this is not known.
@@ -149,6 +163,7 @@ impl HeaderKnowledge {
         crash_loaded: bool,
         kernel_managed: bool,
         iomem: Option<&Iomem>,
+        cpus: Option<&CpuNotes>,
         now: u64,
     ) -> Transition {
         if !crash_loaded {
@@ -170,6 +185,7 @@ impl HeaderKnowledge {
             self.loaded = iomem.and_then(|io| {
                 LoadedHeader::inferred(
                     io,
+                    cpus,
                     LoadPath::KexecFileLoad,
                     "inferred from the RAM when the agent first saw the load".into(),
                     now,
@@ -181,7 +197,8 @@ impl HeaderKnowledge {
             Some(e) => format!("not captured by a probe, and not read back: {e}"),
             None => "not captured by a probe, and not read back".to_owned(),
         };
-        let (status, transition) = judge(self.loaded.as_ref(), iomem, &self.status, now, &why);
+        let (status, transition) =
+            judge(self.loaded.as_ref(), iomem, cpus, &self.status, now, &why);
         self.status = status;
         transition
     }
@@ -244,14 +261,14 @@ mod tests {
             (HeaderSource::Kernel, LoadPath::KexecFileLoad),
         ] {
             let mut k = HeaderKnowledge::default();
-            k.judge(true, false, Some(&iomem("")), 10);
+            k.judge(true, false, Some(&iomem("")), None, 10);
             assert_eq!(k.status().provenance, Some(Provenance::Inferred));
             k.observe(
                 &load(syscall, Some(captured(&iomem(""), source)), false),
                 11,
             )
             .unwrap();
-            k.judge(true, false, Some(&iomem("")), 11);
+            k.judge(true, false, Some(&iomem("")), None, 11);
             let s = k.status();
             assert!(s.verified && !s.stale, "{s:?}");
             assert_eq!(
@@ -259,7 +276,7 @@ mod tests {
                 Some(format!("{} by kexec (pid 312)", syscall.as_str()).as_str())
             );
             assert_eq!(
-                k.judge(true, false, Some(&iomem(DIMM)), 12),
+                k.judge(true, false, Some(&iomem(DIMM)), None, 12),
                 Transition::BecameStale
             );
             assert_eq!(
@@ -274,7 +291,7 @@ mod tests {
             });
             k.observe(&update, 14).unwrap();
             assert_eq!(
-                k.judge(true, true, Some(&iomem(DIMM)), 14),
+                k.judge(true, true, Some(&iomem(DIMM)), None, 14),
                 Transition::BecameFresh
             );
             assert!(k.status().verified && k.status().stale_since.is_none());
@@ -296,7 +313,7 @@ mod tests {
         .unwrap();
         k.observe(&load(LoadPath::KexecFileLoad, None, false), 2)
             .unwrap();
-        k.judge(true, false, Some(&io), 2);
+        k.judge(true, false, Some(&io), None, 2);
         assert!(!k.status().verified, "a newer uncaptured load replaces it");
         let mut partial = captured(&io, HeaderSource::Kernel);
         partial.complete = false;
@@ -310,7 +327,7 @@ mod tests {
             k.observe(&load(LoadPath::KexecFileLoad, Some(garbage), false), 3),
             Err(HeaderCaptureError::Parse(_))
         ));
-        k.judge(true, false, Some(&io), 3);
+        k.judge(true, false, Some(&io), None, 3);
         assert!(!k.status().verified);
     }
 
@@ -319,20 +336,20 @@ mod tests {
     #[test]
     fn the_agents_own_uncaptured_load_is_what_later_rescans_judge() {
         let mut k = HeaderKnowledge::default();
-        k.judge(true, false, Some(&iomem("")), 1);
+        k.judge(true, false, Some(&iomem("")), None, 1);
         assert_eq!(
-            k.judge(true, false, Some(&iomem(DIMM)), 2),
+            k.judge(true, false, Some(&iomem(DIMM)), None, 2),
             Transition::BecameStale
         );
         k.own_load_started();
-        k.own_load_finished(true, Some(&iomem(DIMM)), 3);
+        k.own_load_finished(true, Some(&iomem(DIMM)), None, 3);
         assert_eq!(
-            k.judge(true, false, Some(&iomem(DIMM)), 3),
+            k.judge(true, false, Some(&iomem(DIMM)), None, 3),
             Transition::BecameFresh
         );
         for t in 4..10 {
             assert_eq!(
-                k.judge(true, false, Some(&iomem(DIMM)), t),
+                k.judge(true, false, Some(&iomem(DIMM)), None, t),
                 Transition::Unchanged
             );
         }
@@ -352,15 +369,15 @@ mod tests {
         let mut k = HeaderKnowledge::default();
         k.own_load_started();
         k.observe(&own, 1).unwrap();
-        k.own_load_finished(true, Some(&dimm), 2);
+        k.own_load_finished(true, Some(&dimm), None, 2);
         assert_eq!(k.loaded().unwrap().provenance, Provenance::Captured);
         // After it: the capture replaces the inference.
         let mut k = HeaderKnowledge::default();
         k.own_load_started();
-        k.own_load_finished(true, Some(&dimm), 2);
+        k.own_load_finished(true, Some(&dimm), None, 2);
         assert_eq!(k.loaded().unwrap().provenance, Provenance::Inferred);
         k.observe(&own, 3).unwrap();
-        k.judge(true, false, Some(&dimm), 3);
+        k.judge(true, false, Some(&dimm), None, 3);
         assert!(k.status().verified && !k.status().stale);
     }
 
@@ -378,9 +395,9 @@ mod tests {
         )
         .unwrap();
         k.own_load_started();
-        k.own_load_finished(false, Some(&io), 2);
+        k.own_load_finished(false, Some(&io), None, 2);
         assert_eq!(k.loaded().unwrap().provenance, Provenance::Captured);
-        k.judge(false, false, Some(&io), 3);
+        k.judge(false, false, Some(&io), None, 3);
         assert!(k.loaded().is_none());
         assert_eq!(k.status(), &HeaderStatus::default());
     }
@@ -421,9 +438,9 @@ mod tests {
     #[test]
     fn kernel_managed_without_a_capture_follows_the_ram() {
         let mut k = HeaderKnowledge::default();
-        k.judge(true, true, Some(&iomem("")), 1);
+        k.judge(true, true, Some(&iomem("")), None, 1);
         assert_eq!(
-            k.judge(true, true, Some(&iomem(DIMM)), 2),
+            k.judge(true, true, Some(&iomem(DIMM)), None, 2),
             Transition::Unchanged
         );
         assert!(!k.status().stale && !k.status().verified);

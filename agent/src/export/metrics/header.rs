@@ -2,7 +2,7 @@
 use prometheus::{IntGauge, IntGaugeVec, Registry};
 
 use super::{gauge, gauge_vec};
-use crate::model::header::{HeaderStatus, Provenance};
+use crate::model::header::{HeaderStatus, Provenance, StaleReason};
 
 pub(super) struct HeaderMetrics {
     stale: IntGauge,
@@ -11,6 +11,8 @@ pub(super) struct HeaderMetrics {
     excess_bytes: IntGauge,
     stale_since: IntGauge,
     provenance: IntGaugeVec,
+    stale_reason: IntGaugeVec,
+    missing_cpu_notes: IntGauge,
 }
 
 impl HeaderMetrics {
@@ -47,6 +49,17 @@ impl HeaderMetrics {
                 "1 for how the loaded header is known: captured (a probe saw it), read_back (from the crash reservation) or inferred (assumed from the RAM); all 0 when nothing is loaded.",
                 &["provenance"],
             ),
+            stale_reason: gauge_vec(
+                r,
+                "kdump_header_stale_reason",
+                "1 for each reason the loaded header is stale: ram_missing, ram_excess, cpu_note_missing (an online CPU has no PT_NOTE: its registers are lost from a dump).",
+                &["reason"],
+            ),
+            missing_cpu_notes: gauge(
+                r,
+                "kdump_header_missing_cpu_notes",
+                "Online CPUs whose crash_notes buffer the loaded header does not list.",
+            ),
         }
     }
 
@@ -61,5 +74,11 @@ impl HeaderMetrics {
                 .with_label_values(&[p.label()])
                 .set(i64::from(h.provenance == Some(p)));
         }
+        for r in StaleReason::ALL {
+            self.stale_reason
+                .with_label_values(&[r.label()])
+                .set(i64::from(h.stale_because(r)));
+        }
+        self.missing_cpu_notes.set(h.missing_cpu_notes.len() as i64);
     }
 }
