@@ -435,6 +435,76 @@ mod tests {
         );
     }
 
+    /// 6.1: the captured load lists CPU 0 (the sample header's note); CPU 1 onlined since has
+    /// none: stale for that alone, until the agent's own captured load lists both.
+    #[test]
+    fn a_cpu_onlined_after_a_captured_load_is_stale_until_a_load_lists_it() {
+        use crate::model::{
+            cpus::{CpuNote, CpuNotes},
+            elfcorehdr::{HeaderInputs, NoteRegion, arch, build},
+        };
+        let io = iomem("");
+        let note = |cpu: u32| CpuNote {
+            cpu,
+            paddr: 0x3fa1_8000 + 0x4_0000 * u64::from(cpu),
+            size: 0x150,
+        };
+        let cpus = |online: &[u32]| CpuNotes {
+            present: vec![note(0), note(1)],
+            online: online.to_vec(),
+            kernel_lists_possible: false,
+        };
+        let mut k = HeaderKnowledge::default();
+        k.observe(
+            &load(
+                LoadPath::KexecFileLoad,
+                Some(captured(&io, HeaderSource::Kernel)),
+                false,
+            ),
+            1,
+        )
+        .unwrap();
+        assert_eq!(
+            k.judge(true, false, Some(&io), Some(&cpus(&[0])), 1),
+            Transition::Unchanged
+        );
+        assert_eq!(
+            k.judge(true, false, Some(&io), Some(&cpus(&[0, 1])), 2),
+            Transition::BecameStale
+        );
+        assert_eq!(k.status().missing_cpu_notes, [1]);
+        assert_eq!(k.status().missing_bytes, 0);
+        let both: Vec<NoteRegion> = [note(0), note(1)].iter().map(CpuNote::region).collect();
+        let bytes = build(&HeaderInputs {
+            cpu_notes: &both,
+            vmcoreinfo: NoteRegion {
+                paddr: 0x100_0000,
+                size: 1024,
+            },
+            kernel_text: None,
+            ram: crash_memory_ranges(&io, LoadPath::KexecFileLoad)
+                .unwrap()
+                .ranges(),
+            page_offset: arch::X86_64_DEFAULT_PAGE_OFFSET,
+        })
+        .unwrap();
+        k.own_load_started();
+        let header = CapturedHeader {
+            source: HeaderSource::Kernel,
+            total_bytes: bytes.len() as u64,
+            bytes,
+            complete: true,
+        };
+        k.observe(&load(LoadPath::KexecFileLoad, Some(header), true), 3)
+            .unwrap();
+        k.own_load_finished(true, Some(&io), Some(&cpus(&[0, 1])), 3);
+        assert_eq!(
+            k.judge(true, false, Some(&io), Some(&cpus(&[0, 1])), 3),
+            Transition::BecameFresh
+        );
+        assert!(k.status().missing_cpu_notes.is_empty());
+    }
+
     #[test]
     fn kernel_managed_without_a_capture_follows_the_ram() {
         let mut k = HeaderKnowledge::default();

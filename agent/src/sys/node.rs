@@ -9,6 +9,7 @@ use crate::{
     },
     sys::{
         capabilities::{self, Capability, Feature},
+        crash_sysfs,
         procfs::Procfs,
         sysfs::Sysfs,
     },
@@ -107,7 +108,10 @@ impl NodeState {
         read_locked: bool,
     ) -> anyhow::Result<()> {
         let iomem = read_iomem(procfs)?;
-        let cpus = sysfs.cpu_notes(kernel_lists_possible_cpus(&self.kernel_release))?;
+        let cpus = crash_sysfs::read_cpu_notes(
+            &sysfs.path(""),
+            kernel_lists_possible_cpus(&self.kernel_release),
+        )?;
         let have_last = self.refreshed_at.is_some();
         self.facts = match facts(
             &iomem,

@@ -4,8 +4,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::model::cpus::{CpuNote, CpuNotes, parse_cpu_list};
-
 /// A file that could not be read or did not hold what it should.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -112,57 +110,6 @@ impl Sysfs {
             .is_file()
     }
 
-    /// The present CPUs' crash note buffers (`devices/system/cpu/cpuN/crash_notes`, hex, and
-    /// `crash_notes_size`) and the online CPUs; `None` when the kernel has no crash notes
-    /// (no `CONFIG_CRASH_DUMP`). None of these files takes the kexec lock.
-    pub fn cpu_notes(&self, kernel_lists_possible: bool) -> Result<Option<CpuNotes>, ReadError> {
-        let list = |name: &str| -> Result<Option<Vec<u32>>, ReadError> {
-            let path = self.path(&format!("devices/system/cpu/{name}"));
-            read_optional(&path)?
-                .map(|t| {
-                    parse_cpu_list(&t).map_err(|found| ReadError::Malformed {
-                        path: path.clone(),
-                        line: 1,
-                        expected: "a CPU list such as 0-3,8",
-                        found,
-                    })
-                })
-                .transpose()
-        };
-        let (Some(present), Some(online)) = (list("present")?, list("online")?) else {
-            return Ok(None);
-        };
-        let mut notes = Vec::with_capacity(present.len());
-        for cpu in present {
-            let dir = format!("devices/system/cpu/cpu{cpu}");
-            let path = self.path(&format!("{dir}/crash_notes"));
-            let Some(text) = read_optional(&path)? else {
-                if notes.is_empty() {
-                    return Ok(None);
-                }
-                // Marked present a moment before its device is registered (a hot-add under way).
-                continue;
-            };
-            let paddr = u64::from_str_radix(text.trim(), 16).map_err(|_| ReadError::Malformed {
-                path: path.clone(),
-                line: 1,
-                expected: "a hexadecimal physical address",
-                found: text.trim().chars().take(40).collect(),
-            })?;
-            let size_path = self.path(&format!("{dir}/crash_notes_size"));
-            let size = read_optional(&size_path)?
-                .map(|t| parse_u64(&size_path, &t))
-                .transpose()?
-                .unwrap_or(0);
-            notes.push(CpuNote { cpu, paddr, size });
-        }
-        Ok(Some(CpuNotes {
-            present: notes,
-            online,
-            kernel_lists_possible,
-        }))
-    }
-
     /// `devices/system/memory/block_size_bytes` (hex): the memory block size.
     pub fn memory_block_size(&self) -> Result<Option<u64>, ReadError> {
         let path = self.path("devices/system/memory/block_size_bytes");
@@ -215,49 +162,6 @@ mod tests {
         assert_eq!(s.kexec_crash_size().unwrap(), Some(256 << 20));
         assert_eq!(s.crash_hotplug().unwrap(), Some(false));
         assert_eq!(s.memory_block_size().unwrap(), Some(128 << 20));
-    }
-
-    #[test]
-    fn cpu_notes_read_every_present_cpu() {
-        let (_d, s) = fixture(&[
-            ("devices/system/cpu/present", "0-1\n"),
-            ("devices/system/cpu/online", "0\n"),
-            ("devices/system/cpu/cpu0/crash_notes", "3fa18000\n"),
-            ("devices/system/cpu/cpu0/crash_notes_size", "336\n"),
-            ("devices/system/cpu/cpu1/crash_notes", "3fa58000\n"),
-            ("devices/system/cpu/cpu1/crash_notes_size", "336\n"),
-        ]);
-        let c = s.cpu_notes(false).unwrap().unwrap();
-        assert_eq!(c.online, [0]);
-        assert_eq!(
-            c.present,
-            [
-                CpuNote {
-                    cpu: 0,
-                    paddr: 0x3fa1_8000,
-                    size: 336
-                },
-                CpuNote {
-                    cpu: 1,
-                    paddr: 0x3fa5_8000,
-                    size: 336
-                },
-            ]
-        );
-        let (_d, none) = fixture(&[
-            ("devices/system/cpu/present", "0\n"),
-            ("devices/system/cpu/online", "0\n"),
-        ]);
-        assert_eq!(none.cpu_notes(false).unwrap(), None, "no CONFIG_CRASH_DUMP");
-        let (_d, bad) = fixture(&[
-            ("devices/system/cpu/present", "0\n"),
-            ("devices/system/cpu/online", "0-x\n"),
-        ]);
-        let err = bad.cpu_notes(false).unwrap_err().to_string();
-        assert!(
-            err.contains("devices/system/cpu/online line 1: expected a CPU list"),
-            "{err}"
-        );
     }
 
     #[test]
