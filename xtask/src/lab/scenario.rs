@@ -227,6 +227,13 @@ impl Run<'_> {
         let online = format!("/sys/devices/system/cpu/cpu{cpu}/online");
         m.wait_until(&format!("[ -e {online} ]"), Duration::from_secs(60))
             .with_context(|| format!("the guest did not register cpu{cpu}"))?;
+        self.online_cpu(m, cpu)?;
+        Ok(cpu)
+    }
+
+    /// Brings present CPU `cpu` online unless the kernel already did.
+    pub fn online_cpu(&mut self, m: &mut Machine, cpu: u32) -> Result<()> {
+        let online = format!("/sys/devices/system/cpu/cpu{cpu}/online");
         let auto = m.sh(&format!("cat {online}"))?.trim() == "1";
         self.note("cpu_onlined_by_kernel", auto);
         if !auto {
@@ -234,8 +241,7 @@ impl Run<'_> {
                 .with_context(|| format!("onlining cpu{cpu}"))?;
         }
         m.wait_until(&format!("grep -qx 1 {online}"), Duration::from_secs(30))
-            .with_context(|| format!("cpu{cpu} did not come online"))?;
-        Ok(cpu)
+            .with_context(|| format!("cpu{cpu} did not come online"))
     }
 
     /// The first kernel's crash note buffers, `(cpu, address)` per present CPU, as
