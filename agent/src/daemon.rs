@@ -71,6 +71,7 @@ pub fn initial_state(procfs: &Procfs, sysfs: &Sysfs, boot: &Path) -> anyhow::Res
         node.facts.crash_loaded,
         kernel_managed,
         node.iomem.as_ref(),
+        node.cpus.as_ref(),
         unix_seconds(SystemTime::now()),
     );
     Ok(state)
@@ -115,12 +116,14 @@ fn start_observing(
         SourceChoice::Uevent => {
             tracing::info!("probes turned off by --event-source uevent");
             observe.event_source = EventSource::Uevent;
-            uevent::listen(block_bytes, tx.clone())
+            uevent::listen(block_bytes, uevent::Forward::MemoryAndCpus, tx.clone())
                 .context("--event-source uevent: the uevent socket is unavailable")?;
             return Ok(());
         }
         SourceChoice::Poll => {
-            tracing::info!("probes and uevents turned off by --event-source poll");
+            tracing::info!(
+                "probes and uevents turned off by --event-source poll; rescans see CPU changes"
+            );
             observe.event_source = EventSource::Poll;
             return Ok(());
         }
@@ -149,7 +152,13 @@ fn start_observing(
         .all(|w| reports.iter().any(|r| r.probe == *w && r.how.is_attached()));
     observe.probes = reports;
     observe.event_source = match attached.map(|a| a.spawn_reader(procfs.clone(), tx.clone())) {
-        Some(Ok(_reader)) => EventSource::Ebpf,
+        Some(Ok(_reader)) => {
+            // The probes watch memory and loads; CPU hotplug comes from its uevents.
+            if let Err(e) = uevent::listen(None, uevent::Forward::Cpus, tx.clone()) {
+                tracing::warn!(error = %e, "CPU uevents unavailable; periodic rescans see CPU changes");
+            }
+            EventSource::Ebpf
+        }
         Some(Err(e)) if choice == SourceChoice::Ebpf => {
             bail!("--event-source ebpf: the ring buffer reader failed: {e}")
         }
@@ -157,7 +166,7 @@ fn start_observing(
             if let Some(Err(e)) = reader {
                 tracing::warn!(error = %e, "eBPF ring buffer reader failed; falling back");
             }
-            match uevent::listen(block_bytes, tx.clone()) {
+            match uevent::listen(block_bytes, uevent::Forward::MemoryAndCpus, tx.clone()) {
                 Ok(_listener) => EventSource::Uevent,
                 Err(e) => {
                     tracing::warn!(error = %e, "uevent socket unavailable; relying on periodic rescans");
@@ -521,16 +530,23 @@ impl Daemon {
     /// loader), and a mode that changed under the agent.
     fn on_rescan(&mut self) {
         self.with_state(|s, reconcile, opts| {
-            let before = (s.node.facts.system_ram_bytes, s.node.facts.crash_loaded);
+            let online = |s: &AgentState| s.node.cpus.as_ref().map(|c| c.online.clone());
+            let before = (
+                s.node.facts.system_ram_bytes,
+                s.node.facts.crash_loaded,
+                online(s),
+            );
             rescan_node(opts, s, true);
+            let after = (
+                s.node.facts.system_ram_bytes,
+                s.node.facts.crash_loaded,
+                online(s),
+            );
             let now = Instant::now();
             let mut parts = s.reload_parts();
             reconcile.judge(&mut parts, Occasion::Rescan);
-            if (
-                parts.node.facts.system_ram_bytes,
-                parts.node.facts.crash_loaded,
-            ) != before
-            {
+            // A CPU change a missed uevent did not report counts as a change too.
+            if after != before {
                 reconcile.handle(now, Input::Event(Event::IomemChanged), &mut parts);
             }
             reconcile.resync_mode(now, &mut parts);
@@ -620,6 +636,9 @@ fn log(event: &Event) {
             latency_ns = ktime_ns.and_then(|k| monotonic_ns().checked_sub(k)),
             "memory event"
         ),
+        Event::Cpu { action, cpu } => {
+            tracing::info!(action = action.as_str(), cpu, "CPU hotplug event");
+        }
         Event::IomemChanged => tracing::debug!("/proc/iomem changed"),
     }
 }

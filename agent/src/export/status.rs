@@ -174,8 +174,18 @@ fn header_text(h: &HeaderStatus, loaded: bool) -> String {
         (None, _, None) => "unknown (/proc/iomem could not be read)".into(),
     };
     let verdict = if h.stale {
+        let cpus = match h.missing_cpu_notes.as_slice() {
+            [] => String::new(),
+            list => format!(
+                ", no CPU note for online CPU {}",
+                list.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         format!(
-            "stale, {how}: {} missing, {} excess",
+            "stale, {how}: {} missing, {} excess{cpus}",
             bytes(h.missing_bytes),
             bytes(h.excess_bytes)
         )

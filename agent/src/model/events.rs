@@ -81,7 +81,10 @@ pub enum Event {
         /// CLOCK_MONOTONIC nanoseconds when the kernel saw it (probes only).
         ktime_ns: Option<u64>,
     },
-    /// A periodic rescan found `/proc/iomem` different from the last one.
+    /// A CPU was added, removed, onlined or offlined (uevents of the `cpu` subsystem): the
+    /// header must have a note for every online CPU.
+    Cpu { action: HotplugAction, cpu: u32 },
+    /// A periodic rescan found `/proc/iomem` (or the online CPUs) different from the last one.
     IomemChanged,
     /// The kernel refused a hotplug operation (probes only): nothing changed.
     MemoryFailed {

@@ -5,7 +5,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    elfcorehdr::{ElfCoreHeader, HeaderDiff, HeaderError, LoadPath, diff, expected_ram},
+    cpus::CpuNotes,
+    elfcorehdr::{
+        ElfCoreHeader, HeaderDiff, HeaderError, LoadPath, diff, expected_ram, missing_cpu_notes,
+    },
     events::{CapturedHeader, HeaderSource},
     iomem::Iomem,
     ranges::{CapacityExceeded, RamRanges},
@@ -50,11 +53,52 @@ impl Provenance {
     }
 }
 
+/// Which CPUs' note buffers a loaded header lists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListedCpuNotes {
+    /// The addresses of its `PT_NOTE`s (captured, read back, or the present CPUs' buffers a
+    /// loader lists).
+    Addrs(Vec<u64>),
+    /// Inferred on a kernel whose `kexec_file_load` lists every possible CPU: none can be missing.
+    EveryPossibleCpu,
+    /// Not recorded (an earlier run persisted only the RAM): only the RAM is judged.
+    Unknown,
+}
+
+impl ListedCpuNotes {
+    /// The notes `load` lists when it runs with `cpus`: the kernel's file load every possible
+    /// CPU from 6.6 on, else one per present CPU (kexec-tools: per configured CPU).
+    pub fn at_load(load: LoadPath, cpus: Option<&CpuNotes>) -> Self {
+        match cpus {
+            Some(c) if c.kernel_lists_possible && load == LoadPath::KexecFileLoad => {
+                Self::EveryPossibleCpu
+            }
+            Some(c) => Self::Addrs(c.present.iter().map(|n| n.paddr).collect()),
+            None => Self::Unknown,
+        }
+    }
+
+    /// The online CPUs of `cpus` it has no note for.
+    pub fn missing(&self, cpus: &CpuNotes) -> Vec<u32> {
+        match self {
+            Self::Addrs(addrs) => {
+                let mut missing = missing_cpu_notes(cpus.expected(), addrs);
+                missing.extend(cpus.online_without_note());
+                missing.sort_unstable();
+                missing
+            }
+            Self::EveryPossibleCpu | Self::Unknown => Vec::new(),
+        }
+    }
+}
+
 /// The crash header the kernel holds, as far as the agent knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoadedHeader {
     /// Its RAM `PT_LOAD`s.
     pub ram: RamRanges,
+    /// Its CPU `PT_NOTE`s.
+    pub cpu_notes: ListedCpuNotes,
     /// Whose rules it follows: the kernel's (kexec_file_load, in-kernel updates) or
     /// kexec-tools' (kexec_load).
     pub load: LoadPath,
@@ -90,10 +134,10 @@ impl LoadedHeader {
                 total: c.total_bytes,
             });
         }
+        let header = ElfCoreHeader::parse(&c.bytes).map_err(HeaderCaptureError::Parse)?;
         Ok(Self {
-            ram: ElfCoreHeader::parse(&c.bytes)
-                .map_err(HeaderCaptureError::Parse)?
-                .ram_ranges(),
+            ram: header.ram_ranges(),
+            cpu_notes: ListedCpuNotes::Addrs(header.note_addrs()),
             load: match c.source {
                 HeaderSource::Kernel => LoadPath::KexecFileLoad,
                 HeaderSource::KexecLoadSegment => LoadPath::KexecLoad,
@@ -111,6 +155,7 @@ impl LoadedHeader {
         Self {
             load: LoadPath::infer(&ram),
             ram,
+            cpu_notes: ListedCpuNotes::Addrs(header.note_addrs()),
             provenance: Provenance::ReadBack,
             origin: format!("the crash reservation at {phys_addr:#x}, read in {millis:.0} ms"),
             at: now,
@@ -123,16 +168,18 @@ impl LoadedHeader {
         self.provenance.verified() || self.own_load
     }
 
-    /// The header `load` would build for `iomem`: what a load the agent did not capture most
-    /// likely holds.
+    /// The header `load` would build for `iomem` and `cpus`: what a load the agent did not
+    /// capture most likely holds.
     pub fn inferred(
         iomem: &Iomem,
+        cpus: Option<&CpuNotes>,
         load: LoadPath,
         origin: String,
         now: u64,
     ) -> Result<Self, CapacityExceeded> {
         Ok(Self {
             ram: expected_ram(iomem, load)?,
+            cpu_notes: ListedCpuNotes::at_load(load, cpus),
             load,
             provenance: Provenance::Inferred,
             origin,
@@ -141,9 +188,17 @@ impl LoadedHeader {
         })
     }
 
-    /// How it differs from the header its loader would build for `iomem` now.
-    pub fn diff(&self, iomem: &Iomem) -> Result<HeaderDiff, CapacityExceeded> {
-        Ok(diff(&expected_ram(iomem, self.load)?, &self.ram))
+    /// How it differs from the header its loader would build for `iomem` now, and which
+    /// online CPUs of `cpus` it has no note for.
+    pub fn diff(
+        &self,
+        iomem: &Iomem,
+        cpus: Option<&CpuNotes>,
+    ) -> Result<HeaderDiff, CapacityExceeded> {
+        Ok(HeaderDiff {
+            missing_cpu_notes: cpus.map(|c| self.cpu_notes.missing(c)).unwrap_or_default(),
+            ..diff(&expected_ram(iomem, self.load)?, &self.ram)
+        })
     }
 }
 
@@ -158,6 +213,8 @@ pub struct HeaderStatus {
     pub stale: bool,
     pub missing_bytes: u64,
     pub excess_bytes: u64,
+    /// Online CPUs the header has no `PT_NOTE` for (their registers would be lost).
+    pub missing_cpu_notes: Vec<u32>,
     /// Seconds since the epoch when it became stale.
     pub stale_since: Option<u64>,
     /// Who loaded the header the verdict is about, when its content is known.
@@ -170,6 +227,40 @@ pub struct HeaderStatus {
     pub kernel_skipped_since: Option<u64>,
 }
 
+/// Why a header is stale (`kdump_header_stale_reason{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StaleReason {
+    /// System RAM the header does not list.
+    RamMissing,
+    /// Header ranges that are no longer System RAM.
+    RamExcess,
+    /// An online CPU without a `PT_NOTE`.
+    CpuNoteMissing,
+}
+
+impl StaleReason {
+    pub const ALL: [Self; 3] = [Self::RamMissing, Self::RamExcess, Self::CpuNoteMissing];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::RamMissing => "ram_missing",
+            Self::RamExcess => "ram_excess",
+            Self::CpuNoteMissing => "cpu_note_missing",
+        }
+    }
+}
+
+impl HeaderStatus {
+    /// Whether `reason` makes it stale.
+    pub fn stale_because(&self, reason: StaleReason) -> bool {
+        match reason {
+            StaleReason::RamMissing => self.missing_bytes > 0,
+            StaleReason::RamExcess => self.excess_bytes > 0,
+            StaleReason::CpuNoteMissing => !self.missing_cpu_notes.is_empty(),
+        }
+    }
+}
+
 /// What one judgement changed, for the caller's single log line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transition {
@@ -178,18 +269,19 @@ pub enum Transition {
     BecameFresh,
 }
 
-/// Judges `loaded` against the RAM in `iomem` at `now` (seconds since the epoch), keeping the
-/// moment it first went stale from `previous`. The only rule for "stale". `unknown_because`
-/// says why an unvouched header could not be known better.
+/// Judges `loaded` against the RAM in `iomem` and the online CPUs in `cpus` at `now` (seconds
+/// since the epoch), keeping the moment it first went stale from `previous`. The only rule for
+/// "stale". `unknown_because` says why an unvouched header could not be known better.
 pub fn judge(
     loaded: Option<&LoadedHeader>,
     iomem: Option<&Iomem>,
+    cpus: Option<&CpuNotes>,
     previous: &HeaderStatus,
     now: u64,
     unknown_because: &str,
 ) -> (HeaderStatus, Transition) {
     let verdict = match (loaded, iomem) {
-        (Some(loaded), Some(iomem)) => loaded.diff(iomem).ok().map(|d| (loaded, d)),
+        (Some(loaded), Some(iomem)) => loaded.diff(iomem, cpus).ok().map(|d| (loaded, d)),
         _ => None,
     };
     let status = match verdict {
@@ -200,6 +292,7 @@ pub fn judge(
             missing_bytes: d.missing_bytes,
             excess_bytes: d.excess_bytes,
             stale_since: d.stale().then(|| previous.stale_since.unwrap_or(now)),
+            missing_cpu_notes: d.missing_cpu_notes,
             captured: loaded.provenance.verified().then(|| loaded.origin.clone()),
             unknown: (!loaded.known()).then(|| unknown_because.to_owned()),
             kernel_skipped_since: None,
@@ -231,8 +324,16 @@ mod tests {
     #[test]
     fn an_inferred_header_is_fresh_until_a_dimm_then_stale_since_the_first_time() {
         let before = iomem("");
-        let h = LoadedHeader::inferred(&before, LoadPath::KexecFileLoad, "x".into(), 1).unwrap();
-        let (s, t) = judge(Some(&h), Some(&before), &HeaderStatus::default(), 1, "why");
+        let h =
+            LoadedHeader::inferred(&before, None, LoadPath::KexecFileLoad, "x".into(), 1).unwrap();
+        let (s, t) = judge(
+            Some(&h),
+            Some(&before),
+            None,
+            &HeaderStatus::default(),
+            1,
+            "why",
+        );
         assert_eq!(t, Transition::Unchanged);
         assert!(!s.stale && !s.verified && s.captured.is_none());
         assert_eq!(
@@ -242,30 +343,118 @@ mod tests {
         );
         assert_eq!(s.provenance, Some(Provenance::Inferred));
         let dimm = iomem("100000000-11fffffff : System RAM\n");
-        let (s, t) = judge(Some(&h), Some(&dimm), &s, 5, "why");
+        let (s, t) = judge(Some(&h), Some(&dimm), None, &s, 5, "why");
         assert_eq!(
             (t, s.missing_bytes, s.stale_since),
             (Transition::BecameStale, 512 << 20, Some(5))
         );
-        let (s, t) = judge(Some(&h), Some(&dimm), &s, 9, "why");
+        let (s, t) = judge(Some(&h), Some(&dimm), None, &s, 9, "why");
         assert_eq!((t, s.stale_since), (Transition::Unchanged, Some(5)));
         let removed = Iomem::parse("00100000-1fffffff : System RAM\n").unwrap();
-        let (s, _) = judge(Some(&h), Some(&removed), &s, 10, "why");
+        let (s, _) = judge(Some(&h), Some(&removed), None, &s, 10, "why");
         assert!(s.excess_bytes > 0 && s.missing_bytes == 0);
-        let (s, t) = judge(Some(&h), Some(&before), &s, 11, "why");
+        let (s, t) = judge(Some(&h), Some(&before), None, &s, 11, "why");
         assert_eq!((t, s.stale_since), (Transition::BecameFresh, None));
     }
 
     #[test]
     fn nothing_known_is_no_verdict() {
         let before = iomem("");
-        let (s, _) = judge(None, Some(&before), &HeaderStatus::default(), 1, "why");
+        let (s, _) = judge(
+            None,
+            Some(&before),
+            None,
+            &HeaderStatus::default(),
+            1,
+            "why",
+        );
         assert_eq!(s, HeaderStatus::default());
-        let h = LoadedHeader::inferred(&before, LoadPath::KexecLoad, "x".into(), 1).unwrap();
+        let h = LoadedHeader::inferred(&before, None, LoadPath::KexecLoad, "x".into(), 1).unwrap();
         assert_eq!(
-            judge(Some(&h), None, &HeaderStatus::default(), 1, "why").0,
+            judge(Some(&h), None, None, &HeaderStatus::default(), 1, "why").0,
             HeaderStatus::default()
         );
+    }
+
+    fn cpus(online: &[u32], present: &[u32], kernel_lists_possible: bool) -> CpuNotes {
+        CpuNotes {
+            present: present
+                .iter()
+                .map(|&cpu| crate::model::cpus::CpuNote {
+                    cpu,
+                    paddr: 0x3fa1_8000 + 0x4_0000 * u64::from(cpu),
+                    size: 0x150,
+                })
+                .collect(),
+            online: online.to_vec(),
+            kernel_lists_possible,
+        }
+    }
+
+    /// 6.1: the header lists the CPU present at the load; the CPU added and onlined since
+    /// makes it stale with its own reason, the RAM still matching.
+    #[test]
+    fn a_cpu_onlined_after_the_load_makes_it_stale_with_its_own_reason() {
+        let io = iomem("");
+        let one = cpus(&[0], &[0], false);
+        let h = LoadedHeader::inferred(&io, Some(&one), LoadPath::KexecFileLoad, "x".into(), 1)
+            .unwrap();
+        let (s, _) = judge(
+            Some(&h),
+            Some(&io),
+            Some(&one),
+            &HeaderStatus::default(),
+            1,
+            "",
+        );
+        assert!(!s.stale);
+        let added = cpus(&[0], &[0, 1], false);
+        let (s, _) = judge(Some(&h), Some(&io), Some(&added), &s, 2, "");
+        assert!(!s.stale, "present but offline: it saves no registers");
+        let onlined = cpus(&[0, 1], &[0, 1], false);
+        let (s, t) = judge(Some(&h), Some(&io), Some(&onlined), &s, 3, "");
+        assert_eq!(
+            (t, s.missing_cpu_notes.as_slice()),
+            (Transition::BecameStale, &[1][..])
+        );
+        assert!(s.stale_because(StaleReason::CpuNoteMissing));
+        assert!(
+            !s.stale_because(StaleReason::RamMissing) && !s.stale_because(StaleReason::RamExcess)
+        );
+        // The reload's header lists both.
+        let reloaded =
+            LoadedHeader::inferred(&io, Some(&onlined), LoadPath::KexecFileLoad, "x".into(), 4)
+                .unwrap();
+        let (s, t) = judge(Some(&reloaded), Some(&io), Some(&onlined), &s, 4, "");
+        assert_eq!((t, s.stale), (Transition::BecameFresh, false));
+    }
+
+    /// 6.6+: kexec_file_load lists every possible CPU, kexec-tools only the configured ones.
+    #[test]
+    fn the_kernel_rule_decides_what_an_inferred_header_lists() {
+        let io = iomem("");
+        let one = cpus(&[0], &[0], true);
+        let onlined = cpus(&[0, 1], &[0, 1], true);
+        for (load, stale) in [
+            (LoadPath::KexecFileLoad, false),
+            (LoadPath::KexecLoad, true),
+        ] {
+            let h = LoadedHeader::inferred(&io, Some(&one), load, "x".into(), 1).unwrap();
+            let (s, _) = judge(
+                Some(&h),
+                Some(&io),
+                Some(&onlined),
+                &HeaderStatus::default(),
+                2,
+                "",
+            );
+            assert_eq!(s.stale, stale, "{load:?}");
+        }
+        assert_eq!(
+            ListedCpuNotes::at_load(LoadPath::KexecLoad, None),
+            ListedCpuNotes::Unknown
+        );
+        assert_eq!(ListedCpuNotes::Unknown.missing(&onlined), Vec::<u32>::new());
     }
 
     #[test]

@@ -1,4 +1,5 @@
 //! The shared vocabulary: pure types and logic, no I/O. Every stage may use it.
+pub mod cpus;
 pub mod elfcorehdr;
 pub mod events;
 pub mod facts;

@@ -16,6 +16,8 @@ pub const LOAD_ORIGINS: [&str; 2] = ["agent", "other"];
 pub struct EventCounters {
     /// Per [`HotplugAction::ALL`] index.
     pub hotplug_events: [u64; 4],
+    /// CPU hotplug events, per [`HotplugAction::ALL`] index.
+    pub cpu_hotplug_events: [u64; 4],
     pub events_lost: u64,
     /// Keyed by (syscall, result, origin) from the label sets above.
     pub kexec_loads: BTreeMap<(&'static str, &'static str, &'static str), u64>,
@@ -34,6 +36,7 @@ impl EventCounters {
     pub fn count(&mut self, event: &Event) {
         match event {
             Event::Memory { action, .. } => self.hotplug_events[*action as usize] += 1,
+            Event::Cpu { action, .. } => self.cpu_hotplug_events[*action as usize] += 1,
             Event::Lost { count, .. } => self.events_lost += count,
             Event::KexecLoad(load) if !load.unload => {
                 let result = LOAD_RESULTS[usize::from(!load.succeeded())];

@@ -1,5 +1,7 @@
-//! The fallback event source: kernel uevents of the `memory` subsystem over
-//! `NETLINK_KOBJECT_UEVENT` (what udev's memory rules see).
+//! Kernel uevents over `NETLINK_KOBJECT_UEVENT` (what udev's rules see): the fallback source of
+//! memory events, and the source of CPU hotplug events whatever the memory source. A CPU
+//! add/online is a handful of uevents the kernel sends anyway: listening costs nothing while
+//! nothing happens, needs no probe on a path that differs between kernels, and works on all.
 use kobject_uevent::{ActionType, UEvent};
 use netlink_sys::{
     AsyncSocket as _, AsyncSocketExt as _, SocketAddr, TokioSocket,
@@ -14,11 +16,17 @@ const KERNEL_GROUP: u32 = 1;
 /// Room for a 4096-block storm (each message is a few hundred bytes).
 const RECEIVE_BUFFER_BYTES: usize = 4 << 20;
 
-/// Turns a uevent into an [`Event`] when it is about a memory block.
+/// What a listener forwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forward {
+    /// Memory blocks and CPUs (the uevent event source).
+    MemoryAndCpus,
+    /// CPUs only (the probes report memory).
+    Cpus,
+}
+
+/// Turns a uevent into an [`Event`] when it is about a memory block or a CPU.
 pub fn decode(uevent: &UEvent, block_bytes: Option<u64>) -> Option<Event> {
-    if uevent.subsystem != "memory" {
-        return None;
-    }
     let action = match uevent.action {
         ActionType::Online => HotplugAction::Online,
         ActionType::Offline => HotplugAction::Offline,
@@ -26,11 +34,17 @@ pub fn decode(uevent: &UEvent, block_bytes: Option<u64>) -> Option<Event> {
         ActionType::Remove => HotplugAction::Remove,
         _ => return None,
     };
+    let name = uevent.devpath.file_name().and_then(|n| n.to_str());
+    if uevent.subsystem == "cpu" {
+        // DEVPATH=/devices/system/cpu/cpu1 (not its cache or other children).
+        let cpu = name.and_then(|n| n.strip_prefix("cpu"))?.parse().ok()?;
+        return Some(Event::Cpu { action, cpu });
+    }
+    if uevent.subsystem != "memory" {
+        return None;
+    }
     // DEVPATH=/devices/system/memory/memory42: block 42 starts at 42 * block size.
-    let block: Option<u64> = uevent
-        .devpath
-        .file_name()
-        .and_then(|n| n.to_str())
+    let block: Option<u64> = name
         .and_then(|n| n.strip_prefix("memory"))
         .and_then(|n| n.parse().ok());
     Some(Event::Memory {
@@ -42,9 +56,11 @@ pub fn decode(uevent: &UEvent, block_bytes: Option<u64>) -> Option<Event> {
     })
 }
 
-/// Opens the socket now (so failure can select another source), then forwards memory events.
+/// Opens the socket now (so failure can select another source), then forwards the events
+/// `forward` asks for.
 pub fn listen(
     block_bytes: Option<u64>,
+    forward: Forward,
     tx: mpsc::Sender<Event>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let mut socket = TokioSocket::new(NETLINK_KOBJECT_UEVENT)?;
@@ -57,7 +73,10 @@ pub fn listen(
             match socket.recv_from_full().await {
                 Ok((packet, _)) => match UEvent::from_netlink_packet(&packet) {
                     Ok(uevent) => {
-                        if let Some(event) = decode(&uevent, block_bytes)
+                        let wanted = |e: &Event| {
+                            forward == Forward::MemoryAndCpus || matches!(e, Event::Cpu { .. })
+                        };
+                        if let Some(event) = decode(&uevent, block_bytes).filter(wanted)
                             && tx.send(event).await.is_err()
                         {
                             return;
@@ -65,6 +84,11 @@ pub fn listen(
                     }
                     Err(e) => tracing::debug!(error = %e, "ignoring a malformed uevent"),
                 },
+                // Beside the probes, an overrun is a memory storm the probes report: the periodic
+                // rescan re-reads the CPUs, so it is not an event loss to resync for.
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) && forward == Forward::Cpus => {
+                    tracing::debug!("CPU uevent socket overrun during a uevent storm");
+                }
                 // ENOBUFS: the kernel dropped messages; the count is unknown, the resync is not.
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     tracing::warn!("uevent socket overrun: events were lost, resyncing");
@@ -124,16 +148,49 @@ mod tests {
     }
 
     #[test]
-    fn other_subsystems_and_actions_are_ignored() {
-        let cpu = UEvent::from_netlink_packet(&packet(&[
-            "online@/devices/system/cpu/cpu1",
-            "ACTION=online",
-            "DEVPATH=/devices/system/cpu/cpu1",
+    fn cpu_add_and_online_name_the_cpu() {
+        for (action, want) in [
+            ("add", HotplugAction::Add),
+            ("online", HotplugAction::Online),
+        ] {
+            let cpu = UEvent::from_netlink_packet(&packet(&[
+                &format!("{action}@/devices/system/cpu/cpu1"),
+                &format!("ACTION={action}"),
+                "DEVPATH=/devices/system/cpu/cpu1",
+                "SUBSYSTEM=cpu",
+                "SEQNUM=1",
+            ]))
+            .unwrap();
+            assert_eq!(
+                decode(&cpu, Some(1)),
+                Some(Event::Cpu {
+                    action: want,
+                    cpu: 1
+                })
+            );
+        }
+        let child = UEvent::from_netlink_packet(&packet(&[
+            "add@/devices/system/cpu/cpu1/cache",
+            "ACTION=add",
+            "DEVPATH=/devices/system/cpu/cpu1/cache",
             "SUBSYSTEM=cpu",
+            "SEQNUM=2",
+        ]))
+        .unwrap();
+        assert_eq!(decode(&child, Some(1)), None);
+    }
+
+    #[test]
+    fn other_subsystems_and_actions_are_ignored() {
+        let pci = UEvent::from_netlink_packet(&packet(&[
+            "add@/devices/pci0000:00/0000:00:03.0",
+            "ACTION=add",
+            "DEVPATH=/devices/pci0000:00/0000:00:03.0",
+            "SUBSYSTEM=pci",
             "SEQNUM=1",
         ]))
         .unwrap();
-        assert_eq!(decode(&cpu, Some(1)), None);
+        assert_eq!(decode(&pci, Some(1)), None);
         let change = UEvent::from_netlink_packet(&packet(&[
             "change@/devices/system/memory/memory3",
             "ACTION=change",

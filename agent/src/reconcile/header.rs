@@ -2,6 +2,7 @@
 //! stage's loop), and every verdict through [`judge`]. Pure: the caller passes the RAM and the
 //! time.
 use crate::model::{
+    cpus::CpuNotes,
     elfcorehdr::LoadPath,
     events::Event,
     header::{HeaderCaptureError, HeaderStatus, LoadedHeader, Provenance, Transition, judge},
@@ -165,22 +166,35 @@ impl HeaderKnowledge {
     }
 
     /// This agent's load ended. When it succeeded and no probe captured its header, the
-    /// kernel built one from the RAM of now: that is what is known (inferred).
-    pub fn own_load_finished(&mut self, loaded: bool, iomem: Option<&Iomem>, now: u64) {
+    /// kernel built one from the RAM and CPUs of now: that is what is known (inferred).
+    pub fn own_load_finished(
+        &mut self,
+        loaded: bool,
+        iomem: Option<&Iomem>,
+        cpus: Option<&CpuNotes>,
+        now: u64,
+    ) {
         let captured = self.own_load.take().unwrap_or(false);
         if loaded && !captured {
             self.loaded = iomem.and_then(|io| {
-                LoadedHeader::inferred(io, LoadPath::KexecFileLoad, "this agent's load".into(), now)
-                    .ok()
-                    .map(|h| LoadedHeader {
-                        own_load: true,
-                        ..h
-                    })
+                LoadedHeader::inferred(
+                    io,
+                    cpus,
+                    LoadPath::KexecFileLoad,
+                    "this agent's load".into(),
+                    now,
+                )
+                .ok()
+                .map(|h| LoadedHeader {
+                    own_load: true,
+                    ..h
+                })
             });
         }
     }
 
-    /// The one judgement: what is loaded against the RAM in `iomem`. Without a crash kernel
+    /// The one judgement: what is loaded against the RAM in `iomem` and the online CPUs in
+    /// `cpus`. Without a crash kernel
     /// nothing is loaded; a crash kernel nothing is known about, or a kernel-managed one whose
     /// rewrites were neither captured nor read back, is assumed to hold the header of the RAM
     /// of now, and the verdict says that this is not known. Unless the kernel skipped an
@@ -190,6 +204,7 @@ impl HeaderKnowledge {
         crash_loaded: bool,
         kernel_managed: bool,
         iomem: Option<&Iomem>,
+        cpus: Option<&CpuNotes>,
         now: u64,
     ) -> Transition {
         // Only an image that accepts updates can have one skipped (others never take any),
@@ -224,6 +239,7 @@ impl HeaderKnowledge {
             self.loaded = iomem.and_then(|io| {
                 LoadedHeader::inferred(
                     io,
+                    cpus,
                     LoadPath::KexecFileLoad,
                     "inferred from the RAM when the agent first saw the load".into(),
                     now,
@@ -235,7 +251,8 @@ impl HeaderKnowledge {
             Some(e) => format!("not captured by a probe, and not read back: {e}"),
             None => "not captured by a probe, and not read back".to_owned(),
         };
-        let (mut status, transition) = judge(self.loaded.as_ref(), iomem, &self.status, now, &why);
+        let (mut status, transition) =
+            judge(self.loaded.as_ref(), iomem, cpus, &self.status, now, &why);
         if status.verified && !status.stale {
             // What is loaded is known and current: whatever the kernel skipped did not matter.
             self.last_skip_ns = None;
@@ -304,14 +321,14 @@ mod tests {
             (HeaderSource::Kernel, LoadPath::KexecFileLoad),
         ] {
             let mut k = HeaderKnowledge::default();
-            k.judge(true, false, Some(&iomem("")), 10);
+            k.judge(true, false, Some(&iomem("")), None, 10);
             assert_eq!(k.status().provenance, Some(Provenance::Inferred));
             k.observe(
                 &load(syscall, Some(captured(&iomem(""), source)), false),
                 11,
             )
             .unwrap();
-            k.judge(true, false, Some(&iomem("")), 11);
+            k.judge(true, false, Some(&iomem("")), None, 11);
             let s = k.status();
             assert!(s.verified && !s.stale, "{s:?}");
             assert_eq!(
@@ -319,7 +336,7 @@ mod tests {
                 Some(format!("{} by kexec (pid 312)", syscall.as_str()).as_str())
             );
             assert_eq!(
-                k.judge(true, false, Some(&iomem(DIMM)), 12),
+                k.judge(true, false, Some(&iomem(DIMM)), None, 12),
                 Transition::BecameStale
             );
             assert_eq!(
@@ -334,7 +351,7 @@ mod tests {
             });
             k.observe(&update, 14).unwrap();
             assert_eq!(
-                k.judge(true, true, Some(&iomem(DIMM)), 14),
+                k.judge(true, true, Some(&iomem(DIMM)), None, 14),
                 Transition::BecameFresh
             );
             assert!(k.status().verified && k.status().stale_since.is_none());
@@ -356,7 +373,7 @@ mod tests {
         .unwrap();
         k.observe(&load(LoadPath::KexecFileLoad, None, false), 2)
             .unwrap();
-        k.judge(true, false, Some(&io), 2);
+        k.judge(true, false, Some(&io), None, 2);
         assert!(!k.status().verified, "a newer uncaptured load replaces it");
         let mut partial = captured(&io, HeaderSource::Kernel);
         partial.complete = false;
@@ -370,7 +387,7 @@ mod tests {
             k.observe(&load(LoadPath::KexecFileLoad, Some(garbage), false), 3),
             Err(HeaderCaptureError::Parse(_))
         ));
-        k.judge(true, false, Some(&io), 3);
+        k.judge(true, false, Some(&io), None, 3);
         assert!(!k.status().verified);
     }
 
@@ -379,20 +396,20 @@ mod tests {
     #[test]
     fn the_agents_own_uncaptured_load_is_what_later_rescans_judge() {
         let mut k = HeaderKnowledge::default();
-        k.judge(true, false, Some(&iomem("")), 1);
+        k.judge(true, false, Some(&iomem("")), None, 1);
         assert_eq!(
-            k.judge(true, false, Some(&iomem(DIMM)), 2),
+            k.judge(true, false, Some(&iomem(DIMM)), None, 2),
             Transition::BecameStale
         );
         k.own_load_started();
-        k.own_load_finished(true, Some(&iomem(DIMM)), 3);
+        k.own_load_finished(true, Some(&iomem(DIMM)), None, 3);
         assert_eq!(
-            k.judge(true, false, Some(&iomem(DIMM)), 3),
+            k.judge(true, false, Some(&iomem(DIMM)), None, 3),
             Transition::BecameFresh
         );
         for t in 4..10 {
             assert_eq!(
-                k.judge(true, false, Some(&iomem(DIMM)), t),
+                k.judge(true, false, Some(&iomem(DIMM)), None, t),
                 Transition::Unchanged
             );
         }
@@ -412,15 +429,15 @@ mod tests {
         let mut k = HeaderKnowledge::default();
         k.own_load_started();
         k.observe(&own, 1).unwrap();
-        k.own_load_finished(true, Some(&dimm), 2);
+        k.own_load_finished(true, Some(&dimm), None, 2);
         assert_eq!(k.loaded().unwrap().provenance, Provenance::Captured);
         // After it: the capture replaces the inference.
         let mut k = HeaderKnowledge::default();
         k.own_load_started();
-        k.own_load_finished(true, Some(&dimm), 2);
+        k.own_load_finished(true, Some(&dimm), None, 2);
         assert_eq!(k.loaded().unwrap().provenance, Provenance::Inferred);
         k.observe(&own, 3).unwrap();
-        k.judge(true, false, Some(&dimm), 3);
+        k.judge(true, false, Some(&dimm), None, 3);
         assert!(k.status().verified && !k.status().stale);
     }
 
@@ -438,9 +455,9 @@ mod tests {
         )
         .unwrap();
         k.own_load_started();
-        k.own_load_finished(false, Some(&io), 2);
+        k.own_load_finished(false, Some(&io), None, 2);
         assert_eq!(k.loaded().unwrap().provenance, Provenance::Captured);
-        k.judge(false, false, Some(&io), 3);
+        k.judge(false, false, Some(&io), None, 3);
         assert!(k.loaded().is_none());
         assert_eq!(k.status(), &HeaderStatus::default());
     }
@@ -478,12 +495,82 @@ mod tests {
         );
     }
 
+    /// 6.1: the captured load lists CPU 0 (the sample header's note); CPU 1 onlined since has
+    /// none: stale for that alone, until the agent's own captured load lists both.
+    #[test]
+    fn a_cpu_onlined_after_a_captured_load_is_stale_until_a_load_lists_it() {
+        use crate::model::{
+            cpus::{CpuNote, CpuNotes},
+            elfcorehdr::{HeaderInputs, NoteRegion, arch, build},
+        };
+        let io = iomem("");
+        let note = |cpu: u32| CpuNote {
+            cpu,
+            paddr: 0x3fa1_8000 + 0x4_0000 * u64::from(cpu),
+            size: 0x150,
+        };
+        let cpus = |online: &[u32]| CpuNotes {
+            present: vec![note(0), note(1)],
+            online: online.to_vec(),
+            kernel_lists_possible: false,
+        };
+        let mut k = HeaderKnowledge::default();
+        k.observe(
+            &load(
+                LoadPath::KexecFileLoad,
+                Some(captured(&io, HeaderSource::Kernel)),
+                false,
+            ),
+            1,
+        )
+        .unwrap();
+        assert_eq!(
+            k.judge(true, false, Some(&io), Some(&cpus(&[0])), 1),
+            Transition::Unchanged
+        );
+        assert_eq!(
+            k.judge(true, false, Some(&io), Some(&cpus(&[0, 1])), 2),
+            Transition::BecameStale
+        );
+        assert_eq!(k.status().missing_cpu_notes, [1]);
+        assert_eq!(k.status().missing_bytes, 0);
+        let both: Vec<NoteRegion> = [note(0), note(1)].iter().map(CpuNote::region).collect();
+        let bytes = build(&HeaderInputs {
+            cpu_notes: &both,
+            vmcoreinfo: NoteRegion {
+                paddr: 0x100_0000,
+                size: 1024,
+            },
+            kernel_text: None,
+            ram: crash_memory_ranges(&io, LoadPath::KexecFileLoad)
+                .unwrap()
+                .ranges(),
+            page_offset: arch::X86_64_DEFAULT_PAGE_OFFSET,
+        })
+        .unwrap();
+        k.own_load_started();
+        let header = CapturedHeader {
+            source: HeaderSource::Kernel,
+            total_bytes: bytes.len() as u64,
+            bytes,
+            complete: true,
+        };
+        k.observe(&load(LoadPath::KexecFileLoad, Some(header), true), 3)
+            .unwrap();
+        k.own_load_finished(true, Some(&io), Some(&cpus(&[0, 1])), 3);
+        assert_eq!(
+            k.judge(true, false, Some(&io), Some(&cpus(&[0, 1])), 3),
+            Transition::BecameFresh
+        );
+        assert!(k.status().missing_cpu_notes.is_empty());
+    }
+
     #[test]
     fn kernel_managed_without_a_capture_follows_the_ram() {
         let mut k = HeaderKnowledge::default();
-        k.judge(true, true, Some(&iomem("")), 1);
+        k.judge(true, true, Some(&iomem("")), None, 1);
         assert_eq!(
-            k.judge(true, true, Some(&iomem(DIMM)), 2),
+            k.judge(true, true, Some(&iomem(DIMM)), None, 2),
             Transition::Unchanged
         );
         assert!(!k.status().stale && !k.status().verified);
@@ -496,10 +583,10 @@ mod tests {
             during_load: false,
         };
         let mut k = HeaderKnowledge::default();
-        k.judge(true, true, Some(&iomem("")), 1);
+        k.judge(true, true, Some(&iomem("")), None, 1);
         k.observe(&skip, 2).unwrap();
         assert_eq!(
-            k.judge(true, true, Some(&iomem(DIMM)), 3),
+            k.judge(true, true, Some(&iomem(DIMM)), None, 3),
             Transition::BecameStale,
             "the kernel did not rewrite: it still lists the RAM before the DIMM"
         );
@@ -510,7 +597,7 @@ mod tests {
         );
         assert_eq!(k.skipped_updates(), 1);
         // Judged again (a rescan): still behind, counted once.
-        k.judge(true, true, Some(&iomem(DIMM)), 4);
+        k.judge(true, true, Some(&iomem(DIMM)), None, 4);
         assert_eq!(
             (k.status().kernel_skipped_since, k.skipped_updates()),
             (Some(3), 1)
@@ -522,7 +609,7 @@ mod tests {
             (l.ktime_ns, l.duration_ns) = (9, Some(6));
         }
         k.observe(&during, 5).unwrap();
-        k.judge(true, true, Some(&iomem(DIMM)), 5);
+        k.judge(true, true, Some(&iomem(DIMM)), None, 5);
         assert_eq!(
             (k.status().stale, k.status().kernel_skipped_since),
             (true, Some(3))
@@ -534,7 +621,7 @@ mod tests {
         }
         k.observe(&after, 6).unwrap();
         assert_eq!(
-            k.judge(true, true, Some(&iomem(DIMM)), 6),
+            k.judge(true, true, Some(&iomem(DIMM)), None, 6),
             Transition::BecameFresh
         );
         assert_eq!(k.status().kernel_skipped_since, None);
@@ -543,7 +630,7 @@ mod tests {
     #[test]
     fn a_skip_while_another_load_holds_the_lock_is_counted_and_its_image_is_behind() {
         let mut k = HeaderKnowledge::default();
-        k.judge(true, true, Some(&iomem("")), 1);
+        k.judge(true, true, Some(&iomem("")), None, 1);
         // The load freed the old image: nothing is loaded while the kernel skips.
         k.observe(
             &Event::KernelUpdateSkipped {
@@ -553,8 +640,8 @@ mod tests {
             2,
         )
         .unwrap();
-        k.judge(false, true, Some(&iomem(DIMM)), 2);
-        k.judge(false, true, Some(&iomem(DIMM)), 3);
+        k.judge(false, true, Some(&iomem(DIMM)), None, 2);
+        k.judge(false, true, Some(&iomem(DIMM)), None, 3);
         assert_eq!(k.skipped_updates(), 1);
         let mut load = load(
             LoadPath::KexecFileLoad,
@@ -566,7 +653,7 @@ mod tests {
         }
         k.observe(&load, 4).unwrap();
         assert_eq!(
-            k.judge(true, true, Some(&iomem(DIMM)), 4),
+            k.judge(true, true, Some(&iomem(DIMM)), None, 4),
             Transition::BecameStale
         );
         assert_eq!(k.status().kernel_skipped_since, Some(4));
@@ -579,15 +666,15 @@ mod tests {
             during_load: false,
         };
         let mut k = HeaderKnowledge::default();
-        k.judge(true, false, Some(&iomem("")), 1);
+        k.judge(true, false, Some(&iomem("")), None, 1);
         k.observe(&skip, 2).unwrap();
-        k.judge(true, false, Some(&iomem("")), 3);
+        k.judge(true, false, Some(&iomem("")), None, 3);
         assert_eq!(
             (k.skipped_updates(), k.status().kernel_skipped_since),
             (0, None)
         );
         let mut k = HeaderKnowledge::default();
-        k.judge(true, true, Some(&iomem("")), 1);
+        k.judge(true, true, Some(&iomem("")), None, 1);
         k.observe(&skip, 2).unwrap();
         let rewrite = Event::KernelHeaderUpdate(KernelHeaderUpdate {
             header: Some(captured(&iomem(DIMM), HeaderSource::Kernel)),
@@ -597,7 +684,7 @@ mod tests {
         });
         k.observe(&rewrite, 3).unwrap();
         assert_eq!(
-            k.judge(true, true, Some(&iomem(DIMM)), 4),
+            k.judge(true, true, Some(&iomem(DIMM)), None, 4),
             Transition::Unchanged
         );
         let s = k.status();

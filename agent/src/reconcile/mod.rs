@@ -15,7 +15,9 @@ pub mod coalesce;
 pub mod header;
 
 use self::coalesce::Coalescer;
-use crate::model::{events::Event, header::HeaderStatus, load::LoadOutcome, mode::Mode};
+use crate::model::{
+    events::Event, header::HeaderStatus, load::LoadOutcome, mode::Mode, units::bytes,
+};
 
 /// How long another loader's crash load may hold back checks: far longer than any load takes,
 /// short enough that a lost exit record does not stop the agent for good.
@@ -69,6 +71,23 @@ pub struct Staleness {
     pub missing_bytes: u64,
     /// Header ranges that are no longer System RAM (reading them can hang the dump).
     pub excess_bytes: u64,
+    /// Online CPUs without a `PT_NOTE` (their registers would be lost).
+    pub missing_cpu_notes: u32,
+}
+
+impl fmt::Display for Staleness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} missing, {} excess",
+            bytes(self.missing_bytes),
+            bytes(self.excess_bytes)
+        )?;
+        match self.missing_cpu_notes {
+            0 => Ok(()),
+            n => write!(f, ", {n} online CPU(s) without a note"),
+        }
+    }
 }
 
 /// What the loaded header says compared with the RAM the kernel has now.
@@ -90,6 +109,7 @@ impl HeaderState {
             Some(_) if status.stale => Self::Stale(Staleness {
                 missing_bytes: status.missing_bytes,
                 excess_bytes: status.excess_bytes,
+                missing_cpu_notes: status.missing_cpu_notes.len() as u32,
             }),
             Some(_) => Self::Fresh,
         }
@@ -111,6 +131,8 @@ pub struct HeaderCheck {
 pub enum ReloadReason {
     /// RAM changed and the loaded header no longer matches it (or cannot be vouched for).
     RamChanged,
+    /// The RAM still matches, but an online CPU has no note in the header (added since the load).
+    CpusChanged,
     /// No crash kernel is loaded.
     NotLoaded,
     /// Kernel-managed mode, but the kernel did not bring the header up to date.
@@ -125,6 +147,7 @@ impl ReloadReason {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::RamChanged => "ram-changed",
+            Self::CpusChanged => "cpus-changed",
             Self::NotLoaded => "not-loaded",
             Self::VerificationFailed => "verification-failed",
             Self::Requested => "requested",
@@ -408,10 +431,13 @@ impl Reconciler {
         let reason = match (check.loaded, check.header) {
             (false, _) => Some(ReloadReason::NotLoaded),
             (true, HeaderState::Fresh) => None,
-            (true, HeaderState::Stale(_)) => Some(match (self.mode, trigger) {
+            (true, HeaderState::Stale(s)) => Some(match (self.mode, trigger) {
                 (Mode::KernelManaged, _) => ReloadReason::VerificationFailed,
                 (_, Trigger::Requested) => ReloadReason::Requested,
                 (_, Trigger::Retry) => ReloadReason::Retry,
+                _ if s.missing_bytes == 0 && s.excess_bytes == 0 && s.missing_cpu_notes > 0 => {
+                    ReloadReason::CpusChanged
+                }
                 _ => ReloadReason::RamChanged,
             }),
             // Content unknown: after a change it cannot be vouched for, unless the kernel
@@ -575,6 +601,7 @@ mod tests {
         HeaderState::Stale(Staleness {
             missing_bytes,
             excess_bytes: 0,
+            missing_cpu_notes: 0,
         })
     }
 
@@ -641,7 +668,8 @@ mod tests {
             [
                 Action::Alert(Alert::KernelUpdateFailed(Staleness {
                     missing_bytes: 512 << 20,
-                    excess_bytes: 0
+                    excess_bytes: 0,
+                    missing_cpu_notes: 0
                 })),
                 reload(ReloadReason::VerificationFailed)
             ]
@@ -765,6 +793,7 @@ mod tests {
         let s = Staleness {
             missing_bytes: 512 << 20,
             excess_bytes: 0,
+            missing_cpu_notes: 0,
         };
         r.handle(t0, online());
         assert_eq!(r.handle(t0 + 250 * MS, Input::Tick), [Action::Verify]);
@@ -815,7 +844,8 @@ mod tests {
             r.handle(t0 + 250 * MS, check(true, stale(7))),
             [Action::Alert(Alert::Stale(Staleness {
                 missing_bytes: 7,
-                excess_bytes: 0
+                excess_bytes: 0,
+                missing_cpu_notes: 0,
             }))]
         );
     }
@@ -841,6 +871,7 @@ mod tests {
         let s = Staleness {
             missing_bytes: 128 << 20,
             excess_bytes: 0,
+            missing_cpu_notes: 0,
         };
         r.handle(t0, online());
         r.handle(t0 + 250 * MS, Input::Tick);
@@ -862,7 +893,8 @@ mod tests {
             r.handle(t0 + 250 * MS, check(true, stale(1))),
             [Action::Alert(Alert::KernelUpdateFailed(Staleness {
                 missing_bytes: 1,
-                excess_bytes: 0
+                excess_bytes: 0,
+                missing_cpu_notes: 0,
             }))]
         );
     }
@@ -1093,6 +1125,7 @@ mod tests {
         let s = Staleness {
             missing_bytes: 1,
             excess_bytes: 0,
+            missing_cpu_notes: 0,
         };
         assert_eq!(
             r.handle(t0 + 300 * MS, check(true, HeaderState::Stale(s))),
@@ -1290,7 +1323,8 @@ mod tests {
             after,
             [Action::Alert(Alert::StaleAfterReload(Staleness {
                 missing_bytes: 512 << 20,
-                excess_bytes: 0
+                excess_bytes: 0,
+                missing_cpu_notes: 0,
             }))]
         );
         assert_eq!(r.handle(due + 30 * MS, own(true)), []);

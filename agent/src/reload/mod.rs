@@ -20,12 +20,12 @@ use crate::{
     model::{
         elfcorehdr::LoadPath,
         events::{Event, KexecLoad},
-        header::{LoadedHeader, Provenance, Transition},
+        header::{ListedCpuNotes, LoadedHeader, Provenance, Transition},
         load::LoadOutcome,
         mode::Mode,
         observations::Observations,
         readiness::readiness,
-        units::{bytes, unix_seconds, utc},
+        units::{unix_seconds, utc},
     },
     reconcile::{
         Action, Alert, HeaderCheck, HeaderState, Input, Reconciler, ReloadReason, Timing,
@@ -351,6 +351,8 @@ fn restored_header(persisted: &PersistedState, now: u64) -> Option<LoadedHeader>
     Some(LoadedHeader {
         load: LoadPath::infer(&ram),
         ram,
+        // The record has no notes: only its RAM is judged.
+        cpu_notes: ListedCpuNotes::Unknown,
         provenance: Provenance::Inferred,
         origin: "recorded by an earlier run of this agent".into(),
         at: now,
@@ -634,6 +636,7 @@ impl ReconcileLoop {
             node.facts.crash_loaded,
             kernel_managed,
             node.iomem.as_ref(),
+            node.cpus.as_ref(),
             unix_seconds(SystemTime::now()),
         );
         let skipped = parts.header.skipped_updates() - skipped_before;
@@ -649,6 +652,7 @@ impl ReconcileLoop {
             Transition::BecameStale => tracing::warn!(
                 missing_bytes = h.missing_bytes,
                 excess_bytes = h.excess_bytes,
+                missing_cpu_notes = ?h.missing_cpu_notes,
                 provenance = h.provenance.map_or("unknown", Provenance::as_str),
                 "the loaded crash header is stale"
             ),
@@ -861,6 +865,7 @@ impl ReconcileLoop {
         parts.header.own_load_finished(
             report.outcome == LoadOutcome::Loaded,
             parts.node.iomem.as_ref(),
+            parts.node.cpus.as_ref(),
             unix_seconds(SystemTime::now()),
         );
         if report.outcome == LoadOutcome::Loaded
@@ -933,21 +938,9 @@ impl ReconcileLoop {
 
 fn alert_line(alert: Alert) -> String {
     match alert {
-        Alert::Stale(s) => format!(
-            "header stale ({} missing, {} excess) and this agent does not reload",
-            bytes(s.missing_bytes),
-            bytes(s.excess_bytes)
-        ),
-        Alert::KernelUpdateFailed(s) => format!(
-            "the kernel did not update the header ({} missing, {} excess)",
-            bytes(s.missing_bytes),
-            bytes(s.excess_bytes)
-        ),
-        Alert::StaleAfterReload(s) => format!(
-            "still stale after the agent's load ({} missing, {} excess)",
-            bytes(s.missing_bytes),
-            bytes(s.excess_bytes)
-        ),
+        Alert::Stale(s) => format!("header stale ({s}) and this agent does not reload"),
+        Alert::KernelUpdateFailed(s) => format!("the kernel did not update the header ({s})"),
+        Alert::StaleAfterReload(s) => format!("still stale after the agent's load ({s})"),
         Alert::ReloadFailed { failures, retry_in } => format!(
             "reload failed {failures} time(s) in a row; next try in {:.1} s",
             retry_in.as_secs_f64()

@@ -1,5 +1,6 @@
-//! The crash-dump files in sysfs that the header builder needs: per-CPU crash note buffers and
-//! the vmcoreinfo note. Thin: read, parse one value, name the file in every error.
+//! The crash-dump files in sysfs that the header builder and the judge need: per-CPU crash
+//! note buffers, the online CPUs and the vmcoreinfo note. Thin: read, parse one value, name
+//! the file in every error. None of these files takes the kexec lock.
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -7,10 +8,10 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use crate::model::elfcorehdr::NoteRegion;
-
-/// The kernel's `NR_CPUS` ceiling; a longer `possible` list is not a real kernel's.
-const MAX_CPUS: u32 = 8192;
+use crate::model::{
+    cpus::{CpuNote, CpuNotes, parse_cpu_list},
+    elfcorehdr::NoteRegion,
+};
 
 /// Crash note buffers of the possible CPUs that sysfs shows.
 #[derive(Debug)]
@@ -52,6 +53,41 @@ pub fn read_cpu_crash_notes(sysfs: &Path) -> Result<CpuCrashNotes> {
     Ok(CpuCrashNotes { notes, unreadable })
 }
 
+/// The present CPUs' crash note buffers (`SYSFS/devices/system/cpu/present`, each `cpuN`'s)
+/// and the online CPUs, for the judge; `None` when the kernel exports no crash notes (no
+/// `CONFIG_CRASH_DUMP`) or sysfs shows no CPUs.
+pub fn read_cpu_notes(sysfs: &Path, kernel_lists_possible: bool) -> Result<Option<CpuNotes>> {
+    let cpu_dir = sysfs.join("devices/system/cpu");
+    let list = |name: &str| -> Result<Vec<u32>> {
+        let path = cpu_dir.join(name);
+        parse_cpu_list(&read_trimmed(&path)?).map_err(|e| anyhow!("{}: {e}", path.display()))
+    };
+    if !cpu_dir.join("present").exists() {
+        return Ok(None);
+    }
+    let (present, online) = (list("present")?, list("online")?);
+    let mut notes = Vec::with_capacity(present.len());
+    for cpu in present {
+        let dir = cpu_dir.join(format!("cpu{cpu}"));
+        let addr_path = dir.join("crash_notes");
+        if !addr_path.exists() {
+            if notes.is_empty() {
+                return Ok(None);
+            }
+            // Marked present a moment before its device is registered (a hot-add under way).
+            continue;
+        }
+        let paddr = parse_number(&addr_path, 16)?;
+        let size = parse_number(&dir.join("crash_notes_size"), 10)?;
+        notes.push(CpuNote { cpu, paddr, size });
+    }
+    Ok(Some(CpuNotes {
+        present: notes,
+        online,
+        kernel_lists_possible,
+    }))
+}
+
 /// `SYSFS/kernel/vmcoreinfo`: "ADDR SIZE", both hex (`%pa %x`).
 pub fn read_vmcoreinfo(sysfs: &Path) -> Result<NoteRegion> {
     let path = sysfs.join("kernel/vmcoreinfo");
@@ -90,28 +126,6 @@ fn parse_number(path: &PathBuf, radix: u32) -> Result<u64> {
         };
         anyhow!("{}: {text:?} is not a {kind} number", path.display())
     })
-}
-
-/// A kernel CPU list such as `0-3,8,10-11`.
-pub fn parse_cpu_list(text: &str) -> Result<Vec<u32>, String> {
-    let mut cpus = Vec::new();
-    for part in text.split(',') {
-        let num = |s: &str| {
-            s.parse::<u32>()
-                .map_err(|_| format!("{s:?} in CPU list {text:?} is not a CPU number"))
-        };
-        let (lo, hi) = match part.split_once('-') {
-            Some((lo, hi)) => (num(lo)?, num(hi)?),
-            None => (num(part)?, num(part)?),
-        };
-        if lo > hi || hi >= MAX_CPUS {
-            return Err(format!(
-                "CPU range {part:?} is reversed or beyond {MAX_CPUS} CPUs"
-            ));
-        }
-        cpus.extend(lo..=hi);
-    }
-    Ok(cpus)
 }
 
 #[cfg(test)]
@@ -177,12 +191,51 @@ mod tests {
     }
 
     #[test]
-    fn cpu_lists() {
-        assert_eq!(parse_cpu_list("0").unwrap(), vec![0]);
-        assert_eq!(parse_cpu_list("0-2,5,7-8").unwrap(), vec![0, 1, 2, 5, 7, 8]);
-        assert!(parse_cpu_list("").is_err());
-        assert!(parse_cpu_list("3-1").is_err());
-        assert!(parse_cpu_list("0-4294967295").is_err());
-        assert!(parse_cpu_list("a").is_err());
+    fn the_judge_reads_present_and_online_cpus() {
+        let sys = tempfile::tempdir().unwrap();
+        let sys = sys.path();
+        write(sys, "devices/system/cpu/present", "0-1\n");
+        write(sys, "devices/system/cpu/online", "0\n");
+        for (cpu, addr) in [(0, "3fa18000"), (1, "3fa58000")] {
+            write(
+                sys,
+                &format!("devices/system/cpu/cpu{cpu}/crash_notes"),
+                addr,
+            );
+            write(
+                sys,
+                &format!("devices/system/cpu/cpu{cpu}/crash_notes_size"),
+                "336\n",
+            );
+        }
+        let c = read_cpu_notes(sys, false).unwrap().unwrap();
+        assert_eq!(c.online, [0]);
+        assert_eq!(
+            c.present,
+            [
+                CpuNote {
+                    cpu: 0,
+                    paddr: 0x3fa1_8000,
+                    size: 336
+                },
+                CpuNote {
+                    cpu: 1,
+                    paddr: 0x3fa5_8000,
+                    size: 336
+                },
+            ]
+        );
+        write(sys, "devices/system/cpu/online", "0-x\n");
+        let err = read_cpu_notes(sys, false).unwrap_err().to_string();
+        assert!(
+            err.contains("devices/system/cpu/online: \"x\" in CPU list"),
+            "{err}"
+        );
+        write(sys, "devices/system/cpu/online", "0\n");
+        fs::remove_file(sys.join("devices/system/cpu/cpu0/crash_notes")).unwrap();
+        assert!(
+            read_cpu_notes(sys, false).unwrap().is_none(),
+            "no CONFIG_CRASH_DUMP"
+        );
     }
 }

@@ -2,9 +2,14 @@
 use std::{path::Path, time::SystemTime};
 
 use crate::{
-    model::{facts::KdumpFacts, iomem::Iomem},
+    model::{
+        cpus::{CpuNotes, kernel_lists_possible_cpus},
+        facts::KdumpFacts,
+        iomem::Iomem,
+    },
     sys::{
         capabilities::{self, Capability, Feature},
+        crash_sysfs,
         procfs::Procfs,
         sysfs::Sysfs,
     },
@@ -54,6 +59,8 @@ pub struct NodeState {
     pub facts: KdumpFacts,
     /// The last `/proc/iomem` read: the RAM the loaded header should list.
     pub iomem: Option<Iomem>,
+    /// The last read of the CPUs and their crash note buffers: the notes the header should list.
+    pub cpus: Option<CpuNotes>,
     /// When the node was last read.
     pub refreshed_at: Option<SystemTime>,
 }
@@ -82,6 +89,7 @@ impl NodeState {
             no_kexec_reason,
             facts: KdumpFacts::default(),
             iomem: None,
+            cpus: None,
             refreshed_at: None,
         }
     }
@@ -100,6 +108,10 @@ impl NodeState {
         read_locked: bool,
     ) -> anyhow::Result<()> {
         let iomem = read_iomem(procfs)?;
+        let cpus = crash_sysfs::read_cpu_notes(
+            &sysfs.path(""),
+            kernel_lists_possible_cpus(&self.kernel_release),
+        )?;
         let have_last = self.refreshed_at.is_some();
         self.facts = match facts(
             &iomem,
@@ -113,6 +125,7 @@ impl NodeState {
             }
             facts => facts?,
         };
+        self.cpus = cpus;
         self.iomem = Some(iomem);
         self.refreshed_at = Some(SystemTime::now());
         Ok(())

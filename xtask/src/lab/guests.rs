@@ -7,7 +7,7 @@ use kdump_agent::model::units::bytes;
 
 use super::{
     image::{self, Kernel},
-    machine::{self, Accel, Forward, Machine, MachineSpec, Memory},
+    machine::{self, Accel, Cpus, Forward, Machine, MachineSpec, Memory},
     packages,
 };
 use crate::{paths, support::agent, ui::Step};
@@ -75,6 +75,7 @@ impl Lab {
             initrd,
             cmdline: format!("console=ttyS0 {} panic=-1 {}", boot.crashkernel, boot.extra),
             memory: boot.memory,
+            cpus: boot.cpus,
             accel: self.accel,
             console_log: self.runs.join(format!("{log}.log")),
             forward: boot.forward_agent.map(|host_port| Forward {
@@ -93,6 +94,7 @@ pub const GUEST_AGENT_PORT: u16 = 10864;
 /// and whether the host reaches the guest agent's port.
 pub struct Boot {
     pub memory: Memory,
+    pub cpus: Cpus,
     pub crashkernel: &'static str,
     pub extra: &'static str,
     /// A host loopback port forwarded to [`GUEST_AGENT_PORT`] over a NIC on QEMU user
@@ -104,7 +106,8 @@ pub struct Boot {
 }
 
 impl Default for Boot {
-    /// 1 GiB with room for three more GiB of DIMMs, 256 MiB reserved for the capture kernel.
+    /// 1 GiB with room for three more GiB of DIMMs, 2 CPUs, 256 MiB reserved for the capture
+    /// kernel.
     fn default() -> Self {
         Self {
             memory: Memory {
@@ -112,6 +115,7 @@ impl Default for Boot {
                 slots: 4,
                 max_mib: 4096,
             },
+            cpus: Cpus { boot: 2, max: 2 },
             crashkernel: "crashkernel=256M",
             extra: "",
             forward_agent: None,

@@ -60,12 +60,20 @@ pub struct Memory {
     pub max_mib: u64,
 }
 
+/// CPUs at boot and the hot-plug ceiling (`-smp BOOT,maxcpus=MAX`).
+#[derive(Clone, Copy, Debug)]
+pub struct Cpus {
+    pub boot: u32,
+    pub max: u32,
+}
+
 /// Everything QEMU needs to start one guest.
 pub struct MachineSpec<'a> {
     pub vmlinuz: &'a Path,
     pub initrd: &'a Path,
     pub cmdline: String,
     pub memory: Memory,
+    pub cpus: Cpus,
     pub accel: Accel,
     /// The serial console log (kept after the run for post-mortems).
     pub console_log: PathBuf,
@@ -149,7 +157,9 @@ impl Machine {
         let m = spec.memory;
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args(["-machine", "pc", "-accel", spec.accel.as_str()])
-            .args(["-smp", "2", "-m"])
+            .arg("-smp")
+            .arg(format!("{},maxcpus={}", spec.cpus.boot, spec.cpus.max))
+            .arg("-m")
             .arg(format!(
                 "{}M,slots={},maxmem={}M",
                 m.boot_mib, m.slots, m.max_mib
@@ -473,6 +483,31 @@ impl Machine {
             addr: data["addr"].as_u64().context("pc-dimm addr")?,
             size: data["size"].as_u64().context("pc-dimm size")?,
         })
+    }
+
+    /// Plugs the first free CPU slot QEMU lists (`query-hotpluggable-cpus`) and returns its
+    /// QOM path's socket id; the guest registers it as the next `cpuN`.
+    pub fn plug_cpu(&mut self) -> Result<u64> {
+        let step = "hot-adding a CPU";
+        let slots = match self.qmp.execute("query-hotpluggable-cpus", json!({})) {
+            Ok(slots) => slots,
+            Err(e) => return Err(self.fail(step, e)),
+        };
+        let free = slots
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s.get("qom-path").is_none())
+            .with_context(|| format!("{step}: QEMU lists no free CPU slot (raise maxcpus)"))?
+            .clone();
+        let socket = free["props"]["socket-id"].as_u64().unwrap_or(0);
+        let mut device = free["props"].clone();
+        device["driver"] = free["type"].clone();
+        device["id"] = json!(format!("cpu-socket{socket}"));
+        if let Err(e) = self.qmp.execute("device_add", device) {
+            return Err(self.fail(step, e));
+        }
+        Ok(socket)
     }
 
     /// Writes `state` (`online`, `online_movable`, `offline`) to each of the DIMM's blocks

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use kdump_agent::model::{
-    elfcorehdr::{ElfCoreHeader, LoadPath, diff, expected_ram},
+    elfcorehdr::{ElfCoreHeader, LoadPath, NT_PRSTATUS, diff, expected_ram, parse_notes},
     iomem::Iomem,
     ranges::PhysRange,
 };
@@ -242,6 +242,88 @@ impl Run<'_> {
         self.virtio_mem_bytes = mib * MIB;
         self.note(&format!("virtio_mem_{mib}_mib_seconds"), millis(seconds));
         Ok(())
+    }
+
+    /// Plugs a CPU over QMP and brings it online in the guest (the lab has no udev rule to do
+    /// it); returns its number.
+    pub fn hot_add_cpu(&mut self, m: &mut Machine) -> Result<u32> {
+        let present = m.sh("ls -d /sys/devices/system/cpu/cpu[0-9]* | wc -l")?;
+        let cpu: u32 = present
+            .trim()
+            .parse()
+            .with_context(|| format!("counting the guest's CPUs: `{}`", present.trim()))?;
+        m.plug_cpu()?;
+        let online = format!("/sys/devices/system/cpu/cpu{cpu}/online");
+        m.wait_until(&format!("[ -e {online} ]"), Duration::from_secs(60))
+            .with_context(|| format!("the guest did not register cpu{cpu}"))?;
+        self.online_cpu(m, cpu)?;
+        Ok(cpu)
+    }
+
+    /// Brings present CPU `cpu` online unless the kernel already did.
+    pub fn online_cpu(&mut self, m: &mut Machine, cpu: u32) -> Result<()> {
+        let online = format!("/sys/devices/system/cpu/cpu{cpu}/online");
+        let auto = m.sh(&format!("cat {online}"))?.trim() == "1";
+        self.note("cpu_onlined_by_kernel", auto);
+        if !auto {
+            m.sh(&format!("echo 1 > {online}"))
+                .with_context(|| format!("onlining cpu{cpu}"))?;
+        }
+        m.wait_until(&format!("grep -qx 1 {online}"), Duration::from_secs(30))
+            .with_context(|| format!("cpu{cpu} did not come online"))
+    }
+
+    /// The first kernel's crash note buffers, `(cpu, address)` per present CPU, as
+    /// `/sys/devices/system/cpu/cpuN/crash_notes` says; noted in the report.
+    pub fn crash_notes(&mut self, m: &mut Machine) -> Result<Vec<(u32, u64)>> {
+        let text = m.sh(
+            "for d in /sys/devices/system/cpu/cpu[0-9]*; do echo ${d##*cpu} $(cat $d/crash_notes); done",
+        )?;
+        let notes = text
+            .lines()
+            .map(|l| {
+                let (cpu, addr) = l.trim().split_once(' ').context("no address")?;
+                Ok((cpu.parse()?, u64::from_str_radix(addr, 16)?))
+            })
+            .collect::<Result<Vec<(u32, u64)>>>()
+            .with_context(|| format!("the guest's crash_notes: `{}`", text.trim()))?;
+        let shown: Vec<String> = notes
+            .iter()
+            .map(|(c, a)| format!("cpu{c}={a:#x}"))
+            .collect();
+        self.note("crash_notes", shown.join(" "));
+        Ok(notes)
+    }
+
+    /// The `PT_NOTE` addresses of the header loaded now, read back from the crash reservation
+    /// by `kdump-agent header --read-back`.
+    pub fn loaded_note_addrs(&mut self, m: &mut Machine) -> Result<Vec<u64>> {
+        let file = "/tmp/loaded-header.bin";
+        let out = m.run(&format!(
+            "{GUEST_AGENT} header --read-back --format json --output {file} >/dev/null"
+        ))?;
+        if out.code != 0 {
+            bail!("header --read-back: {}", out.text().trim());
+        }
+        let header = ElfCoreHeader::parse(&m.run(&format!("cat {file}"))?.output)
+            .map_err(|e| anyhow!("the header read back: {e}"))?;
+        Ok(header.note_addrs())
+    }
+
+    /// The capture kernel's `/proc/vmcore` notes: how many `NT_PRSTATUS` (one per CPU whose
+    /// registers the dump kept) and the bytes of its merged `PT_NOTE`; noted in the report.
+    pub fn vmcore_cpu_notes(&mut self) -> Result<usize> {
+        let (Some(header), Some(fixture)) = (&self.vmcore_header, &self.report.fixture) else {
+            bail!("vmcore_cpu_notes before crash");
+        };
+        let bytes = header
+            .note_bytes(&fixture.vmcore_head)
+            .context("the capture kernel's PT_NOTE is not in the first bytes of /proc/vmcore")?;
+        let notes = parse_notes(bytes).map_err(|e| anyhow!("/proc/vmcore notes: {e}"))?;
+        let prstatus = notes.iter().filter(|n| n.n_type == NT_PRSTATUS).count();
+        self.note("vmcore_note_bytes", bytes.len());
+        self.note("vmcore_prstatus_notes", prstatus);
+        Ok(prstatus)
     }
 
     /// Records /proc/iomem, panics the guest, and measures the capture kernel's header against

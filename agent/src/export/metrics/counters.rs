@@ -9,6 +9,7 @@ use crate::{
 
 pub(super) struct CounterMetrics {
     hotplug_events: IntCounterVec,
+    cpu_hotplug_events: IntCounterVec,
     kexec_loads: IntCounterVec,
     kernel_header_updates: IntCounterVec,
     events_lost: IntCounter,
@@ -21,6 +22,12 @@ impl CounterMetrics {
                 r,
                 "kdump_memory_hotplug_events_total",
                 "Memory hotplug events seen, by action.",
+                &["action"],
+            ),
+            cpu_hotplug_events: counter_vec(
+                r,
+                "kdump_cpu_hotplug_events_total",
+                "CPU hotplug events seen (uevents of the cpu subsystem), by action.",
                 &["action"],
             ),
             kexec_loads: counter_vec(
@@ -51,6 +58,12 @@ impl CounterMetrics {
             raise(
                 &self.hotplug_events.with_label_values(&[action.as_str()]),
                 c.hotplug(action),
+            );
+            raise(
+                &self
+                    .cpu_hotplug_events
+                    .with_label_values(&[action.as_str()]),
+                c.cpu_hotplug_events[action as usize],
             );
         }
         for syscall in KEXEC_SYSCALLS {

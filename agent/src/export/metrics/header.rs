@@ -2,7 +2,10 @@
 use prometheus::{IntCounter, IntGauge, IntGaugeVec, Registry};
 
 use super::{gauge, gauge_vec, raise, reg};
-use crate::{model::header::Provenance, reconcile::header::HeaderKnowledge};
+use crate::{
+    model::header::{Provenance, StaleReason},
+    reconcile::header::HeaderKnowledge,
+};
 
 pub(super) struct HeaderMetrics {
     stale: IntGauge,
@@ -13,6 +16,8 @@ pub(super) struct HeaderMetrics {
     provenance: IntGaugeVec,
     kernel_skipped_since: IntGauge,
     kernel_skipped_updates: IntCounter,
+    stale_reason: IntGaugeVec,
+    missing_cpu_notes: IntGauge,
 }
 
 impl HeaderMetrics {
@@ -62,6 +67,17 @@ impl HeaderMetrics {
                 )
                 .expect("valid metric"),
             ),
+            stale_reason: gauge_vec(
+                r,
+                "kdump_header_stale_reason",
+                "1 for each reason the loaded header is stale: ram_missing, ram_excess, cpu_note_missing (an online CPU has no PT_NOTE: its registers are lost from a dump).",
+                &["reason"],
+            ),
+            missing_cpu_notes: gauge(
+                r,
+                "kdump_header_missing_cpu_notes",
+                "Online CPUs whose crash_notes buffer the loaded header does not list.",
+            ),
         }
     }
 
@@ -80,5 +96,11 @@ impl HeaderMetrics {
         self.kernel_skipped_since
             .set(h.kernel_skipped_since.unwrap_or(0) as i64);
         raise(&self.kernel_skipped_updates, k.skipped_updates());
+        for r in StaleReason::ALL {
+            self.stale_reason
+                .with_label_values(&[r.label()])
+                .set(i64::from(h.stale_because(r)));
+        }
+        self.missing_cpu_notes.set(h.missing_cpu_notes.len() as i64);
     }
 }

@@ -235,8 +235,11 @@ mod tests {
             "kdump_header_missing_bytes",
             "kdump_header_excess_bytes",
             "kdump_header_stale_since_timestamp_seconds",
+            "kdump_header_stale_reason",
+            "kdump_header_missing_cpu_notes",
             "kdump_system_ram_bytes",
             "kdump_memory_hotplug_events_total",
+            "kdump_cpu_hotplug_events_total",
             "kdump_kexec_loads_total",
             "kdump_kernel_header_updates_total",
             "kdump_kernel_header_skipped_updates_total",
@@ -285,6 +288,29 @@ mod tests {
             .unwrap();
         assert_eq!(unzipped, second.as_str());
         assert!(second.gzip().len() < second.text.len());
+    }
+
+    #[test]
+    fn a_missing_cpu_note_is_its_own_stale_reason() {
+        let mut s = unsupported();
+        s.header = HeaderKnowledge::with_status(HeaderStatus {
+            stale: true,
+            missing_cpu_notes: vec![1],
+            ..Default::default()
+        });
+        let text = Exporter::new().render(&s);
+        assert_eq!(value(&text, "kdump_header_missing_cpu_notes"), "1");
+        assert_eq!(
+            value(
+                &text,
+                r#"kdump_header_stale_reason{reason="cpu_note_missing"}"#
+            ),
+            "1"
+        );
+        assert_eq!(
+            value(&text, r#"kdump_header_stale_reason{reason="ram_missing"}"#),
+            "0"
+        );
     }
 
     #[test]

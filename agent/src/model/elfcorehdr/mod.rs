@@ -14,7 +14,8 @@ use serde::Serialize;
 
 pub use arch::{LoadPath, crash_memory_ranges, expected_ram};
 pub use build::{HeaderInputs, KernelText, NoteRegion, build};
-pub use diff::{HeaderDiff, diff};
+pub use diff::{HeaderDiff, diff, missing_cpu_notes};
+pub use parse::{ElfNote, NT_PRSTATUS, parse_notes};
 
 use crate::model::ranges::{PhysRange, RamRanges};
 
@@ -75,6 +76,24 @@ impl ElfCoreHeader {
             .filter(|s| s.kind == SegmentKind::Ram)
             .filter_map(Segment::phys_range)
             .collect()
+    }
+
+    /// The physical addresses of its `PT_NOTE`s: CPU notes and vmcoreinfo.
+    pub fn note_addrs(&self) -> Vec<u64> {
+        self.segments
+            .iter()
+            .filter(|s| s.kind == SegmentKind::Note)
+            .map(|s| s.paddr)
+            .collect()
+    }
+
+    /// The bytes of its note segment in `file` (the capture kernel's `/proc/vmcore`, whose
+    /// one merged `PT_NOTE` has its content in the file); `None` when there is none or `file`
+    /// is too short.
+    pub fn note_bytes<'a>(&self, file: &'a [u8]) -> Option<&'a [u8]> {
+        let note = self.segments.iter().find(|s| s.kind == SegmentKind::Note)?;
+        let start = usize::try_from(note.offset).ok()?;
+        file.get(start..start.checked_add(usize::try_from(note.filesz).ok()?)?)
     }
 
     pub fn count(&self, kind: SegmentKind) -> usize {

@@ -113,6 +113,56 @@ pub(super) fn parse(bytes: &[u8]) -> Result<ElfCoreHeader, HeaderError> {
     })
 }
 
+/// `NT_PRSTATUS`: a CPU's registers, one note per CPU that saved them at the crash.
+pub const NT_PRSTATUS: u32 = 1;
+
+/// One ELF note: who wrote it, its type, the size of its descriptor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ElfNote {
+    pub name: String,
+    pub n_type: u32,
+    pub desc_bytes: u32,
+}
+
+/// The notes of a note segment, in order. An all-zero note header ends the list (the kernel
+/// ends each CPU's buffer with one); a note running past the end is an error.
+pub fn parse_notes(bytes: &[u8]) -> Result<Vec<ElfNote>, HeaderError> {
+    let word = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+    };
+    let align4 = |n: u32| (n as usize).next_multiple_of(4);
+    let mut notes = Vec::new();
+    let mut at = 0;
+    while at + 12 <= bytes.len() {
+        let (namesz, descsz, n_type) = match (word(at), word(at + 4), word(at + 8)) {
+            (Some(a), Some(b), Some(c)) => (a, b, c),
+            _ => break,
+        };
+        if (namesz, descsz, n_type) == (0, 0, 0) {
+            break;
+        }
+        let name_at = at + 12;
+        let end = name_at
+            .checked_add(align4(namesz))
+            .and_then(|e| e.checked_add(align4(descsz)))
+            .filter(|&e| e <= bytes.len())
+            .ok_or_else(|| {
+                HeaderError::Malformed(format!(
+                    "note at offset {at} (namesz {namesz}, descsz {descsz}) runs past the {} bytes of its segment",
+                    bytes.len()
+                ))
+            })?;
+        let name = &bytes[name_at..name_at + namesz as usize];
+        notes.push(ElfNote {
+            name: String::from_utf8_lossy(name.strip_suffix(&[0]).unwrap_or(name)).into_owned(),
+            n_type,
+            desc_bytes: descsz,
+        });
+        at = end;
+    }
+    Ok(notes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +221,66 @@ mod tests {
             parse(&b),
             Err(HeaderError::SegmentOverflow { index: 2, .. })
         ));
+    }
+
+    /// A note as the kernel writes it (`append_elf_note`): header, name, descriptor, each
+    /// padded to 4 bytes.
+    pub(crate) fn note(name: &str, n_type: u32, desc: usize) -> Vec<u8> {
+        let mut b = Vec::new();
+        let namesz = name.len() as u32 + 1;
+        b.extend_from_slice(&namesz.to_le_bytes());
+        b.extend_from_slice(&(desc as u32).to_le_bytes());
+        b.extend_from_slice(&n_type.to_le_bytes());
+        b.extend_from_slice(name.as_bytes());
+        b.push(0);
+        b.resize(b.len().next_multiple_of(4), 0);
+        b.resize(b.len() + desc.next_multiple_of(4), 0xab);
+        b
+    }
+
+    #[test]
+    fn notes_walk_to_the_terminator_and_truncation_is_an_error() {
+        // Two CPUs' prstatus (336 bytes each on x86_64) and vmcoreinfo, as /proc/vmcore merges them.
+        let mut b = note("CORE", NT_PRSTATUS, 336);
+        b.extend(note("CORE", NT_PRSTATUS, 336));
+        b.extend(note("VMCOREINFO", 0, 1021));
+        let notes = parse_notes(&b).unwrap();
+        assert_eq!(notes.len(), 3);
+        assert_eq!(notes[1].name, "CORE");
+        assert_eq!(notes[2].name, "VMCOREINFO");
+        assert_eq!(notes.iter().filter(|n| n.n_type == NT_PRSTATUS).count(), 2);
+        let mut ended = note("CORE", NT_PRSTATUS, 336);
+        ended.extend([0; 12]);
+        ended.extend(note("CORE", NT_PRSTATUS, 336));
+        assert_eq!(
+            parse_notes(&ended).unwrap().len(),
+            1,
+            "an empty header ends the list"
+        );
+        for len in [13, 20, b.len() - 1] {
+            assert!(parse_notes(&b[..len]).is_err(), "len {len}");
+        }
+        assert_eq!(parse_notes(&[]).unwrap(), []);
+    }
+
+    proptest::proptest! {
+        /// Any bytes walk to an answer or an error, never a panic.
+        #[test]
+        fn any_bytes_walk_without_panic(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let _ = parse_notes(&b);
+        }
+
+        /// Notes written the kernel's way walk back to the same names, types and sizes.
+        #[test]
+        fn written_notes_walk_back(list in proptest::collection::vec(("[A-Z]{1,12}", 1u32..8, 0usize..700), 0..8)) {
+            let bytes: Vec<u8> = list.iter().flat_map(|(n, t, d)| note(n, *t, *d)).collect();
+            let walked: Vec<(String, u32, usize)> = parse_notes(&bytes)
+                .unwrap()
+                .into_iter()
+                .map(|n| (n.name, n.n_type, n.desc_bytes as usize))
+                .collect();
+            proptest::prop_assert_eq!(walked, list);
+        }
     }
 
     #[test]

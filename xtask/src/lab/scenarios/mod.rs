@@ -1,13 +1,14 @@
 //! The named lab scenarios, one list per file: `baseline` (no agent), `agent` (the agent
 //! reloading), `prometheus` (a host Prometheus scraping the guest's agent), `probes` (what the
 //! eBPF probes report), `readback` (the header read back from the kernel against vmcore), `check` (a one-shot
-//! `check`, an agent started after RAM changed), `scale_up` (a long scale-up under the agent and the
+//! `check`, an agent started after RAM changed), `cpu_hotplug` (a CPU plugged after the load), `scale_up` (a long scale-up under the agent and the
 //! distributions' policies), `stop` (the agent signalled mid-reload), `package`
 //! (the systemd unit's command line), `deployed` (the DaemonSet's pod under runc), `virtio_mem`
 //! (RAM resized through a virtio-mem device). Adding one is a function and an entry in its file's list.
 pub mod agent;
 pub mod baseline;
 pub mod check;
+pub mod cpu_hotplug;
 pub mod deployed;
 pub mod package;
 pub mod probes;
@@ -28,6 +29,7 @@ pub fn every() -> impl Iterator<Item = &'static Scenario> {
         agent::ALL,
         virtio_mem::ALL,
         check::ALL,
+        cpu_hotplug::ALL,
         prometheus::ALL,
         agent::BENCHMARKS,
         scale_up::BENCHMARKS,
