@@ -49,7 +49,9 @@ const GUEST_MODULES: &str = "/lib/modules/lab";
 /// A Debian kernel package and the files the lab uses from it.
 #[derive(Clone, Copy, Debug)]
 pub struct Kernel {
+    /// The package with the kernel image.
     pub package: Package,
+    pub layout: Layout,
     /// `uname -r`, e.g. `6.1.0-47-amd64`.
     pub release: &'static str,
     /// Its image carries the driver of [`NIC`], so its guests can be networked.
@@ -58,8 +60,20 @@ pub struct Kernel {
     pub pod: bool,
 }
 
+/// Where a kernel's files are in its packages.
+#[derive(Clone, Copy, Debug)]
+pub enum Layout {
+    /// Debian 12 and 13: one `linux-image-*` package with `boot/vmlinuz-<release>`,
+    /// `boot/config-<release>` and `lib/modules/<release>/`.
+    Image,
+    /// Debian 14: `usr/lib/modules/<release>/vmlinuz` in `linux-binary-*`, the config beside it
+    /// in `base` (`linux-base-*`), the modules in `linux-modules-*` (not fetched).
+    Split { base: Package },
+}
+
 pub const KERNEL_6_1: Kernel = Kernel {
     package: packages::LINUX_6_1,
+    layout: Layout::Image,
     release: "6.1.0-47-amd64",
     networked: true,
     pod: false,
@@ -68,7 +82,19 @@ pub const KERNEL_6_1: Kernel = Kernel {
 /// is unchecked).
 pub const KERNEL_6_12: Kernel = Kernel {
     package: packages::LINUX_6_12,
+    layout: Layout::Image,
     release: "6.12.117+deb13-amd64",
+    networked: false,
+    pod: false,
+};
+/// Debian unstable's kernel (`CONFIG_CRASH_HOTPLUG=y`). Not networked: its modules are in a
+/// third package the lab does not fetch.
+pub const KERNEL_7_2: Kernel = Kernel {
+    package: packages::LINUX_7_2,
+    layout: Layout::Split {
+        base: packages::LINUX_7_2_BASE,
+    },
+    release: "7.2.13+deb14-amd64",
     networked: false,
     pod: false,
 };
@@ -90,22 +116,43 @@ impl Kernel {
     }
 
     pub fn vmlinuz(&self, unpacked: &Unpacked) -> PathBuf {
-        unpacked
-            .root(&self.package)
-            .join(format!("boot/vmlinuz-{}", self.release))
+        let root = unpacked.root(&self.package);
+        match self.layout {
+            Layout::Image => root.join(format!("boot/vmlinuz-{}", self.release)),
+            Layout::Split { .. } => root.join(format!("usr/lib/modules/{}/vmlinuz", self.release)),
+        }
     }
 
     /// The kernel's config, which the agent reads to learn what the kernel supports.
-    fn config(&self, unpacked: &Unpacked) -> PathBuf {
-        unpacked
-            .root(&self.package)
-            .join(format!("boot/config-{}", self.release))
+    pub fn config(&self, unpacked: &Unpacked) -> PathBuf {
+        match self.layout {
+            Layout::Image => unpacked
+                .root(&self.package)
+                .join(format!("boot/config-{}", self.release)),
+            Layout::Split { base } => unpacked
+                .root(&base)
+                .join(format!("usr/lib/modules/{}/config", self.release)),
+        }
+    }
+
+    /// Every package the lab takes this kernel's files from.
+    fn packages(&self) -> Vec<Package> {
+        match self.layout {
+            Layout::Image => vec![self.package],
+            Layout::Split { base } => vec![self.package, base],
+        }
     }
 
     /// The module `name` and the modules it needs (each `.modinfo`'s `depends=`), dependencies
     /// first, as (module name, file). The package has no modules.dep (depmod writes it at
     /// install time), so files are found through its `modules.order`.
     fn modules_with_deps(&self, unpacked: &Unpacked, name: &str) -> Result<Vec<(String, PathBuf)>> {
+        if let Layout::Split { .. } = self.layout {
+            bail!(
+                "{}: its modules are in linux-modules-*, which the lab does not fetch",
+                self.release
+            );
+        }
         let dir = unpacked
             .root(&self.package)
             .join(format!("lib/modules/{}", self.release));
@@ -184,7 +231,8 @@ fn module_depends(data: &[u8]) -> Result<Vec<String>> {
 
 /// Every package an image takes files from.
 pub fn packages_for(kernel: &Kernel) -> Vec<Package> {
-    let mut all = vec![kernel.package, BUSYBOX, KEXEC_TOOLS, UTIL_LINUX];
+    let mut all = kernel.packages();
+    all.extend([BUSYBOX, KEXEC_TOOLS, UTIL_LINUX]);
     all.extend_from_slice(KEXEC_LIBS);
     if kernel.pod {
         all.extend([RUNC, LIBSECCOMP, KDUMP_TOOLS, SYSVINIT_UTILS]);

@@ -6,7 +6,7 @@ use kdump_agent::model::elfcorehdr::LoadPath;
 
 use crate::lab::{
     guests::Boot,
-    image::{KERNEL_6_1, KERNEL_6_12},
+    image::{KERNEL_6_1, KERNEL_6_12, KERNEL_7_2},
     machine::Memory,
     scenario::{Online, Run, Scenario},
 };
@@ -27,7 +27,7 @@ pub const ALL: &[Scenario] = &[
         kernel: KERNEL_6_12,
         fixture: true,
         benchmark: false,
-        body: baseline_stale_kexec_load_6_12,
+        body: baseline_stale_kexec_load,
     },
     Scenario {
         name: "baseline-kernel-managed-6.12",
@@ -35,7 +35,23 @@ pub const ALL: &[Scenario] = &[
         kernel: KERNEL_6_12,
         fixture: true,
         benchmark: false,
-        body: baseline_kernel_managed_6_12,
+        body: baseline_kernel_managed,
+    },
+    Scenario {
+        name: "baseline-stale-kexec-load-7.2",
+        about: "7.2, kexec -c -p (kexec_load, no --hotplug), +512 MiB: stale",
+        kernel: KERNEL_7_2,
+        fixture: false,
+        benchmark: false,
+        body: baseline_stale_kexec_load,
+    },
+    Scenario {
+        name: "baseline-kernel-managed-7.2",
+        about: "7.2, kexec -s -p, +512 MiB: the kernel updates the header, dump whole",
+        kernel: KERNEL_7_2,
+        fixture: false,
+        benchmark: false,
+        body: baseline_kernel_managed,
     },
     Scenario {
         name: "baseline-hot-remove-6.12",
@@ -73,7 +89,7 @@ fn baseline_stale_6_1(run: &mut Run) -> Result<()> {
     Ok(())
 }
 
-fn baseline_stale_kexec_load_6_12(run: &mut Run) -> Result<()> {
+fn baseline_stale_kexec_load(run: &mut Run) -> Result<()> {
     let mut m = run.boot(&Boot::default())?;
     run.load_kdump(&mut m, LoadPath::KexecLoad)?;
     run.check_crash_hotplug(&mut m, "0")?;
@@ -84,7 +100,7 @@ fn baseline_stale_kexec_load_6_12(run: &mut Run) -> Result<()> {
     Ok(())
 }
 
-fn baseline_kernel_managed_6_12(run: &mut Run) -> Result<()> {
+fn baseline_kernel_managed(run: &mut Run) -> Result<()> {
     let mut m = run.boot(&Boot::default())?;
     run.load_kdump(&mut m, LoadPath::KexecFileLoad)?;
     run.check_crash_hotplug(&mut m, "1")?;
