@@ -135,6 +135,14 @@ impl Kernel {
         }
     }
 
+    /// Where the guest has the config: where the package installs it.
+    fn guest_config(&self) -> String {
+        match self.layout {
+            Layout::Image => format!("/boot/config-{}", self.release),
+            Layout::Split { .. } => format!("/usr/lib/modules/{}/config", self.release),
+        }
+    }
+
     /// Every package the lab takes this kernel's files from.
     fn packages(&self) -> Vec<Package> {
         match self.layout {
@@ -392,11 +400,7 @@ pub fn guest_image(kernel: &Kernel, unpacked: &Unpacked, agent: &Path) -> Result
         )?
         .host(GUEST_AGENT, 0o755, agent.to_path_buf())
         .host(GUEST_KERNEL, 0o644, kernel.vmlinuz(unpacked))
-        .host(
-            &format!("/boot/config-{}", kernel.release),
-            0o644,
-            kernel.config(unpacked),
-        )
+        .host(&kernel.guest_config(), 0o644, kernel.config(unpacked))
         .bytes(GUEST_CAPTURE_INITRD, 0o644, capture);
     let image = if kernel.pod {
         with_pod(image, unpacked, agent)?
