@@ -117,7 +117,10 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let root = root.path();
         let release = "7.2.13+deb14-amd64";
-        write(&root.join("proc/sys/kernel/osrelease"), &format!("{release}\n"));
+        write(
+            &root.join("proc/sys/kernel/osrelease"),
+            &format!("{release}\n"),
+        );
         let procfs = Procfs::new(root.join("proc"));
         let boot = root.join("boot");
         assert!(procfs.kernel_config(&boot).is_none());

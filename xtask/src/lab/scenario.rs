@@ -325,9 +325,9 @@ impl Run<'_> {
         let (kernel, config) = self.kernel_config()?;
         let rewrite = probe_table::find("arch_crash_handle_hotplug_event")
             .context("the probe table has no row for the in-kernel header rewrite")?;
-        Ok(rewrite
-            .kernels
-            .has(kernel.release, "x86_64", |option| built_with(&config, option)))
+        Ok(rewrite.kernels.has(kernel.release, "x86_64", |option| {
+            built_with(&config, option)
+        }))
     }
 
     pub fn expect(&mut self, missing: u64, excess: u64) {
