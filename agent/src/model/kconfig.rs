@@ -1,4 +1,5 @@
-//! The running kernel's build configuration (`/proc/config.gz` or `/boot/config-*`), used to say
+//! The running kernel's build configuration (`/proc/config.gz`, `/boot/config-*` or Debian 14's
+//! `/usr/lib/modules/*/config`), used to say
 //! *why* a capability is missing (`CONFIG_KPROBES is not set`).
 use std::collections::HashMap;
 

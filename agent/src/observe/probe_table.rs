@@ -213,7 +213,9 @@ const ONLINE_GONE: &str = "blocks going online or offline are seen only through 
                            uevents and rescans, without the range the probe reads";
 const REMOVE_GONE: &str = "removed memory is seen only through uevents and rescans of /proc/iomem";
 
-/// Every probe, in the order they are attached and reported.
+/// Every probe, in the order they are attached and reported. Checked against the lab's
+/// kernels' kallsyms and BTF (6.1, 6.12, 7.2): each function has the same name and prototype in
+/// all three (the rewrite only from 6.6); none is gone or renamed up to 7.2.
 pub static PROBES: &[Probe] = &[
     function(
         "online_pages",
@@ -257,8 +259,8 @@ pub static PROBES: &[Probe] = &[
         REMOVE_GONE,
     ),
     // Runs for every kexec_file_load of a crash kernel and, from 6.6, every in-kernel rewrite.
-    // kernel/kexec_file.c (CONFIG_KEXEC_FILE) before 6.6, kernel/crash_core.c since: the two
-    // options are what both need.
+    // kernel/kexec_file.c (CONFIG_KEXEC_FILE) before 6.6, kernel/crash_core.c since (7.2
+    // included, same prototype): the two options are what both need.
     function(
         "crash_prepare_elf64_headers",
         Shape::ExitWithArguments,
@@ -408,12 +410,14 @@ mod tests {
         }
     }
 
-    /// The lab's two kernels: Debian 12's 6.1 lacks the in-kernel update, Debian 13's 6.12
-    /// has it.
+    /// The lab's kernels: Debian 12's 6.1 lacks the in-kernel update, Debian 13's 6.12 and
+    /// Debian unstable's 7.2 have it.
     #[test]
     fn the_hotplug_update_needs_6_6_and_crash_hotplug() {
         let update = find("arch_crash_handle_hotplug_event").unwrap().kernels;
         assert!(update.has("6.12.117+deb13-amd64", "x86_64", |_| true));
+        assert!(update.has("7.2.13+deb14-amd64", "x86_64", |_| true));
+        assert_eq!(version("7.2.13+deb14-amd64"), Some((7, 2)));
         assert!(!update.has("6.1.0-47-amd64", "x86_64", |_| true));
         assert!(!update.has("6.12.117+deb13-amd64", "x86_64", |c| c
             != "CONFIG_CRASH_HOTPLUG"));

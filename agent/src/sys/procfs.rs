@@ -29,7 +29,9 @@ impl Procfs {
         std::fs::read(&path).map_err(|source| ReadError::Io { path, source })
     }
 
-    /// The kernel's configuration from `config.gz`, else `/boot/config-<release>`.
+    /// The kernel's configuration from `config.gz`, else `/boot/config-<release>`, else
+    /// `usr/lib/modules/<release>/config` of the root that holds `boot` (Debian 14's kernel
+    /// packages ship the config only there).
     pub fn kernel_config(&self, boot: &Path) -> Option<KernelConfig> {
         let gz = self.path("config.gz");
         if let Ok(file) = std::fs::File::open(&gz) {
@@ -42,9 +44,16 @@ impl Procfs {
             }
         }
         let release = self.kernel_release().ok()?;
-        let path = boot.join(format!("config-{release}"));
-        let text = std::fs::read_to_string(&path).ok()?;
-        Some(KernelConfig::parse(&text, path.display().to_string()))
+        let beside_modules = boot
+            .parent()
+            .map(|root| root.join(format!("usr/lib/modules/{release}/config")));
+        [Some(boot.join(format!("config-{release}"))), beside_modules]
+            .into_iter()
+            .flatten()
+            .find_map(|path| {
+                let text = std::fs::read_to_string(&path).ok()?;
+                Some(KernelConfig::parse(&text, path.display().to_string()))
+            })
     }
 
     /// `sys/kernel/osrelease`, e.g. `6.12.57+deb13-amd64`.
@@ -91,5 +100,39 @@ impl Procfs {
             expected: "a CapEff: line with a hexadecimal mask",
             found: value.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn finds_the_config_in_boot_else_beside_the_modules() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let release = "7.2.13+deb14-amd64";
+        write(
+            &root.join("proc/sys/kernel/osrelease"),
+            &format!("{release}\n"),
+        );
+        let procfs = Procfs::new(root.join("proc"));
+        let boot = root.join("boot");
+        assert!(procfs.kernel_config(&boot).is_none());
+        let modules = root.join(format!("usr/lib/modules/{release}/config"));
+        write(&modules, "CONFIG_CRASH_HOTPLUG=y\n");
+        let found = procfs.kernel_config(&boot).unwrap();
+        assert_eq!(found.source, modules.display().to_string());
+        let in_boot = boot.join(format!("config-{release}"));
+        write(&in_boot, "CONFIG_KEXEC=y\n");
+        assert_eq!(
+            procfs.kernel_config(&boot).unwrap().source,
+            in_boot.display().to_string()
+        );
     }
 }

@@ -54,7 +54,9 @@ const GUEST_MODULES: &str = "/lib/modules/lab";
 /// A Debian kernel package and the files the lab uses from it.
 #[derive(Clone, Copy, Debug)]
 pub struct Kernel {
+    /// The package with the kernel image.
     pub package: Package,
+    pub layout: Layout,
     /// `uname -r`, e.g. `6.1.0-47-amd64`.
     pub release: &'static str,
     /// Its image carries the driver of [`NIC`], so its guests can be networked.
@@ -65,8 +67,20 @@ pub struct Kernel {
     pub virtio_mem: bool,
 }
 
+/// Where a kernel's files are in its packages.
+#[derive(Clone, Copy, Debug)]
+pub enum Layout {
+    /// Debian 12 and 13: one `linux-image-*` package with `boot/vmlinuz-<release>`,
+    /// `boot/config-<release>` and `lib/modules/<release>/`.
+    Image,
+    /// Debian 14: `usr/lib/modules/<release>/vmlinuz` in `linux-binary-*`, the config beside it
+    /// in `base` (`linux-base-*`), the modules in `linux-modules-*` (not fetched).
+    Split { base: Package },
+}
+
 pub const KERNEL_6_1: Kernel = Kernel {
     package: packages::LINUX_6_1,
+    layout: Layout::Image,
     release: "6.1.0-47-amd64",
     networked: true,
     pod: false,
@@ -75,10 +89,24 @@ pub const KERNEL_6_1: Kernel = Kernel {
 /// Not networked: no scenario needs it.
 pub const KERNEL_6_12: Kernel = Kernel {
     package: packages::LINUX_6_12,
+    layout: Layout::Image,
     release: "6.12.117+deb13-amd64",
     networked: false,
     pod: false,
     virtio_mem: true,
+};
+/// Debian unstable's kernel (`CONFIG_CRASH_HOTPLUG=y`). Not networked: its modules are in a
+/// third package the lab does not fetch.
+pub const KERNEL_7_2: Kernel = Kernel {
+    package: packages::LINUX_7_2,
+    layout: Layout::Split {
+        base: packages::LINUX_7_2_BASE,
+    },
+    release: "7.2.13+deb14-amd64",
+    networked: false,
+    pod: false,
+    // virtio_mem.ko is in linux-modules-*, which the lab does not fetch.
+    virtio_mem: false,
 };
 /// The kernels with the pod in their image; other guests stay lean.
 pub const KERNEL_6_1_POD: Kernel = Kernel {
@@ -98,16 +126,39 @@ impl Kernel {
     }
 
     pub fn vmlinuz(&self, unpacked: &Unpacked) -> PathBuf {
-        unpacked
-            .root(&self.package)
-            .join(format!("boot/vmlinuz-{}", self.release))
+        let root = unpacked.root(&self.package);
+        match self.layout {
+            Layout::Image => root.join(format!("boot/vmlinuz-{}", self.release)),
+            Layout::Split { .. } => root.join(format!("usr/lib/modules/{}/vmlinuz", self.release)),
+        }
     }
 
     /// The kernel's config, which the agent reads to learn what the kernel supports.
-    fn config(&self, unpacked: &Unpacked) -> PathBuf {
-        unpacked
-            .root(&self.package)
-            .join(format!("boot/config-{}", self.release))
+    pub fn config(&self, unpacked: &Unpacked) -> PathBuf {
+        match self.layout {
+            Layout::Image => unpacked
+                .root(&self.package)
+                .join(format!("boot/config-{}", self.release)),
+            Layout::Split { base } => unpacked
+                .root(&base)
+                .join(format!("usr/lib/modules/{}/config", self.release)),
+        }
+    }
+
+    /// Where the guest has the config: where the package installs it.
+    fn guest_config(&self) -> String {
+        match self.layout {
+            Layout::Image => format!("/boot/config-{}", self.release),
+            Layout::Split { .. } => format!("/usr/lib/modules/{}/config", self.release),
+        }
+    }
+
+    /// Every package the lab takes this kernel's files from.
+    fn packages(&self) -> Vec<Package> {
+        match self.layout {
+            Layout::Image => vec![self.package],
+            Layout::Split { base } => vec![self.package, base],
+        }
     }
 
     /// The module `name` and the modules it needs (each `.modinfo`'s `depends=`), dependencies
@@ -119,6 +170,12 @@ impl Kernel {
         unpacked: &Unpacked,
         names: &[&str],
     ) -> Result<Vec<(String, Vec<u8>)>> {
+        if let Layout::Split { .. } = self.layout {
+            bail!(
+                "{}: its modules are in linux-modules-*, which the lab does not fetch",
+                self.release
+            );
+        }
         let root = unpacked.root(&self.package);
         let modules = format!("lib/modules/{}", self.release);
         let dir = [root.join(&modules), root.join("usr").join(&modules)]
@@ -249,7 +306,8 @@ fn module_depends(data: &[u8]) -> Result<Vec<String>> {
 
 /// Every package an image takes files from.
 pub fn packages_for(kernel: &Kernel) -> Vec<Package> {
-    let mut all = vec![kernel.package, BUSYBOX, KEXEC_TOOLS, UTIL_LINUX];
+    let mut all = kernel.packages();
+    all.extend([BUSYBOX, KEXEC_TOOLS, UTIL_LINUX]);
     all.extend_from_slice(KEXEC_LIBS);
     if kernel.pod {
         all.extend([RUNC, LIBSECCOMP, KDUMP_TOOLS, SYSVINIT_UTILS]);
@@ -409,11 +467,7 @@ pub fn guest_image(kernel: &Kernel, unpacked: &Unpacked, agent: &Path) -> Result
         )?
         .host(GUEST_AGENT, 0o755, agent.to_path_buf())
         .host(GUEST_KERNEL, 0o644, kernel.vmlinuz(unpacked))
-        .host(
-            &format!("/boot/config-{}", kernel.release),
-            0o644,
-            kernel.config(unpacked),
-        )
+        .host(&kernel.guest_config(), 0o644, kernel.config(unpacked))
         .bytes(GUEST_CAPTURE_INITRD, 0o644, capture);
     let image = if kernel.pod {
         with_pod(image, unpacked, agent)?

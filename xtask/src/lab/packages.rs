@@ -16,11 +16,13 @@ use sha2::{Digest as _, Sha256};
 
 use crate::ui::Step;
 
-/// Which Debian release a package comes from (both from the host's mirror).
+/// Which Debian release a package comes from (all from the host's mirror).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Suite {
     Bookworm,
     Trixie,
+    /// Debian unstable, for the newest kernel.
+    Sid,
 }
 
 impl Suite {
@@ -28,7 +30,45 @@ impl Suite {
         match self {
             Suite::Bookworm => "bookworm",
             Suite::Trixie => "trixie",
+            Suite::Sid => "sid",
         }
+    }
+
+    /// The private apt lists that serve it: the releases share one; sid, whose lists change
+    /// daily, has its own, so refreshing it never invalidates the releases' lists.
+    fn lists(self) -> Lists {
+        match self {
+            Suite::Bookworm | Suite::Trixie => Lists::Releases,
+            Suite::Sid => Lists::Unstable,
+        }
+    }
+}
+
+/// One private apt configuration: its directory under the cache and the suites it lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lists {
+    Releases,
+    Unstable,
+}
+
+impl Lists {
+    fn dir(self) -> &'static str {
+        match self {
+            Lists::Releases => "apt",
+            Lists::Unstable => "apt-sid",
+        }
+    }
+
+    fn suites(self) -> &'static [Suite] {
+        match self {
+            Lists::Releases => &[Suite::Bookworm, Suite::Trixie],
+            Lists::Unstable => &[Suite::Sid],
+        }
+    }
+
+    fn describe(self) -> String {
+        let names: Vec<&str> = self.suites().iter().map(|s| s.codename()).collect();
+        names.join(" + ")
     }
 }
 
@@ -60,6 +100,11 @@ pub const LINUX_6_12: Package = pkg(
     "6.12.117-1",
     Suite::Trixie,
 );
+/// Debian unstable's kernel, the newest: `linux-image-7.2.13+deb14-amd64` is only a meta
+/// package; the kernel (`usr/lib/modules/<release>/vmlinuz`) is in `linux-binary-*`, its
+/// config (`usr/lib/modules/<release>/config`) in `linux-base-*`.
+pub const LINUX_7_2: Package = pkg("linux-binary-7.2.13+deb14-amd64", "7.2.13-1", Suite::Sid);
+pub const LINUX_7_2_BASE: Package = pkg("linux-base-7.2.13+deb14-amd64", "7.2.13-1", Suite::Sid);
 pub const BUSYBOX: Package = pkg("busybox-static", "1:1.35.0-4+deb12u1+b1", Suite::Bookworm);
 /// kexec-tools 2.0.29 (has `--hotplug`), used with both kernels.
 pub const KEXEC_TOOLS: Package = pkg("kexec-tools", "1:2.0.29-2+b2", Suite::Trixie);
@@ -105,8 +150,8 @@ struct PrivateApt {
 }
 
 impl PrivateApt {
-    fn new(cache: &Path) -> Result<Self> {
-        let dir = cache.join("apt");
+    fn new(cache: &Path, lists: Lists) -> Result<Self> {
+        let dir = cache.join(lists.dir());
         for sub in ["lists/partial", "cache/archives/partial"] {
             let d = dir.join(sub);
             fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
@@ -116,7 +161,8 @@ impl PrivateApt {
         if !Path::new(keyring).is_file() {
             bail!("{keyring} is missing: install debian-archive-keyring");
         }
-        let list: String = [Suite::Bookworm, Suite::Trixie]
+        let list: String = lists
+            .suites()
             .iter()
             .map(|s| format!("deb [signed-by={keyring}] {mirror} {} main\n", s.codename()))
             .collect();
@@ -285,52 +331,65 @@ pub fn fetch(packages: &[Package]) -> Result<Unpacked> {
     let cache = cache_dir();
     let debs = cache.join("debs");
     fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
-    let apt = PrivateApt::new(&cache)?;
     let step = Step::start("debian packages");
-    if !apt.updated() {
-        step.progress("apt-get update (bookworm + trixie, private lists)");
-        apt.update()?;
-    }
-    let mut expected = apt.expected(packages)?;
-    if expected.iter().any(Option::is_none) {
-        // Lists may be older than a pin: refresh once, then give up loudly.
-        apt.update()?;
-        expected = apt.expected(packages)?;
-    }
     let mut fetched = 0;
     let mut roots = Vec::new();
-    for (package, found) in packages.iter().zip(expected) {
-        let (size, sha) = found.with_context(|| {
-            format!(
-                "{}={} is not in {} on the mirror any more: update the pin in xtask/src/lab/packages.rs",
-                package.name,
-                package.version,
-                package.suite.codename()
-            )
-        })?;
-        let deb = debs.join(format!(
-            "{}_{}_amd64.deb",
-            package.name,
-            package.version.replace(':', "%3a")
-        ));
-        let fresh = !deb_is_intact(&deb, size, &sha)?;
-        if fresh {
-            step.progress(&format!(
-                "apt-get download {}={} ({})",
-                package.name,
-                package.version,
-                bytes(size)
-            ));
-            download(&apt, package, &deb)?;
-            if !deb_is_intact(&deb, size, &sha)? {
-                bail!(
-                    "{}: downloaded, but its size or SHA-256 does not match the signed lists",
-                    deb.display()
-                );
-            }
-            fetched += 1;
+    for lists in [Lists::Releases, Lists::Unstable] {
+        let wanted: Vec<Package> = packages
+            .iter()
+            .filter(|p| p.suite.lists() == lists)
+            .copied()
+            .collect();
+        if wanted.is_empty() {
+            continue;
         }
-        roots.push((*package, unpack(&deb, &cache.join("root"), fresh)?));
+        let apt = PrivateApt::new(&cache, lists)?;
+        if !apt.updated() {
+            step.progress(&format!(
+                "apt-get update ({}, private lists)",
+                lists.describe()
+            ));
+            apt.update()?;
+        }
+        let mut expected = apt.expected(&wanted)?;
+        if expected.iter().any(Option::is_none) {
+            // Lists may be older than a pin: refresh once, then give up loudly.
+            apt.update()?;
+            expected = apt.expected(&wanted)?;
+        }
+        for (package, found) in wanted.iter().zip(expected) {
+            let (size, sha) = found.with_context(|| {
+                format!(
+                    "{}={} is not in {} on the mirror any more: update the pin in xtask/src/lab/packages.rs",
+                    package.name,
+                    package.version,
+                    package.suite.codename()
+                )
+            })?;
+            let deb = debs.join(format!(
+                "{}_{}_amd64.deb",
+                package.name,
+                package.version.replace(':', "%3a")
+            ));
+            let fresh = !deb_is_intact(&deb, size, &sha)?;
+            if fresh {
+                step.progress(&format!(
+                    "apt-get download {}={} ({})",
+                    package.name,
+                    package.version,
+                    bytes(size)
+                ));
+                download(&apt, package, &deb)?;
+                if !deb_is_intact(&deb, size, &sha)? {
+                    bail!(
+                        "{}: downloaded, but its size or SHA-256 does not match the signed lists",
+                        deb.display()
+                    );
+                }
+                fetched += 1;
+            }
+            roots.push((*package, unpack(&deb, &cache.join("root"), fresh)?));
+        }
     }
     step.done(&format!(
         "{} packages ready, {fetched} downloaded, in {}",

@@ -6,19 +6,20 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use kdump_agent::model::{
-    elfcorehdr::{ElfCoreHeader, LoadPath, NT_PRSTATUS, diff, expected_ram, parse_notes},
-    iomem::Iomem,
-    ranges::PhysRange,
+use kdump_agent::{
+    model::{
+        elfcorehdr::{ElfCoreHeader, LoadPath, NT_PRSTATUS, diff, expected_ram, parse_notes},
+        iomem::Iomem,
+        ranges::PhysRange,
+    },
+    observe::probe_table,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{
     guests::{Boot, Lab},
-    image::{
-        GUEST_AGENT, GUEST_CAPTURE_INITRD, GUEST_KERNEL, GUEST_VIRTIO_MEM_UP, KERNEL_6_12, Kernel,
-    },
+    image::{GUEST_AGENT, GUEST_CAPTURE_INITRD, GUEST_KERNEL, GUEST_VIRTIO_MEM_UP, Kernel},
     machine::{Dimm, Machine},
 };
 
@@ -431,23 +432,24 @@ impl Run<'_> {
         Ok(out.code == 0)
     }
 
-    /// The scenario's kernel and its build configuration (`/boot/config-<release>` of its
-    /// package).
+    /// The scenario's kernel and its build configuration (from its package).
     pub fn kernel_config(&self) -> Result<(Kernel, String)> {
         let kernel = self.scenario.kernel;
-        let path = self
-            .lab
-            .unpacked
-            .root(&kernel.package)
-            .join(format!("boot/config-{}", kernel.release));
+        let path = kernel.config(&self.lab.unpacked);
         let config = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
         Ok((kernel, config))
     }
 
-    /// The scenario's kernel rewrites a kexec_file_load header on hotplug (>= 6.6).
-    pub fn kernel_updates_header(&self) -> bool {
-        self.scenario.kernel.release == KERNEL_6_12.release
+    /// The scenario's kernel rewrites a kexec_file_load header on hotplug: it has the function
+    /// that does (>= 6.6 with `CONFIG_CRASH_HOTPLUG`), by the probe table's facts.
+    pub fn kernel_updates_header(&self) -> Result<bool> {
+        let (kernel, config) = self.kernel_config()?;
+        let rewrite = probe_table::find("arch_crash_handle_hotplug_event")
+            .context("the probe table has no row for the in-kernel header rewrite")?;
+        Ok(rewrite.kernels.has(kernel.release, "x86_64", |option| {
+            built_with(&config, option)
+        }))
     }
 
     pub fn expect(&mut self, missing: u64, excess: u64) {
@@ -482,6 +484,15 @@ impl Run<'_> {
     pub fn note(&mut self, key: &str, value: impl Into<Value>) {
         self.report.notes.insert(key.to_owned(), value.into());
     }
+}
+
+/// Whether kernel config text `config` sets `option` (`=y` or `=m`).
+pub fn built_with(config: &str, option: &str) -> bool {
+    config.lines().any(|l| {
+        l.strip_prefix(option)
+            .and_then(|v| v.strip_prefix('='))
+            .is_some_and(|v| v == "y" || v == "m")
+    })
 }
 
 /// Runs one scenario; errors become a failed report (with the error as a failure).

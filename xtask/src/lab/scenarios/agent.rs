@@ -10,7 +10,7 @@ use kdump_agent::{
 
 use crate::lab::{
     guests::Boot,
-    image::{GUEST_AGENT, GUEST_CAPTURE_INITRD, GUEST_KERNEL, KERNEL_6_1, KERNEL_6_12},
+    image::{GUEST_AGENT, GUEST_CAPTURE_INITRD, GUEST_KERNEL, KERNEL_6_1, KERNEL_6_12, KERNEL_7_2},
     machine::{Machine, Memory},
     scenario::{CAPTURE_CMDLINE, Online, Run, Scenario},
 };
@@ -55,7 +55,7 @@ pub const ALL: &[Scenario] = &[
         kernel: KERNEL_6_12,
         fixture: false,
         benchmark: false,
-        body: agent_upgrade_6_12,
+        body: agent_upgrade,
     },
     Scenario {
         name: "agent-kernel-managed-6.12",
@@ -63,7 +63,23 @@ pub const ALL: &[Scenario] = &[
         kernel: KERNEL_6_12,
         fixture: false,
         benchmark: false,
-        body: agent_kernel_managed_6_12,
+        body: agent_kernel_managed,
+    },
+    Scenario {
+        name: "agent-upgrade-7.2",
+        about: "7.2, kexec -c -p (no hotplug), agent: one kexec_file_load reload, then kernel-managed",
+        kernel: KERNEL_7_2,
+        fixture: false,
+        benchmark: false,
+        body: agent_upgrade,
+    },
+    Scenario {
+        name: "agent-kernel-managed-7.2",
+        about: "7.2, kexec -s -p, agent, +512 MiB: the kernel updates the header, zero reloads",
+        kernel: KERNEL_7_2,
+        fixture: false,
+        benchmark: false,
+        body: agent_kernel_managed,
     },
     Scenario {
         name: "kernel-skipped-update-6.12",
@@ -426,7 +442,7 @@ fn agent_rollback_6_1(run: &mut Run) -> Result<()> {
     Ok(())
 }
 
-fn agent_upgrade_6_12(run: &mut Run) -> Result<()> {
+fn agent_upgrade(run: &mut Run) -> Result<()> {
     let mut m = start(run, &Boot::default(), LoadPath::KexecLoad)?;
     run.check_crash_hotplug(&mut m, "0")?;
     wait_ready(&mut m)?;
@@ -449,7 +465,7 @@ fn agent_upgrade_6_12(run: &mut Run) -> Result<()> {
     Ok(())
 }
 
-fn agent_kernel_managed_6_12(run: &mut Run) -> Result<()> {
+fn agent_kernel_managed(run: &mut Run) -> Result<()> {
     let mut m = start(run, &Boot::default(), LoadPath::KexecFileLoad)?;
     run.check_crash_hotplug(&mut m, "1")?;
     wait_ready(&mut m)?;

@@ -6,9 +6,9 @@ use kdump_agent::model::elfcorehdr::LoadPath;
 
 use crate::lab::{
     guests::Boot,
-    image::{KERNEL_6_1, KERNEL_6_12},
+    image::{GUEST_CAPTURE_INITRD, GUEST_KERNEL, KERNEL_6_1, KERNEL_6_12, KERNEL_7_2},
     machine::Memory,
-    scenario::{Online, Run, Scenario},
+    scenario::{CAPTURE_CMDLINE, Online, Run, Scenario},
 };
 
 /// The baselines, in `cargo xtask lab list` order.
@@ -27,7 +27,7 @@ pub const ALL: &[Scenario] = &[
         kernel: KERNEL_6_12,
         fixture: true,
         benchmark: false,
-        body: baseline_stale_kexec_load_6_12,
+        body: baseline_stale_kexec_load,
     },
     Scenario {
         name: "baseline-kernel-managed-6.12",
@@ -35,7 +35,31 @@ pub const ALL: &[Scenario] = &[
         kernel: KERNEL_6_12,
         fixture: true,
         benchmark: false,
-        body: baseline_kernel_managed_6_12,
+        body: baseline_kernel_managed,
+    },
+    Scenario {
+        name: "baseline-stale-kexec-load-7.2",
+        about: "7.2, kexec -c -p (kexec_load, no --hotplug), +512 MiB: stale",
+        kernel: KERNEL_7_2,
+        fixture: false,
+        benchmark: false,
+        body: baseline_stale_kexec_load,
+    },
+    Scenario {
+        name: "baseline-kernel-managed-7.2",
+        about: "7.2, kexec -s -p, +512 MiB: the kernel updates the header, dump whole",
+        kernel: KERNEL_7_2,
+        fixture: false,
+        benchmark: false,
+        body: baseline_kernel_managed,
+    },
+    Scenario {
+        name: "baseline-kexec-load-hotplug-7.2",
+        about: "7.2, kexec -c -p --hotplug (kexec_load, KEXEC_UPDATE_ELFCOREHDR), +512 MiB: the kernel updates it, dump whole",
+        kernel: KERNEL_7_2,
+        fixture: false,
+        benchmark: false,
+        body: baseline_kexec_load_hotplug,
     },
     Scenario {
         name: "baseline-hot-remove-6.12",
@@ -73,7 +97,7 @@ fn baseline_stale_6_1(run: &mut Run) -> Result<()> {
     Ok(())
 }
 
-fn baseline_stale_kexec_load_6_12(run: &mut Run) -> Result<()> {
+fn baseline_stale_kexec_load(run: &mut Run) -> Result<()> {
     let mut m = run.boot(&Boot::default())?;
     run.load_kdump(&mut m, LoadPath::KexecLoad)?;
     run.check_crash_hotplug(&mut m, "0")?;
@@ -84,11 +108,29 @@ fn baseline_stale_kexec_load_6_12(run: &mut Run) -> Result<()> {
     Ok(())
 }
 
-fn baseline_kernel_managed_6_12(run: &mut Run) -> Result<()> {
+fn baseline_kernel_managed(run: &mut Run) -> Result<()> {
     let mut m = run.boot(&Boot::default())?;
     run.load_kdump(&mut m, LoadPath::KexecFileLoad)?;
     run.check_crash_hotplug(&mut m, "1")?;
     run.hot_add(&mut m, 512, Online::Auto)?;
+    run.crash(&mut m)?;
+    run.expect(0, 0);
+    Ok(())
+}
+
+fn baseline_kexec_load_hotplug(run: &mut Run) -> Result<()> {
+    let mut m = run.boot(&Boot::default())?;
+    // kexec-tools' --hotplug: kexec_load with KEXEC_UPDATE_ELFCOREHDR, the header's segment sized
+    // by crash_elfcorehdr_size and left out of purgatory's digest.
+    let command = format!(
+        "kexec -c -p --hotplug {GUEST_KERNEL} --initrd={GUEST_CAPTURE_INITRD} --append='{CAPTURE_CMDLINE}'"
+    );
+    run.load_kdump_with(&mut m, &command, LoadPath::KexecLoad)?;
+    run.check_crash_hotplug(&mut m, "1")?;
+    run.hot_add(&mut m, 512, Online::Auto)?;
+    // The kernel rebuilt kexec-tools' header by its own rules (prepare_elf_headers: the low
+    // 1 MiB left out), so the dump is judged as a kernel-built header.
+    run.load = Some(LoadPath::KexecFileLoad);
     run.crash(&mut m)?;
     run.expect(0, 0);
     Ok(())

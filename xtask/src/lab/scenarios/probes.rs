@@ -12,9 +12,9 @@ use serde_json::Value;
 
 use crate::lab::{
     guests::Boot,
-    image::{GUEST_AGENT, KERNEL_6_1, KERNEL_6_12},
+    image::{GUEST_AGENT, KERNEL_6_1, KERNEL_6_12, KERNEL_7_2},
     machine::{Dimm, Machine, Memory},
-    scenario::{Online, Run, Scenario},
+    scenario::{Online, Run, Scenario, built_with},
 };
 
 pub const ALL: &[Scenario] = &[
@@ -32,7 +32,7 @@ pub const ALL: &[Scenario] = &[
         kernel: KERNEL_6_12,
         fixture: false,
         benchmark: false,
-        body: hotplug_6_12,
+        body: hotplug_auto_online,
     },
     Scenario {
         name: "probes-kexec-load-6.1",
@@ -48,7 +48,7 @@ pub const ALL: &[Scenario] = &[
         kernel: KERNEL_6_12,
         fixture: false,
         benchmark: false,
-        body: kexec_load_6_12,
+        body: kexec_load_auto_online,
     },
     Scenario {
         name: "probes-kexec-file-6.1",
@@ -75,6 +75,22 @@ pub const ALL: &[Scenario] = &[
         body: kernel_update_6_12,
     },
     Scenario {
+        name: "probes-hotplug-7.2",
+        about: "7.2, agent with probes, +512 MiB auto-onlined: one online event per block",
+        kernel: KERNEL_7_2,
+        fixture: false,
+        benchmark: false,
+        body: hotplug_auto_online,
+    },
+    Scenario {
+        name: "probes-kexec-load-7.2",
+        about: "7.2, kexec -c -p after the agent: header captured and current; DIMM: stale before the crash",
+        kernel: KERNEL_7_2,
+        fixture: false,
+        benchmark: false,
+        body: kexec_load_auto_online,
+    },
+    Scenario {
         name: "probes-bench-6.12",
         about: "6.12: online 32 blocks without/with the agent, its CPU per event, event latency",
         kernel: KERNEL_6_12,
@@ -97,7 +113,7 @@ fn hotplug_6_1(run: &mut Run) -> Result<()> {
     hotplug(run, Online::Write("online"))
 }
 
-fn hotplug_6_12(run: &mut Run) -> Result<()> {
+fn hotplug_auto_online(run: &mut Run) -> Result<()> {
     hotplug(run, Online::Auto)
 }
 
@@ -105,7 +121,7 @@ fn kexec_load_6_1(run: &mut Run) -> Result<()> {
     load_then_dimm(run, LoadPath::KexecLoad, Online::Write("online"))
 }
 
-fn kexec_load_6_12(run: &mut Run) -> Result<()> {
+fn kexec_load_auto_online(run: &mut Run) -> Result<()> {
     load_then_dimm(run, LoadPath::KexecLoad, Online::Auto)
 }
 
@@ -181,7 +197,7 @@ fn hotplug(run: &mut Run, online: Online) -> Result<()> {
     );
     run.crash(&mut m)?;
     // 6.12 rewrites the header in place; 6.1 cannot, so its dump misses the DIMM.
-    let missing = if run.kernel_updates_header() {
+    let missing = if run.kernel_updates_header()? {
         0
     } else {
         dimm.size
@@ -200,7 +216,7 @@ fn load_then_dimm(run: &mut Run, load: LoadPath, online: Online) -> Result<()> {
     run.load_kdump(&mut m, load)?;
     captured_and_current(run, &mut m, load)?;
     // kexec_load without --hotplug: no kernel rewrites it, whatever the kernel.
-    let updates_it = load == LoadPath::KexecFileLoad && run.kernel_updates_header();
+    let updates_it = load == LoadPath::KexecFileLoad && run.kernel_updates_header()?;
     let dimm = run.hot_add(&mut m, 512, online)?;
     if updates_it {
         run.crash(&mut m)?;
@@ -284,13 +300,7 @@ fn kernel_update_6_12(run: &mut Run) -> Result<()> {
 /// kernel cannot have by the table's facts (release, `CONFIG_*`).
 fn probes_attached(run: &mut Run, m: &mut Machine) -> Result<()> {
     let (kernel, config) = run.kernel_config()?;
-    let built_with = |option: &str| {
-        config.lines().any(|l| {
-            l.strip_prefix(option)
-                .and_then(|v| v.strip_prefix('='))
-                .is_some_and(|v| v == "y" || v == "m")
-        })
-    };
+    let built_with = |option: &str| built_with(&config, option);
     let text = m.sh("wget -qO- http://127.0.0.1:10864/metrics")?;
     let mut how = serde_json::Map::new();
     for line in text
