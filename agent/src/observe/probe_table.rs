@@ -213,6 +213,23 @@ const ONLINE_GONE: &str = "blocks going online or offline are seen only through 
                            uevents and rescans, without the range the probe reads";
 const REMOVE_GONE: &str = "removed memory is seen only through uevents and rescans of /proc/iomem";
 
+/// A handler of the kernel's in-place header rewrites (>= 6.6, `CONFIG_CRASH_HOTPLUG`).
+const fn crash_hotplug(name: &'static str, without: &'static str) -> Probe {
+    Probe {
+        target: Target::Function {
+            name,
+            shape: Shape::Call,
+        },
+        kernels: Kernels {
+            config: &["CONFIG_CRASH_HOTPLUG"],
+            since: Some((6, 6)),
+            arches: None,
+        },
+        optional: true,
+        without,
+    }
+}
+
 /// Every probe, in the order they are attached and reported. Checked against the lab's
 /// kernels' kallsyms and BTF (6.1, 6.12, 7.2): each function has the same name and prototype in
 /// all three (the rewrite only from 6.6); none is gone or renamed up to 7.2.
@@ -268,36 +285,18 @@ pub static PROBES: &[Probe] = &[
         "the header the kernel builds for kexec_file_load and rewrites on hotplug is not \
          captured: the loaded header is inferred, not verified",
     ),
-    Probe {
-        target: Target::Function {
-            name: "arch_crash_handle_hotplug_event",
-            shape: Shape::Call,
-        },
-        kernels: Kernels {
-            config: &["CONFIG_CRASH_HOTPLUG"],
-            since: Some((6, 6)),
-            arches: None,
-        },
-        // Older kernels never rewrite the header: nothing to watch there.
-        optional: true,
-        without: "in-kernel header rewrites are not seen as they happen nor their header \
-                  captured: the agent goes by `crash_hotplug` in sysfs",
-    },
+    // Older kernels never rewrite the header: nothing to watch there.
+    crash_hotplug(
+        "arch_crash_handle_hotplug_event",
+        "in-kernel header rewrites are not seen as they happen nor their header \
+         captured: the agent goes by `crash_hotplug` in sysfs",
+    ),
     // Static in kernel/crash_core.c; its call of the arch handler is how a skip is seen.
-    Probe {
-        target: Target::Function {
-            name: "crash_handle_hotplug_event",
-            shape: Shape::Call,
-        },
-        kernels: Kernels {
-            config: &["CONFIG_CRASH_HOTPLUG"],
-            since: Some((6, 6)),
-            arches: None,
-        },
-        optional: true,
-        without: "an in-kernel update the kernel skips (kexec lock busy) is seen only as a \
-                  stale header once it is read back, and not named",
-    },
+    crash_hotplug(
+        "crash_handle_hotplug_event",
+        "an in-kernel update the kernel skips (kexec lock busy) is seen only as a stale \
+         header once it is read back, and not named",
+    ),
     // x86-64 and s390 implement them; since 6.0 other architectures have no such symbol.
     Probe {
         target: Target::Function {
