@@ -39,6 +39,17 @@ pub const GUEST_POD_BUNDLE: &str = "/var/lib/kdump-lab/pod";
 /// The same container under `RuntimeDefault`, its process replaced by one `kexec -s -p` (the
 /// host's kexec, run from the host root the pod mounts at /host).
 pub const GUEST_RUNTIME_DEFAULT_BUNDLE: &str = "/var/lib/kdump-lab/pod-runtime-default";
+/// The pod's config with one privilege removed, one bundle each (`cap-BPF`, `mount-host-proc`,
+/// `netns`), sharing the pod's rootfs: `deployed-least-privilege-6.1`.
+pub const GUEST_VARIANT_BUNDLES: &str = "/var/lib/kdump-lab/variants";
+/// What the netns variant adds to the container's args: uevents only, and its metrics on the
+/// shared state directory (its port is in the pod's network namespace).
+pub const NETNS_ARGS: &[&str] = &[
+    "--event-source",
+    "uevent",
+    "--textfile-dir",
+    "/run/kdump-agent",
+];
 /// What the kubelet does on the node before the pod starts (the manifest's hostPath types).
 pub const GUEST_HOST_PATHS: &str = "/bin/lab-host-paths";
 /// The node name the generated config gives the pod (`spec.nodeName`).
@@ -444,6 +455,15 @@ fn with_pod(image: Image, unpacked: &Unpacked, agent: &Path) -> Result<Image> {
         format!("--append={CAPTURE_CMDLINE}"),
     ]);
     let ds = oci::daemonset(&fs::read_to_string(root.join("deploy/daemonset.yaml"))?)?;
+    for (name, variant) in least_privilege_variants(&ds)? {
+        let mut config = oci::config_in_repo(&root, &variant, &node)?;
+        config["root"]["path"] = format!("{GUEST_POD_BUNDLE}/rootfs").into();
+        image = image.bytes(
+            &format!("{GUEST_VARIANT_BUNDLES}/{name}/config.json"),
+            0o644,
+            serde_json::to_vec_pretty(&config)?,
+        );
+    }
     Ok(image
         .bytes(
             &format!("{GUEST_POD_BUNDLE}/config.json"),
@@ -463,6 +483,23 @@ fn with_pod(image: Image, unpacked: &Unpacked, agent: &Path) -> Result<Image> {
                 oci::host_paths(&ds)?
             ),
         ))
+}
+
+/// The DaemonSet with each capability, then each mount, removed alone, and in a pod network
+/// namespace: (bundle name, DaemonSet).
+pub fn least_privilege_variants(
+    ds: &serde_json::Value,
+) -> Result<Vec<(String, serde_json::Value)>> {
+    let (caps, mounts) = oci::privileges(ds);
+    let mut out = Vec::new();
+    for cap in caps {
+        out.push((format!("cap-{cap}"), oci::without_capability(ds, &cap)?));
+    }
+    for mount in mounts {
+        out.push((format!("mount-{mount}"), oci::without_mount(ds, &mount)?));
+    }
+    out.push(("netns".into(), oci::with_pod_network(ds, NETNS_ARGS)?));
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -321,6 +321,12 @@ pub fn from_repo(root: &Path, node: &Node<'_>, seccomp_profile: Option<Value>) -
         ds["spec"]["template"]["spec"]["containers"][0]["securityContext"]["seccompProfile"] =
             profile;
     }
+    config_in_repo(root, &ds, node).with_context(|| format!("{}", path.display()))
+}
+
+/// The config of a DaemonSet document (the repository's, or one edited from it), with the
+/// repository's Localhost profiles and containers-common's RuntimeDefault.
+pub fn config_in_repo(root: &Path, ds: &Value, node: &Node<'_>) -> Result<Value> {
     let runtime_default = match std::fs::read_to_string(CONTAINERS_SECCOMP) {
         Ok(text) => serde_json::from_str(&text).context(CONTAINERS_SECCOMP)?,
         // Only an error when the manifest asks for RuntimeDefault (seccomp() names it then).
@@ -328,7 +334,7 @@ pub fn from_repo(root: &Path, node: &Node<'_>, seccomp_profile: Option<Value>) -
     };
     let localhost_root = root.join("deploy/seccomp");
     config(
-        &ds,
+        ds,
         &Profiles {
             runtime_default: &runtime_default,
             localhost_root: &localhost_root,
@@ -336,8 +342,70 @@ pub fn from_repo(root: &Path, node: &Node<'_>, seccomp_profile: Option<Value>) -
         node,
     )
     .with_context(|| {
-        format!("the OCI config of {} ({CONTAINERS_SECCOMP} for RuntimeDefault comes with buildah: cargo xtask setup)", path.display())
+        format!("the OCI config ({CONTAINERS_SECCOMP} for RuntimeDefault comes with buildah: cargo xtask setup)")
     })
+}
+
+/// The DaemonSet with one capability (`BPF`, as the manifest names it) left out of
+/// `capabilities.add`, as the lab's least-privilege measurement runs it; an error if the manifest
+/// does not add it.
+pub fn without_capability(daemonset: &Value, cap: &str) -> Result<Value> {
+    let mut ds = daemonset.clone();
+    let add =
+        ds["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"]["add"]
+            .as_array_mut()
+            .context("securityContext.capabilities.add: not a list")?;
+    let before = add.len();
+    add.retain(|c| c != cap);
+    ensure!(add.len() < before, "capability {cap}: not in the manifest");
+    Ok(ds)
+}
+
+/// The DaemonSet with one `volumeMounts` entry (by volume name) left out; the volume stays
+/// declared, unmounted. An error if the container does not mount it.
+pub fn without_mount(daemonset: &Value, name: &str) -> Result<Value> {
+    let mut ds = daemonset.clone();
+    let mounts = ds["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        .as_array_mut()
+        .context("volumeMounts: not a list")?;
+    let before = mounts.len();
+    mounts.retain(|m| m["name"] != name);
+    ensure!(
+        mounts.len() < before,
+        "volumeMount {name}: not in the manifest"
+    );
+    Ok(ds)
+}
+
+/// The DaemonSet in a pod network namespace of its own (`hostNetwork` off) with `args` appended
+/// to the container's.
+pub fn with_pod_network(daemonset: &Value, args: &[&str]) -> Result<Value> {
+    let mut ds = daemonset.clone();
+    let pod = &mut ds["spec"]["template"]["spec"];
+    pod["hostNetwork"] = json!(false);
+    pod["dnsPolicy"] = json!("ClusterFirst");
+    let list = pod["containers"][0]["args"]
+        .as_array_mut()
+        .context("container has no args")?;
+    list.extend(args.iter().map(|a| json!(a)));
+    Ok(ds)
+}
+
+/// The manifest's added capabilities and mounted volumes, in its order: what the
+/// least-privilege measurement removes one at a time.
+pub fn privileges(daemonset: &Value) -> (Vec<String>, Vec<String>) {
+    let c = &daemonset["spec"]["template"]["spec"]["containers"][0];
+    let names = |list: &Value, key: Option<&str>| -> Vec<String> {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| key.map_or(v, |k| &v[k]).as_str().map(str::to_owned))
+            .collect()
+    };
+    (
+        names(&c["securityContext"]["capabilities"]["add"], None),
+        names(&c["volumeMounts"], Some("name")),
+    )
 }
 
 /// The image `deploy/Containerfile` builds, as the lab lays it out without a builder: the files
@@ -606,6 +674,62 @@ mod tests {
         assert!(script.contains("mkdir -p /run/kdump-agent\n"));
         assert!(script.contains("mkdir -p /run/lock\n"));
         assert!(script.contains("test -d /sys/kernel/btf"));
+    }
+
+    #[test]
+    fn one_privilege_removed_at_a_time() {
+        let ds = shipped();
+        let (caps, mounts) = privileges(&ds);
+        assert_eq!(
+            caps,
+            ["BPF", "PERFMON", "SYS_BOOT", "SYS_ADMIN", "SYS_RAWIO"]
+        );
+        assert!(mounts.contains(&"host-proc".to_owned()) && mounts.contains(&"state".to_owned()));
+        let c = generated(&without_capability(&ds, "SYS_RAWIO").unwrap(), &profile()).unwrap();
+        let held = c["process"]["capabilities"]["bounding"].as_array().unwrap();
+        assert_eq!(held.len(), caps.len() - 1);
+        assert!(!held.contains(&json!("CAP_SYS_RAWIO")) && held.contains(&json!("CAP_SYS_BOOT")));
+        // The seccomp rules follow the capabilities, as the runtime builds them.
+        let c = generated(&without_capability(&ds, "SYS_BOOT").unwrap(), &profile()).unwrap();
+        assert_eq!(
+            seccomp_action(&c["linux"]["seccomp"], "kexec_file_load"),
+            "SCMP_ACT_ERRNO"
+        );
+        assert!(without_capability(&ds, "NET_ADMIN").is_err());
+        let c = generated(&without_mount(&ds, "host-proc").unwrap(), &profile()).unwrap();
+        let dests: Vec<&Value> = c["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| &m["destination"])
+            .collect();
+        assert!(!dests.contains(&&json!("/host/proc")) && dests.contains(&&json!("/host/sys")));
+        assert!(without_mount(&ds, "nope").is_err());
+        // The input is untouched.
+        assert_eq!(privileges(&ds), (caps, mounts));
+    }
+
+    #[test]
+    fn a_pod_network_namespace_with_extra_args() {
+        let ds = with_pod_network(&shipped(), &["--event-source", "uevent"]).unwrap();
+        let c = generated(&ds, &profile()).unwrap();
+        assert!(
+            c["linux"]["namespaces"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({"type": "network"}))
+        );
+        let args = c["process"]["args"].as_array().unwrap();
+        assert_eq!(
+            args[args.len() - 2..],
+            [json!("--event-source"), json!("uevent")]
+        );
+        assert!(
+            !generated(&shipped(), &profile()).unwrap()["linux"]["namespaces"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({"type": "network"}))
+        );
     }
 
     #[test]

@@ -13,10 +13,11 @@ use super::agent::{SUCCESS, crash_and_expect, expect_reloads, wait_metric, wait_
 use crate::lab::{
     image::{
         GUEST_AGENT, GUEST_CAPTURE_INITRD, GUEST_HOST_PATHS, GUEST_KERNEL, GUEST_KEXEC,
-        GUEST_POD_BUNDLE, GUEST_RUNC, GUEST_RUNTIME_DEFAULT_BUNDLE, KERNEL_6_1_POD,
-        KERNEL_6_12_POD,
+        GUEST_POD_BUNDLE, GUEST_RUNC, GUEST_RUNTIME_DEFAULT_BUNDLE, GUEST_VARIANT_BUNDLES,
+        KERNEL_6_1_POD, KERNEL_6_12_POD,
     },
     machine::Machine,
+    oci,
     scenario::{Online, Run, Scenario},
 };
 
@@ -53,6 +54,14 @@ pub const ALL: &[Scenario] = &[
         fixture: false,
         benchmark: false,
         body: deployed_sigkill_mid_reload_6_1,
+    },
+    Scenario {
+        name: "deployed-least-privilege-6.1",
+        about: "6.1, kdump-config load; the pod with each capability, then each mount, removed alone: what fails; in a pod network namespace, uevents only, +128 MiB: do the uevents arrive",
+        kernel: KERNEL_6_1_POD,
+        fixture: false,
+        benchmark: false,
+        body: deployed_least_privilege_6_1,
     },
 ];
 
@@ -323,4 +332,273 @@ fn sigkill_mid_reload(run: &mut Run, m: &mut Machine) -> Result<()> {
     );
     run.note("dimm_bytes", dimm.size);
     crash_and_expect(run, m, 0)
+}
+
+/// How long a pod without one privilege gets to say ready before what it said is recorded.
+const VARIANT_TIMEOUT: Duration = Duration::from_secs(40);
+/// The counter of memory uevents and probe events the agent took in.
+const HOTPLUG_EVENTS: &str = "kdump_memory_hotplug_events_total";
+
+/// What one pod said: started by runc at all, still running, answering the host's `status`,
+/// its verdict, and its log's first error or warning.
+#[derive(Debug, Default)]
+struct Outcome {
+    runc_error: Option<String>,
+    exited: bool,
+    answered: bool,
+    ready: bool,
+    status: Value,
+    first_problem: String,
+}
+
+impl Outcome {
+    /// What differs from the control pod, in words; `None` when nothing does.
+    fn what_failed(&self, control: &Outcome) -> Option<String> {
+        let log = if self.first_problem.is_empty() {
+            String::new()
+        } else {
+            format!("; log: {}", self.first_problem)
+        };
+        if let Some(e) = &self.runc_error {
+            return Some(format!("runc run failed: {e}"));
+        }
+        if self.exited {
+            return Some(format!("the agent exited{log}"));
+        }
+        if !self.answered {
+            return Some(format!(
+                "the host's `kdump-agent status` never reached the daemon on /run/kdump-agent/agent.sock{log}"
+            ));
+        }
+        if !self.ready {
+            return Some(format!(
+                "not ready: {}{log}",
+                self.status["reason"].as_str().unwrap_or("?")
+            ));
+        }
+        let (got, want) = (
+            &self.status["event_source"],
+            &control.status["event_source"],
+        );
+        if got != want {
+            return Some(format!(
+                "ready, but event source {got} instead of {want}{log}"
+            ));
+        }
+        let (got, want) = (
+            &self.status["header"]["provenance"],
+            &control.status["header"]["provenance"],
+        );
+        if got != want && control.status["header"]["provenance"] == "read-back" {
+            return Some(format!(
+                "ready, but header provenance {got} instead of {want}{log}"
+            ));
+        }
+        None
+    }
+}
+
+/// Starts the pod from `bundle`, waits until it says ready, exits, or `VARIANT_TIMEOUT`
+/// passes, records what it said, and deletes it.
+fn attempt(m: &mut Machine, bundle: &str) -> Result<Outcome> {
+    let mut out = Outcome::default();
+    let started = m.run(&format!(
+        ": >/tmp/kdump-agent.log; {GUEST_RUNC} run -d --no-pivot -b {bundle} {POD} >>/tmp/kdump-agent.log 2>&1 </dev/null"
+    ))?;
+    if started.code != 0 {
+        let log = m.sh("tail -3 /tmp/kdump-agent.log")?;
+        out.runc_error = Some(log.trim().replace('\n', " | "));
+        m.run(&format!("{GUEST_RUNC} delete -f {POD} >/dev/null 2>&1"))?;
+        return Ok(out);
+    }
+    let begun = Instant::now();
+    loop {
+        if let Some((code, json)) = pod_status(m)? {
+            out.answered = true;
+            out.ready = code == 0;
+            out.status = json;
+            if out.ready {
+                break;
+            }
+        }
+        let state = m.run(&format!(
+            "{GUEST_RUNC} state {POD} | grep -q '\"status\": *\"stopped\"'"
+        ))?;
+        if state.code == 0 {
+            out.exited = true;
+            break;
+        }
+        if begun.elapsed() > VARIANT_TIMEOUT {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    out.first_problem = m
+        .sh("grep -m1 -iE '\"level\": *\"(error|warn)' /tmp/kdump-agent.log || grep -m1 -iv '\"level\": *\"(info|debug)' /tmp/kdump-agent.log || true")?
+        .trim()
+        .chars()
+        .take(400)
+        .collect();
+    Ok(out)
+}
+
+fn delete_pod(m: &mut Machine) -> Result<()> {
+    m.sh(&format!(
+        "{GUEST_RUNC} delete -f {POD} >/dev/null 2>&1; true"
+    ))?;
+    Ok(())
+}
+
+/// One variant: started, compared with the control, noted as `{"without", "what_failed"}`; a
+/// removal that changes nothing is a failed check naming the privilege as not needed.
+fn measure(
+    run: &mut Run,
+    m: &mut Machine,
+    without: &str,
+    bundle: &str,
+    control: &Outcome,
+) -> Result<()> {
+    run.progress(&format!("the pod without {without}"));
+    let outcome = attempt(m, bundle)?;
+    delete_pod(m)?;
+    let failed = outcome.what_failed(control);
+    run.note(
+        &format!("without_{without}"),
+        serde_json::json!({
+            "without": without,
+            "what_failed": failed.clone().unwrap_or_else(|| "nothing: not needed, propose removing it from the manifest".into()),
+            "status_reason": outcome.status["reason"],
+            "event_source": outcome.status["event_source"],
+            "ready": outcome.ready,
+        }),
+    );
+    run.check(
+        failed.is_some(),
+        format!("without {without} the pod behaves as with it: not needed, propose removing it"),
+    );
+    Ok(())
+}
+
+/// The sum of a counter's series in the textfile the netns pod writes on the state directory.
+fn textfile_counter(m: &mut Machine, name: &str) -> Result<f64> {
+    let out = m.sh(&format!(
+        "grep '^{name}' /run/kdump-agent/kdump_agent.prom 2>/dev/null | awk '{{s += $NF}} END {{print s + 0}}'"
+    ))?;
+    out.trim()
+        .parse()
+        .with_context(|| format!("{name} in the textfile: `{}`", out.trim()))
+}
+
+fn deployed_least_privilege_6_1(run: &mut Run) -> Result<()> {
+    let mut m = run.boot(&Default::default())?;
+    with_pod_log(&mut m, |m| least_privilege(run, m))
+}
+
+fn least_privilege(run: &mut Run, m: &mut Machine) -> Result<()> {
+    node_up(m)?;
+    load_debian(run, m)?;
+    let path = crate::paths::root().join("deploy/daemonset.yaml");
+    let ds = oci::daemonset(
+        &std::fs::read_to_string(&path).with_context(|| path.display().to_string())?,
+    )?;
+    let (caps, mounts) = oci::privileges(&ds);
+    run.progress("the control: the pod as the manifest has it");
+    let control = attempt(m, GUEST_POD_BUNDLE)?;
+    delete_pod(m)?;
+    run.note(
+        "control",
+        serde_json::json!({"ready": control.ready, "event_source": control.status["event_source"], "header": control.status["header"]["provenance"]}),
+    );
+    if !control.ready {
+        bail!(
+            "the control pod (the full manifest) never said ready: {:?}",
+            control
+        );
+    }
+    // What shows only when the pod must reload: measured after a DIMM made the boot-time header
+    // stale, so the pod's first reconcile reloads.
+    let after_reload = ["SYS_BOOT", "host-lock"];
+    let variants: Vec<(String, String)> = caps
+        .iter()
+        .map(|c| (c.clone(), format!("cap-{c}")))
+        .chain(mounts.iter().map(|v| (v.clone(), format!("mount-{v}"))))
+        .collect();
+    for (without, bundle) in variants
+        .iter()
+        .filter(|(w, _)| !after_reload.contains(&w.as_str()))
+    {
+        measure(
+            run,
+            m,
+            without,
+            &format!("{GUEST_VARIANT_BUNDLES}/{bundle}"),
+            &control,
+        )?;
+    }
+    let dimm = run.hot_add(m, 128, Online::Write("online"))?;
+    run.note("stale_header_dimm_bytes", dimm.size);
+    for (without, bundle) in variants
+        .iter()
+        .filter(|(w, _)| after_reload.contains(&w.as_str()))
+    {
+        measure(
+            run,
+            m,
+            without,
+            &format!("{GUEST_VARIANT_BUNDLES}/{bundle}"),
+            &control,
+        )?;
+    }
+    pod_network_namespace(run, m)
+}
+
+/// The pod in a network namespace of its own, uevents its only event source: one DIMM, and
+/// whether its hotplug-event counter rose.
+fn pod_network_namespace(run: &mut Run, m: &mut Machine) -> Result<()> {
+    run.progress("the pod in its own network namespace, --event-source uevent");
+    let netns = attempt(m, &format!("{GUEST_VARIANT_BUNDLES}/netns"))?;
+    if !netns.ready {
+        delete_pod(m)?;
+        bail!(
+            "in a pod network namespace the pod never said ready: {:?}",
+            netns
+        );
+    }
+    let pid = m.sh(&format!(
+        "{GUEST_RUNC} state {POD} | sed -n 's/.*\"pid\": *\\([0-9]*\\).*/\\1/p'"
+    ))?;
+    let netns_differs = m.run(&format!(
+        "test \"$(readlink /proc/{}/ns/net)\" != \"$(readlink /proc/self/ns/net)\"",
+        pid.trim()
+    ))?;
+    run.check(
+        netns_differs.code == 0,
+        "the netns pod shares the host's network namespace",
+    );
+    let before = textfile_counter(m, HOTPLUG_EVENTS)?;
+    let dimm = run.hot_add(m, 128, Online::Write("online"))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut after = textfile_counter(m, HOTPLUG_EVENTS)?;
+    while after <= before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        after = textfile_counter(m, HOTPLUG_EVENTS)?;
+    }
+    let reloads = m.sh("grep '^kdump_reloads_total{result=\"success\"}' /run/kdump-agent/kdump_agent.prom | awk '{print $NF}'")?;
+    run.note(
+        "netns_uevents",
+        serde_json::json!({
+            "event_source": netns.status["event_source"],
+            "hotplug_events_before": before,
+            "hotplug_events_after": after,
+            "reloads_success": reloads.trim(),
+            "dimm_bytes": dimm.size,
+            "arrived": after > before,
+        }),
+    );
+    delete_pod(m)?;
+    run.check(
+        after > before,
+        format!("in a pod network namespace no memory uevent reached the agent ({HOTPLUG_EVENTS} {before} -> {after})"),
+    );
+    Ok(())
 }
