@@ -39,17 +39,21 @@ pub const GUEST_POD_BUNDLE: &str = "/var/lib/kdump-lab/pod";
 /// The same container under `RuntimeDefault`, its process replaced by one `kexec -s -p` (the
 /// host's kexec, run from the host root the pod mounts at /host).
 pub const GUEST_RUNTIME_DEFAULT_BUNDLE: &str = "/var/lib/kdump-lab/pod-runtime-default";
-/// The pod's config with one privilege removed, one bundle each (`cap-BPF`, `mount-host-proc`,
-/// `netns`), sharing the pod's rootfs: `deployed-least-privilege-6.1`.
+/// The pod's config with one privilege removed, one bundle each (`cap-SYS_BOOT`,
+/// `mount-host-proc`), and in a pod network namespace with memory uevents as its only event
+/// source (`uevent-netns`), sharing the pod's rootfs.
 pub const GUEST_VARIANT_BUNDLES: &str = "/var/lib/kdump-lab/variants";
-/// What the netns variant adds to the container's args: uevents only, and its metrics on the
-/// shared state directory (its port is in the pod's network namespace).
-pub const NETNS_ARGS: &[&str] = &[
-    "--event-source",
-    "uevent",
-    "--textfile-dir",
-    "/run/kdump-agent",
-];
+/// The pod's container id under runc.
+pub const GUEST_POD_ID: &str = "kdump-agent";
+
+/// The guest command that prints the agent's /metrics: while the DaemonSet's pod runs, fetched
+/// inside the pod's network namespace (where a CNI would route the scrape to it), else on the
+/// guest's loopback.
+pub fn guest_metrics() -> String {
+    format!(
+        "pid=$({GUEST_RUNC} state {GUEST_POD_ID} 2>/dev/null | sed -n 's/.*\"pid\": *\\([1-9][0-9]*\\).*/\\1/p'); ${{pid:+nsenter -t $pid -n}} wget -q -O - http://127.0.0.1:10864/metrics"
+    )
+}
 /// What the kubelet does on the node before the pod starts (the manifest's hostPath types).
 pub const GUEST_HOST_PATHS: &str = "/bin/lab-host-paths";
 /// The node name the generated config gives the pod (`spec.nodeName`).
@@ -498,7 +502,10 @@ pub fn least_privilege_variants(
     for mount in mounts {
         out.push((format!("mount-{mount}"), oci::without_mount(ds, &mount)?));
     }
-    out.push(("netns".into(), oci::with_pod_network(ds, NETNS_ARGS)?));
+    out.push((
+        "uevent-netns".into(),
+        oci::with_pod_network(ds, &["--event-source", "uevent"])?,
+    ));
     Ok(out)
 }
 

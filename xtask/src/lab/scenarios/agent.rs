@@ -10,7 +10,7 @@ use kdump_agent::{
 
 use crate::lab::{
     guests::Boot,
-    image::{GUEST_AGENT, GUEST_CAPTURE_INITRD, GUEST_KERNEL, KERNEL_6_1, KERNEL_6_12},
+    image::{GUEST_AGENT, GUEST_CAPTURE_INITRD, GUEST_KERNEL, KERNEL_6_1, KERNEL_6_12, guest_metrics},
     machine::{Machine, Memory},
     scenario::{CAPTURE_CMDLINE, Online, Run, Scenario},
 };
@@ -125,7 +125,6 @@ pub const BENCHMARKS: &[Scenario] = &[Scenario {
     body: bench_reload_vs_throttler_6_1,
 }];
 
-const METRICS: &str = "http://127.0.0.1:10864/metrics";
 /// Reloads under TCG take seconds; this bounds waiting for the agent to act.
 pub(crate) const AGENT_TIMEOUT: Duration = Duration::from_secs(90);
 pub const SUCCESS: &str = r#"kdump_reloads_total{result="success"}"#;
@@ -139,7 +138,7 @@ pub fn recipe() -> String {
 
 /// One series of the agent's /metrics in the guest (0 when absent, as Prometheus reads it).
 pub(crate) fn metric(m: &mut Machine, series: &str) -> Result<f64> {
-    let text = m.sh(&format!("wget -q -O - {METRICS}"))?;
+    let text = m.sh(&guest_metrics())?;
     Ok(text
         .lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
