@@ -305,7 +305,10 @@ fn probes_and_privilege(resources: &[Value]) -> Result<()> {
         "capabilities are not dropped first"
     );
     // Memory uevents reach a pod network namespace (the lab's deployed scenarios check it).
-    ensure!(pod["hostNetwork"] != true, "hostNetwork: the pod needs no host network");
+    ensure!(
+        pod["hostNetwork"] != true,
+        "hostNetwork: the pod needs no host network"
+    );
     ensure!(
         pod["priorityClassName"] == "system-node-critical",
         "not system-node-critical"

@@ -10,7 +10,9 @@ use kdump_agent::{
 
 use crate::lab::{
     guests::Boot,
-    image::{GUEST_AGENT, GUEST_CAPTURE_INITRD, GUEST_KERNEL, KERNEL_6_1, KERNEL_6_12, guest_metrics},
+    image::{
+        GUEST_AGENT, GUEST_CAPTURE_INITRD, GUEST_KERNEL, KERNEL_6_1, KERNEL_6_12, guest_metrics,
+    },
     machine::{Machine, Memory},
     scenario::{CAPTURE_CMDLINE, Online, Run, Scenario},
 };
