@@ -304,6 +304,11 @@ fn probes_and_privilege(resources: &[Value]) -> Result<()> {
         sc["capabilities"]["drop"] == serde_json::json!(["ALL"]),
         "capabilities are not dropped first"
     );
+    // Memory uevents reach a pod network namespace (the lab's deployed scenarios check it).
+    ensure!(
+        pod["hostNetwork"] != true,
+        "hostNetwork: the pod needs no host network"
+    );
     ensure!(
         pod["priorityClassName"] == "system-node-critical",
         "not system-node-critical"
@@ -330,15 +335,16 @@ fn probes_and_privilege(resources: &[Value]) -> Result<()> {
     host_mounts(c)
 }
 
-/// The host's root, /proc, /sys and BTF mounted read-only, the control socket's dir writable.
+/// The host's root, /proc and /sys mounted read-only, the control socket's and the lock's
+/// directories writable.
 fn host_mounts(c: &Value) -> Result<()> {
     let mounts = c["volumeMounts"].as_array().context("no volumeMounts")?;
     for (path, read_only) in [
         ("/host", true),
         ("/host/proc", true),
         ("/host/sys", true),
-        ("/sys/kernel/btf", true),
         ("/run/kdump-agent", false),
+        ("/host/run/lock", false),
     ] {
         let m = mounts
             .iter()

@@ -44,6 +44,21 @@ pub const GUEST_POD_BUNDLE: &str = "/var/lib/kdump-lab/pod";
 /// The same container under `RuntimeDefault`, its process replaced by one `kexec -s -p` (the
 /// host's kexec, run from the host root the pod mounts at /host).
 pub const GUEST_RUNTIME_DEFAULT_BUNDLE: &str = "/var/lib/kdump-lab/pod-runtime-default";
+/// The pod's config with one privilege removed, one bundle each (`cap-SYS_BOOT`,
+/// `mount-host-proc`), and in a pod network namespace with memory uevents as its only event
+/// source (`uevent-netns`), sharing the pod's rootfs.
+pub const GUEST_VARIANT_BUNDLES: &str = "/var/lib/kdump-lab/variants";
+/// The pod's container id under runc.
+pub const GUEST_POD_ID: &str = "kdump-agent";
+
+/// The guest command that prints the agent's /metrics: while the DaemonSet's pod runs, fetched
+/// inside the pod's network namespace (where a CNI would route the scrape to it), else on the
+/// guest's loopback.
+pub fn guest_metrics() -> String {
+    format!(
+        "pid=$({GUEST_RUNC} state {GUEST_POD_ID} 2>/dev/null | sed -n 's/.*\"pid\": *\\([1-9][0-9]*\\).*/\\1/p'); ${{pid:+nsenter -t $pid -n}} wget -q -O - http://127.0.0.1:10864/metrics"
+    )
+}
 /// What the kubelet does on the node before the pod starts (the manifest's hostPath types).
 pub const GUEST_HOST_PATHS: &str = "/bin/lab-host-paths";
 /// The node name the generated config gives the pod (`spec.nodeName`).
@@ -575,6 +590,15 @@ fn with_pod(image: Image, unpacked: &Unpacked, agent: &Path) -> Result<Image> {
         format!("--append={CAPTURE_CMDLINE}"),
     ]);
     let ds = oci::daemonset(&fs::read_to_string(root.join("deploy/daemonset.yaml"))?)?;
+    for (name, variant) in least_privilege_variants(&ds)? {
+        let mut config = oci::config_in_repo(&root, &variant, &node)?;
+        config["root"]["path"] = format!("{GUEST_POD_BUNDLE}/rootfs").into();
+        image = image.bytes(
+            &format!("{GUEST_VARIANT_BUNDLES}/{name}/config.json"),
+            0o644,
+            serde_json::to_vec_pretty(&config)?,
+        );
+    }
     Ok(image
         .bytes(
             &format!("{GUEST_POD_BUNDLE}/config.json"),
@@ -594,6 +618,26 @@ fn with_pod(image: Image, unpacked: &Unpacked, agent: &Path) -> Result<Image> {
                 oci::host_paths(&ds)?
             ),
         ))
+}
+
+/// The DaemonSet with each capability, then each mount, removed alone, and in a pod network
+/// namespace: (bundle name, DaemonSet).
+pub fn least_privilege_variants(
+    ds: &serde_json::Value,
+) -> Result<Vec<(String, serde_json::Value)>> {
+    let (caps, mounts) = oci::privileges(ds);
+    let mut out = Vec::new();
+    for cap in caps {
+        out.push((format!("cap-{cap}"), oci::without_capability(ds, &cap)?));
+    }
+    for mount in mounts {
+        out.push((format!("mount-{mount}"), oci::without_mount(ds, &mount)?));
+    }
+    out.push((
+        "uevent-netns".into(),
+        oci::with_pod_network(ds, &["--event-source", "uevent"])?,
+    ));
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -321,6 +321,12 @@ pub fn from_repo(root: &Path, node: &Node<'_>, seccomp_profile: Option<Value>) -
         ds["spec"]["template"]["spec"]["containers"][0]["securityContext"]["seccompProfile"] =
             profile;
     }
+    config_in_repo(root, &ds, node).with_context(|| format!("{}", path.display()))
+}
+
+/// The config of a DaemonSet document (the repository's, or one edited from it), with the
+/// repository's Localhost profiles and containers-common's RuntimeDefault.
+pub fn config_in_repo(root: &Path, ds: &Value, node: &Node<'_>) -> Result<Value> {
     let runtime_default = match std::fs::read_to_string(CONTAINERS_SECCOMP) {
         Ok(text) => serde_json::from_str(&text).context(CONTAINERS_SECCOMP)?,
         // Only an error when the manifest asks for RuntimeDefault (seccomp() names it then).
@@ -328,7 +334,7 @@ pub fn from_repo(root: &Path, node: &Node<'_>, seccomp_profile: Option<Value>) -
     };
     let localhost_root = root.join("deploy/seccomp");
     config(
-        &ds,
+        ds,
         &Profiles {
             runtime_default: &runtime_default,
             localhost_root: &localhost_root,
@@ -336,8 +342,69 @@ pub fn from_repo(root: &Path, node: &Node<'_>, seccomp_profile: Option<Value>) -
         node,
     )
     .with_context(|| {
-        format!("the OCI config of {} ({CONTAINERS_SECCOMP} for RuntimeDefault comes with buildah: cargo xtask setup)", path.display())
+        format!("the OCI config ({CONTAINERS_SECCOMP} for RuntimeDefault comes with buildah: cargo xtask setup)")
     })
+}
+
+/// The DaemonSet with one capability (`BPF`, as the manifest names it) left out of
+/// `capabilities.add`, as the lab's least-privilege measurement runs it; an error if the manifest
+/// does not add it.
+pub fn without_capability(daemonset: &Value, cap: &str) -> Result<Value> {
+    let mut ds = daemonset.clone();
+    let add =
+        ds["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"]["add"]
+            .as_array_mut()
+            .context("securityContext.capabilities.add: not a list")?;
+    let before = add.len();
+    add.retain(|c| c != cap);
+    ensure!(add.len() < before, "capability {cap}: not in the manifest");
+    Ok(ds)
+}
+
+/// The DaemonSet with one `volumeMounts` entry (by volume name) left out; the volume stays
+/// declared, unmounted. An error if the container does not mount it.
+pub fn without_mount(daemonset: &Value, name: &str) -> Result<Value> {
+    let mut ds = daemonset.clone();
+    let mounts = ds["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        .as_array_mut()
+        .context("volumeMounts: not a list")?;
+    let before = mounts.len();
+    mounts.retain(|m| m["name"] != name);
+    ensure!(
+        mounts.len() < before,
+        "volumeMount {name}: not in the manifest"
+    );
+    Ok(ds)
+}
+
+/// The DaemonSet in a pod network namespace of its own (`hostNetwork` off) with `args` appended
+/// to the container's.
+pub fn with_pod_network(daemonset: &Value, args: &[&str]) -> Result<Value> {
+    let mut ds = daemonset.clone();
+    let pod = &mut ds["spec"]["template"]["spec"];
+    pod["hostNetwork"] = json!(false);
+    let list = pod["containers"][0]["args"]
+        .as_array_mut()
+        .context("container has no args")?;
+    list.extend(args.iter().map(|a| json!(a)));
+    Ok(ds)
+}
+
+/// The manifest's added capabilities and mounted volumes, in its order: what the
+/// least-privilege measurement removes one at a time.
+pub fn privileges(daemonset: &Value) -> (Vec<String>, Vec<String>) {
+    let c = &daemonset["spec"]["template"]["spec"]["containers"][0];
+    let names = |list: &Value, key: Option<&str>| -> Vec<String> {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| key.map_or(v, |k| &v[k]).as_str().map(str::to_owned))
+            .collect()
+    };
+    (
+        names(&c["securityContext"]["capabilities"]["add"], None),
+        names(&c["volumeMounts"], Some("name")),
+    )
 }
 
 /// The image `deploy/Containerfile` builds, as the lab lays it out without a builder: the files
@@ -523,7 +590,7 @@ mod tests {
                 .contains(&json!("NODE_NAME=lab"))
         );
         let caps = p["capabilities"]["effective"].as_array().unwrap();
-        assert!(caps.contains(&json!("CAP_SYS_BOOT")) && caps.contains(&json!("CAP_BPF")));
+        assert!(caps.contains(&json!("CAP_SYS_BOOT")) && caps.contains(&json!("CAP_SYS_ADMIN")));
         assert_eq!(p["capabilities"]["ambient"], json!([]));
         let host = c["mounts"]
             .as_array()
@@ -542,8 +609,8 @@ mod tests {
         let at = |d: &str| order.iter().position(|o| *o == d).unwrap();
         assert!(at("/host") < at("/host/proc") && at("/host") < at("/host/run/lock"));
         assert_eq!(c["linux"]["resources"]["memory"]["limit"], 128 << 20);
-        // hostNetwork: the node's UTS namespace, so no hostname of its own.
-        assert!(c["hostname"].is_null());
+        // A pod network namespace, and with it a UTS namespace and hostname of its own.
+        assert_eq!(c["hostname"], "lab");
     }
 
     #[test]
@@ -564,7 +631,7 @@ mod tests {
     fn a_manifest_change_changes_the_config() {
         let mut ds = shipped();
         let pod = &mut ds["spec"]["template"]["spec"];
-        pod["hostNetwork"] = json!(false);
+        pod["hostNetwork"] = json!(true);
         pod["containers"][0]["securityContext"]["capabilities"]["add"] = json!(["SYS_BOOT"]);
         let c = generated(&ds, &profile()).unwrap();
         let ns: Vec<&str> = c["linux"]["namespaces"]
@@ -573,8 +640,9 @@ mod tests {
             .iter()
             .map(|n| n["type"].as_str().unwrap())
             .collect();
-        assert!(ns.contains(&"network") && ns.contains(&"pid") && ns.contains(&"uts"));
-        assert_eq!(c["hostname"], "lab");
+        assert!(!ns.contains(&"network") && ns.contains(&"pid") && !ns.contains(&"uts"));
+        // The node's UTS namespace: no hostname of its own (runc refuses one).
+        assert!(c["hostname"].is_null());
         assert_eq!(
             c["process"]["capabilities"]["bounding"],
             json!(["CAP_SYS_BOOT"])
@@ -605,7 +673,62 @@ mod tests {
         let script = host_paths(&shipped()).unwrap();
         assert!(script.contains("mkdir -p /run/kdump-agent\n"));
         assert!(script.contains("mkdir -p /run/lock\n"));
-        assert!(script.contains("test -d /sys/kernel/btf"));
+        assert!(script.contains("test -d /proc ||"));
+    }
+
+    #[test]
+    fn one_privilege_removed_at_a_time() {
+        let ds = shipped();
+        let (caps, mounts) = privileges(&ds);
+        assert_eq!(caps, ["SYS_BOOT", "SYS_ADMIN", "SYS_RAWIO"]);
+        assert!(mounts.contains(&"host-proc".to_owned()) && mounts.contains(&"state".to_owned()));
+        let c = generated(&without_capability(&ds, "SYS_RAWIO").unwrap(), &profile()).unwrap();
+        let held = c["process"]["capabilities"]["bounding"].as_array().unwrap();
+        assert_eq!(held.len(), caps.len() - 1);
+        assert!(!held.contains(&json!("CAP_SYS_RAWIO")) && held.contains(&json!("CAP_SYS_BOOT")));
+        // The seccomp rules follow the capabilities, as the runtime builds them.
+        let c = generated(&without_capability(&ds, "SYS_BOOT").unwrap(), &profile()).unwrap();
+        assert_eq!(
+            seccomp_action(&c["linux"]["seccomp"], "kexec_file_load"),
+            "SCMP_ACT_ERRNO"
+        );
+        assert!(without_capability(&ds, "NET_ADMIN").is_err());
+        let c = generated(&without_mount(&ds, "host-proc").unwrap(), &profile()).unwrap();
+        let dests: Vec<&Value> = c["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| &m["destination"])
+            .collect();
+        assert!(!dests.contains(&&json!("/host/proc")) && dests.contains(&&json!("/host/sys")));
+        assert!(without_mount(&ds, "nope").is_err());
+        // The input is untouched.
+        assert_eq!(privileges(&ds), (caps, mounts));
+    }
+
+    #[test]
+    fn a_pod_network_namespace_with_extra_args() {
+        let mut host_network = shipped();
+        host_network["spec"]["template"]["spec"]["hostNetwork"] = json!(true);
+        let ds = with_pod_network(&host_network, &["--event-source", "uevent"]).unwrap();
+        let c = generated(&ds, &profile()).unwrap();
+        assert!(
+            c["linux"]["namespaces"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({"type": "network"}))
+        );
+        let args = c["process"]["args"].as_array().unwrap();
+        assert_eq!(
+            args[args.len() - 2..],
+            [json!("--event-source"), json!("uevent")]
+        );
+        assert!(
+            !generated(&host_network, &profile()).unwrap()["linux"]["namespaces"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({"type": "network"}))
+        );
     }
 
     #[test]
@@ -653,7 +776,7 @@ mod tests {
         pod_security(
             &mut ds,
             "capabilities",
-            json!({"drop": ["ALL"], "add": ["BPF", "PERFMON"]}),
+            json!({"drop": ["ALL"], "add": ["SYS_ADMIN", "SYS_RAWIO"]}),
         );
         let c = generated(&ds, &profile()).unwrap();
         assert_eq!(

@@ -10,7 +10,10 @@ use kdump_agent::{
 
 use crate::lab::{
     guests::Boot,
-    image::{GUEST_AGENT, GUEST_CAPTURE_INITRD, GUEST_KERNEL, KERNEL_6_1, KERNEL_6_12, KERNEL_7_2},
+    image::{
+        GUEST_AGENT, GUEST_CAPTURE_INITRD, GUEST_KERNEL, KERNEL_6_1, KERNEL_6_12, KERNEL_7_2,
+        guest_metrics,
+    },
     machine::{Machine, Memory},
     scenario::{CAPTURE_CMDLINE, Online, Run, Scenario},
 };
@@ -149,7 +152,6 @@ pub const BENCHMARKS: &[Scenario] = &[Scenario {
     body: bench_reload_vs_throttler_6_1,
 }];
 
-const METRICS: &str = "http://127.0.0.1:10864/metrics";
 /// Reloads under TCG take seconds; this bounds waiting for the agent to act.
 pub(crate) const AGENT_TIMEOUT: Duration = Duration::from_secs(90);
 pub const SUCCESS: &str = r#"kdump_reloads_total{result="success"}"#;
@@ -163,7 +165,7 @@ pub fn recipe() -> String {
 
 /// One series of the agent's /metrics in the guest (0 when absent, as Prometheus reads it).
 pub(crate) fn metric(m: &mut Machine, series: &str) -> Result<f64> {
-    let text = m.sh(&format!("wget -q -O - {METRICS}"))?;
+    let text = m.sh(&guest_metrics())?;
     Ok(text
         .lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
@@ -491,7 +493,8 @@ fn kernel_skipped_update_6_12(run: &mut Run) -> Result<()> {
     run.check_crash_hotplug(&mut m, "1")?;
     wait_ready(&mut m)?;
     let handler = m.sh(&format!(
-        "wget -q -O - {METRICS} | grep 'probe=\"crash_handle_hotplug_event\"' || true"
+        "{} | grep 'probe=\"crash_handle_hotplug_event\"' || true",
+        guest_metrics()
     ))?;
     run.note("handler_probe", handler.trim());
     run.check(

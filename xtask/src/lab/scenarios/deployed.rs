@@ -9,14 +9,15 @@ use anyhow::{Context as _, Result, bail};
 use kdump_agent::model::elfcorehdr::LoadPath;
 use serde_json::Value;
 
-use super::agent::{SUCCESS, crash_and_expect, expect_reloads, wait_metric, wait_ready};
+use super::agent::{SUCCESS, crash_and_expect, expect_reloads, metric, wait_metric, wait_ready};
 use crate::lab::{
     image::{
         GUEST_AGENT, GUEST_CAPTURE_INITRD, GUEST_HOST_PATHS, GUEST_KERNEL, GUEST_KEXEC,
-        GUEST_POD_BUNDLE, GUEST_RUNC, GUEST_RUNTIME_DEFAULT_BUNDLE, KERNEL_6_1_POD,
-        KERNEL_6_12_POD,
+        GUEST_POD_BUNDLE, GUEST_POD_ID, GUEST_RUNC, GUEST_RUNTIME_DEFAULT_BUNDLE,
+        GUEST_VARIANT_BUNDLES, KERNEL_6_1_POD, KERNEL_6_12_POD,
     },
-    machine::Machine,
+    machine::{Dimm, Machine},
+    oci,
     scenario::{Online, Run, Scenario},
 };
 
@@ -40,7 +41,7 @@ pub const ALL: &[Scenario] = &[
     },
     Scenario {
         name: "deployed-kernel-managed-6.12",
-        about: "6.12, kdumpctl's layout and kexec -s -p, the pod verifies the read-back header; +512 MiB: the kernel updates it, zero reloads; dump whole",
+        about: "6.12, kdumpctl's layout and kexec -s -p, the pod verifies the read-back header; +512 MiB: the kernel updates it, zero reloads; the pod with uevents only, +128 MiB: the uevent reaches its network namespace; dump whole",
         kernel: KERNEL_6_12_POD,
         fixture: false,
         benchmark: false,
@@ -54,10 +55,17 @@ pub const ALL: &[Scenario] = &[
         benchmark: false,
         body: deployed_sigkill_mid_reload_6_1,
     },
+    Scenario {
+        name: "deployed-least-privilege-6.1",
+        about: "6.1, kdumpctl's layout, +128 MiB: the pod with each capability, then each mount, removed alone, each against what it must do; uevents only, +128 MiB: the uevent reaches the pod's network namespace, one reload; dump whole",
+        kernel: KERNEL_6_1_POD,
+        fixture: false,
+        benchmark: false,
+        body: deployed_least_privilege_6_1,
+    },
 ];
 
-/// The pod's container id under runc.
-const POD: &str = "kdump-agent";
+const POD: &str = GUEST_POD_ID;
 /// Waiting for the pod (probes, a read-back under TCG on a shared host).
 const POD_TIMEOUT: Duration = Duration::from_secs(120);
 /// The capture kernel's command line, split the way both distributions' configurations split
@@ -262,6 +270,14 @@ fn kernel_managed(run: &mut Run, m: &mut Machine) -> Result<()> {
     wait_ready(m)?;
     run.note("dimm_bytes", dimm.size);
     expect_reloads(run, m, 0, "on a kernel that updates the header itself")?;
+    m.sh(&format!("{GUEST_RUNC} delete -f {POD}"))?;
+    uevents_reach_pod(run, m, Online::Auto)?;
+    expect_reloads(
+        run,
+        m,
+        0,
+        "by the uevent pod on a kernel that updates the header itself",
+    )?;
     crash_and_expect(run, m, 0)
 }
 
@@ -323,4 +339,366 @@ fn sigkill_mid_reload(run: &mut Run, m: &mut Machine) -> Result<()> {
     );
     run.note("dimm_bytes", dimm.size);
     crash_and_expect(run, m, 0)
+}
+
+/// What removing one privilege of the manifest alone does to the pod, as
+/// `deployed-least-privilege-6.1` measures it (a stale header at the pod's start, so a working
+/// pod must read it back, reload and say ready). deploy/daemonset.yaml's comments say the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Without {
+    /// The agent exits at start; its log says why.
+    Exits,
+    /// It runs, cannot read the loaded header back, so never knows it and never says ready.
+    NoReadBack,
+    /// No recipe: `observe` mode, the stale header stays.
+    Observes,
+    /// Its reload is refused or fails; the stale header stays.
+    ReloadFails,
+    /// It works as with it, and this path in the pod is then writable: the host root's
+    /// read-only bind does not reach the host's mounts under it.
+    Writable(&'static str),
+    /// It works as with it, but cannot create this lock on the host (the host root is
+    /// read-only), so it loads without it while no distribution script has made it yet.
+    Unlocked(&'static str),
+}
+
+/// Each capability and mount the manifest adds, and what removing it alone does. A privilege
+/// missing here, or one the manifest no longer has, fails the scenario.
+const WITHOUT: &[(&str, Without)] = &[
+    ("SYS_BOOT", Without::Exits),
+    ("SYS_ADMIN", Without::Exits),
+    ("SYS_RAWIO", Without::NoReadBack),
+    ("host-proc", Without::Writable("/host/proc")),
+    ("host-sys", Without::Writable("/host/sys")),
+    ("host-root", Without::ReloadFails),
+    ("state", Without::Exits),
+    ("host-lock", Without::Unlocked("/run/lock/kdump")),
+];
+
+/// How long a pod without one privilege gets to say ready (the full manifest's read-back and
+/// reload took up to 29 s under TCG on a loaded host); only a pod that neither exits, fails its
+/// reload nor says ready waits this long.
+const VARIANT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The memory uevents (or probe events) of blocks going online the agent took in.
+const ONLINE_EVENTS: &str = r#"kdump_memory_hotplug_events_total{action="online"}"#;
+
+/// What one pod did: started by runc at all, exited, answered the host's `status` over the
+/// state directory's socket, its last status, its log's first problem, seconds until it settled.
+#[derive(Debug, Default)]
+struct Outcome {
+    runc_error: Option<String>,
+    exited: bool,
+    answered: bool,
+    ready: bool,
+    status: Value,
+    first_problem: String,
+    seconds: f64,
+}
+
+impl Outcome {
+    /// The outcome in the terms of [`Without`] (`writable`: whether the path the expectation
+    /// names is writable in the pod), or what else happened, in words.
+    fn seen(&self, expected: Without, probe: Option<bool>) -> std::result::Result<Without, String> {
+        if let Some(e) = &self.runc_error {
+            return Err(format!("runc run failed: {e}"));
+        }
+        if self.exited {
+            return Ok(Without::Exits);
+        }
+        if !self.answered {
+            return Err("the host's `kdump-agent status` never reached the daemon".into());
+        }
+        let s = &self.status;
+        if self.ready {
+            let reloaded = self.reloaded();
+            return match (expected, probe) {
+                (Without::Writable(path), Some(true)) if reloaded => Ok(Without::Writable(path)),
+                (Without::Writable(path), Some(false)) => Err(format!(
+                    "works as with it and {path} stays read-only: not needed"
+                )),
+                (Without::Unlocked(path), Some(false)) if reloaded => Ok(Without::Unlocked(path)),
+                (Without::Unlocked(path), Some(true)) => {
+                    Err(format!("works as with it and creates {path}: not needed"))
+                }
+                _ if !reloaded => Err(format!(
+                    "ready without a reload of its own (last reload: {}): the header was not stale",
+                    s["reload"]["last"]
+                )),
+                _ => Err("works as with it: not needed".into()),
+            };
+        }
+        if s["mode"] == "observe" {
+            return Ok(Without::Observes);
+        }
+        if s["reload"]["failures"].as_u64().unwrap_or(0) > 0 {
+            return Ok(Without::ReloadFails);
+        }
+        if s["header"]["provenance"] != "read-back" && s["header"]["provenance"] != "captured" {
+            return Ok(Without::NoReadBack);
+        }
+        Err(format!("not ready: {}", s["reason"]))
+    }
+
+    /// Its own last reload succeeded.
+    fn reloaded(&self) -> bool {
+        self.status["reload"]["last"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("success"))
+    }
+
+    /// Its verdict will not change by waiting: it exited, is ready, its reload failed, or it
+    /// found no recipe.
+    fn settled(&self) -> bool {
+        let s = &self.status;
+        self.exited
+            || self.ready
+            || s["reload"]["failures"].as_u64().unwrap_or(0) > 0
+            || (s["mode"] == "observe" && !s["reload"]["recipe_refused"].is_null())
+    }
+}
+
+/// Starts the pod from `bundle` and waits until it settles or `VARIANT_TIMEOUT` passes; then
+/// measures whether each of `paths` is writable in it (while it runs) and deletes it.
+fn attempt(m: &mut Machine, bundle: &str, paths: &[&str]) -> Result<(Outcome, Vec<bool>)> {
+    let mut out = Outcome::default();
+    let started = m.run(&format!(
+        ": >/tmp/kdump-agent.log; {GUEST_RUNC} run -d --no-pivot -b {bundle} {POD} >>/tmp/kdump-agent.log 2>&1 </dev/null"
+    ))?;
+    let begun = Instant::now();
+    if started.code != 0 {
+        let log = m.sh("tail -3 /tmp/kdump-agent.log")?;
+        out.runc_error = Some(log.trim().replace('\n', " | "));
+    }
+    while out.runc_error.is_none() {
+        if let Some((code, json)) = pod_status(m)? {
+            out.answered = true;
+            out.ready = code == 0;
+            out.status = json;
+        }
+        let stopped = m.run(&format!(
+            "{GUEST_RUNC} state {POD} | grep -q '\"status\": *\"stopped\"'"
+        ))?;
+        out.exited = stopped.code == 0;
+        if out.settled() || begun.elapsed() > VARIANT_TIMEOUT {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    out.seconds = (begun.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+    let mut writable = Vec::new();
+    if out.answered && !out.exited {
+        for path in paths {
+            writable.push(writable_in_pod(m, path)?);
+        }
+    }
+    out.first_problem = m
+        .sh("grep -m1 -E '\"level\": *\"(ERROR|WARN)' /tmp/kdump-agent.log || grep -m1 -v '\"level\"' /tmp/kdump-agent.log || true")?
+        .trim()
+        .chars()
+        .take(300)
+        .collect();
+    m.sh(&format!(
+        "{GUEST_RUNC} delete -f {POD} >/dev/null 2>&1; true"
+    ))?;
+    Ok((out, writable))
+}
+
+/// Whether the mount the pod sees at `path` is read-write: its options in the pod's own
+/// mountinfo, read by the host's busybox run in the pod (`runc exec`, the pod's capabilities).
+fn writable_in_pod(m: &mut Machine, path: &str) -> Result<bool> {
+    let options = m.sh(&format!(
+        "{GUEST_RUNC} exec {POD} /host/bin/busybox awk '$5 == \"{path}\" {{ o = $6 }} END {{ print o }}' /proc/self/mountinfo"
+    ))?;
+    let options = options.trim();
+    if options.is_empty() {
+        bail!("{path} is not a mount in the pod");
+    }
+    Ok(options.split(',').any(|o| o == "rw"))
+}
+
+/// A capture kernel is loaded and its header is stale, as the host's one-shot `status` (no
+/// daemon runs between two pods) reads it back and judges it.
+fn loaded_and_stale(m: &mut Machine) -> Result<bool> {
+    let out = m.run(&format!("{GUEST_AGENT} status --json"))?;
+    let json: Value = serde_json::from_str(&out.text())
+        .with_context(|| format!("status --json on the host: `{}`", out.text().trim()))?;
+    Ok(json["crash_kernel_loaded"] == true && json["header"]["stale"] == true)
+}
+
+/// Makes the loaded header stale again, as a boot-time load before a DIMM: `dimm` offlined and
+/// unplugged (an offline block is still System RAM in the header a load builds), `kexec -s -p`,
+/// and a new DIMM of the same size plugged and onlined in its slot; returns it.
+fn make_stale(run: &mut Run, m: &mut Machine, dimm: &Dimm) -> Result<Dimm> {
+    m.set_blocks(dimm, "offline")?;
+    m.hot_remove_dimm(dimm, Duration::from_secs(60))?;
+    run.report.hotplugged_bytes -= dimm.size;
+    run.load_kdump(m, LoadPath::KexecFileLoad)?;
+    run.hot_add(m, dimm.size >> 20, Online::Write("online_movable"))
+}
+
+fn deployed_least_privilege_6_1(run: &mut Run) -> Result<()> {
+    let mut m = run.boot(&Default::default())?;
+    with_pod_log(&mut m, |m| least_privilege(run, m))
+}
+
+/// The manifest's privileges against [`WITHOUT`], as (name, variant bundle, expectation); an
+/// error when a privilege has no expectation or an expectation no privilege.
+fn expectations(ds: &Value) -> Result<Vec<(String, String, Without)>> {
+    let (caps, mounts) = oci::privileges(ds);
+    let named: Vec<(String, String)> = caps
+        .into_iter()
+        .map(|c| (format!("cap-{c}"), c))
+        .chain(mounts.into_iter().map(|v| (format!("mount-{v}"), v)))
+        .collect();
+    let gone: Vec<&str> = WITHOUT
+        .iter()
+        .map(|(w, _)| *w)
+        .filter(|w| !named.iter().any(|(_, n)| n == w))
+        .collect();
+    if !gone.is_empty() {
+        bail!("deployed::WITHOUT expects {gone:?}, which deploy/daemonset.yaml no longer adds");
+    }
+    named
+        .into_iter()
+        .map(|(bundle, name)| {
+            let want = WITHOUT
+                .iter()
+                .find(|(w, _)| *w == name)
+                .with_context(|| {
+                    format!("deploy/daemonset.yaml adds {name}, and deployed::WITHOUT says nothing of what removing it does")
+                })?
+                .1;
+            Ok((name, format!("{GUEST_VARIANT_BUNDLES}/{bundle}"), want))
+        })
+        .collect()
+}
+
+fn least_privilege(run: &mut Run, m: &mut Machine) -> Result<()> {
+    node_up(m)?;
+    // kdumpctl's layout: its lock is the one under /run/lock, which the host-lock mount is for.
+    load_fedora(run, m)?;
+    let path = crate::paths::root().join("deploy/daemonset.yaml");
+    let ds = oci::daemonset(
+        &std::fs::read_to_string(&path).with_context(|| path.display().to_string())?,
+    )?;
+    let expected = expectations(&ds)?;
+    // The boot-time header misses this DIMM: every pod below starts with a stale header.
+    // Movable, so that make_stale can offline and unplug it.
+    let mut dimm = run.hot_add(m, 128, Online::Write("online_movable"))?;
+    let probed: Vec<&str> = expected
+        .iter()
+        .filter_map(|(_, _, w)| match w {
+            Without::Writable(p) => Some(*p),
+            _ => None,
+        })
+        .collect();
+    let locks: Vec<&str> = expected
+        .iter()
+        .filter_map(|(_, _, w)| match w {
+            Without::Unlocked(p) => Some(*p),
+            _ => None,
+        })
+        .collect();
+    run.progress("the control: the pod as the manifest has it");
+    m.sh(&format!("rm -f {}", locks.join(" ")))?;
+    let (control, read_only) = attempt(m, GUEST_POD_BUNDLE, &probed)?;
+    for lock in &locks {
+        let made = m.run(&format!("test -f {lock}"))?;
+        run.check(
+            made.code == 0,
+            format!("with the full manifest the pod did not create the lock {lock}"),
+        );
+    }
+    run.note(
+        "control",
+        serde_json::json!({"ready": control.ready, "seconds": control.seconds, "last_reload": control.status["reload"]["last"], "writable": probed.iter().zip(&read_only).map(|(p, w)| format!("{p}: {w}")).collect::<Vec<_>>()}),
+    );
+    if !control.ready || !control.reloaded() {
+        bail!("the control pod (the full manifest) did not reload and say ready: {control:?}");
+    }
+    run.check(
+        read_only.iter().all(|w| !w),
+        format!("with the full manifest {probed:?} are writable in the pod: {read_only:?}"),
+    );
+    for (name, bundle, want) in &expected {
+        if !loaded_and_stale(m)? {
+            dimm = make_stale(run, m, &dimm)?;
+        }
+        run.progress(&format!("the pod without {name}"));
+        let paths: Vec<&str> = match want {
+            Without::Writable(p) => vec![p],
+            _ => vec![],
+        };
+        if let Without::Unlocked(lock) = want {
+            m.sh(&format!("rm -f {lock}"))?;
+        }
+        let (outcome, writable) = attempt(m, bundle, &paths)?;
+        let probe = match want {
+            Without::Unlocked(lock) => Some(m.run(&format!("test -f {lock}"))?.code == 0),
+            _ => writable.first().copied(),
+        };
+        let seen = outcome.seen(*want, probe);
+        run.note(
+            &format!("without_{name}"),
+            serde_json::json!({
+                "expected": format!("{want:?}"),
+                "seen": match &seen { Ok(w) => format!("{w:?}"), Err(e) => e.clone() },
+                "seconds": outcome.seconds,
+                "reason": outcome.status["reason"],
+                "log": outcome.first_problem,
+            }),
+        );
+        run.check(
+            seen.as_ref() == Ok(want),
+            format!(
+                "without {name}: expected {want:?}, seen {}",
+                match &seen {
+                    Ok(w) => format!("{w:?}"),
+                    Err(e) => e.clone(),
+                }
+            ),
+        );
+    }
+    uevents_reach_pod(run, m, Online::Write("online"))?;
+    crash_and_expect(run, m, 0)
+}
+
+/// The pod in a network namespace of its own, memory uevents its only event source
+/// (`--event-source uevent`): it says ready, then a 128 MiB DIMM's online uevent must reach it
+/// (its counter on /metrics, read inside the pod's namespace, rises) and it must say ready
+/// again. Leaves the pod running.
+fn uevents_reach_pod(run: &mut Run, m: &mut Machine, online: Online) -> Result<()> {
+    run.progress("the pod in its own network namespace, --event-source uevent");
+    let started = Instant::now();
+    m.sh(&format!(
+        ": >/tmp/kdump-agent.log; {GUEST_RUNC} run -d --no-pivot -b {GUEST_VARIANT_BUNDLES}/uevent-netns {POD} >>/tmp/kdump-agent.log 2>&1 </dev/null"
+    ))
+    .context("runc run of the pod with --event-source uevent")?;
+    let (seconds, json) = wait_pod(m, started, |h| h["missing_bytes"] == 0)?;
+    run.check(
+        json["event_source"] == "uevent",
+        format!("the uevent pod's event source is {}", json["event_source"]),
+    );
+    let own_netns = m.run(&format!(
+        "pid=$({GUEST_RUNC} state {POD} | sed -n 's/.*\"pid\": *\\([0-9]*\\).*/\\1/p'); test \"$(readlink /proc/$pid/ns/net)\" != \"$(readlink /proc/self/ns/net)\""
+    ))?;
+    run.check(
+        own_netns.code == 0,
+        "the uevent pod shares the host's network namespace",
+    );
+    let before = metric(m, ONLINE_EVENTS)?;
+    let dimm = run.hot_add(m, 128, online)?;
+    let arrived = wait_metric(m, ONLINE_EVENTS, before + 1.0);
+    let after = metric(m, ONLINE_EVENTS)?;
+    run.note(
+        "pod_netns_uevents",
+        serde_json::json!({
+            "seconds_from_pod_start_to_ready": seconds,
+            "online_events_before": before,
+            "online_events_after": after,
+            "dimm_bytes": dimm.size,
+        }),
+    );
+    arrived.context("in its own network namespace the pod got no memory uevent")?;
+    wait_ready(m)
 }
