@@ -454,6 +454,17 @@ impl Outcome {
             || self.ready
             || s["reload"]["failures"].as_u64().unwrap_or(0) > 0
             || (s["mode"] == "observe" && !s["reload"]["recipe_refused"].is_null())
+            || self.read_back_refused()
+    }
+
+    /// Start-up's read-back failed (e.g. `/proc/kcore` EPERM): with no change of RAM during
+    /// the attempt, nothing will read it again.
+    fn read_back_refused(&self) -> bool {
+        let h = &self.status["header"];
+        h["provenance"] == "inferred"
+            && h["unknown"]
+                .as_str()
+                .is_some_and(|u| u.contains("not read back: "))
     }
 }
 
