@@ -12,7 +12,9 @@
 //!   (capped at `quiet_period_max`): the gaps of a steady pace, even one whose gaps jitter up
 //!   to three times their length, no longer count as quiet;
 //! - the maximum delay is `max_delay_bound`: a streak is acted on when it pauses, and while it
-//!   does not, once per bound.
+//!   does not, once per bound;
+//! - its quiet period runs from the end of a load in flight, not from before it: the load
+//!   competes with the onlining it would wait for, and a gap it caused is no pause.
 //!
 //! No starvation: a change is acted on at most `max_delay_bound` after it happened (the burst
 //! holding it began no earlier, and no burst waits longer than that after its first change).
@@ -102,6 +104,13 @@ impl Coalescer {
         }
     }
 
+    /// A load ended at `now`: a streak's pending burst is quiet only from here.
+    pub fn load_ended(&mut self, now: Instant) {
+        if let Some(burst) = self.burst.as_mut().filter(|b| b.streak) {
+            burst.last = burst.last.max(now);
+        }
+    }
+
     /// Drops the pending burst (it was answered another way); the streak is kept.
     pub fn clear(&mut self) {
         self.burst = None;
@@ -153,6 +162,26 @@ mod tests {
         // The first DIMM as fast as a lone hot-add; the rest once, 1690 ms (quiet + three times
         // the longest gap, 480 ms) after the last block.
         assert_eq!(acted, [270, 11520 + 1690]);
+    }
+
+    #[test]
+    fn a_streak_is_quiet_only_from_the_end_of_a_load() {
+        let t = Timing::default();
+        let t0 = Instant::now();
+        let mut c = Coalescer::default();
+        c.note(t0, &t);
+        assert!(c.take_due(t0 + 250 * MS, &t));
+        // A change during the load continues the streak: quiet 250 + 3 x 300 ms after it,
+        // or after the load's end if that is later.
+        c.note(t0 + 300 * MS, &t);
+        assert_eq!(c.due(&t), Some(t0 + 1450 * MS));
+        c.load_ended(t0 + 2000 * MS);
+        assert_eq!(c.due(&t), Some(t0 + 3150 * MS));
+        // The end of a load changes nothing for a lone burst.
+        let mut lone = Coalescer::default();
+        lone.note(t0, &t);
+        lone.load_ended(t0 + 100 * MS);
+        assert_eq!(lone.due(&t), Some(t0 + 250 * MS));
     }
 
     #[test]

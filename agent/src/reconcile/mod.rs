@@ -331,6 +331,7 @@ impl Reconciler {
             Input::Loaded(outcome) => match self.phase {
                 Phase::Reloading => {
                     self.phase = Phase::Idle;
+                    self.burst.load_ended(now);
                     self.reloaded(now, outcome, &mut actions);
                 }
                 Phase::RollingBack => {
@@ -852,8 +853,9 @@ mod tests {
                 retry_in: Duration::from_secs(2)
             })]
         );
-        // The change is acted on while backing off: verified, not hammered into the loader.
-        let due = t1 + 1070 * MS;
+        // The change is acted on while backing off, quiet from the end of the failed load:
+        // verified, not hammered into the loader.
+        let due = t2 + 1060 * MS;
         assert_eq!(r.next_deadline(), Some(due));
         assert_eq!(r.handle(due - MS, Input::Tick), []);
         assert_eq!(r.handle(due, Input::Tick), [Action::Verify]);
@@ -998,10 +1000,14 @@ mod tests {
             r.handle(t1, Input::Loaded(LoadOutcome::Loaded)),
             [Action::Verify]
         );
-        // The burst came due while loading: it is next, after the post-load check.
-        assert_eq!(r.handle(t1, check(true, stale(1))), [Action::Verify]);
+        // The changes continue a streak: its quiet period (250 + 3 x 300 ms) runs from the
+        // end of the load, then one more reload.
+        assert_eq!(r.handle(t1, check(true, stale(1))), []);
+        let due = t1 + 1150 * MS;
+        assert_eq!(r.next_deadline(), Some(due));
+        assert_eq!(r.handle(due, Input::Tick), [Action::Verify]);
         assert_eq!(
-            r.handle(t1, check(true, stale(1))),
+            r.handle(due, check(true, stale(1))),
             [reload(ReloadReason::RamChanged)]
         );
         assert_eq!(r.view().failures, 0);

@@ -92,6 +92,8 @@ struct Figures {
     serial_resends: u32,
     /// Each window without a capture kernel, seconds from the first block online.
     windows: Vec<(f64, f64)>,
+    /// The longest pause between two blocks coming online (the guest's pace under load).
+    longest_online_gap: f64,
 }
 
 impl Figures {
@@ -112,6 +114,7 @@ impl Figures {
             "scale_up_seconds": self.scale_up_seconds,
             "serial_resends": self.serial_resends,
             "windows_from_first_online_s": self.windows,
+            "longest_online_gap_s": self.longest_online_gap,
             "vs_throttler": {
                 "reloads": ratio(f64::from(self.reloads), f64::from(base.reloads)),
                 "unprotected_seconds": ratio(self.unprotected_seconds_probed, base.unprotected_seconds_probed),
@@ -323,6 +326,10 @@ fn scale_up(run: &mut Run, policy: Policy) -> Result<(Figures, Machine)> {
             .iter()
             .map(|w| (w.0 - first_online, w.1 - first_online))
             .collect(),
+        longest_online_gap: online
+            .windows(2)
+            .map(|p| p[1].0 - p[0].0)
+            .fold(0.0, f64::max),
     };
     let name = policy.name();
     run.check_named(
