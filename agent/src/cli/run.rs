@@ -85,11 +85,11 @@ pub struct ReloadArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     pub max_delay: f64,
     /// Within a streak of bursts (a scale-up: each begins sooner than this after the last
-    /// change), the quiet period grows by the longest gap seen, up to this many seconds.
+    /// change), the quiet period grows by three times the longest gap seen, up to this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
     pub quiet_period_max: f64,
-    /// Within a streak, the max delay doubles per burst up to this many seconds: no change
-    /// waits longer to be acted on.
+    /// Within a streak, the max delay in seconds: a scale-up is acted on when it pauses, or
+    /// this long after a burst began; no change waits longer to be acted on.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     pub max_delay_bound: f64,
     /// kdumpctl's lock file, flocked around the agent's own loads (with kdump-config's

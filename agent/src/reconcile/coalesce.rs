@@ -5,12 +5,16 @@
 //! configured `quiet_period` and `max_delay` exactly, so a single hot-add is as fast as ever.
 //!
 //! A scale-up is a *streak* of bursts: each begins less than `quiet_period_max` after the
-//! previous change. Acting on every gap of a streak reloads as often as DIMMs arrive, and each
-//! reload is a window without a capture kernel, so within a streak:
-//! - the quiet period becomes `quiet_period` plus the longest gap seen in the streak (capped
-//!   at `quiet_period_max`): the gaps of a steady pace no longer count as quiet;
-//! - the maximum delay doubles with each burst of the streak, from `max_delay` up to
-//!   `max_delay_bound`: a long scale-up is still reloaded now and then, ever more rarely.
+//! previous change. Each reload is a window without a capture kernel (`kexec_file_load` frees
+//! the old image, then reads, parses and digests the new one: seconds under TCG), and a reload
+//! in the middle of a streak is outdated by the next DIMM. Within a streak:
+//! - the quiet period becomes `quiet_period` plus three times the longest gap seen in the streak
+//!   (capped at `quiet_period_max`): the gaps of a steady pace, even one whose gaps jitter up
+//!   to three times their length, no longer count as quiet;
+//! - the maximum delay is `max_delay_bound`: a streak is acted on when it pauses, and while it
+//!   does not, once per bound;
+//! - its quiet period runs from the end of a load in flight, not from before it: the load
+//!   competes with the onlining it would wait for, and a gap it caused is no pause.
 //!
 //! No starvation: a change is acted on at most `max_delay_bound` after it happened (the burst
 //! holding it began no earlier, and no burst waits longer than that after its first change).
@@ -24,8 +28,8 @@ pub struct Burst {
     pub first: Instant,
     pub last: Instant,
     pub events: u64,
-    /// Bursts before this one in the same streak (0: a lone burst).
-    pub streak: u32,
+    /// The burst continues a streak (false: a lone burst).
+    pub streak: bool,
 }
 
 /// The pending burst and what the streak it belongs to has shown so far.
@@ -34,8 +38,6 @@ pub struct Coalescer {
     burst: Option<Burst>,
     /// The latest change seen, acted on or not.
     last_change: Option<Instant>,
-    /// Bursts so far in the current streak (the pending one included).
-    streak: u32,
     /// The longest gap between two changes in the current streak.
     gap: Duration,
 }
@@ -46,28 +48,23 @@ impl Coalescer {
         let since = self.last_change.map(|t| now.saturating_duration_since(t));
         self.last_change = Some(now);
         if let Some(burst) = &mut self.burst {
-            if let (true, Some(gap)) = (burst.streak > 0, since) {
+            if let (true, Some(gap)) = (burst.streak, since) {
                 self.gap = self.gap.max(gap.min(timing.quiet_period_max));
             }
             burst.last = now;
             burst.events += 1;
             return;
         }
-        match since {
-            Some(gap) if gap < timing.quiet_period_max => {
-                self.streak = self.streak.saturating_add(1);
-                self.gap = self.gap.max(gap);
-            }
-            _ => {
-                self.streak = 0;
-                self.gap = Duration::ZERO;
-            }
-        }
+        let streak = since.is_some_and(|gap| gap < timing.quiet_period_max);
+        self.gap = match since {
+            Some(gap) if streak => self.gap.max(gap),
+            _ => Duration::ZERO,
+        };
         self.burst = Some(Burst {
             first: now,
             last: now,
             events: 1,
-            streak: self.streak,
+            streak,
         });
     }
 
@@ -86,20 +83,15 @@ impl Coalescer {
         Some((b.last + quiet).min(b.first + delay))
     }
 
-    /// The quiet period and maximum delay for a burst `streak` bursts into its streak.
-    pub fn limits(&self, streak: u32, timing: &Timing) -> (Duration, Duration) {
-        if streak == 0 {
+    /// The quiet period and maximum delay for a lone burst, or one that continues a streak.
+    fn limits(&self, streak: bool, timing: &Timing) -> (Duration, Duration) {
+        if !streak {
             return (timing.quiet_period, timing.max_delay);
         }
-        let quiet = (timing.quiet_period + self.gap)
+        let quiet = (timing.quiet_period + self.gap.saturating_mul(3))
             .min(timing.quiet_period_max)
             .max(timing.quiet_period);
-        let delay = timing
-            .max_delay
-            .saturating_mul(1 << (streak - 1).min(20))
-            .min(timing.max_delay_bound)
-            .max(timing.max_delay);
-        (quiet, delay)
+        (quiet, timing.max_delay_bound.max(timing.max_delay))
     }
 
     /// Takes the pending burst if it is due at `now`.
@@ -109,6 +101,13 @@ impl Coalescer {
             true
         } else {
             false
+        }
+    }
+
+    /// A load ended at `now`: a streak's pending burst is quiet only from here.
+    pub fn load_ended(&mut self, now: Instant) {
+        if let Some(burst) = self.burst.as_mut().filter(|b| b.streak) {
+            burst.last = burst.last.max(now);
         }
     }
 
@@ -160,9 +159,29 @@ mod tests {
         // 24 DIMMs of two blocks each, one DIMM every 500 ms.
         let events: Vec<u64> = (0..24).flat_map(|i| [i * 500, i * 500 + 20]).collect();
         let acted = acts(&events, &t);
-        // The first DIMM as fast as a lone hot-add; then one forced act at max delay (5 s into
-        // the second burst), the last 730 ms (quiet + the longest gap, 480 ms) after the last block.
-        assert_eq!(acted, [270, 5500, 11520 + 730]);
+        // The first DIMM as fast as a lone hot-add; the rest once, 1690 ms (quiet + three times
+        // the longest gap, 480 ms) after the last block.
+        assert_eq!(acted, [270, 11520 + 1690]);
+    }
+
+    #[test]
+    fn a_streak_is_quiet_only_from_the_end_of_a_load() {
+        let t = Timing::default();
+        let t0 = Instant::now();
+        let mut c = Coalescer::default();
+        c.note(t0, &t);
+        assert!(c.take_due(t0 + 250 * MS, &t));
+        // A change during the load continues the streak: quiet 250 + 3 x 300 ms after it,
+        // or after the load's end if that is later.
+        c.note(t0 + 300 * MS, &t);
+        assert_eq!(c.due(&t), Some(t0 + 1450 * MS));
+        c.load_ended(t0 + 2000 * MS);
+        assert_eq!(c.due(&t), Some(t0 + 3150 * MS));
+        // The end of a load changes nothing for a lone burst.
+        let mut lone = Coalescer::default();
+        lone.note(t0, &t);
+        lone.load_ended(t0 + 100 * MS);
+        assert_eq!(lone.due(&t), Some(t0 + 250 * MS));
     }
 
     #[test]
@@ -190,6 +209,26 @@ mod tests {
             for pair in acted.windows(2) {
                 prop_assert!(pair[0] < pair[1]);
             }
+        }
+
+        #[test]
+        fn a_jittering_scale_up_shorter_than_the_bound_is_acted_on_twice(
+            dimms in prop::collection::vec((300u64..900, 0u64..50), 2..30),
+        ) {
+            // One DIMM every 300-900 ms (gaps jittering up to three times), two blocks 0-50 ms
+            // apart; under 27 s in all, within the 30 s bound.
+            let t = Timing::default();
+            let events: Vec<u64> = dimms
+                .iter()
+                .scan(0, |s, &(pace, block)| { *s += pace; Some([*s, *s + block]) })
+                .flatten()
+                .collect();
+            let acted = acts(&events, &t);
+            // The first DIMM as a lone hot-add, then the whole rest once it stops.
+            prop_assert_eq!(acted.len(), 2, "acted at {:?}", acted);
+            prop_assert_eq!(acted[0], events[1] + 250);
+            let last = *events.last().unwrap();
+            prop_assert!(acted[1] > last && acted[1] <= last + 2000);
         }
 
         #[test]

@@ -4,8 +4,8 @@
 //!
 //! One action is in flight at a time (a `Verify` or a load). A burst of changes is coalesced
 //! (`coalesce`): the agent acts once the burst has been quiet for `quiet_period`, and never
-//! later than `max_delay` after its first event; within a streak of bursts (a scale-up) both
-//! grow, up to `quiet_period_max` and `max_delay_bound`.
+//! later than `max_delay` after its first event; within a streak of bursts (a scale-up) the
+//! quiet period grows up to `quiet_period_max` and the max delay is `max_delay_bound`.
 use std::{
     fmt,
     time::{Duration, Instant},
@@ -30,10 +30,10 @@ pub struct Timing {
     pub quiet_period: Duration,
     /// ... but never later than this after the first change of a burst.
     pub max_delay: Duration,
-    /// Within a streak of bursts, the quiet period grows by the longest gap seen, up to this;
+    /// Within a streak of bursts, the quiet period grows by three times the longest gap seen, up to this;
     /// a burst that begins sooner than this after the previous change continues the streak.
     pub quiet_period_max: Duration,
-    /// Within a streak, the maximum delay doubles per burst up to this: no change waits longer.
+    /// Within a streak, the maximum delay: no change waits longer.
     pub max_delay_bound: Duration,
     /// Wait before the first retry of a failed reload; doubles per failure.
     pub backoff_base: Duration,
@@ -370,6 +370,7 @@ impl Reconciler {
             Input::Loaded(outcome) => match self.phase {
                 Phase::Reloading => {
                     self.phase = Phase::Idle;
+                    self.burst.load_ended(now);
                     self.reloaded(now, outcome, &mut actions);
                 }
                 Phase::RollingBack => {
@@ -801,24 +802,25 @@ mod tests {
             r.handle(t0 + 250 * MS, check(true, HeaderState::Stale(s))),
             [Action::Alert(Alert::Stale(s))]
         );
-        // 300 ms after the first change: a streak, quiet period 250 + 300 ms.
+        // 300 ms after the first change: a streak, quiet period 250 + 3 x 300 ms.
         r.handle(t0 + 300 * MS, online());
-        assert_eq!(r.handle(t0 + 850 * MS, Input::Tick), [Action::Verify]);
+        assert_eq!(r.handle(t0 + 1449 * MS, Input::Tick), []);
+        assert_eq!(r.handle(t0 + 1450 * MS, Input::Tick), [Action::Verify]);
         assert_eq!(
-            r.handle(t0 + 850 * MS, check(true, HeaderState::Stale(s))),
+            r.handle(t0 + 1450 * MS, check(true, HeaderState::Stale(s))),
             []
         );
         assert_eq!(
-            r.handle(t0 + 600 * MS, Input::ReloadRequested),
+            r.handle(t0 + 1600 * MS, Input::ReloadRequested),
             [Action::Verify]
         );
-        assert_eq!(r.handle(t0 + 600 * MS, FRESH), []);
+        assert_eq!(r.handle(t0 + 1600 * MS, FRESH), []);
         assert_eq!(
-            r.handle(t0 + 700 * MS, Input::ReloadRequested),
+            r.handle(t0 + 1700 * MS, Input::ReloadRequested),
             [Action::Verify]
         );
         assert_eq!(
-            r.handle(t0 + 700 * MS, check(true, HeaderState::Stale(s))),
+            r.handle(t0 + 1700 * MS, check(true, HeaderState::Stale(s))),
             [Action::Alert(Alert::Stale(s))],
             "a new stale condition after a fresh one is alerted again"
         );
@@ -858,9 +860,9 @@ mod tests {
         assert_eq!(r.handle(t0 + 250 * MS, FRESH), []);
         // Content not captured: nothing to judge, so no reload.
         r.handle(t0 + 300 * MS, online());
-        assert_eq!(r.handle(t0 + 850 * MS, Input::Tick), [Action::Verify]);
+        assert_eq!(r.handle(t0 + 1450 * MS, Input::Tick), [Action::Verify]);
         assert_eq!(
-            r.handle(t0 + 850 * MS, check(true, HeaderState::Unknown)),
+            r.handle(t0 + 1450 * MS, check(true, HeaderState::Unknown)),
             []
         );
     }
@@ -944,12 +946,9 @@ mod tests {
                 retry_in: Duration::from_secs(1)
             })]
         );
-        // More changes while backing off do not hammer the loader.
-        // (270 ms after the first change: the streak's quiet period is 250 + 270 ms.)
+        // A change while backing off, 270 ms after the first: a streak, due 250 + 3 x 270 ms
+        // after it, later than the retry.
         r.handle(t1 + 10 * MS, online());
-        assert_eq!(r.handle(t1 + 529 * MS, Input::Tick), []);
-        assert_eq!(r.handle(t1 + 530 * MS, Input::Tick), [Action::Verify]);
-        assert_eq!(r.handle(t1 + 530 * MS, check(true, stale(2))), []);
         assert_eq!(r.next_deadline(), Some(t1 + Duration::from_secs(1)));
         let t2 = t1 + Duration::from_secs(1);
         assert_eq!(r.handle(t2, Input::Tick), [Action::Verify]);
@@ -967,6 +966,14 @@ mod tests {
                 retry_in: Duration::from_secs(2)
             })]
         );
+        // The change is acted on while backing off, quiet from the end of the failed load:
+        // verified, not hammered into the loader.
+        let due = t2 + 1060 * MS;
+        assert_eq!(r.next_deadline(), Some(due));
+        assert_eq!(r.handle(due - MS, Input::Tick), []);
+        assert_eq!(r.handle(due, Input::Tick), [Action::Verify]);
+        assert_eq!(r.handle(due, check(true, stale(2))), []);
+        assert_eq!(r.next_deadline(), Some(t2 + Duration::from_secs(2)));
         let t3 = t2 + Duration::from_secs(2);
         r.handle(t3, Input::Tick);
         r.handle(t3, check(true, stale(2)));
@@ -1106,10 +1113,14 @@ mod tests {
             r.handle(t1, Input::Loaded(LoadOutcome::Loaded)),
             [Action::Verify]
         );
-        // The burst came due while loading: it is next, after the post-load check.
-        assert_eq!(r.handle(t1, check(true, stale(1))), [Action::Verify]);
+        // The changes continue a streak: its quiet period (250 + 3 x 300 ms) runs from the
+        // end of the load, then one more reload.
+        assert_eq!(r.handle(t1, check(true, stale(1))), []);
+        let due = t1 + 1150 * MS;
+        assert_eq!(r.next_deadline(), Some(due));
+        assert_eq!(r.handle(due, Input::Tick), [Action::Verify]);
         assert_eq!(
-            r.handle(t1, check(true, stale(1))),
+            r.handle(due, check(true, stale(1))),
             [reload(ReloadReason::RamChanged)]
         );
         assert_eq!(r.view().failures, 0);
@@ -1143,22 +1154,20 @@ mod tests {
     }
 
     /// The coalescing rule written out directly: the times at which bursts are acted on. A
-    /// burst (first, last, streak) is due after the quiet period or the max delay; within a
+    /// burst (first, last, in a streak) is due after the quiet period or the max delay; within a
     /// streak (a burst begun less than `quiet_period_max` after the previous change) the quiet
-    /// period grows by the longest gap, the max delay doubles per burst, both bounded.
+    /// period grows by three times the longest gap, bounded, and the max delay is the bound.
     fn oracle(events: &[Instant], timing: &Timing) -> Vec<Instant> {
-        let due = |(first, last, streak): (Instant, Instant, u32), gap: Duration| {
-            if streak == 0 {
+        let due = |(first, last, streak): (Instant, Instant, bool), gap: Duration| {
+            if !streak {
                 return (last + timing.quiet_period).min(first + timing.max_delay);
             }
-            let quiet = (timing.quiet_period + gap).min(timing.quiet_period_max);
-            let delay =
-                (timing.max_delay * 2u32.pow((streak - 1).min(20))).min(timing.max_delay_bound);
-            (last + quiet).min(first + delay)
+            let quiet = (timing.quiet_period + 3 * gap).min(timing.quiet_period_max);
+            (last + quiet).min(first + timing.max_delay_bound)
         };
         let mut acts = Vec::new();
-        let mut burst: Option<(Instant, Instant, u32)> = None;
-        let (mut prev, mut streak, mut gap) = (None::<Instant>, 0u32, Duration::ZERO);
+        let mut burst: Option<(Instant, Instant, bool)> = None;
+        let (mut prev, mut gap) = (None::<Instant>, Duration::ZERO);
         for &t in events {
             if let Some(b) = burst.filter(|&b| due(b, gap) <= t) {
                 acts.push(due(b, gap));
@@ -1168,20 +1177,18 @@ mod tests {
             prev = Some(t);
             burst = Some(match (burst, since) {
                 (Some((first, _, s)), since) => {
-                    if let (true, Some(g)) = (s > 0, since) {
+                    if let (true, Some(g)) = (s, since) {
                         gap = gap.max(g.min(timing.quiet_period_max));
                     }
                     (first, t, s)
                 }
                 (None, Some(g)) if g < timing.quiet_period_max => {
-                    streak += 1;
                     gap = gap.max(g);
-                    (t, t, streak)
+                    (t, t, true)
                 }
                 (None, _) => {
-                    streak = 0;
                     gap = Duration::ZERO;
-                    (t, t, 0)
+                    (t, t, false)
                 }
             });
         }
