@@ -94,7 +94,7 @@ fn require_capabilities() -> anyhow::Result<()> {
     if !missing.is_empty() {
         let names: Vec<_> = missing.iter().map(|c| c.name()).collect();
         bail!(
-            "missing capabilities {}: `kdump-agent run` needs them to attach probes and load crash kernels (run as root, or grant them to the container)",
+            "missing capabilities {}: `kdump-agent run` needs them to read /proc/iomem's addresses, attach probes and load crash kernels (run as root, or grant them to the container)",
             names.join(", ")
         );
     }

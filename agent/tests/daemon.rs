@@ -311,7 +311,7 @@ fn without_capabilities_run_names_the_missing_ones() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("missing capabilities CAP_BPF, CAP_PERFMON, CAP_SYS_BOOT"),
+        err.contains("missing capabilities CAP_SYS_ADMIN, CAP_SYS_BOOT"),
         "{err}"
     );
 }

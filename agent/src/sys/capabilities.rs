@@ -63,7 +63,6 @@ pub struct Capability {
 pub enum ProcessCap {
     SysAdmin = 21,
     SysBoot = 22,
-    Perfmon = 38,
     Bpf = 39,
 }
 
@@ -72,7 +71,6 @@ impl ProcessCap {
         match self {
             Self::SysAdmin => "CAP_SYS_ADMIN",
             Self::SysBoot => "CAP_SYS_BOOT",
-            Self::Perfmon => "CAP_PERFMON",
             Self::Bpf => "CAP_BPF",
         }
     }
@@ -82,13 +80,13 @@ impl ProcessCap {
     }
 }
 
-/// The capabilities `kdump-agent run` needs that this process lacks. CAP_SYS_ADMIN stands in for
-/// CAP_BPF and CAP_PERFMON, as on kernels before 5.8.
+/// The capabilities `kdump-agent run` needs that this process lacks. CAP_SYS_ADMIN is needed in
+/// any case (without it /proc/iomem shows every address as 0), and the kernel accepts it for
+/// bpf() and perf_event_open() too, so CAP_BPF and CAP_PERFMON alone are never enough.
 pub fn missing_process_caps(effective: u64) -> Vec<ProcessCap> {
-    let admin = ProcessCap::SysAdmin.held_in(effective);
-    [ProcessCap::Bpf, ProcessCap::Perfmon, ProcessCap::SysBoot]
+    [ProcessCap::SysAdmin, ProcessCap::SysBoot]
         .into_iter()
-        .filter(|cap| !(cap.held_in(effective) || admin && *cap != ProcessCap::SysBoot))
+        .filter(|cap| !cap.held_in(effective))
         .collect()
 }
 
@@ -263,19 +261,22 @@ mod tests {
     }
 
     #[test]
-    fn no_caps_lacks_all_three() {
+    fn no_caps_lacks_both() {
         let names: Vec<_> = missing_process_caps(0).iter().map(|c| c.name()).collect();
-        assert_eq!(names, ["CAP_BPF", "CAP_PERFMON", "CAP_SYS_BOOT"]);
+        assert_eq!(names, ["CAP_SYS_ADMIN", "CAP_SYS_BOOT"]);
     }
 
     #[test]
-    fn sys_admin_stands_in_for_bpf_and_perfmon_only() {
-        let names: Vec<_> = missing_process_caps(1 << 21)
-            .iter()
-            .map(|c| c.name())
-            .collect();
-        assert_eq!(names, ["CAP_SYS_BOOT"]);
-        assert!(missing_process_caps((1 << 39) | (1 << 38) | (1 << 22)).is_empty());
+    fn sys_admin_and_sys_boot_are_needed_and_bpf_with_perfmon_replace_neither() {
+        let names = |effective| -> Vec<_> {
+            missing_process_caps(effective)
+                .iter()
+                .map(|c| c.name())
+                .collect()
+        };
+        assert_eq!(names(1 << 21), ["CAP_SYS_BOOT"]);
+        assert_eq!(names((1 << 39) | (1 << 38) | (1 << 22)), ["CAP_SYS_ADMIN"]);
+        assert!(names((1 << 21) | (1 << 22)).is_empty());
     }
 
     #[test]
