@@ -548,6 +548,6 @@ pub fn run(lab: &Lab, scenario: &Scenario) -> Report {
 }
 
 /// Seconds rounded to the millisecond, so JSON lines read `4.518`, not `4.5177294759999995`.
-fn millis(seconds: f64) -> f64 {
+pub(crate) fn millis(seconds: f64) -> f64 {
     (seconds * 1000.0).round() / 1000.0
 }

@@ -15,7 +15,7 @@ use crate::lab::{
         guest_metrics,
     },
     machine::{Machine, Memory},
-    scenario::{CAPTURE_CMDLINE, Online, Run, Scenario},
+    scenario::{CAPTURE_CMDLINE, Online, Run, Scenario, millis},
 };
 
 /// The agent scenarios, in `cargo xtask lab list` order.
@@ -482,12 +482,17 @@ fn agent_kernel_managed(run: &mut Run) -> Result<()> {
 }
 
 /// A zero-filled initrd this large makes a `kexec_file_load` hold the kexec lock for seconds
-/// under TCG (reading it, hashing it for purgatory, copying it into the reservation).
-const LOCK_HOLDER_INITRD_MIB: u64 = 96;
+/// under TCG (reading it, hashing it for purgatory, copying it into the reservation). Blocks
+/// were seen to come online only late in such a load (0.7-0.9 s before its end with 160 MiB):
+/// the copy, which grows with the initrd, is the window the skips fall in.
+const LOCK_HOLDER_INITRD_MIB: u64 = 192;
+/// The probe's log line for each header the kernel builds (a load, or an in-kernel rewrite).
+const HEADER_BUILT: &str = "kernel built a crash header";
 
 /// Another loader's `kexec -s -p` holds the kexec lock while a DIMM comes online: the kernel
 /// logs `kexec_trylock() failed` and skips its header update, and the load's header was built
-/// before the DIMM. The agent must name the skip and reload once.
+/// before the DIMM. The agent must name the skips and reload once (unless the kernel rewrote the
+/// header itself for a last block that came online after the load).
 fn kernel_skipped_update_6_12(run: &mut Run) -> Result<()> {
     let mut m = start(run, &Boot::default(), LoadPath::KexecFileLoad)?;
     run.check_crash_hotplug(&mut m, "1")?;
@@ -507,34 +512,37 @@ fn kernel_skipped_update_6_12(run: &mut Run) -> Result<()> {
     m.sh(&format!(
         "dd if=/dev/zero of=/tmp/big-initrd bs=1M count={LOCK_HOLDER_INITRD_MIB} 2>/dev/null"
     ))?;
-    let holder =
-        format!("kexec -s -p {GUEST_KERNEL} --initrd=/tmp/big-initrd --append='{CAPTURE_CMDLINE}'");
-    // Timed once alone (its header is current, so the agent leaves it): when to plug the DIMM.
-    let uptimes = m.sh(&format!(
-        "cut -d' ' -f1 /proc/uptime; {holder}; cut -d' ' -f1 /proc/uptime"
-    ))?;
-    let span = match uptimes
-        .split_whitespace()
-        .map(str::parse::<f64>)
-        .collect::<Result<Vec<_>, _>>()
-        .ok()
-        .as_deref()
-    {
-        Some([before, after]) => after - before,
-        _ => bail!("timing the lock holder's load: {uptimes:?}"),
+    let built = |m: &mut Machine| -> Result<u32> {
+        let n = m.sh(&format!(
+            "grep -c '{HEADER_BUILT}' /tmp/kdump-agent.log || true"
+        ))?;
+        n.trim().parse().context("counting the headers built")
     };
-    run.note("lock_holder_load_seconds", span);
-    if span < 1.0 {
-        bail!("the lock holder's load took {span:.2} s: too short to plug a DIMM inside it");
-    }
+    let before = built(&mut m)?;
+    let started = Instant::now();
     m.sh(&format!(
-        "({holder}; echo $? >/tmp/holder.rc) >/tmp/holder.log 2>&1 &"
+        "(kexec -s -p {GUEST_KERNEL} --initrd=/tmp/big-initrd --append='{CAPTURE_CMDLINE}'; echo $? >/tmp/holder.rc) >/tmp/holder.log 2>&1 &"
     ))?;
-    // Past the reads and the header build, inside the hashing and the copy.
-    std::thread::sleep(Duration::from_secs_f64(span * 0.4));
+    // Plugged once the load has built its header (the probe logs it): the header misses the
+    // DIMM, and the load still holds the lock while it hashes and copies the initrd.
+    m.wait_until(
+        &format!("[ $(grep -c '{HEADER_BUILT}' /tmp/kdump-agent.log) -gt {before} ]"),
+        Duration::from_secs(30),
+    )
+    .context("the lock holder's load never built its header")?;
+    run.note(
+        "header_built_seconds_into_the_load",
+        millis(started.elapsed().as_secs_f64()),
+    );
     run.hot_add(&mut m, 512, Online::Auto)?;
+    let online_inside = m.run("[ ! -e /tmp/holder.rc ]")?.code == 0;
+    run.note("all_blocks_online_inside_the_load", online_inside);
     m.wait_until("[ -s /tmp/holder.rc ]", Duration::from_secs(60))
         .context("the lock holder's load never ended")?;
+    run.note(
+        "lock_holder_load_seconds",
+        millis(started.elapsed().as_secs_f64()),
+    );
     let rc = m.sh("cat /tmp/holder.rc; cat /tmp/holder.log")?;
     run.check(
         rc.trim_start().starts_with('0'),
@@ -543,11 +551,8 @@ fn kernel_skipped_update_6_12(run: &mut Run) -> Result<()> {
     let skips = m.sh("dmesg | grep -c 'kexec_trylock() failed' || true")?;
     run.note("kernel_log_skips", skips.trim());
     if skips.trim() == "0" {
-        bail!(
-            "the kernel never skipped an update: the DIMM did not come online inside the {span:.2} s load"
-        );
+        bail!("the kernel never skipped an update: no block came online inside the load");
     }
-    wait_metric(&mut m, SUCCESS, 1.0)?;
     wait_ready(&mut m)?;
     let named = metric(&mut m, "kdump_kernel_header_skipped_updates_total")?;
     run.note("skipped_updates_total", named);
@@ -560,7 +565,26 @@ fn kernel_skipped_update_6_12(run: &mut Run) -> Result<()> {
         said.trim() != "0",
         "the agent's log never named the skipped update",
     );
-    expect_reloads(run, &mut m, 1, "after the skipped update")?;
+    // A block that comes online just after the load let go of the lock gets the kernel's own
+    // rewrite, which rebuilds the whole header: then the skips are covered and a reload is
+    // redundant (the agent may still have judged the load's header first and made one).
+    let rewrote = metric(
+        &mut m,
+        r#"kdump_kernel_header_updates_total{result="success"}"#,
+    )? > 0.0;
+    run.note("kernel_rewrote_after_the_load", rewrote);
+    if rewrote {
+        let count = reloads(&mut m)?;
+        run.note("reloads", count);
+        run.check(
+            count <= 1.0,
+            format!(
+                "{count} reloads after skips the kernel's own rewrite covered, expected at most 1"
+            ),
+        );
+    } else {
+        expect_reloads(run, &mut m, 1, "after the skipped updates")?;
+    }
     crash_and_expect(run, &mut m, 0)?;
     Ok(())
 }
