@@ -314,6 +314,20 @@ mod tests {
         })
     }
 
+    /// A `kexec_file_load` that entered at `enter_ns` and returned at `exit_ns`.
+    fn timed_load(
+        header: Option<CapturedHeader>,
+        by_agent: bool,
+        enter_ns: u64,
+        exit_ns: u64,
+    ) -> Event {
+        let mut event = load(LoadPath::KexecFileLoad, header, by_agent);
+        if let Event::KexecLoad(l) = &mut event {
+            (l.ktime_ns, l.duration_ns) = (exit_ns, Some(exit_ns - enter_ns));
+        }
+        event
+    }
+
     #[test]
     fn a_captured_load_is_verified_then_goes_stale_with_a_dimm_until_the_kernel_rewrites_it() {
         for (source, syscall) in [
@@ -604,22 +618,14 @@ mod tests {
         );
         // A load that held the lock while the kernel skipped does not cover the skip...
         let before = Some(captured(&iomem(""), HeaderSource::Kernel));
-        let mut during = load(LoadPath::KexecFileLoad, before, false);
-        if let Event::KexecLoad(l) = &mut during {
-            (l.ktime_ns, l.duration_ns) = (9, Some(6));
-        }
-        k.observe(&during, 5).unwrap();
+        k.observe(&timed_load(before, false, 3, 9), 5).unwrap();
         k.judge(true, true, Some(&iomem(DIMM)), None, 5);
         assert_eq!(
             (k.status().stale, k.status().kernel_skipped_since),
             (true, Some(3))
         );
         // ...one that started after it does: it builds the whole header from the RAM of then.
-        let mut after = load(LoadPath::KexecFileLoad, None, true);
-        if let Event::KexecLoad(l) = &mut after {
-            (l.ktime_ns, l.duration_ns) = (20, Some(4));
-        }
-        k.observe(&after, 6).unwrap();
+        k.observe(&timed_load(None, true, 16, 20), 6).unwrap();
         assert_eq!(
             k.judge(true, true, Some(&iomem(DIMM)), None, 6),
             Transition::BecameFresh
@@ -643,15 +649,8 @@ mod tests {
         k.judge(false, true, Some(&iomem(DIMM)), None, 2);
         k.judge(false, true, Some(&iomem(DIMM)), None, 3);
         assert_eq!(k.skipped_updates(), 1);
-        let mut load = load(
-            LoadPath::KexecFileLoad,
-            Some(captured(&iomem(""), HeaderSource::Kernel)),
-            false,
-        );
-        if let Event::KexecLoad(l) = &mut load {
-            (l.ktime_ns, l.duration_ns) = (9, Some(8));
-        }
-        k.observe(&load, 4).unwrap();
+        let before = Some(captured(&iomem(""), HeaderSource::Kernel));
+        k.observe(&timed_load(before, false, 1, 9), 4).unwrap();
         assert_eq!(
             k.judge(true, true, Some(&iomem(DIMM)), None, 4),
             Transition::BecameStale
