@@ -264,6 +264,22 @@ fn kernel_managed(run: &mut Run, m: &mut Machine) -> Result<()> {
     run.check_crash_hotplug(m, "1")?;
     let started = start_pod(m)?;
     wait_verified(run, m, started, "seconds_from_pod_start_to_verified")?;
+    // Under the manifest's capabilities the pod attaches the handler probe that names the
+    // kernel's skipped updates (the skip itself is provoked in kernel-skipped-update-6.12).
+    let handler = ["fentry", "kprobe"]
+        .into_iter()
+        .map(|how| {
+            metric(
+                m,
+                &format!(r#"kdump_agent_probe_attached{{how="{how}",probe="crash_handle_hotplug_event"}}"#),
+            )
+        })
+        .sum::<Result<f64>>()?;
+    run.note("crash_handle_hotplug_event_attached", handler);
+    run.check(
+        handler == 1.0,
+        "the pod did not attach the crash_handle_hotplug_event probe",
+    );
     let dimm = run.hot_add(m, 512, Online::Auto)?;
     // Time for a reload, if the pod wrongly started one, to show up.
     std::thread::sleep(Duration::from_secs(5));
