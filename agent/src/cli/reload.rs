@@ -2,7 +2,10 @@
 use clap::Args;
 
 use super::StateDirArgs;
-use crate::export::{control, status::EXIT_NOT_READY};
+use crate::export::{
+    control::{self, Reply},
+    status::EXIT_NOT_READY,
+};
 
 #[derive(Args, Debug)]
 pub struct ReloadArgs {
@@ -12,14 +15,15 @@ pub struct ReloadArgs {
 
 /// Exit 0 when kdump is ready afterwards, 3 when not.
 pub fn run(args: ReloadArgs) -> anyhow::Result<i32> {
-    let path = control::socket_path(&args.state.state_dir);
-    let Some(answer) =
-        control::request_within(&args.state.state_dir, "reload", control::RELOAD_TIMEOUT)?
-    else {
-        anyhow::bail!(
-            "no kdump-agent daemon at {}: start `kdump-agent run` first",
-            path.display()
-        );
+    let answer = match control::request_within(
+        &args.state.state_dir,
+        "reload",
+        control::RELOAD_TIMEOUT,
+    )? {
+        Reply::Answer(answer) => answer,
+        Reply::NoDaemon(why) => anyhow::bail!(
+            "{why}: no reload confirmed (`kdump-agent run` does them; `kdump-agent status` says what is loaded)"
+        ),
     };
     let text = |key: &str| answer.get(key).and_then(|v| v.as_str()).unwrap_or_default();
     let ready = answer.get("ready").and_then(|v| v.as_bool()) == Some(true);

@@ -3,7 +3,10 @@
 use clap::Args;
 
 use super::{StateDirArgs, print};
-use crate::export::{control, show::ShowReport};
+use crate::export::{
+    control::{self, Reply},
+    show::ShowReport,
+};
 
 #[derive(Args, Debug)]
 pub struct ShowArgs {
@@ -16,11 +19,10 @@ pub struct ShowArgs {
 
 pub fn run(args: ShowArgs) -> anyhow::Result<i32> {
     let (report, note) = match control::request(&args.state.state_dir, "show")? {
-        Some(answer) => (serde_json::from_value::<ShowReport>(answer)?, String::new()),
-        None => (
+        Reply::Answer(answer) => (serde_json::from_value::<ShowReport>(answer)?, String::new()),
+        Reply::NoDaemon(why) => (
             ShowReport::unknown(format!(
-                "no daemon at {}: only `kdump-agent run` captures the loaded header",
-                control::socket_path(&args.state.state_dir).display()
+                "{why}: only `kdump-agent run` captures the loaded header"
             )),
             String::new(),
         ),

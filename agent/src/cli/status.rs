@@ -3,7 +3,10 @@
 use clap::Args;
 
 use super::{StateDirArgs, SystemArgs, check};
-use crate::export::{control, status::StatusReport};
+use crate::export::{
+    control::{self, Reply},
+    status::StatusReport,
+};
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
@@ -18,16 +21,13 @@ pub struct StatusArgs {
 
 pub fn run(args: StatusArgs) -> anyhow::Result<i32> {
     let (report, note) = match control::request(&args.state.state_dir, "status")? {
-        Some(answer) => (
+        Reply::Answer(answer) => (
             serde_json::from_value::<StatusReport>(answer)?,
             " (from the running daemon)".to_string(),
         ),
-        None => (
+        Reply::NoDaemon(why) => (
             check::one_shot(&args.system)?,
-            format!(
-                " (no daemon at {}: computed in one shot; what `run` would use)",
-                control::socket_path(&args.state.state_dir).display()
-            ),
+            format!(" ({why}: computed in one shot; what `run` would use)"),
         ),
     };
     check::print(&report, args.json, &note)

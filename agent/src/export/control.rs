@@ -218,37 +218,62 @@ fn error_json(message: &str) -> String {
     serde_json::json!({ "error": message }).to_string()
 }
 
-/// Asks the daemon. `Ok(None)` when no daemon listens there (no socket, or nobody behind it).
-pub fn request(state_dir: &Path, request: &str) -> anyhow::Result<Option<serde_json::Value>> {
+/// What a client got from the daemon's socket.
+#[derive(Debug)]
+pub enum Reply {
+    Answer(serde_json::Value),
+    /// No daemon answers there; the text says why (no socket, nobody behind it, or a daemon
+    /// that went away before answering).
+    NoDaemon(String),
+}
+
+/// Asks the daemon, waiting up to [`CLIENT_TIMEOUT`] for the answer.
+pub fn request(state_dir: &Path, request: &str) -> anyhow::Result<Reply> {
     request_within(state_dir, request, CLIENT_TIMEOUT)
 }
 
 /// [`request`], waiting up to `timeout` for the answer.
-pub fn request_within(
-    state_dir: &Path,
-    request: &str,
-    timeout: Duration,
-) -> anyhow::Result<Option<serde_json::Value>> {
+pub fn request_within(state_dir: &Path, request: &str, timeout: Duration) -> anyhow::Result<Reply> {
     let path = socket_path(state_dir);
     let mut stream = match UnixStream::connect(&path) {
         Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Ok(None);
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Reply::NoDaemon(format!("no daemon at {}", path.display())));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return Ok(Reply::NoDaemon(format!(
+                "no daemon behind {} (a socket left by one that stopped)",
+                path.display()
+            )));
         }
         Err(e) => anyhow::bail!("cannot connect to {}: {e}", path.display()),
     };
+    // A daemon stopping or killed (a pod being replaced) drops a connection it accepted.
+    let vanished = || {
+        Reply::NoDaemon(format!(
+            "the daemon at {} went away before answering (stopping or restarting)",
+            path.display()
+        ))
+    };
+    let gone = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        )
+    };
     stream.set_read_timeout(Some(timeout))?;
-    writeln!(stream, "{request}")
-        .map_err(|e| anyhow::anyhow!("writing to {}: {e}", path.display()))?;
+    match writeln!(stream, "{request}") {
+        Err(e) if gone(&e) => return Ok(vanished()),
+        Err(e) => anyhow::bail!("writing to {}: {e}", path.display()),
+        Ok(()) => {}
+    }
     let mut answer = String::new();
-    BufReader::new(stream)
-        .read_line(&mut answer)
-        .map_err(|e| anyhow::anyhow!("reading the daemon's answer on {}: {e}", path.display()))?;
+    match BufReader::new(stream).read_line(&mut answer) {
+        Err(e) if gone(&e) => return Ok(vanished()),
+        Err(e) => anyhow::bail!("reading the daemon's answer on {}: {e}", path.display()),
+        Ok(0) => return Ok(vanished()),
+        Ok(_) => {}
+    }
     let value: serde_json::Value = serde_json::from_str(&answer).map_err(|e| {
         anyhow::anyhow!(
             "the daemon on {} answered {:?}: {e}",
@@ -262,5 +287,79 @@ pub fn request_within(
             path.display()
         );
     }
-    Ok(Some(value))
+    Ok(Reply::Answer(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{os::unix::net::UnixListener as StdListener, thread};
+
+    use super::*;
+
+    fn ask(dir: &Path) -> Reply {
+        request_within(dir, "status", Duration::from_secs(5)).unwrap()
+    }
+
+    fn no_daemon(reply: Reply) -> String {
+        match reply {
+            Reply::NoDaemon(why) => why,
+            Reply::Answer(v) => panic!("expected no daemon, got {v}"),
+        }
+    }
+
+    #[test]
+    fn without_a_socket_there_is_no_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(no_daemon(ask(dir.path())).starts_with("no daemon at "));
+    }
+
+    #[test]
+    fn a_socket_left_behind_is_no_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(StdListener::bind(socket_path(dir.path())).unwrap());
+        assert!(no_daemon(ask(dir.path())).contains("a socket left by one that stopped"));
+    }
+
+    /// A daemon killed after the kernel queued the client's connection (reset), or after it
+    /// read the request (end of file).
+    #[test]
+    fn a_daemon_that_goes_away_before_answering_is_no_daemon() {
+        for read_request in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let listener = StdListener::bind(socket_path(dir.path())).unwrap();
+            let daemon = thread::spawn(move || {
+                let (stream, _) = listener.accept().unwrap();
+                if read_request {
+                    BufReader::new(&stream)
+                        .read_line(&mut String::new())
+                        .unwrap();
+                }
+            });
+            let why = no_daemon(ask(dir.path()));
+            daemon.join().unwrap();
+            assert!(why.contains("went away before answering"), "{why}");
+        }
+    }
+
+    #[test]
+    fn an_answer_and_a_refusal() {
+        for (line, refused) in [(r#"{"ready":true}"#, false), (r#"{"error":"no"}"#, true)] {
+            let dir = tempfile::tempdir().unwrap();
+            let listener = StdListener::bind(socket_path(dir.path())).unwrap();
+            let daemon = thread::spawn(move || {
+                let (stream, _) = listener.accept().unwrap();
+                let mut request = String::new();
+                BufReader::new(&stream).read_line(&mut request).unwrap();
+                assert_eq!(request, "status\n");
+                writeln!(&stream, "{line}").unwrap();
+            });
+            let reply = request_within(dir.path(), "status", Duration::from_secs(5));
+            daemon.join().unwrap();
+            match reply {
+                Err(e) if refused => assert!(e.to_string().contains("refused \"status\": no")),
+                Ok(Reply::Answer(v)) if !refused => assert_eq!(v["ready"], true),
+                other => panic!("{line}: {other:?}"),
+            }
+        }
+    }
 }
