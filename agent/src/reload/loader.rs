@@ -320,6 +320,7 @@ mod tests {
         let room = MemoryRoom {
             limit: 128 << 20,
             current: 100 << 20,
+            reclaimable: 0,
         };
         assert!(fits_in_memory(28 << 20, Some(room)).is_ok());
         assert_eq!(

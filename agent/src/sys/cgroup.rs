@@ -2,18 +2,42 @@
 //! that cgroup, so a copy that does not fit would get the agent OOM-killed mid-reload.
 use std::path::{Path, PathBuf};
 
-/// `memory.max` and `memory.current` of the cgroup, in bytes.
+/// `memory.max` and `memory.current` of the cgroup, and the clean page cache in it (from
+/// `memory.stat`), in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryRoom {
     pub limit: u64,
     pub current: u64,
+    /// Clean file pages the kernel reclaims before it OOM-kills: reading the kernel and initrd
+    /// charges their page cache, which must not count against the copy.
+    pub reclaimable: u64,
 }
 
 impl MemoryRoom {
     /// Bytes that can still be charged before the limit.
     pub fn free(&self) -> u64 {
-        self.limit.saturating_sub(self.current)
+        self.limit
+            .saturating_sub(self.current.saturating_sub(self.reclaimable))
     }
+}
+
+/// Clean page cache in a `memory.stat`: file LRU pages (memfd pages are shmem, on the anon
+/// lists) less the dirty and writeback ones; 0 when the keys are missing.
+fn reclaimable(memory_stat: &str) -> u64 {
+    let value = |key: &str| {
+        memory_stat
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(key)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    (value("active_file") + value("inactive_file"))
+        .saturating_sub(value("file_dirty") + value("file_writeback"))
 }
 
 /// The cgroup v2 path of this process (`0::/path` in `/proc/self/cgroup`).
@@ -29,7 +53,12 @@ pub fn room_at(dir: &Path) -> Option<MemoryRoom> {
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
     let limit = read("memory.max")?.trim().parse().ok()?;
     let current = read("memory.current")?.trim().parse().ok()?;
-    Some(MemoryRoom { limit, current })
+    let reclaimable = read("memory.stat").map_or(0, |s| reclaimable(&s));
+    Some(MemoryRoom {
+        limit,
+        current,
+        reclaimable,
+    })
 }
 
 /// The room of this process' own cgroup, as mounted at `/sys/fs/cgroup` (the runtime mounts the
@@ -55,7 +84,30 @@ mod tests {
         std::fs::write(dir.path().join("memory.max"), "134217728\n").unwrap();
         std::fs::write(dir.path().join("memory.current"), "4194304\n").unwrap();
         let room = room_at(dir.path()).unwrap();
-        assert_eq!(room.free(), 124 << 20);
+        assert_eq!(
+            room.free(),
+            124 << 20,
+            "without memory.stat nothing is reclaimable"
+        );
+        std::fs::write(
+            dir.path().join("memory.stat"),
+            "anon 1048576\nfile 3145728\nshmem 1048576\nfile_dirty 4096\nfile_writeback 4096\n\
+             active_file 1048576\ninactive_file 1048576\n",
+        )
+        .unwrap();
+        let room = room_at(dir.path()).unwrap();
+        assert_eq!(room.reclaimable, (2 << 20) - 8192);
+        assert_eq!(room.free(), (126 << 20) - 8192);
+        assert_eq!(
+            MemoryRoom {
+                limit: 1,
+                current: 5,
+                reclaimable: 9
+            }
+            .free(),
+            1,
+            "reclaimable beyond the charge frees at most the charge"
+        );
         std::fs::write(dir.path().join("memory.max"), "max\n").unwrap();
         assert_eq!(room_at(dir.path()), None);
     }
