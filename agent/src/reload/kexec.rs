@@ -23,16 +23,16 @@ const KEXEC_FILE_NO_INITRAMFS: libc::c_ulong = 0x4;
 
 /// A failed `kexec_file_load`, with the errno and what it means for kdump.
 #[derive(Debug, thiserror::Error)]
-#[error("kexec_file_load: {meaning} ({source})")]
+// The errno is in the message, so it is no `source()`: `{:#}` would print it twice.
+#[error("kexec_file_load: {meaning} ({errno})")]
 pub struct KexecError {
     pub meaning: &'static str,
-    #[source]
-    pub source: io::Error,
+    pub errno: io::Error,
 }
 
 impl KexecError {
-    fn from_errno(source: io::Error) -> Self {
-        let meaning = match source.raw_os_error().unwrap_or(0) {
+    fn from_errno(errno: io::Error) -> Self {
+        let meaning = match errno.raw_os_error().unwrap_or(0) {
             libc::EPERM => {
                 "not permitted: needs CAP_SYS_BOOT; kernel lockdown or kexec_load_disabled may forbid it"
             }
@@ -46,7 +46,7 @@ impl KexecError {
             libc::EINVAL => "invalid argument: command line too long or malformed",
             _ => "the load failed",
         };
-        Self { meaning, source }
+        Self { meaning, errno }
     }
 }
 

@@ -141,12 +141,9 @@ pub struct PersistedState {
 /// A state-directory problem: one line naming the path.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    // The cause is in the message, so it is no `source()`: `{:#}` would print it twice.
+    #[error("{path}: {cause}")]
+    Io { path: PathBuf, cause: io::Error },
     #[error("{path}:{line}:{column}: {message}")]
     Corrupt {
         path: PathBuf,
@@ -161,9 +158,9 @@ pub enum StateError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
-    move |source| StateError::Io {
+    move |cause| StateError::Io {
         path: path.to_owned(),
-        source,
+        cause,
     }
 }
 
@@ -299,6 +296,15 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     use super::*;
+
+    #[test]
+    fn an_io_error_names_its_cause_once() {
+        let e = io_err(Path::new("/run/kdump-agent/lock"))(io::Error::from_raw_os_error(30));
+        assert_eq!(
+            format!("{:#}", anyhow::Error::from(e)),
+            "/run/kdump-agent/lock: Read-only file system (os error 30)"
+        );
+    }
 
     /// A state directory that does not exist yet, two levels down in a temporary directory.
     fn scratch() -> (tempfile::TempDir, PathBuf) {

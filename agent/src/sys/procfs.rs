@@ -26,7 +26,7 @@ impl Procfs {
     /// The bytes of `iomem` (its addresses read as zero without CAP_SYS_ADMIN).
     pub fn iomem(&self) -> Result<Vec<u8>, ReadError> {
         let path = self.path("iomem");
-        std::fs::read(&path).map_err(|source| ReadError::Io { path, source })
+        std::fs::read(&path).map_err(|cause| ReadError::Io { path, cause })
     }
 
     /// The kernel's configuration from `config.gz`, else `/boot/config-<release>`, else
@@ -61,7 +61,7 @@ impl Procfs {
         let path = self.path("sys/kernel/osrelease");
         let text = read_optional(&path)?.ok_or_else(|| ReadError::Io {
             path,
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            cause: std::io::Error::from(std::io::ErrorKind::NotFound),
         })?;
         Ok(text.trim().to_string())
     }

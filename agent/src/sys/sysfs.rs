@@ -7,8 +7,9 @@ use std::{
 /// A file that could not be read or did not hold what it should.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("cannot read {}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    // The cause is in the message, so it is no `source()`: `{:#}` would print it twice.
+    #[error("cannot read {}: {cause}", path.display())]
+    Io { path: PathBuf, cause: io::Error },
     #[error("{} line {line}: expected {expected}, found {found:?}", path.display())]
     Malformed {
         path: PathBuf,
@@ -23,9 +24,9 @@ pub(crate) fn read_optional(path: &Path) -> Result<Option<String>, ReadError> {
     match fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(ReadError::Io {
+        Err(cause) => Err(ReadError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         }),
     }
 }
