@@ -14,8 +14,10 @@ use super::{
 };
 use crate::{paths, support::unit};
 
-/// Where the .deb puts the unit (cargo-deb's `systemd-units`).
-pub const GUEST_UNIT_DIR: &str = "/lib/systemd/system";
+/// Where Debian 12's systemd package has its units (and the lab puts its own).
+const GUEST_UNIT_DIR: &str = "/lib/systemd/system";
+/// Where the .deb (cargo-deb's `systemd-units`) and the .rpm put the agent's unit.
+const PACKAGE_UNIT_DIR: &str = "/usr/lib/systemd/system";
 /// The lab's unit that runs the harness's shell (`guest/runner.sh`) once the system is up.
 pub const LAB_SHELL_UNIT: &str = "lab-shell.service";
 /// The lab's boot-time load: `kexec -s -p` of the lab's capture kernel, as a distribution's
@@ -131,7 +133,7 @@ pub fn with_systemd(image: Image, unpacked: &Unpacked, agent: &Path) -> Result<I
     Ok(image
         .host(&argv[0], 0o755, agent.to_path_buf())
         .host(
-            &format!("{GUEST_UNIT_DIR}/{unit_name}"),
+            &format!("{PACKAGE_UNIT_DIR}/{unit_name}"),
             0o644,
             root.join(unit::UNIT),
         )

@@ -220,7 +220,7 @@ fn systemd_service_6_1(run: &mut Run) -> Result<()> {
     run.note("dimm_bytes", dimm.size);
     expect_reloads(run, &mut m, 1, "for one DIMM")?;
     let show = m.sh(&format!(
-        "systemctl show -p ActiveState,NRestarts {SERVICE}"
+        "systemctl show -p ActiveState,NRestarts,FragmentPath {SERVICE}"
     ))?;
     run.note("systemctl_show", show.trim());
     run.check(
