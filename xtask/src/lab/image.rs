@@ -148,7 +148,7 @@ pub const KERNEL_6_1_SYSTEMD: Kernel = Kernel {
 };
 
 impl Kernel {
-    /// The name of its image: one per release, and one more for the pod's extras.
+    /// The name of its image: one per release, and one more for the pod's or systemd's extras.
     pub fn image_name(&self) -> String {
         let pod = if self.pod { "-deployed" } else { "" };
         let systemd = if self.systemd { "-systemd" } else { "" };
