@@ -9,12 +9,15 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use cpio::newc::{Builder, ModeFileType, trailer};
 
+mod systemd;
+pub use systemd::{LAB_LOAD_UNIT, SYSTEMD_BOOT_TARGET};
+
 use super::{
     machine::NIC,
     oci,
     packages::{
-        self, BUSYBOX, KDUMP_TOOLS, KEXEC_LIBS, KEXEC_TOOLS, LIBSECCOMP, Package, RUNC,
-        SYSVINIT_UTILS, UTIL_LINUX, Unpacked,
+        self, BUSYBOX, KDUMP_TOOLS, KEXEC_LIBS, KEXEC_TOOLS, LIBSECCOMP, Package, RUNC, SYSTEMD,
+        SYSTEMD_LIBS, SYSVINIT_UTILS, UTIL_LINUX, Unpacked,
     },
 };
 
@@ -80,6 +83,9 @@ pub struct Kernel {
     pub pod: bool,
     /// Its image carries the virtio-mem driver ([`GUEST_VIRTIO_MEM_UP`] loads it).
     pub virtio_mem: bool,
+    /// Its image boots Debian's systemd as PID 1 with the packages' unit installed
+    /// (`systemd-*`; see `image/systemd.rs`).
+    pub systemd: bool,
 }
 
 /// Where a kernel's files are in its packages.
@@ -100,6 +106,7 @@ pub const KERNEL_6_1: Kernel = Kernel {
     networked: true,
     pod: false,
     virtio_mem: true,
+    systemd: false,
 };
 /// Not networked: no scenario needs it.
 pub const KERNEL_6_12: Kernel = Kernel {
@@ -109,6 +116,7 @@ pub const KERNEL_6_12: Kernel = Kernel {
     networked: false,
     pod: false,
     virtio_mem: true,
+    systemd: false,
 };
 /// Debian unstable's kernel (`CONFIG_CRASH_HOTPLUG=y`). Not networked: its modules are in a
 /// third package the lab does not fetch.
@@ -122,6 +130,7 @@ pub const KERNEL_7_2: Kernel = Kernel {
     pod: false,
     // virtio_mem.ko is in linux-modules-*, which the lab does not fetch.
     virtio_mem: false,
+    systemd: false,
 };
 /// The kernels with the pod in their image; other guests stay lean.
 pub const KERNEL_6_1_POD: Kernel = Kernel {
@@ -132,12 +141,18 @@ pub const KERNEL_6_12_POD: Kernel = Kernel {
     pod: true,
     ..KERNEL_6_12
 };
+/// 6.1 with systemd as PID 1 and the agent installed as the packages install it.
+pub const KERNEL_6_1_SYSTEMD: Kernel = Kernel {
+    systemd: true,
+    ..KERNEL_6_1
+};
 
 impl Kernel {
-    /// The name of its image: one per release, and one more for the pod's extras.
+    /// The name of its image: one per release, and one more for the pod's or systemd's extras.
     pub fn image_name(&self) -> String {
         let pod = if self.pod { "-deployed" } else { "" };
-        format!("{}{pod}", self.release)
+        let systemd = if self.systemd { "-systemd" } else { "" };
+        format!("{}{pod}{systemd}", self.release)
     }
 
     pub fn vmlinuz(&self, unpacked: &Unpacked) -> PathBuf {
@@ -327,6 +342,10 @@ pub fn packages_for(kernel: &Kernel) -> Vec<Package> {
     if kernel.pod {
         all.extend([RUNC, LIBSECCOMP, KDUMP_TOOLS, SYSVINIT_UTILS]);
     }
+    if kernel.systemd {
+        all.extend([SYSTEMD, LIBSECCOMP]);
+        all.extend_from_slice(SYSTEMD_LIBS);
+    }
     all
 }
 
@@ -442,14 +461,21 @@ impl Image {
 
 fn find_library(roots: &[&Path], name: &str) -> Result<PathBuf> {
     for root in roots {
-        for dir in ["usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu"] {
+        // The last: systemd's RUNPATH, where libsystemd-shared is.
+        for dir in [
+            "usr/lib/x86_64-linux-gnu",
+            "lib/x86_64-linux-gnu",
+            "usr/lib/x86_64-linux-gnu/systemd",
+        ] {
             let candidate = root.join(dir).join(name);
             if candidate.exists() {
                 return Ok(candidate);
             }
         }
     }
-    bail!("{name}: not found in the kexec library packages (add its package to KEXEC_LIBS)")
+    bail!(
+        "{name}: not found in the library packages (add its package to KEXEC_LIBS, or SYSTEMD_LIBS for systemd's)"
+    )
 }
 
 /// The capture kernel's initramfs: busybox and the runner, which serves /proc/vmcore.
@@ -486,6 +512,11 @@ pub fn guest_image(kernel: &Kernel, unpacked: &Unpacked, agent: &Path) -> Result
         .bytes(GUEST_CAPTURE_INITRD, 0o644, capture);
     let image = if kernel.pod {
         with_pod(image, unpacked, agent)?
+    } else {
+        image
+    };
+    let image = if kernel.systemd {
+        systemd::with_systemd(image, unpacked, agent)?
     } else {
         image
     };

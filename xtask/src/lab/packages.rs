@@ -121,6 +121,34 @@ pub const LIBSECCOMP: Package = pkg("libseccomp2", "2.5.4-1+deb12u1", Suite::Boo
 pub const KDUMP_TOOLS: Package = pkg("kdump-tools", "1:1.8.1", Suite::Bookworm);
 pub const SYSVINIT_UTILS: Package = pkg("sysvinit-utils", "3.06-4", Suite::Bookworm);
 
+/// Debian 12's systemd, PID 1 of the `systemd-*` guests: it runs the packages' unit under
+/// its own sandbox. `systemd` and `systemctl` link libsystemd-shared and these (their
+/// DT_NEEDED closure, glibc from [`KEXEC_LIBS`]); libseccomp is [`LIBSECCOMP`].
+pub const SYSTEMD: Package = pkg("systemd", SYSTEMD_VERSION, Suite::Bookworm);
+const SYSTEMD_VERSION: &str = "252.39-1~deb12u2";
+pub const SYSTEMD_LIBS: &[Package] = &[
+    pkg("libsystemd-shared", SYSTEMD_VERSION, Suite::Bookworm),
+    pkg("libacl1", "2.3.1-3", Suite::Bookworm),
+    pkg("libapparmor1", "3.0.8-3", Suite::Bookworm),
+    pkg("libaudit1", "1:3.0.9-1", Suite::Bookworm),
+    pkg("libblkid1", "2.38.1-5+deb12u3", Suite::Bookworm),
+    pkg("libcap-ng0", "0.8.3-1+b3", Suite::Bookworm),
+    pkg("libcap2", "1:2.66-4+deb12u3+b1", Suite::Bookworm),
+    pkg("libcrypt1", "1:4.4.33-2", Suite::Bookworm),
+    pkg("libssl3", "3.0.20-1~deb12u2", Suite::Bookworm),
+    pkg("libgcrypt20", "1.10.1-3+deb12u1", Suite::Bookworm),
+    pkg("libgpg-error0", "1.46-1", Suite::Bookworm),
+    pkg("libip4tc2", "1.8.9-2", Suite::Bookworm),
+    pkg("libkmod2", "30+20221128-1", Suite::Bookworm),
+    pkg("liblz4-1", "1.9.4-1", Suite::Bookworm),
+    pkg("liblzma5", "5.4.1-1+deb12u1", Suite::Bookworm),
+    pkg("libmount1", "2.38.1-5+deb12u3", Suite::Bookworm),
+    pkg("libpam0g", "1.5.2-6+deb12u2", Suite::Bookworm),
+    pkg("libpcre2-8-0", "10.42-1", Suite::Bookworm),
+    pkg("libselinux1", "3.4-1+b6", Suite::Bookworm),
+    pkg("libzstd1", "1.5.4+dfsg2-5", Suite::Bookworm),
+];
+
 const XEN: &str = "4.20.4+63-g7abfd2bce2-0+deb13u1";
 /// The shared libraries trixie's `/usr/sbin/kexec` loads (its DT_NEEDED closure): glibc and
 /// the Xen control libraries kexec links for Xen dom0 support.

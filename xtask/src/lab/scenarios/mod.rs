@@ -3,7 +3,7 @@
 //! eBPF probes report), `readback` (the header read back from the kernel against vmcore), `check` (a one-shot
 //! `check`, an agent started after RAM changed), `cpu_hotplug` (a CPU plugged after the load), `scale_up` (a long scale-up under the agent and the
 //! distributions' policies), `stop` (the agent signalled mid-reload), `package`
-//! (the systemd unit's command line), `deployed` (the DaemonSet's pod under runc), `virtio_mem`
+//! (the systemd unit's command line, and the unit run by systemd as PID 1), `deployed` (the DaemonSet's pod under runc), `virtio_mem`
 //! (RAM resized through a virtio-mem device). Adding one is a function and an entry in its file's list.
 pub mod agent;
 pub mod baseline;
