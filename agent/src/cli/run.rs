@@ -75,8 +75,9 @@ pub struct ReloadArgs {
     #[arg(long, value_name = "FILE")]
     pub initrd: Option<PathBuf>,
     /// Capture kernel command line (default: this kernel's, without crashkernel=, plus
-    /// "irqpoll nr_cpus=1 reset_devices").
-    #[arg(long, value_name = "TEXT")]
+    /// "irqpoll nr_cpus=1 reset_devices"). The variable is for the systemd unit's environment
+    /// file, where `$KDUMP_AGENT_ARGS` is split on every space, quotes included.
+    #[arg(long, value_name = "TEXT", env = "KDUMP_AGENT_CMDLINE")]
     pub cmdline: Option<String>,
     /// Seconds without a memory event before the agent acts on a burst.
     #[arg(long, value_name = "SECONDS", default_value_t = 0.25)]

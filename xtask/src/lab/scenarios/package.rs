@@ -12,8 +12,8 @@ use crate::{
     lab::{
         guests::Boot,
         image::{
-            GUEST_AGENT, GUEST_CAPTURE_INITRD, GUEST_KERNEL, KERNEL_6_1, KERNEL_6_1_SYSTEMD,
-            LAB_LOAD_UNIT, SYSTEMD_BOOT_TARGET,
+            CAPTURE_CMDLINE, GUEST_AGENT, GUEST_CAPTURE_INITRD, GUEST_KERNEL, KERNEL_6_1,
+            KERNEL_6_1_SYSTEMD, LAB_LOAD_UNIT, SYSTEMD_BOOT_TARGET,
         },
         machine::Machine,
         scenario::{Online, Run, Scenario},
@@ -149,6 +149,10 @@ fn systemd_service_6_1(run: &mut Run) -> Result<()> {
         "sed -i 's|^KDUMP_AGENT_ARGS=\"\\(.*\\)\"$|KDUMP_AGENT_ARGS=\"\\1 --kernel {GUEST_KERNEL} --initrd {GUEST_CAPTURE_INITRD}\"|' /etc/default/kdump-agent && grep -q -- '--kernel {GUEST_KERNEL}' /etc/default/kdump-agent"
     ))
     .context("naming the capture kernel in /etc/default/kdump-agent")?;
+    // Its command line has spaces: the variable the default file offers for it.
+    m.sh(&format!(
+        "echo 'KDUMP_AGENT_CMDLINE=\"{CAPTURE_CMDLINE}\"' >>/etc/default/kdump-agent"
+    ))?;
     let started = Instant::now();
     m.sh(&format!(
         "systemctl enable --now {SERVICE} && [ \"$(systemctl is-enabled {SERVICE})\" = enabled ]"
@@ -219,6 +223,17 @@ fn systemd_service_6_1(run: &mut Run) -> Result<()> {
     );
     run.note("dimm_bytes", dimm.size);
     expect_reloads(run, &mut m, 1, "for one DIMM")?;
+    let status: serde_json::Value =
+        serde_json::from_str(&m.sh(&format!("{GUEST_AGENT} status --json"))?)
+            .context("kdump-agent status --json")?;
+    let last = status["reload"]["last"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    run.check(
+        last.contains(&format!("command line \"{CAPTURE_CMDLINE}\"")),
+        format!("the reload did not use KDUMP_AGENT_CMDLINE from /etc/default/kdump-agent: {last}"),
+    );
     let show = m.sh(&format!(
         "systemctl show -p ActiveState,NRestarts,FragmentPath {SERVICE}"
     ))?;
