@@ -12,7 +12,7 @@ pub mod readback;
 
 use serde::Serialize;
 
-pub use arch::{LoadPath, crash_memory_ranges, expected_ram};
+pub use arch::{Arch, HeaderDefect, LoadPath, crash_memory_ranges, expected_ram, header_defects};
 pub use build::{HeaderInputs, KernelText, NoteRegion, build};
 pub use diff::{HeaderDiff, diff, missing_cpu_notes};
 pub use parse::{ElfNote, NT_PRSTATUS, parse_notes};
