@@ -520,7 +520,7 @@ mod tests {
             KernelText {
                 vaddr: ARM64_TEXT_VADDR,
                 paddr: 0x4020_0000,
-                size: 0x2020_000,
+                size: 0x0202_0000,
             },
             &ram,
         );
