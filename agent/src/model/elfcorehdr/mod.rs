@@ -49,7 +49,8 @@ pub struct Segment {
 }
 
 impl Segment {
-    /// Physical bytes it covers; `None` when `memsz` is 0.
+    /// Physical bytes it covers; `None` when `memsz` is 0 or it runs past 2^64 (only a
+    /// defective kernel-text segment parses so: `arch::header_defects`).
     pub fn phys_range(&self) -> Option<PhysRange> {
         PhysRange::from_start_size(self.paddr, self.memsz)
     }
