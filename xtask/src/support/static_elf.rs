@@ -80,6 +80,22 @@ fn argument_offsets(object: &[u8]) -> Result<[i16; 2]> {
     let code = object
         .get(start..start + usize::try_from(sym.st_size)?)
         .context("program bytes out of range")?;
+    let loads = context_loads(code);
+    match loads[..] {
+        [a, b] => Ok(sorted([a, b])),
+        _ => bail!("{ARGUMENT_PROBE} loads {loads:?} from its context before its first call"),
+    }
+}
+
+/// The pair in ascending order: the compiler may load the second argument first.
+fn sorted(mut pair: [i16; 2]) -> [i16; 2] {
+    pair.sort_unstable();
+    pair
+}
+
+/// The offsets of the `ldxdw` loads from the context register (r1) or a copy of it, up to the
+/// first helper call, in program order.
+fn context_loads(code: &[u8]) -> Vec<i16> {
     let mut ctx = [false; 11];
     ctx[1] = true;
     let mut loads = Vec::new();
@@ -93,22 +109,50 @@ fn argument_offsets(object: &[u8]) -> Result<[i16; 2]> {
         match op {
             CALL => break,
             LDXDW if src < ctx.len() && ctx[src] => loads.push(off),
-            MOV64_REG if src < ctx.len() && dst < ctx.len() => ctx[dst] = ctx[src],
+            MOV64_REG if src < ctx.len() && dst < ctx.len() => {
+                ctx[dst] = ctx[src];
+                continue;
+            }
             _ => {}
         }
-        // Any other write to a register ends its being the context (ALU and loads write dst).
-        if op != MOV64_REG && matches!(op & 0x07, 0x01 | 0x04 | 0x07) && dst < ctx.len() {
+        // Any other write to a register (loads, ALU) ends its being the context.
+        if matches!(op & 0x07, 0x00 | 0x01 | 0x04 | 0x07) && dst < ctx.len() {
             ctx[dst] = false;
         }
     }
-    match loads[..] {
-        [a, b] => Ok(sorted([a, b])),
-        _ => bail!("{ARGUMENT_PROBE} loads {loads:?} from its context before its first call"),
-    }
+    loads
 }
 
-/// The pair in ascending order: the compiler may load the second argument first.
-fn sorted(mut pair: [i16; 2]) -> [i16; 2] {
-    pair.sort_unstable();
-    pair
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn insn(op: u8, dst: u8, src: u8, off: i16) -> [u8; 8] {
+        let [lo, hi] = off.to_le_bytes();
+        [op, dst | (src << 4), lo, hi, 0, 0, 0, 0]
+    }
+
+    #[test]
+    fn loads_from_the_context_and_its_copies_until_the_first_call() {
+        // The x86_64 probe as compiled: rsi, then rdi, then helpers.
+        let code: Vec<u8> = [
+            insn(LDXDW, 2, 1, 104),
+            insn(0x7b, 10, 2, -16),
+            insn(LDXDW, 9, 1, 112),
+            insn(CALL, 0, 0, 0),
+            insn(LDXDW, 3, 1, 96),
+        ]
+        .concat();
+        assert_eq!(context_loads(&code), [104, 112]);
+        // A copy of r1 is the context; r1 overwritten by a load is not.
+        let code: Vec<u8> = [
+            insn(MOV64_REG, 6, 1, 0),
+            insn(LDXDW, 1, 6, 8),
+            insn(LDXDW, 2, 1, 0),
+            insn(LDXDW, 3, 6, 0),
+        ]
+        .concat();
+        assert_eq!(context_loads(&code), [8, 0]);
+        assert_eq!(sorted([8, 0]), [0, 8]);
+    }
 }
