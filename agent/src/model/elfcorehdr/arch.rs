@@ -491,13 +491,14 @@ mod tests {
         ElfCoreHeader::parse(&bytes).unwrap()
     }
 
-    /// `_text` of Debian 12's arm64 6.1 under the lab's QEMU (no KASLR seed without firmware).
+    /// arm64 6.1's `_text` without KASLR: KIMAGE_VADDR, `_PAGE_END(48)` + the 128 MiB module area.
     const ARM64_TEXT_VADDR: u64 = 0xffff_8000_0800_0000;
 
     #[test]
     fn kexec_tools_2_0_25s_arm64_text_segment_parses_and_is_flagged() {
         let ram = [r(0x4000_0000, 0x5fff_ffff), r(0x7000_0000, 0x7fff_ffff)];
-        // LAB.md §8: what Debian 12's kexec-tools 2.0.25 wrote on 6.1.
+        // LAB.md §8: what Debian 12's kexec-tools 2.0.25 wrote on 6.1 (its p_vaddr is not
+        // recorded there; `_text`'s is assumed, as kexec-tools reads it from kallsyms).
         let bad = arm64_header(
             KernelText {
                 vaddr: ARM64_TEXT_VADDR,
