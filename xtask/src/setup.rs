@@ -18,7 +18,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// verifies the lab's private trixie source), promtool and the real Prometheus server
 /// (prometheus), Alertmanager and amtool (prometheus-alertmanager), the HTTP load generator of
 /// `cargo xtask bench-fleet` (wrk), buildah, which builds deploy/Containerfile without a
-/// container engine, musl-tools (ring's C for the static build), the packages' linters and
+/// container engine, musl-tools (ring's C for the static build), the arm64 cross compiler and
+/// its C headers (ring's C and the link of the static arm64 build), the packages' linters and
 /// rpmbuild's query tool (lintian, rpmlint, rpm), systemd-analyze (systemd), and openssl and
 /// curl for the TLS checks (test certificates, a client without credentials).
 pub const APT_PACKAGES: &[&str] = &[
@@ -32,6 +33,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "wrk",
     "buildah",
     "musl-tools",
+    "gcc-aarch64-linux-gnu",
+    "libc6-dev-arm64-cross",
     "lintian",
     "rpmlint",
     "rpm",
@@ -59,19 +62,13 @@ pub fn run() -> Result<bool> {
         &["component", "add", "rust-src", "--toolchain", "nightly"],
         || rustup_lists("component", "list", "--toolchain", "nightly", "rust-src"),
     )?;
-    changed |= rustup_component(
-        "target x86_64-unknown-linux-musl",
-        &["target", "add", "x86_64-unknown-linux-musl"],
-        || {
-            rustup_lists(
-                "target",
-                "list",
-                "--toolchain",
-                "stable",
-                "x86_64-unknown-linux-musl",
-            )
-        },
-    )?;
+    for target in crate::support::agent::STATIC_TARGETS.map(|t| t.triple) {
+        changed |= rustup_component(
+            &format!("target {target}"),
+            &["target", "add", target],
+            || rustup_lists("target", "list", "--toolchain", "stable", target),
+        )?;
+    }
     changed |= bpf_linker()?;
     for (name, version) in CARGO_TOOLS {
         changed |= cargo_tool(name, version)?;

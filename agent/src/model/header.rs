@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::model::{
     cpus::CpuNotes,
     elfcorehdr::{
-        ElfCoreHeader, HeaderDiff, HeaderError, LoadPath, diff, expected_ram, missing_cpu_notes,
+        Arch, ElfCoreHeader, HeaderDiff, HeaderError, LoadPath, diff, expected_ram,
+        missing_cpu_notes,
     },
     events::{CapturedHeader, HeaderSource},
     iomem::Iomem,
@@ -152,8 +153,9 @@ impl LoadedHeader {
     /// The header read back from the crash reservation at `phys_addr`.
     pub fn read_back(header: &ElfCoreHeader, phys_addr: u64, millis: f64, now: u64) -> Self {
         let ram = header.ram_ranges();
+        let arch = Arch::of_machine(header.machine).unwrap_or(Arch::RUNNING);
         Self {
-            load: LoadPath::infer(&ram),
+            load: arch.infer_load_path(&ram),
             ram,
             cpu_notes: ListedCpuNotes::Addrs(header.note_addrs()),
             provenance: Provenance::ReadBack,

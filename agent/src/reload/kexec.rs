@@ -20,6 +20,11 @@ use crate::reload::recipe::OpenedRecipe;
 /// `kexec_file_load` flags (include/uapi/linux/kexec.h).
 const KEXEC_FILE_ON_CRASH: libc::c_ulong = 0x2;
 const KEXEC_FILE_NO_INITRAMFS: libc::c_ulong = 0x4;
+/// `__NR_kexec_file_load`: libc's musl table for aarch64 lacks it; asm-generic/unistd.h has 294.
+#[cfg(target_arch = "aarch64")]
+const SYS_KEXEC_FILE_LOAD: libc::c_long = 294;
+#[cfg(not(target_arch = "aarch64"))]
+const SYS_KEXEC_FILE_LOAD: libc::c_long = libc::SYS_kexec_file_load;
 
 /// A failed `kexec_file_load`, with the errno and what it means for kdump.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +72,7 @@ pub fn kexec_file_load(
     // and its length (including the NUL the kernel requires) describe one live buffer.
     let ret = unsafe {
         libc::syscall(
-            libc::SYS_kexec_file_load,
+            SYS_KEXEC_FILE_LOAD,
             kernel.as_raw_fd(),
             initrd_fd,
             cmdline.len() as libc::c_ulong,

@@ -28,6 +28,7 @@ use crate::{
         http,
         process::{self, Running},
         prometheus::{self, RULES},
+        static_elf,
         tally::Tally,
     },
     ui,
@@ -217,9 +218,27 @@ fn manifest_checks(tally: &mut Tally, root: &Path, rules: &Value, dashboard: &Va
     Ok(())
 }
 
-/// deploy/Containerfile built and run with buildah, when `cargo xtask setup` could install it.
+/// Each shipped static build (x86_64, arm64) checked from its bytes, then deploy/Containerfile
+/// built for both architectures and run with buildah, when `cargo xtask setup` could install it.
 fn image_check(tally: &mut Tally, root: &Path) {
-    let what = "deploy/Containerfile builds (buildah) and the agent runs in the image";
+    let mut builds = Vec::new();
+    for target in &agent::STATIC_TARGETS {
+        let outcome = agent::build_static_for(target).and_then(|binary| {
+            let summary = static_elf::check(&fs::read(&binary)?, target)?;
+            println!("  {}: {summary}", target.triple);
+            builds.push((target, binary));
+            Ok(())
+        });
+        record(
+            tally,
+            &format!(
+                "{}: a static ELF of its machine, embedding probes built for it",
+                target.triple
+            ),
+            outcome,
+        );
+    }
+    let what = "deploy/Containerfile builds for amd64 and arm64 (buildah) and the agent runs in this host's image";
     if Command::new("buildah").arg("--version").output().is_err() {
         tally.skip(
             what,
@@ -227,9 +246,16 @@ fn image_check(tally: &mut Tally, root: &Path) {
         );
         return;
     }
-    let outcome = agent::build_static()
-        .and_then(|binary| image::build_and_run(root, &binary, &work_dir()))
-        .map(|version| println!("  image runs: {version}"));
+    let host = agent::STATIC_TARGETS
+        .iter()
+        .find(|t| t.triple.starts_with(std::env::consts::ARCH))
+        .map_or("unknown", |t| t.oci_arch);
+    let outcome = if builds.len() == agent::STATIC_TARGETS.len() {
+        image::build_and_run(root, &builds, host, &work_dir())
+            .map(|version| println!("  image runs: {version}"))
+    } else {
+        Err(anyhow::anyhow!("not every static build succeeded (above)"))
+    };
     record(tally, what, outcome);
 }
 

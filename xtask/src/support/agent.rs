@@ -15,14 +15,46 @@ use super::{
 };
 use crate::ui::Step;
 
-/// The target of the shipped, static binary.
-pub const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
+/// A shipped static build: its Rust target, its image's OCI architecture, its ELF machine, and
+/// where its kernel's `struct pt_regs` keeps the first two arguments (what its probes read).
+pub struct StaticTarget {
+    pub triple: &'static str,
+    pub oci_arch: &'static str,
+    pub e_machine: u16,
+    pub pt_regs_arg_offsets: [i16; 2],
+}
+
+/// x86_64 (`rdi`, `rsi`), then arm64 (`regs[0]`, `regs[1]`), cross-built here with the tools of
+/// `cargo xtask setup` (.cargo/config.toml names them).
+pub const STATIC_TARGETS: [StaticTarget; 2] = [
+    StaticTarget {
+        triple: "x86_64-unknown-linux-musl",
+        oci_arch: "amd64",
+        e_machine: goblin::elf::header::EM_X86_64,
+        pt_regs_arg_offsets: [112, 104],
+    },
+    StaticTarget {
+        triple: "aarch64-unknown-linux-musl",
+        oci_arch: "arm64",
+        e_machine: goblin::elf::header::EM_AARCH64,
+        pt_regs_arg_offsets: [0, 8],
+    },
+];
+
+/// The target of the static binary the lab's (x86_64) guests and the packages ship.
+pub const STATIC_TARGET: &str = STATIC_TARGETS[0].triple;
 
 /// `cargo build --release -p kdump-agent --target x86_64-unknown-linux-musl` (with probes).
 pub fn build_static() -> Result<PathBuf> {
-    const TARGET: &str = STATIC_TARGET;
-    let step = Step::start("kdump-agent (static, with probes)");
-    step.progress(&format!("cargo build --release --target {TARGET}"));
+    build_static_for(&STATIC_TARGETS[0])
+}
+
+/// `cargo build --release -p kdump-agent --target TARGET` (with probes built for its
+/// architecture: aya-build passes the target's `bpf_target_arch`).
+pub fn build_static_for(target: &StaticTarget) -> Result<PathBuf> {
+    let triple = target.triple;
+    let step = Step::start(format!("kdump-agent {triple} (static, with probes)"));
+    step.progress(&format!("cargo build --release --target {triple}"));
     let out = process::cargo()
         .args([
             "build",
@@ -30,7 +62,7 @@ pub fn build_static() -> Result<PathBuf> {
             "-p",
             "kdump-agent",
             "--target",
-            TARGET,
+            triple,
         ])
         .env_remove("AYA_BUILD_SKIP")
         .output()
@@ -42,12 +74,12 @@ pub fn build_static() -> Result<PathBuf> {
             eprintln!("    {line}");
         }
         bail!(
-            "building the static kdump-agent for the guest failed ({})",
+            "building the static kdump-agent for {triple} failed ({})",
             out.status
         );
     }
     let bin = crate::paths::target_dir()
-        .join(TARGET)
+        .join(triple)
         .join("release/kdump-agent");
     let size = fs::metadata(&bin)
         .with_context(|| format!("{}: not built", bin.display()))?

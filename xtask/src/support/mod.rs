@@ -7,5 +7,6 @@ pub mod exposition;
 pub mod http;
 pub mod process;
 pub mod prometheus;
+pub mod static_elf;
 pub mod tally;
 pub mod unit;

@@ -12,7 +12,7 @@ pub mod readback;
 
 use serde::Serialize;
 
-pub use arch::{LoadPath, crash_memory_ranges, expected_ram};
+pub use arch::{Arch, HeaderDefect, LoadPath, crash_memory_ranges, expected_ram, header_defects};
 pub use build::{HeaderInputs, KernelText, NoteRegion, build};
 pub use diff::{HeaderDiff, diff, missing_cpu_notes};
 pub use parse::{ElfNote, NT_PRSTATUS, parse_notes};
@@ -49,7 +49,8 @@ pub struct Segment {
 }
 
 impl Segment {
-    /// Physical bytes it covers; `None` when `memsz` is 0.
+    /// Physical bytes it covers; `None` when `memsz` is 0 or it runs past 2^64 (only a
+    /// defective kernel-text segment parses so: `arch::header_defects`).
     pub fn phys_range(&self) -> Option<PhysRange> {
         PhysRange::from_start_size(self.paddr, self.memsz)
     }

@@ -84,19 +84,21 @@ pub(super) fn parse(bytes: &[u8]) -> Result<ElfCoreHeader, HeaderError> {
 
     let mut segments = Vec::with_capacity(phdrs.len());
     for (index, ph) in phdrs.iter().enumerate() {
-        if ph.p_paddr.checked_add(ph.p_memsz).is_none() {
-            return Err(HeaderError::SegmentOverflow {
-                index,
-                paddr: ph.p_paddr,
-                memsz: ph.p_memsz,
-            });
-        }
         let kind = match ph.p_type {
             PT_NOTE => SegmentKind::Note,
             PT_LOAD if arch::is_kernel_text(ehdr.e_machine, ph.p_vaddr) => SegmentKind::KernelText,
             PT_LOAD => SegmentKind::Ram,
             other => SegmentKind::Other(other),
         };
+        // A wrapping kernel-text segment is a known loader bug the capture kernel survives
+        // (`arch::header_defects` flags it); wrapping RAM or notes make the header meaningless.
+        if kind != SegmentKind::KernelText && ph.p_paddr.checked_add(ph.p_memsz).is_none() {
+            return Err(HeaderError::SegmentOverflow {
+                index,
+                paddr: ph.p_paddr,
+                memsz: ph.p_memsz,
+            });
+        }
         segments.push(Segment {
             kind,
             offset: ph.p_offset,
