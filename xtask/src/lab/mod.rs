@@ -4,6 +4,7 @@
 //! `packages` fetches the pinned .debs, `image` declares and writes the initramfs images,
 //! `machine` runs one QEMU guest, `guests` prepares all that and boots one, `scenario` is what
 //! one experiment is and how it runs, `scenarios` are the named experiments.
+pub mod arch;
 pub mod demo;
 pub mod guests;
 pub mod image;

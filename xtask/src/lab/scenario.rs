@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, bail};
 use kdump_agent::{
     model::{
-        elfcorehdr::{ElfCoreHeader, LoadPath, NT_PRSTATUS, diff, expected_ram, parse_notes},
+        elfcorehdr::{
+            ElfCoreHeader, LoadPath, NT_PRSTATUS, SegmentKind, diff, expected_ram, parse_notes,
+        },
         iomem::Iomem,
         ranges::PhysRange,
     },
@@ -18,6 +20,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{
+    arch::Arch,
     guests::{Boot, Lab},
     image::{GUEST_AGENT, GUEST_CAPTURE_INITRD, GUEST_KERNEL, GUEST_VIRTIO_MEM_UP, Kernel},
     machine::{Dimm, Machine},
@@ -140,8 +143,11 @@ impl Run<'_> {
             // kexec-tools 2.0.29 may try kexec_file_load first without an explicit -c.
             LoadPath::KexecLoad => "-c",
         };
+        let arch = self.scenario.kernel.arch;
         let command = format!(
-            "kexec {syscall} -p {GUEST_KERNEL} --initrd={GUEST_CAPTURE_INITRD} --append='{CAPTURE_CMDLINE}'"
+            "kexec {syscall} -p{} {GUEST_KERNEL} --initrd={GUEST_CAPTURE_INITRD} --append='{}'",
+            arch.lab_kexec_options(),
+            arch.capture_cmdline()
         );
         self.load_kdump_with(m, &command, load)
     }
@@ -363,15 +369,42 @@ impl Run<'_> {
         let expected = expected_ram(&iomem, load)
             .map_err(|e| anyhow!("expected RAM for {}: {e}", load.as_str()))?;
         let d = diff(&expected, &loaded);
-        let inferred = LoadPath::infer(&loaded);
+        let arch = self.scenario.kernel.arch;
         self.check(
-            inferred == load,
+            header.machine == arch.elf_machine(),
             format!(
-                "the header looks built by {}, kdump was loaded with {}",
-                inferred.as_str(),
-                load.as_str()
+                "the header's e_machine is {}, the guest is {arch:?}",
+                header.machine
             ),
         );
+        self.note(
+            "vmcore_kernel_text_segments",
+            header.count(SegmentKind::KernelText),
+        );
+        if arch == Arch::X86_64 {
+            let inferred = LoadPath::infer(&loaded);
+            self.check(
+                inferred == load,
+                format!(
+                    "the header looks built by {}, kdump was loaded with {}",
+                    inferred.as_str(),
+                    load.as_str()
+                ),
+            );
+        } else {
+            // An arm64 header bears no mark of its loader (no low 1 MiB rule); the lab's arm64
+            // kernels have only kexec_load, so kexec-tools built it.
+            let (_, config) = self.kernel_config()?;
+            let file_load = built_with(&config, "CONFIG_KEXEC_FILE");
+            self.check(
+                load == LoadPath::KexecLoad && !file_load,
+                format!(
+                    "{arch:?}: loaded with {}, CONFIG_KEXEC_FILE {}: only kexec-tools' headers are judged there",
+                    load.as_str(),
+                    if file_load { "set" } else { "unset" }
+                ),
+            );
+        }
         self.report.vmcore_ranges = loaded.iter().copied().collect();
         self.report.missing_bytes = Some(d.missing_bytes);
         self.report.excess_bytes = Some(d.excess_bytes);

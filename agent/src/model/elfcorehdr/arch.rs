@@ -13,6 +13,9 @@ use crate::model::{
 pub const X86_64_START_KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
 /// x86_64 `PAGE_OFFSET` without KASLR (4-level paging).
 pub const X86_64_DEFAULT_PAGE_OFFSET: u64 = 0xffff_8880_0000_0000;
+/// arm64 `PAGE_END` for the smallest VA size it runs with (48 bits): the linear map lies below
+/// it, the kernel image (`KIMAGE_VADDR`, past the modules area) above it.
+pub const AARCH64_PAGE_END: u64 = 0xffff_8000_0000_0000;
 /// `kexec_file_load` leaves out the low 1 MiB on x86_64 (`elf_header_exclude_ranges`: "it is
 /// always reserved").
 const X86_64_KERNEL_LOW_EXCLUDE: PhysRange = PhysRange {
@@ -106,7 +109,11 @@ pub fn expected_ram(iomem: &Iomem, load: LoadPath) -> Result<RamRanges, Capacity
 
 /// Whether a `PT_LOAD` maps kernel text rather than RAM through the direct map.
 pub fn is_kernel_text(e_machine: u16, p_vaddr: u64) -> bool {
-    e_machine == goblin::elf::header::EM_X86_64 && p_vaddr >= X86_64_START_KERNEL_MAP
+    match e_machine {
+        goblin::elf::header::EM_X86_64 => p_vaddr >= X86_64_START_KERNEL_MAP,
+        goblin::elf::header::EM_AARCH64 => p_vaddr >= AARCH64_PAGE_END,
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -169,6 +176,11 @@ mod tests {
             EM_X86_64,
             X86_64_DEFAULT_PAGE_OFFSET + 0x100000
         ));
-        assert!(!is_kernel_text(EM_AARCH64, 0xffff_ffff_8100_0000));
+        // arm64: the kernel image (6.1's kimage at 0xffff800008000000) above PAGE_END, the
+        // linear map below it, 48-bit (0xffff000000000000) or 52-bit (0xfff0000000000000).
+        assert!(is_kernel_text(EM_AARCH64, 0xffff_8000_0800_0000));
+        assert!(!is_kernel_text(EM_AARCH64, 0xffff_0000_4000_0000));
+        assert!(!is_kernel_text(EM_AARCH64, 0xfff0_0000_4000_0000));
+        assert!(!is_kernel_text(0, 0xffff_ffff_8100_0000));
     }
 }
