@@ -9,7 +9,8 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use kdump_agent::{
     model::{
         elfcorehdr::{
-            ElfCoreHeader, LoadPath, NT_PRSTATUS, SegmentKind, diff, expected_ram, parse_notes,
+            ElfCoreHeader, HeaderError, LoadPath, NT_PRSTATUS, SegmentKind, diff, expected_ram,
+            parse_notes,
         },
         iomem::Iomem,
         ranges::PhysRange,
@@ -103,8 +104,10 @@ pub struct Run<'a> {
 
 /// Capture kernel parameters (declared with the image, whose RuntimeDefault probe loads them).
 pub use super::image::CAPTURE_CMDLINE;
-/// The part of /proc/vmcore the lab copies back: the ELF header and program headers.
+/// The most of /proc/vmcore the lab copies back: the ELF header, program headers and notes.
 pub const VMCORE_HEAD_BYTES: u64 = 64 * 1024;
+/// /proc/vmcore pads its header and notes to a page: this much never holds the old memory.
+const VMCORE_FIRST_PAGE: u64 = 4096;
 const CRASH_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long the guest's virtio-mem driver may take to plug or unplug a resize.
 const VIRTIO_MEM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -350,20 +353,14 @@ impl Run<'_> {
         // Frames of the serial protocol the host had to send again (each one is logged).
         self.note("serial_resends", m.resends());
         self.report.capture_boot_seconds = Some(millis(m.crash(CRASH_TIMEOUT)?));
-        let head = m.run(&format!("head -c {VMCORE_HEAD_BYTES} /proc/vmcore"))?;
-        if head.code != 0 {
-            bail!(
-                "reading /proc/vmcore in the capture kernel: {}",
-                head.text().trim()
-            );
-        }
+        let head = read_vmcore_head(m)?;
         let size = m.sh("stat -c %s /proc/vmcore")?;
         self.report.vmcore_bytes = Some(
             size.trim()
                 .parse()
                 .with_context(|| format!("stat /proc/vmcore: `{}`", size.trim()))?,
         );
-        let header = ElfCoreHeader::parse(&head.output)
+        let header = ElfCoreHeader::parse(&head)
             .map_err(|e| anyhow!("the capture kernel's /proc/vmcore header: {e}"))?;
         let loaded = header.ram_ranges();
         let expected = expected_ram(&iomem, load)
@@ -377,10 +374,13 @@ impl Run<'_> {
                 header.machine
             ),
         );
-        self.note(
-            "vmcore_kernel_text_segments",
-            header.count(SegmentKind::KernelText),
-        );
+        let text: Vec<String> = header
+            .segments
+            .iter()
+            .filter(|s| s.kind == SegmentKind::KernelText)
+            .map(|s| format!("paddr={:#x} memsz={:#x}", s.paddr, s.memsz))
+            .collect();
+        self.note("vmcore_kernel_text", text.join(" "));
         if arch == Arch::X86_64 {
             let inferred = LoadPath::infer(&loaded);
             self.check(
@@ -412,7 +412,7 @@ impl Run<'_> {
         self.vmcore_header = Some(header);
         self.report.fixture = Some(Fixture {
             iomem: iomem_text,
-            vmcore_head: head.output,
+            vmcore_head: head,
             command: self.kexec_command.clone(),
         });
         Ok(())
@@ -516,6 +516,41 @@ impl Run<'_> {
     /// An observation for the report (what the kernel did).
     pub fn note(&mut self, key: &str, value: impl Into<Value>) {
         self.report.notes.insert(key.to_owned(), value.into());
+    }
+}
+
+/// The head of the capture kernel's /proc/vmcore up to where its first `PT_LOAD`'s data begins
+/// (at most [`VMCORE_HEAD_BYTES`]): the first page, then as much more as its program headers
+/// say the header and notes take. Reading on into the old memory is left to `read_dump`: the
+/// arm64 6.1 capture kernel oopses there (SIGSEGV to the reader) with kexec-tools' header.
+fn read_vmcore_head(m: &mut Machine) -> Result<Vec<u8>> {
+    let mut want = VMCORE_FIRST_PAGE;
+    loop {
+        let head = m.run(&format!("head -c {want} /proc/vmcore"))?;
+        if head.code != 0 {
+            bail!(
+                "reading /proc/vmcore in the capture kernel: `head -c {want}` exited with {}",
+                head.code
+            );
+        }
+        let end = match ElfCoreHeader::parse(&head.output) {
+            Ok(header) => header
+                .segments
+                .iter()
+                .filter(|s| s.kind != SegmentKind::Note)
+                .map(|s| s.offset)
+                .min()
+                .unwrap_or(VMCORE_HEAD_BYTES),
+            Err(HeaderError::Truncated { need, .. }) => u64::try_from(need).unwrap_or(u64::MAX),
+            Err(e) => bail!("the capture kernel's /proc/vmcore header: {e}"),
+        };
+        let end = end.min(VMCORE_HEAD_BYTES);
+        if end <= want {
+            let mut bytes = head.output;
+            bytes.truncate(usize::try_from(end).unwrap_or(usize::MAX));
+            return Ok(bytes);
+        }
+        want = end;
     }
 }
 
