@@ -633,6 +633,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_architecture_has_its_own_lists() {
+        // The amd64 lists keep their directories and lines: adding arm64 invalidates nothing.
+        assert_eq!(Lists::of(&LINUX_6_1).dir(), "apt");
+        assert_eq!(Lists::of(&LINUX_7_2).dir(), "apt-sid");
+        assert_eq!(Lists::of(&LINUX_6_1).options("K"), "signed-by=K");
+        let arm64 = Lists::of(&LINUX_6_12_ARM64);
+        assert_eq!(arm64.dir(), "apt-arm64");
+        assert_eq!(arm64.options("K"), "arch=arm64 signed-by=K");
+        assert_eq!(arm64, Lists::of(&USERLAND_ARM64.busybox));
+        assert!(!USERLAND_ARM64.busybox.is(&USERLAND_AMD64.busybox));
+        for user in [&USERLAND_AMD64, &USERLAND_ARM64] {
+            let arch = user.busybox.arch;
+            assert!(user.kexec_libs.iter().all(|p| p.arch == arch));
+            assert_eq!(user.kexec_tools.arch, arch);
+        }
+    }
+
+    #[test]
     fn finds_the_mirror_in_deb822_and_one_line_sources() {
         let deb822 = "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\nTypes: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n";
         assert_eq!(
