@@ -1,6 +1,6 @@
 //! Per-architecture rules for the crash ELF header, in one place: which RAM the loader lists,
-//! and how to tell the kernel-text `PT_LOAD` from the RAM ones. Only x86_64 is encoded; an
-//! arm64 port adds its constants and exclusions here.
+//! and how to tell the kernel-text `PT_LOAD` from the RAM ones. x86_64 is encoded; of arm64
+//! only the kernel-text rule so far (its loader's RAM list and exclusions belong here too).
 use serde::Serialize;
 
 use crate::model::{
