@@ -14,7 +14,7 @@ use crate::{paths, support::process::output, ui::Step};
 /// bpf-linker release that builds against the preinstalled nightly's LLVM 22.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Debian packages: the VM lab (QEMU, busybox, kexec-tools, socat, the archive keyring that
+/// Debian packages: the VM lab (QEMU for x86_64 and arm64 guests, busybox, kexec-tools, socat, the archive keyring that
 /// verifies the lab's private trixie source), promtool and the real Prometheus server
 /// (prometheus), Alertmanager and amtool (prometheus-alertmanager), the HTTP load generator of
 /// `cargo xtask bench-fleet` (wrk), buildah, which builds deploy/Containerfile without a
@@ -24,6 +24,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// curl for the TLS checks (test certificates, a client without credentials).
 pub const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
+    "qemu-system-arm",
     "debian-archive-keyring",
     "busybox-static",
     "kexec-tools",

@@ -6,6 +6,7 @@ use anyhow::{Context as _, Result, bail};
 use kdump_agent::model::units::bytes;
 
 use super::{
+    arch::Arch,
     image::{self, Kernel},
     machine::{self, Accel, Cpus, Forward, Machine, MachineSpec, Memory},
     packages,
@@ -24,17 +25,28 @@ impl Lab {
     /// Fetches packages, builds the agent and the images for `kernels`.
     pub fn prepare(kernels: &[Kernel], accel: Accel) -> Result<Self> {
         crate::ui::section("lab: prepare");
-        qemu_present()?;
+        let mut arches: Vec<Arch> = Vec::new();
+        for kernel in kernels {
+            if !arches.contains(&kernel.arch) {
+                qemu_present(kernel.arch)?;
+                arches.push(kernel.arch);
+            }
+        }
         let mut wanted = Vec::new();
         for kernel in kernels {
             for p in image::packages_for(kernel) {
-                if !wanted.iter().any(|w: &packages::Package| w.name == p.name) {
+                if !wanted.iter().any(|w: &packages::Package| w.is(&p)) {
                     wanted.push(p);
                 }
             }
         }
         let unpacked = packages::fetch(&wanted).context("lab step `debian packages`")?;
-        let agent = agent::build_static()?;
+        // The agent is built for x86_64 only: arm64 images go without it.
+        let agent = if arches.contains(&Arch::X86_64) {
+            Some(agent::build_static()?)
+        } else {
+            None
+        };
         let dir = paths::target_dir().join("lab");
         let mut images = BTreeMap::new();
         for kernel in kernels {
@@ -45,7 +57,8 @@ impl Lab {
             let step = Step::start(format!("image {name}"));
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let path = dir.join(format!("initrd-{name}.cpio"));
-            let size = image::guest_image(kernel, &unpacked, &agent)
+            let agent = agent.as_deref().filter(|_| kernel.arch == Arch::X86_64);
+            let size = image::guest_image(kernel, &unpacked, agent)
                 .and_then(|image| image.write(&path))
                 .with_context(|| format!("lab step `image {name}`"))?;
             step.done(&format!("{} ({})", path.display(), bytes(size)));
@@ -71,9 +84,15 @@ impl Lab {
             );
         }
         Machine::boot(&MachineSpec {
+            arch: kernel.arch,
             vmlinuz: &vmlinuz,
             initrd,
-            cmdline: format!("console=ttyS0 {} panic=-1 {}", boot.crashkernel, boot.extra),
+            cmdline: format!(
+                "console={} {} panic=-1 {}",
+                kernel.arch.console(),
+                boot.crashkernel,
+                boot.extra
+            ),
             memory: boot.memory,
             cpus: boot.cpus,
             accel: self.accel,
@@ -124,12 +143,11 @@ impl Default for Boot {
     }
 }
 
-/// Fails early, naming the fix, when QEMU is not installed.
-fn qemu_present() -> Result<()> {
-    let step = Step::start("qemu-system-x86_64");
-    let out = std::process::Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output();
+/// Fails early, naming the fix, when QEMU for `arch` is not installed.
+fn qemu_present(arch: Arch) -> Result<()> {
+    let qemu = arch.qemu();
+    let step = Step::start(qemu);
+    let out = std::process::Command::new(qemu).arg("--version").output();
     match out {
         Ok(out) if out.status.success() => {
             let version = String::from_utf8_lossy(&out.stdout);
@@ -137,7 +155,8 @@ fn qemu_present() -> Result<()> {
             Ok(())
         }
         _ => bail!(
-            "lab step `qemu-system-x86_64`: not installed or not runnable (run `cargo xtask setup`, which installs qemu-system-x86)"
+            "lab step `{qemu}`: not installed or not runnable (run `cargo xtask setup`, which installs {})",
+            arch.qemu_package()
         ),
     }
 }

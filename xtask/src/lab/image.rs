@@ -13,11 +13,12 @@ mod systemd;
 pub use systemd::{LAB_LOAD_UNIT, SYSTEMD_BOOT_TARGET};
 
 use super::{
+    arch::Arch,
     machine::NIC,
     oci,
     packages::{
-        self, BUSYBOX, KDUMP_TOOLS, KEXEC_LIBS, KEXEC_TOOLS, LIBSECCOMP, Package, RUNC, SYSTEMD,
-        SYSTEMD_LIBS, SYSVINIT_UTILS, UTIL_LINUX, Unpacked,
+        self, KDUMP_TOOLS, LIBSECCOMP, Package, RUNC, SYSTEMD, SYSTEMD_LIBS, SYSVINIT_UTILS,
+        Unpacked,
     },
 };
 
@@ -31,8 +32,10 @@ pub const GUEST_KERNEL: &str = "/boot/vmlinuz";
 pub const GUEST_CAPTURE_INITRD: &str = "/boot/capture.cpio";
 pub const GUEST_AGENT: &str = "/usr/sbin/kdump-agent";
 pub const GUEST_KEXEC: &str = "/usr/sbin/kexec";
-/// Capture kernel parameters: one CPU and reset devices, as distributions' kdump does.
-pub const CAPTURE_CMDLINE: &str = "console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=-1 quiet";
+/// The x86_64 capture kernel's parameters (see [`Arch::capture_cmdline`]).
+pub const CAPTURE_CMDLINE: &str = Arch::X86_64.capture_cmdline();
+/// Names the serial port the runner serves (`guest/runner.sh` reads it).
+const GUEST_RUNNER_PORT: &str = "/etc/lab-runner-port";
 /// Brings up the guest's NIC (a networked kernel's image only; see `guest/net-up.sh`).
 pub const GUEST_NET_UP: &str = "/bin/lab-net-up";
 /// Loads the virtio-mem driver and waits until it drives the device (see `guest/virtio-mem-up.sh`).
@@ -74,6 +77,8 @@ const GUEST_MODULES: &str = "/lib/modules/lab";
 pub struct Kernel {
     /// The package with the kernel image.
     pub package: Package,
+    /// Its architecture, which every other package of its image shares.
+    pub arch: Arch,
     pub layout: Layout,
     /// `uname -r`, e.g. `6.1.0-47-amd64`.
     pub release: &'static str,
@@ -101,6 +106,7 @@ pub enum Layout {
 
 pub const KERNEL_6_1: Kernel = Kernel {
     package: packages::LINUX_6_1,
+    arch: Arch::X86_64,
     layout: Layout::Image,
     release: "6.1.0-47-amd64",
     networked: true,
@@ -111,6 +117,7 @@ pub const KERNEL_6_1: Kernel = Kernel {
 /// Not networked: no scenario needs it.
 pub const KERNEL_6_12: Kernel = Kernel {
     package: packages::LINUX_6_12,
+    arch: Arch::X86_64,
     layout: Layout::Image,
     release: "6.12.117+deb13-amd64",
     networked: false,
@@ -122,6 +129,7 @@ pub const KERNEL_6_12: Kernel = Kernel {
 /// third package the lab does not fetch.
 pub const KERNEL_7_2: Kernel = Kernel {
     package: packages::LINUX_7_2,
+    arch: Arch::X86_64,
     layout: Layout::Split {
         base: packages::LINUX_7_2_BASE,
     },
@@ -131,6 +139,20 @@ pub const KERNEL_7_2: Kernel = Kernel {
     // virtio_mem.ko is in linux-modules-*, which the lab does not fetch.
     virtio_mem: false,
     systemd: false,
+};
+/// The arm64 builds: no agent in their image (it is built for x86_64 only), not networked.
+/// 6.1 needs the virtio-pci modules under virtio_mem; 6.12 has virtio_pci built in.
+pub const KERNEL_6_1_ARM64: Kernel = Kernel {
+    package: packages::LINUX_6_1_ARM64,
+    arch: Arch::Aarch64,
+    release: "6.1.0-47-arm64",
+    ..KERNEL_6_1
+};
+pub const KERNEL_6_12_ARM64: Kernel = Kernel {
+    package: packages::LINUX_6_12_ARM64,
+    arch: Arch::Aarch64,
+    release: "6.12.117+deb13-arm64",
+    ..KERNEL_6_12
 };
 /// The kernels with the pod in their image; other guests stay lean.
 pub const KERNEL_6_1_POD: Kernel = Kernel {
@@ -337,8 +359,9 @@ fn module_depends(data: &[u8]) -> Result<Vec<String>> {
 /// Every package an image takes files from.
 pub fn packages_for(kernel: &Kernel) -> Vec<Package> {
     let mut all = kernel.packages();
-    all.extend([BUSYBOX, KEXEC_TOOLS, UTIL_LINUX]);
-    all.extend_from_slice(KEXEC_LIBS);
+    let user = kernel.arch.userland();
+    all.extend([user.busybox, user.kexec_tools, user.util_linux]);
+    all.extend_from_slice(user.kexec_libs);
     if kernel.pod {
         all.extend([RUNC, LIBSECCOMP, KDUMP_TOOLS, SYSVINIT_UTILS]);
     }
@@ -355,13 +378,21 @@ enum Content {
     Bytes(Vec<u8>),
 }
 
-/// A list of (guest path, mode, content); parent directories are added when written.
-#[derive(Default)]
+/// A list of (guest path, mode, content) for one architecture; parent directories are added
+/// when written.
 pub struct Image {
+    arch: Arch,
     files: Vec<(String, u32, Content)>,
 }
 
 impl Image {
+    fn new(arch: Arch) -> Self {
+        Self {
+            arch,
+            files: Vec::new(),
+        }
+    }
+
     fn host(mut self, guest: &str, mode: u32, host: PathBuf) -> Self {
         self.files
             .push((guest.to_owned(), mode, Content::Host(host)));
@@ -387,14 +418,16 @@ impl Image {
             if let Some(interp) = elf.interpreter
                 && seen.insert(interp.to_owned())
             {
-                let found = find_library(libs, interp.rsplit('/').next().unwrap_or(interp))?;
+                let name = interp.rsplit('/').next().unwrap_or(interp);
+                let found = find_library(libs, self.arch, name)?;
                 self = self.host(interp, 0o755, found);
             }
             for needed in elf.libraries {
                 if seen.insert(needed.to_owned()) {
-                    let found = find_library(libs, needed)?;
+                    let found = find_library(libs, self.arch, needed)?;
                     queue.push(found.clone());
-                    self = self.host(&format!("/usr/lib/x86_64-linux-gnu/{needed}"), 0o755, found);
+                    let guest = format!("/usr/lib/{}/{needed}", self.arch.triplet());
+                    self = self.host(&guest, 0o755, found);
                 }
             }
         }
@@ -459,63 +492,73 @@ impl Image {
     }
 }
 
-fn find_library(roots: &[&Path], name: &str) -> Result<PathBuf> {
+fn find_library(roots: &[&Path], arch: Arch, name: &str) -> Result<PathBuf> {
     for root in roots {
         // The last: systemd's RUNPATH, where libsystemd-shared is.
-        for dir in [
-            "usr/lib/x86_64-linux-gnu",
-            "lib/x86_64-linux-gnu",
-            "usr/lib/x86_64-linux-gnu/systemd",
-        ] {
-            let candidate = root.join(dir).join(name);
+        for dir in ["usr/lib/{}", "lib/{}", "usr/lib/{}/systemd"] {
+            let candidate = root.join(dir.replace("{}", arch.triplet())).join(name);
             if candidate.exists() {
                 return Ok(candidate);
             }
         }
     }
     bail!(
-        "{name}: not found in the library packages (add its package to KEXEC_LIBS, or SYSTEMD_LIBS for systemd's)"
+        "{name}: not found in the {} library packages (add its package to the Userland's kexec_libs, or SYSTEMD_LIBS for systemd's)",
+        arch.debian()
     )
 }
 
 /// The capture kernel's initramfs: busybox and the runner, which serves /proc/vmcore.
-pub fn capture_image(unpacked: &Unpacked) -> Image {
-    Image::default()
+pub fn capture_image(arch: Arch, unpacked: &Unpacked) -> Image {
+    Image::new(arch)
         .host(
             "/bin/busybox",
             0o755,
-            unpacked.root(&BUSYBOX).join("bin/busybox"),
+            unpacked.root(&arch.userland().busybox).join("bin/busybox"),
         )
         .bytes("/init", 0o755, INIT)
         .bytes("/bin/lab-runner", 0o755, RUNNER)
+        .bytes(
+            GUEST_RUNNER_PORT,
+            0o644,
+            format!("{}\n", arch.runner_port()),
+        )
 }
 
-/// The first kernel's initramfs: the capture image's tools plus kexec, the agent, and the
-/// capture kernel (the same vmlinuz) with the capture initramfs.
-pub fn guest_image(kernel: &Kernel, unpacked: &Unpacked, agent: &Path) -> Result<Image> {
-    let capture = capture_image(unpacked).to_cpio()?;
-    let libs: Vec<&Path> = unpacked.roots(KEXEC_LIBS).collect();
-    let image = capture_image(unpacked)
+/// The first kernel's initramfs: the capture image's tools plus kexec, the agent (`None`:
+/// none of the kernel's architecture is built), and the capture kernel (the same vmlinuz) with
+/// the capture initramfs.
+pub fn guest_image(kernel: &Kernel, unpacked: &Unpacked, agent: Option<&Path>) -> Result<Image> {
+    let user = kernel.arch.userland();
+    let capture = capture_image(kernel.arch, unpacked).to_cpio()?;
+    let libs: Vec<&Path> = unpacked.roots(user.kexec_libs).collect();
+    let image = capture_image(kernel.arch, unpacked)
         .elf_with_libs(
             GUEST_KEXEC,
-            unpacked.root(&KEXEC_TOOLS).join("usr/sbin/kexec"),
+            unpacked.root(&user.kexec_tools).join("usr/sbin/kexec"),
             &libs,
         )?
         .elf_with_libs(
             "/usr/bin/flock",
-            unpacked.root(&UTIL_LINUX).join("usr/bin/flock"),
+            unpacked.root(&user.util_linux).join("usr/bin/flock"),
             &libs,
-        )?
-        .host(GUEST_AGENT, 0o755, agent.to_path_buf())
+        )?;
+    let image = match agent {
+        Some(agent) => image.host(GUEST_AGENT, 0o755, agent.to_path_buf()),
+        None => image,
+    };
+    let image = image
         .host(GUEST_KERNEL, 0o644, kernel.vmlinuz(unpacked))
         .host(&kernel.guest_config(), 0o644, kernel.config(unpacked))
         .bytes(GUEST_CAPTURE_INITRD, 0o644, capture);
     let image = if kernel.pod {
+        let agent = agent.context("the pod's image needs the agent")?;
         with_pod(image, unpacked, agent)?
     } else {
         image
     };
     let image = if kernel.systemd {
+        let agent = agent.context("the systemd image needs the agent")?;
         systemd::with_systemd(image, unpacked, agent)?
     } else {
         image
@@ -558,7 +601,7 @@ fn with_modules(mut image: Image, dir: &str, modules: Vec<(String, Vec<u8>)>) ->
 /// `deploy/daemonset.yaml`, and the kubelet's hostPath set-up.
 fn with_pod(image: Image, unpacked: &Unpacked, agent: &Path) -> Result<Image> {
     let root = crate::paths::root();
-    let mut libs: Vec<&Path> = unpacked.roots(KEXEC_LIBS).collect();
+    let mut libs: Vec<&Path> = unpacked.roots(Arch::X86_64.userland().kexec_libs).collect();
     libs.push(unpacked.root(&LIBSECCOMP));
     let mut image = image
         .elf_with_libs(
@@ -677,7 +720,7 @@ mod tests {
 
     #[test]
     fn cpio_has_parents_before_children_and_a_trailer() {
-        let image = Image::default().bytes("/usr/sbin/x", 0o755, "hi");
+        let image = Image::new(Arch::X86_64).bytes("/usr/sbin/x", 0o755, "hi");
         let bytes = image.to_cpio().unwrap();
         let mut names = Vec::new();
         let mut rest = &bytes[..];

@@ -1,8 +1,9 @@
 //! One QEMU guest: boot, the command protocol, DIMM hot-plug over QMP, crash into the capture
 //! kernel.
 //!
-//! The serial console (ttyS0) goes to a log file. The guest's runner (`guest/runner.sh`) serves
-//! ttyS1, a unix socket on the host, with a line protocol:
+//! The serial console (x86 ttyS0, arm64 ttyAMA0) goes to a log file. The guest's runner
+//! (`guest/runner.sh`) serves a second serial port ([`Arch::runner_serial`]), a unix socket on
+//! the host, with a line protocol:
 //! - guest: `@@READY ROLE RELEASE` when it starts (ROLE is `guest`, or `capture` when
 //!   /proc/vmcore exists);
 //! - host: `@@CMD ID CRC LEN BASE64`: the command (a `sh` script) in base64, the CRC-32 of
@@ -34,6 +35,8 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 use base64::Engine as _;
 use serde_json::{Value, json};
+
+use super::arch::Arch;
 
 /// How QEMU runs the guest. KVM is opt-in: nested KVM fails on this project's hosts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -69,6 +72,7 @@ pub struct Cpus {
 
 /// Everything QEMU needs to start one guest.
 pub struct MachineSpec<'a> {
+    pub arch: Arch,
     pub vmlinuz: &'a Path,
     pub initrd: &'a Path,
     pub cmdline: String,
@@ -155,8 +159,10 @@ impl Machine {
         let qemu_log = fs::File::create(&qemu_log_path)
             .with_context(|| format!("creating {}", qemu_log_path.display()))?;
         let m = spec.memory;
-        let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-machine", "pc", "-accel", spec.accel.as_str()])
+        let qemu = spec.arch.qemu();
+        let mut cmd = Command::new(qemu);
+        cmd.args(spec.arch.qemu_machine())
+            .args(["-accel", spec.accel.as_str()])
             .arg("-smp")
             .arg(format!("{},maxcpus={}", spec.cpus.boot, spec.cpus.max))
             .arg("-m")
@@ -181,7 +187,8 @@ impl Machine {
                 "socket,id=proto,path={},server=on,wait=off",
                 proto_sock.display()
             ))
-            .args(["-serial", "chardev:proto", "-qmp"])
+            .args(spec.arch.runner_serial("proto"))
+            .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qmp_sock.display()));
         if let Some(f) = spec.forward {
             // restrict=on: the guest reaches nothing outside; the forward still works. No
@@ -207,9 +214,12 @@ impl Machine {
         let started = Instant::now();
         let mut child = cmd.spawn().map_err(|e| {
             if e.kind() == ErrorKind::NotFound {
-                anyhow!("qemu-system-x86_64 not found: run `cargo xtask setup` (installs qemu-system-x86)")
+                anyhow!(
+                    "{qemu} not found: run `cargo xtask setup` (installs {})",
+                    spec.arch.qemu_package()
+                )
             } else {
-                anyhow!("starting qemu-system-x86_64: {e}")
+                anyhow!("starting {qemu}: {e}")
             }
         })?;
         let connect = |path: &Path, child: &mut Child| -> Result<UnixStream> {
@@ -223,13 +233,10 @@ impl Machine {
                     if let Some(mut e) = child.stderr.take() {
                         let _ = e.read_to_string(&mut err);
                     }
-                    bail!(
-                        "qemu-system-x86_64 exited at start ({status}): {}",
-                        err.trim()
-                    );
+                    bail!("{qemu} exited at start ({status}): {}", err.trim());
                 }
                 if Instant::now() > deadline {
-                    bail!("qemu-system-x86_64 did not open {}", path.display());
+                    bail!("{qemu} did not open {}", path.display());
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }

@@ -4,6 +4,7 @@
 //! `packages` fetches the pinned .debs, `image` declares and writes the initramfs images,
 //! `machine` runs one QEMU guest, `guests` prepares all that and boots one, `scenario` is what
 //! one experiment is and how it runs, `scenarios` are the named experiments.
+pub mod arch;
 pub mod demo;
 pub mod guests;
 pub mod image;
@@ -205,6 +206,7 @@ fn write_fixture(
 ) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let expect = serde_json::json!({
+        "arch": scenario.kernel.arch.debian(),
         "kernel": report.kernel,
         "load": report.load,
         "hotplugged_bytes": report.hotplugged_bytes,
@@ -213,7 +215,7 @@ fn write_fixture(
     });
     let p = scenario.kernel.package;
     let source = format!(
-        "cargo xtask lab fixtures: scenario {}, {}={} under QEMU, `{}`, then hot-plug and `echo c > /proc/sysrq-trigger`; iomem read just before the crash, vmcore-head = first {} bytes of /proc/vmcore in the capture kernel\n",
+        "cargo xtask lab fixtures: scenario {}, {}={} under QEMU, `{}`, then hot-plug and `echo c > /proc/sysrq-trigger`; iomem read just before the crash, vmcore-head = /proc/vmcore in the capture kernel up to its first PT_LOAD's data (at most {} bytes)\n",
         scenario.name, p.name, p.version, fixture.command, VMCORE_HEAD_BYTES
     );
     for (name, bytes) in [

@@ -14,6 +14,7 @@ use anyhow::{Context as _, Result, bail};
 use kdump_agent::model::units::bytes;
 use sha2::{Digest as _, Sha256};
 
+use super::arch::Arch;
 use crate::ui::Step;
 
 /// Which Debian release a package comes from (all from the host's mirror).
@@ -33,58 +34,87 @@ impl Suite {
             Suite::Sid => "sid",
         }
     }
-
-    /// The private apt lists that serve it: the releases share one; sid, whose lists change
-    /// daily, has its own, so refreshing it never invalidates the releases' lists.
-    fn lists(self) -> Lists {
-        match self {
-            Suite::Bookworm | Suite::Trixie => Lists::Releases,
-            Suite::Sid => Lists::Unstable,
-        }
-    }
 }
 
-/// One private apt configuration: its directory under the cache and the suites it lists.
+/// One private apt configuration: its directory under the cache, the suites it lists and the
+/// architecture of their packages. The releases share one; sid, whose lists change daily, has
+/// its own, so refreshing it never invalidates the releases' lists; each architecture other
+/// than the host's has its own too, so adding one leaves the others' lists valid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Lists {
-    Releases,
-    Unstable,
+struct Lists {
+    unstable: bool,
+    arch: Arch,
 }
 
 impl Lists {
-    fn dir(self) -> &'static str {
-        match self {
-            Lists::Releases => "apt",
-            Lists::Unstable => "apt-sid",
+    fn of(package: &Package) -> Self {
+        Self {
+            unstable: package.suite == Suite::Sid,
+            arch: package.arch,
+        }
+    }
+
+    fn dir(self) -> String {
+        let base = if self.unstable { "apt-sid" } else { "apt" };
+        match self.arch {
+            Arch::X86_64 => base.to_owned(),
+            other => format!("{base}-{}", other.debian()),
         }
     }
 
     fn suites(self) -> &'static [Suite] {
-        match self {
-            Lists::Releases => &[Suite::Bookworm, Suite::Trixie],
-            Lists::Unstable => &[Suite::Sid],
+        if self.unstable {
+            &[Suite::Sid]
+        } else {
+            &[Suite::Bookworm, Suite::Trixie]
+        }
+    }
+
+    /// The `[...]` options of its `deb` lines (the host's architecture needs none).
+    fn options(self, keyring: &str) -> String {
+        match self.arch {
+            Arch::X86_64 => format!("signed-by={keyring}"),
+            other => format!("arch={} signed-by={keyring}", other.debian()),
         }
     }
 
     fn describe(self) -> String {
         let names: Vec<&str> = self.suites().iter().map(|s| s.codename()).collect();
-        names.join(" + ")
+        format!("{} {}", names.join(" + "), self.arch.debian())
     }
 }
 
-/// One pinned `.deb`: name and exact version.
+/// One pinned `.deb`: name, exact version and architecture.
 #[derive(Clone, Copy, Debug)]
 pub struct Package {
     pub name: &'static str,
     pub version: &'static str,
     pub suite: Suite,
+    pub arch: Arch,
 }
 
+impl Package {
+    /// The same package: name and architecture (the pins of one name differ per architecture).
+    pub fn is(&self, other: &Package) -> bool {
+        self.name == other.name && self.arch == other.arch
+    }
+}
+
+/// An amd64 package.
 const fn pkg(name: &'static str, version: &'static str, suite: Suite) -> Package {
     Package {
         name,
         version,
         suite,
+        arch: Arch::X86_64,
+    }
+}
+
+/// An arm64 package.
+const fn arm64(name: &'static str, version: &'static str, suite: Suite) -> Package {
+    Package {
+        arch: Arch::Aarch64,
+        ..pkg(name, version, suite)
     }
 }
 
@@ -105,11 +135,11 @@ pub const LINUX_6_12: Package = pkg(
 /// config (`usr/lib/modules/<release>/config`) in `linux-base-*`.
 pub const LINUX_7_2: Package = pkg("linux-binary-7.2.13+deb14-amd64", "7.2.13-1", Suite::Sid);
 pub const LINUX_7_2_BASE: Package = pkg("linux-base-7.2.13+deb14-amd64", "7.2.13-1", Suite::Sid);
-pub const BUSYBOX: Package = pkg("busybox-static", "1:1.35.0-4+deb12u1+b1", Suite::Bookworm);
+const BUSYBOX: Package = pkg("busybox-static", "1:1.35.0-4+deb12u1+b1", Suite::Bookworm);
 /// kexec-tools 2.0.29 (has `--hotplug`), used with both kernels.
-pub const KEXEC_TOOLS: Package = pkg("kexec-tools", "1:2.0.29-2+b2", Suite::Trixie);
+const KEXEC_TOOLS: Package = pkg("kexec-tools", "1:2.0.29-2+b2", Suite::Trixie);
 /// util-linux for `flock(1)`, which busybox lacks: a scenario holds kdumpctl's lock with it.
-pub const UTIL_LINUX: Package = pkg("util-linux", "2.41.5-0+deb13u1", Suite::Trixie);
+const UTIL_LINUX: Package = pkg("util-linux", "2.41.5-0+deb13u1", Suite::Trixie);
 
 /// Debian 12's OCI runtime, for the `deployed-*` guests: it runs the DaemonSet's container from
 /// the config generated out of `deploy/daemonset.yaml`. Links libseccomp (and glibc).
@@ -152,7 +182,7 @@ pub const SYSTEMD_LIBS: &[Package] = &[
 const XEN: &str = "4.20.4+63-g7abfd2bce2-0+deb13u1";
 /// The shared libraries trixie's `/usr/sbin/kexec` loads (its DT_NEEDED closure): glibc and
 /// the Xen control libraries kexec links for Xen dom0 support.
-pub const KEXEC_LIBS: &[Package] = &[
+const KEXEC_LIBS: &[Package] = &[
     pkg("libc6", "2.41-12+deb13u5", Suite::Trixie),
     pkg("libxenmisc4.20", XEN, Suite::Trixie),
     pkg("libxentoollog1", XEN, Suite::Trixie),
@@ -163,6 +193,65 @@ pub const KEXEC_LIBS: &[Package] = &[
     pkg("libxenforeignmemory1", XEN, Suite::Trixie),
     pkg("libxendevicemodel1", XEN, Suite::Trixie),
 ];
+
+/// The arm64 builds of the 6.1 and 6.12 kernels above: `# CONFIG_KEXEC_FILE is not set`, no
+/// crash hotplug, `CONFIG_VIRTIO_MEM=m`.
+pub const LINUX_6_1_ARM64: Package = arm64(
+    "linux-image-6.1.0-47-arm64-unsigned",
+    "6.1.170-3",
+    Suite::Bookworm,
+);
+pub const LINUX_6_12_ARM64: Package = arm64(
+    "linux-image-6.12.117+deb13-arm64-unsigned",
+    "6.12.117-1",
+    Suite::Trixie,
+);
+
+/// The user space of a guest image, per architecture: busybox, kexec-tools (Debian 13's
+/// 2.0.29 on every kernel), util-linux for `flock(1)` (busybox lacks it; a scenario holds
+/// kdumpctl's lock with it), and the shared libraries kexec loads.
+pub struct Userland {
+    pub busybox: Package,
+    pub kexec_tools: Package,
+    pub util_linux: Package,
+    pub kexec_libs: &'static [Package],
+}
+
+pub const USERLAND_AMD64: Userland = Userland {
+    busybox: BUSYBOX,
+    kexec_tools: KEXEC_TOOLS,
+    util_linux: UTIL_LINUX,
+    kexec_libs: KEXEC_LIBS,
+};
+
+/// The same packages' arm64 builds (trixie's kexec-tools is a binNMU apart from amd64's); arm64
+/// kexec links zlib too.
+pub const USERLAND_ARM64: Userland = Userland {
+    busybox: arm64("busybox-static", "1:1.35.0-4+deb12u1+b1", Suite::Bookworm),
+    kexec_tools: arm64("kexec-tools", "1:2.0.29-2+b1", Suite::Trixie),
+    util_linux: arm64("util-linux", "2.41.5-0+deb13u1", Suite::Trixie),
+    kexec_libs: &[
+        arm64("libc6", "2.41-12+deb13u5", Suite::Trixie),
+        arm64("zlib1g", "1:1.3.dfsg+really1.3.1-1+deb13u1", Suite::Trixie),
+        arm64("libxenmisc4.20", XEN, Suite::Trixie),
+        arm64("libxentoollog1", XEN, Suite::Trixie),
+        arm64("libxentoolcore1", XEN, Suite::Trixie),
+        arm64("libxencall1", XEN, Suite::Trixie),
+        arm64("libxenevtchn1", XEN, Suite::Trixie),
+        arm64("libxengnttab1", XEN, Suite::Trixie),
+        arm64("libxenforeignmemory1", XEN, Suite::Trixie),
+        arm64("libxendevicemodel1", XEN, Suite::Trixie),
+    ],
+};
+
+impl Arch {
+    pub fn userland(self) -> &'static Userland {
+        match self {
+            Arch::X86_64 => &USERLAND_AMD64,
+            Arch::Aarch64 => &USERLAND_ARM64,
+        }
+    }
+}
 
 /// Where fetched and unpacked packages live: `KDUMP_LAB_CACHE` or `target/lab-cache`.
 pub fn cache_dir() -> PathBuf {
@@ -175,6 +264,7 @@ pub fn cache_dir() -> PathBuf {
 /// apt with a private source list, lists and package cache under the lab cache.
 struct PrivateApt {
     dir: PathBuf,
+    arch: Arch,
 }
 
 impl PrivateApt {
@@ -192,7 +282,10 @@ impl PrivateApt {
         let list: String = lists
             .suites()
             .iter()
-            .map(|s| format!("deb [signed-by={keyring}] {mirror} {} main\n", s.codename()))
+            .map(|s| {
+                let options = lists.options(keyring);
+                format!("deb [{options}] {mirror} {} main\n", s.codename())
+            })
             .collect();
         let path = dir.join("sources.list");
         if fs::read_to_string(&path).ok().as_deref() != Some(list.as_str()) {
@@ -200,7 +293,10 @@ impl PrivateApt {
             // New sources: the old lists no longer describe them.
             let _ = fs::remove_file(dir.join("lists/updated"));
         }
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            arch: lists.arch,
+        })
     }
 
     fn command(&self, tool: &str) -> Command {
@@ -216,6 +312,12 @@ impl PrivateApt {
             ("Dir::Cache::srcpkgcache", d.join("cache/srcpkgcache.bin")),
         ] {
             cmd.arg("-o").arg(format!("{key}={}", value.display()));
+        }
+        if self.arch != Arch::X86_64 {
+            // Lists and downloads of that architecture only (the host's apt is amd64).
+            let arch = self.arch.debian();
+            cmd.arg("-o").arg(format!("APT::Architecture={arch}"));
+            cmd.arg("-o").arg(format!("APT::Architectures::={arch}"));
         }
         // The cache is ours (root-owned when run as root): no drop to the `_apt` user.
         cmd.args(["-o", "APT::Sandbox::User=root", "-q"]);
@@ -344,7 +446,7 @@ impl Unpacked {
     pub fn root(&self, package: &Package) -> &Path {
         self.roots
             .iter()
-            .find(|(p, _)| p.name == package.name)
+            .find(|(p, _)| p.is(package))
             .map(|(_, r)| r.as_path())
             .unwrap_or_else(|| panic!("package {} was not fetched", package.name))
     }
@@ -362,15 +464,18 @@ pub fn fetch(packages: &[Package]) -> Result<Unpacked> {
     let step = Step::start("debian packages");
     let mut fetched = 0;
     let mut roots = Vec::new();
-    for lists in [Lists::Releases, Lists::Unstable] {
+    let mut every_lists: Vec<Lists> = Vec::new();
+    for lists in packages.iter().map(Lists::of) {
+        if !every_lists.contains(&lists) {
+            every_lists.push(lists);
+        }
+    }
+    for lists in every_lists {
         let wanted: Vec<Package> = packages
             .iter()
-            .filter(|p| p.suite.lists() == lists)
+            .filter(|p| Lists::of(p) == lists)
             .copied()
             .collect();
-        if wanted.is_empty() {
-            continue;
-        }
         let apt = PrivateApt::new(&cache, lists)?;
         if !apt.updated() {
             step.progress(&format!(
@@ -395,9 +500,10 @@ pub fn fetch(packages: &[Package]) -> Result<Unpacked> {
                 )
             })?;
             let deb = debs.join(format!(
-                "{}_{}_amd64.deb",
+                "{}_{}_{}.deb",
                 package.name,
-                package.version.replace(':', "%3a")
+                package.version.replace(':', "%3a"),
+                package.arch.debian()
             ));
             let fresh = !deb_is_intact(&deb, size, &sha)?;
             if fresh {
@@ -525,6 +631,24 @@ fn run(cmd: &mut Command, what: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_architecture_has_its_own_lists() {
+        // The amd64 lists keep their directories and lines: adding arm64 invalidates nothing.
+        assert_eq!(Lists::of(&LINUX_6_1).dir(), "apt");
+        assert_eq!(Lists::of(&LINUX_7_2).dir(), "apt-sid");
+        assert_eq!(Lists::of(&LINUX_6_1).options("K"), "signed-by=K");
+        let arm64 = Lists::of(&LINUX_6_12_ARM64);
+        assert_eq!(arm64.dir(), "apt-arm64");
+        assert_eq!(arm64.options("K"), "arch=arm64 signed-by=K");
+        assert_eq!(arm64, Lists::of(&USERLAND_ARM64.busybox));
+        assert!(!USERLAND_ARM64.busybox.is(&USERLAND_AMD64.busybox));
+        for user in [&USERLAND_AMD64, &USERLAND_ARM64] {
+            let arch = user.busybox.arch;
+            assert!(user.kexec_libs.iter().all(|p| p.arch == arch));
+            assert_eq!(user.kexec_tools.arch, arch);
+        }
+    }
 
     #[test]
     fn finds_the_mirror_in_deb822_and_one_line_sources() {

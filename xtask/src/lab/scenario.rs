@@ -8,7 +8,10 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, bail};
 use kdump_agent::{
     model::{
-        elfcorehdr::{ElfCoreHeader, LoadPath, NT_PRSTATUS, diff, expected_ram, parse_notes},
+        elfcorehdr::{
+            ElfCoreHeader, HeaderError, LoadPath, NT_PRSTATUS, SegmentKind, diff, expected_ram,
+            parse_notes,
+        },
         iomem::Iomem,
         ranges::PhysRange,
     },
@@ -18,6 +21,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{
+    arch::Arch,
     guests::{Boot, Lab},
     image::{GUEST_AGENT, GUEST_CAPTURE_INITRD, GUEST_KERNEL, GUEST_VIRTIO_MEM_UP, Kernel},
     machine::{Dimm, Machine},
@@ -100,8 +104,10 @@ pub struct Run<'a> {
 
 /// Capture kernel parameters (declared with the image, whose RuntimeDefault probe loads them).
 pub use super::image::CAPTURE_CMDLINE;
-/// The part of /proc/vmcore the lab copies back: the ELF header and program headers.
+/// The most of /proc/vmcore the lab copies back: the ELF header, program headers and notes.
 pub const VMCORE_HEAD_BYTES: u64 = 64 * 1024;
+/// /proc/vmcore pads its header and notes to a page: this much never holds the old memory.
+const VMCORE_FIRST_PAGE: u64 = 4096;
 const CRASH_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long the guest's virtio-mem driver may take to plug or unplug a resize.
 const VIRTIO_MEM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -140,8 +146,11 @@ impl Run<'_> {
             // kexec-tools 2.0.29 may try kexec_file_load first without an explicit -c.
             LoadPath::KexecLoad => "-c",
         };
+        let arch = self.scenario.kernel.arch;
         let command = format!(
-            "kexec {syscall} -p {GUEST_KERNEL} --initrd={GUEST_CAPTURE_INITRD} --append='{CAPTURE_CMDLINE}'"
+            "kexec {syscall} -p{} {GUEST_KERNEL} --initrd={GUEST_CAPTURE_INITRD} --append='{}'",
+            arch.lab_kexec_options(),
+            arch.capture_cmdline()
         );
         self.load_kdump_with(m, &command, load)
     }
@@ -344,34 +353,58 @@ impl Run<'_> {
         // Frames of the serial protocol the host had to send again (each one is logged).
         self.note("serial_resends", m.resends());
         self.report.capture_boot_seconds = Some(millis(m.crash(CRASH_TIMEOUT)?));
-        let head = m.run(&format!("head -c {VMCORE_HEAD_BYTES} /proc/vmcore"))?;
-        if head.code != 0 {
-            bail!(
-                "reading /proc/vmcore in the capture kernel: {}",
-                head.text().trim()
-            );
-        }
+        let head = read_vmcore_head(m)?;
         let size = m.sh("stat -c %s /proc/vmcore")?;
         self.report.vmcore_bytes = Some(
             size.trim()
                 .parse()
                 .with_context(|| format!("stat /proc/vmcore: `{}`", size.trim()))?,
         );
-        let header = ElfCoreHeader::parse(&head.output)
+        let header = ElfCoreHeader::parse(&head)
             .map_err(|e| anyhow!("the capture kernel's /proc/vmcore header: {e}"))?;
         let loaded = header.ram_ranges();
         let expected = expected_ram(&iomem, load)
             .map_err(|e| anyhow!("expected RAM for {}: {e}", load.as_str()))?;
         let d = diff(&expected, &loaded);
-        let inferred = LoadPath::infer(&loaded);
+        let arch = self.scenario.kernel.arch;
         self.check(
-            inferred == load,
+            header.machine == arch.elf_machine(),
             format!(
-                "the header looks built by {}, kdump was loaded with {}",
-                inferred.as_str(),
-                load.as_str()
+                "the header's e_machine is {}, the guest is {arch:?}",
+                header.machine
             ),
         );
+        let text: Vec<String> = header
+            .segments
+            .iter()
+            .filter(|s| s.kind == SegmentKind::KernelText)
+            .map(|s| format!("paddr={:#x} memsz={:#x}", s.paddr, s.memsz))
+            .collect();
+        self.note("vmcore_kernel_text", text.join(" "));
+        if arch == Arch::X86_64 {
+            let inferred = LoadPath::infer(&loaded);
+            self.check(
+                inferred == load,
+                format!(
+                    "the header looks built by {}, kdump was loaded with {}",
+                    inferred.as_str(),
+                    load.as_str()
+                ),
+            );
+        } else {
+            // An arm64 header bears no mark of its loader (no low 1 MiB rule); the lab's arm64
+            // kernels have only kexec_load, so kexec-tools built it.
+            let (_, config) = self.kernel_config()?;
+            let file_load = built_with(&config, "CONFIG_KEXEC_FILE");
+            self.check(
+                load == LoadPath::KexecLoad && !file_load,
+                format!(
+                    "{arch:?}: loaded with {}, CONFIG_KEXEC_FILE {}: only kexec-tools' headers are judged there",
+                    load.as_str(),
+                    if file_load { "set" } else { "unset" }
+                ),
+            );
+        }
         self.report.vmcore_ranges = loaded.iter().copied().collect();
         self.report.missing_bytes = Some(d.missing_bytes);
         self.report.excess_bytes = Some(d.excess_bytes);
@@ -379,7 +412,7 @@ impl Run<'_> {
         self.vmcore_header = Some(header);
         self.report.fixture = Some(Fixture {
             iomem: iomem_text,
-            vmcore_head: head.output,
+            vmcore_head: head,
             command: self.kexec_command.clone(),
         });
         Ok(())
@@ -483,6 +516,41 @@ impl Run<'_> {
     /// An observation for the report (what the kernel did).
     pub fn note(&mut self, key: &str, value: impl Into<Value>) {
         self.report.notes.insert(key.to_owned(), value.into());
+    }
+}
+
+/// The head of the capture kernel's /proc/vmcore up to where its first `PT_LOAD`'s data begins
+/// (at most [`VMCORE_HEAD_BYTES`]): the first page, then as much more as its program headers
+/// say the header and notes take. Reading on into the old memory is left to `read_dump`: the
+/// arm64 6.1 capture kernel oopses there (SIGSEGV to the reader) with kexec-tools' header.
+fn read_vmcore_head(m: &mut Machine) -> Result<Vec<u8>> {
+    let mut want = VMCORE_FIRST_PAGE;
+    loop {
+        let head = m.run(&format!("head -c {want} /proc/vmcore"))?;
+        if head.code != 0 {
+            bail!(
+                "reading /proc/vmcore in the capture kernel: `head -c {want}` exited with {}",
+                head.code
+            );
+        }
+        let end = match ElfCoreHeader::parse(&head.output) {
+            Ok(header) => header
+                .segments
+                .iter()
+                .filter(|s| s.kind != SegmentKind::Note)
+                .map(|s| s.offset)
+                .min()
+                .unwrap_or(VMCORE_HEAD_BYTES),
+            Err(HeaderError::Truncated { need, .. }) => u64::try_from(need).unwrap_or(u64::MAX),
+            Err(e) => bail!("the capture kernel's /proc/vmcore header: {e}"),
+        };
+        let end = end.min(VMCORE_HEAD_BYTES);
+        if end <= want {
+            let mut bytes = head.output;
+            bytes.truncate(usize::try_from(end).unwrap_or(usize::MAX));
+            return Ok(bytes);
+        }
+        want = end;
     }
 }
 

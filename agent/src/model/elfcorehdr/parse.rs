@@ -225,6 +225,25 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn a_kernel_text_segment_past_2_64_is_kept_not_refused() {
+        // The kernel-text PT_LOAD arm64 kexec-tools 2.0.29 wrote on 6.1 (lab, 2026-12-01).
+        let mut b = sample();
+        set_u16(&mut b, 18, header::EM_AARCH64);
+        let text = 64 + 2 * 56;
+        for (at, v) in [
+            (16, 0xffff_a0c6_08c1_0000_u64),
+            (24, 0x228c_3000_0000),
+            (40, 0xffff_dd74_1221_0000),
+        ] {
+            b[text + at..text + at + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        let h = parse(&b).unwrap();
+        assert_eq!(h.segments[2].kind, SegmentKind::KernelText);
+        assert_eq!(h.segments[2].phys_range(), None);
+        assert!(h.ram_ranges().is_empty());
+    }
+
     /// A note as the kernel writes it (`append_elf_note`): header, name, descriptor, each
     /// padded to 4 bytes.
     pub(crate) fn note(name: &str, n_type: u32, desc: usize) -> Vec<u8> {

@@ -1,12 +1,13 @@
 #!/bin/sh
-# Serves the host on ttyS1 (protocol in xtask/src/lab/machine.rs): reads
+# Serves the host on the serial port /etc/lab-runner-port names (x86 ttyS1, arm64 the PCI
+# 16550's ttyS0; protocol in xtask/src/lab/machine.rs): reads
 # `@@CMD ID CRC LEN BASE64` lines, checks LEN against the base64 text and CRC (busybox
 # `crc32`, 8 hex digits) against the decoded command, acknowledges it (`@@ACK ID CRC LEN`) or says what it got (`@@NAK ...`) and waits
 # for the next line; runs an acknowledged command once (a re-sent ID gets the same answer
 # again) and answers `@@BEGIN ID`, the output in base64, `@@END ID EXIT-CODE`.
 # Not PID 1 (see init.sh): orphans' SIGCHLD would reach it inside `read`, and busybox ash
 # restarts an interrupted `read` with the bytes it had read so far thrown away.
-port=${LAB_PORT:-/dev/ttyS1}
+port=${LAB_PORT:-$(cat /etc/lab-runner-port)}
 console=${LAB_CONSOLE:-/dev/console}
 tmp=${LAB_TMP:-/tmp}
 [ -c "$port" ] && stty -F "$port" raw -echo

@@ -9,8 +9,8 @@ use std::{fs, path::Path};
 use anyhow::{Context as _, Result};
 
 use super::{
-    CAPTURE_CMDLINE, GUEST_CAPTURE_INITRD, GUEST_KERNEL, GUEST_KEXEC, Image, KEXEC_LIBS,
-    LIBSECCOMP, SYSTEMD, SYSTEMD_LIBS, Unpacked,
+    Arch, CAPTURE_CMDLINE, GUEST_CAPTURE_INITRD, GUEST_KERNEL, GUEST_KEXEC, Image, LIBSECCOMP,
+    SYSTEMD, SYSTEMD_LIBS, Unpacked,
 };
 use crate::{paths, support::unit};
 
@@ -103,7 +103,7 @@ impl Image {
 pub fn with_systemd(image: Image, unpacked: &Unpacked, agent: &Path) -> Result<Image> {
     let root = paths::root();
     let systemd = unpacked.root(&SYSTEMD);
-    let mut libs: Vec<&Path> = unpacked.roots(KEXEC_LIBS).collect();
+    let mut libs: Vec<&Path> = unpacked.roots(Arch::X86_64.userland().kexec_libs).collect();
     libs.extend(unpacked.roots(SYSTEMD_LIBS));
     libs.push(unpacked.root(&LIBSECCOMP));
     let mut image = image
