@@ -224,3 +224,26 @@ fn bad_input_is_one_line_and_exit_2() {
     assert!(err.starts_with(&format!("error: {}: not an ELF file", not_elf.display())));
     assert_eq!(err.lines().count(), 1);
 }
+
+/// Real arm64 capture kernels' headers (the lab's fixtures): kexec-tools never lists
+/// virtio-mem RAM, and on 6.1 its kernel-text PT_LOAD runs past 2^64.
+#[test]
+fn compare_names_what_an_arm64_loader_omits_and_a_text_segment_that_wraps() {
+    let lab = fixtures().join("lab");
+    for (scenario, wraps) in [
+        ("baseline-stale-6.1-arm64", true),
+        ("baseline-kexec-tools-omits-virtio-mem-6.12-arm64", false),
+    ] {
+        let dir = lab.join(scenario);
+        let v = compare(&dir.join("vmcore-head"), &dir);
+        assert_eq!(v["load"], "kexec_load", "{scenario}: {v}");
+        assert_eq!(v["load_inferred"], true);
+        assert_eq!(v["missing_bytes"], 512 * MIB, "{scenario}");
+        assert_eq!(v["omitted_by_loader_bytes"], 512 * MIB, "{scenario}");
+        let defects = v["defects"].as_array().unwrap();
+        assert_eq!(defects.len(), usize::from(wraps), "{scenario}: {defects:?}");
+        if wraps {
+            assert!(defects[0].as_str().unwrap().contains("runs past 2^64"));
+        }
+    }
+}

@@ -13,8 +13,8 @@ use serde_json::json;
 use crate::{
     model::{
         elfcorehdr::{
-            self, ElfCoreHeader, HeaderDiff, HeaderInputs, KernelText, LoadPath, MAX_HEADER_BYTES,
-            Segment, SegmentKind,
+            self, Arch, ElfCoreHeader, HeaderDiff, HeaderInputs, KernelText, LoadPath,
+            MAX_HEADER_BYTES, Segment, SegmentKind,
         },
         iomem::{Iomem, KERNEL_CODE},
         ranges::RamRanges,
@@ -240,13 +240,30 @@ fn compare(args: &HeaderArgs, file: &Path) -> Result<String> {
     let iomem_path = args.procfs.join("iomem");
     let iomem = node::read_iomem(&Procfs::new(args.procfs.clone()))?;
     let loaded = header.ram_ranges();
+    // The header's own machine: a capture from another node is judged by its rules.
+    let arch = Arch::of_machine(header.machine).ok_or_else(|| {
+        anyhow!(
+            "{}: e_machine {} has no header rules (x86_64 and aarch64 have)",
+            file.display(),
+            header.machine
+        )
+    })?;
     let (load, inferred) = match args.load.as_str() {
-        "auto" => (LoadPath::infer(&loaded), true),
+        "auto" => (arch.infer_load_path(&loaded), true),
         other => (other.parse::<LoadPath>().map_err(|e| anyhow!(e))?, false),
     };
-    let expected = elfcorehdr::expected_ram(&iomem, load)
+    let expected = arch
+        .expected_ram(&iomem, load)
         .map_err(|e| anyhow!("{}: {e}", iomem_path.display()))?;
     let diff = elfcorehdr::diff(&expected, &loaded);
+    let omitted = arch
+        .omitted_by(&iomem, load)
+        .map_err(|e| anyhow!("{}: {e}", iomem_path.display()))?
+        .total_bytes();
+    let defects: Vec<String> = elfcorehdr::header_defects(&header)
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
     Ok(match args.format {
         Format::Json => {
             let ranges: Vec<_> = diff_rows(&diff)
@@ -264,12 +281,27 @@ fn compare(args: &HeaderArgs, file: &Path) -> Result<String> {
                 "excess_bytes": diff.excess_bytes,
                 "expected_bytes": expected.total_bytes(),
                 "loaded_bytes": loaded.total_bytes(),
+                "omitted_by_loader_bytes": omitted,
+                "defects": defects,
                 "ranges": ranges,
             });
             format!("{v:#}\n")
         }
         Format::Table => {
-            render_compare(file, &iomem_path, load, inferred, &expected, &loaded, &diff)
+            let mut out =
+                render_compare(file, &iomem_path, load, inferred, &expected, &loaded, &diff);
+            if omitted > 0 {
+                let _ = writeln!(
+                    out,
+                    "\n{} of it no reload through {} can bring back: that loader never lists it",
+                    bytes(omitted),
+                    load.as_str()
+                );
+            }
+            for d in &defects {
+                let _ = writeln!(out, "defect    {d}");
+            }
+            out
         }
     })
 }
