@@ -162,6 +162,10 @@ mod tests {
         // The first DIMM as fast as a lone hot-add; the rest once, 1690 ms (quiet + three times
         // the longest gap, 480 ms) after the last block.
         assert_eq!(acted, [270, 11520 + 1690]);
+        // bench-scale-up-6.1: 48 DIMMs of one block each, one every 500 ms (23.5 s, within
+        // the 30 s bound): still twice, 1750 ms (quiet + 3 x 500 ms) after the last block.
+        let events: Vec<u64> = (0..48).map(|i| i * 500).collect();
+        assert_eq!(acts(&events, &t), [250, 23_500 + 1750]);
     }
 
     #[test]
