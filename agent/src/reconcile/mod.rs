@@ -474,6 +474,7 @@ impl Reconciler {
             }
             self.retry_at = None;
             self.phase = Phase::Reloading;
+            self.burst.load_started(now);
             out.push(Action::Reload { reason });
             return;
         }
