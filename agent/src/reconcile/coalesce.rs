@@ -14,7 +14,9 @@
 //! - the maximum delay is `max_delay_bound`: a streak is acted on when it pauses, and while it
 //!   does not, once per bound;
 //! - its quiet period runs from the end of a load in flight, not from before it: the load
-//!   competes with the onlining it would wait for, and a gap it caused is no pause.
+//!   competes with the onlining it would wait for, and a gap it caused is no pause;
+//! - for the same reason, the time one of the agent's loads was in flight does not count in the
+//!   gap before the next change: onlining that stalls during a load does not end the streak.
 //!
 //! No starvation: a change is acted on at most `max_delay_bound` after it happened (the burst
 //! holding it began no earlier, and no burst waits longer than that after its first change).
@@ -36,8 +38,11 @@ pub struct Burst {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Coalescer {
     burst: Option<Burst>,
-    /// The latest change seen, acted on or not.
+    /// The latest change seen, acted on or not, moved later by the time a load of ours was in
+    /// flight after it: a gap counts only time without one.
     last_change: Option<Instant>,
+    /// When the agent's load in flight began.
+    loading: Option<Instant>,
     /// The longest gap between two changes in the current streak.
     gap: Duration,
 }
@@ -104,10 +109,20 @@ impl Coalescer {
         }
     }
 
-    /// A load ended at `now`: a streak's pending burst is quiet only from here.
+    /// The agent's load began at `now`.
+    pub fn load_started(&mut self, now: Instant) {
+        self.loading = Some(now);
+    }
+
+    /// A load ended at `now`: a streak's pending burst is quiet only from here, and the time
+    /// the load was in flight is no gap.
     pub fn load_ended(&mut self, now: Instant) {
         if let Some(burst) = self.burst.as_mut().filter(|b| b.streak) {
             burst.last = burst.last.max(now);
+        }
+        let began = self.loading.take().unwrap_or(now);
+        if let Some(last) = self.last_change {
+            self.last_change = Some(last + now.saturating_duration_since(began.max(last)));
         }
     }
 
@@ -162,6 +177,10 @@ mod tests {
         // The first DIMM as fast as a lone hot-add; the rest once, 1690 ms (quiet + three times
         // the longest gap, 480 ms) after the last block.
         assert_eq!(acted, [270, 11520 + 1690]);
+        // bench-scale-up-6.1: 48 DIMMs of one block each, one every 500 ms (23.5 s, within
+        // the 30 s bound): still twice, 1750 ms (quiet + 3 x 500 ms) after the last block.
+        let events: Vec<u64> = (0..48).map(|i| i * 500).collect();
+        assert_eq!(acts(&events, &t), [250, 23_500 + 1750]);
     }
 
     #[test]
@@ -182,6 +201,30 @@ mod tests {
         lone.note(t0, &t);
         lone.load_ended(t0 + 100 * MS);
         assert_eq!(lone.due(&t), Some(t0 + 250 * MS));
+    }
+
+    #[test]
+    fn the_time_of_our_load_is_no_gap() {
+        let t = Timing::default();
+        let t0 = Instant::now();
+        let at = |ms: u32| t0 + MS * ms;
+        let mut c = Coalescer::default();
+        c.note(t0, &t);
+        assert!(c.take_due(at(250), &t));
+        c.load_started(at(250));
+        c.load_ended(at(5000));
+        // 5.2 s after the last change, 0.45 s of it without a load: the streak goes on, its
+        // quiet period 250 + 3 x 450 ms.
+        c.note(at(5200), &t);
+        assert!(c.pending().is_some_and(|b| b.streak));
+        assert_eq!(c.due(&t), Some(at(5200 + 250 + 3 * 450)));
+        // The same gap without a load ends a streak: the next burst is a lone one.
+        let mut idle = Coalescer::default();
+        idle.note(t0, &t);
+        assert!(idle.take_due(at(250), &t));
+        idle.note(at(5200), &t);
+        assert!(idle.pending().is_some_and(|b| !b.streak));
+        assert_eq!(idle.due(&t), Some(at(5450)));
     }
 
     #[test]

@@ -474,6 +474,7 @@ impl Reconciler {
             }
             self.retry_at = None;
             self.phase = Phase::Reloading;
+            self.burst.load_started(now);
             out.push(Action::Reload { reason });
             return;
         }
@@ -946,8 +947,8 @@ mod tests {
                 retry_in: Duration::from_secs(1)
             })]
         );
-        // A change while backing off, 270 ms after the first: a streak, due 250 + 3 x 270 ms
-        // after it, later than the retry.
+        // A change while backing off, 270 ms after the first, 260 ms of it without a load in
+        // flight: a streak, due 250 + 3 x 260 ms after it, later than the retry.
         r.handle(t1 + 10 * MS, online());
         assert_eq!(r.next_deadline(), Some(t1 + Duration::from_secs(1)));
         let t2 = t1 + Duration::from_secs(1);
@@ -968,7 +969,7 @@ mod tests {
         );
         // The change is acted on while backing off, quiet from the end of the failed load:
         // verified, not hammered into the loader.
-        let due = t2 + 1060 * MS;
+        let due = t2 + 1030 * MS;
         assert_eq!(r.next_deadline(), Some(due));
         assert_eq!(r.handle(due - MS, Input::Tick), []);
         assert_eq!(r.handle(due, Input::Tick), [Action::Verify]);
