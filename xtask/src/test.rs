@@ -32,9 +32,11 @@ pub fn run() -> Result<()> {
     ui::section("cargo test");
     cargo_test(
         &mut tally,
-        // --show-output: a test's `SKIP: why` line must reach the tally even when it passes.
+        // --show-output: a test's `SKIP: why` line must reach the tally even when it passes;
+        // --no-fail-fast: one failing test binary must not hide the ones after it.
         cargo().args([
             "test",
+            "--no-fail-fast",
             "--workspace",
             "--exclude",
             "kdump-agent-ebpf",
