@@ -1,5 +1,7 @@
 //! The guest's architecture: what the lab does differently on each, in one place (Debian's
 //! package architecture, the library triplet, the QEMU binary and board, the serial ports).
+use crate::support::agent::{STATIC_TARGETS, StaticTarget};
+
 /// The architecture of a lab guest, its kernel and the .debs its image is made of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arch {
@@ -31,6 +33,14 @@ impl Arch {
             Arch::X86_64 => goblin::elf::header::EM_X86_64,
             Arch::Aarch64 => goblin::elf::header::EM_AARCH64,
         }
+    }
+
+    /// The static agent built for its guests.
+    pub fn agent_target(self) -> &'static StaticTarget {
+        STATIC_TARGETS
+            .iter()
+            .find(|t| t.e_machine == self.elf_machine())
+            .expect("a static target for every lab architecture")
     }
 
     /// The multiarch library directory under `/usr/lib` (and where Debian's glibc puts its

@@ -41,12 +41,11 @@ impl Lab {
             }
         }
         let unpacked = packages::fetch(&wanted).context("lab step `debian packages`")?;
-        // The agent is built for x86_64 only: arm64 images go without it.
-        let agent = if arches.contains(&Arch::X86_64) {
-            Some(agent::build_static()?)
-        } else {
-            None
-        };
+        // One static agent per guest architecture, with probes built for it.
+        let mut agents = BTreeMap::new();
+        for arch in &arches {
+            agents.insert(arch.debian(), agent::build_static_for(arch.agent_target())?);
+        }
         let dir = paths::target_dir().join("lab");
         let mut images = BTreeMap::new();
         for kernel in kernels {
@@ -57,7 +56,7 @@ impl Lab {
             let step = Step::start(format!("image {name}"));
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let path = dir.join(format!("initrd-{name}.cpio"));
-            let agent = agent.as_deref().filter(|_| kernel.arch == Arch::X86_64);
+            let agent = &agents[kernel.arch.debian()];
             let size = image::guest_image(kernel, &unpacked, agent)
                 .and_then(|image| image.write(&path))
                 .with_context(|| format!("lab step `image {name}`"))?;

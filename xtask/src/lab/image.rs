@@ -140,7 +140,7 @@ pub const KERNEL_7_2: Kernel = Kernel {
     virtio_mem: false,
     systemd: false,
 };
-/// The arm64 builds: no agent in their image (it is built for x86_64 only), not networked.
+/// The arm64 builds, not networked.
 /// 6.1 needs the virtio-pci modules under virtio_mem; 6.12 has virtio_pci built in.
 pub const KERNEL_6_1_ARM64: Kernel = Kernel {
     package: packages::LINUX_6_1_ARM64,
@@ -525,10 +525,9 @@ pub fn capture_image(arch: Arch, unpacked: &Unpacked) -> Image {
         )
 }
 
-/// The first kernel's initramfs: the capture image's tools plus kexec, the agent (`None`:
-/// none of the kernel's architecture is built), and the capture kernel (the same vmlinuz) with
-/// the capture initramfs.
-pub fn guest_image(kernel: &Kernel, unpacked: &Unpacked, agent: Option<&Path>) -> Result<Image> {
+/// The first kernel's initramfs: the capture image's tools plus kexec, the agent built for the
+/// kernel's architecture, and the capture kernel (the same vmlinuz) with the capture initramfs.
+pub fn guest_image(kernel: &Kernel, unpacked: &Unpacked, agent: &Path) -> Result<Image> {
     let user = kernel.arch.userland();
     let capture = capture_image(kernel.arch, unpacked).to_cpio()?;
     let libs: Vec<&Path> = unpacked.roots(user.kexec_libs).collect();
@@ -543,22 +542,17 @@ pub fn guest_image(kernel: &Kernel, unpacked: &Unpacked, agent: Option<&Path>) -
             unpacked.root(&user.util_linux).join("usr/bin/flock"),
             &libs,
         )?;
-    let image = match agent {
-        Some(agent) => image.host(GUEST_AGENT, 0o755, agent.to_path_buf()),
-        None => image,
-    };
     let image = image
+        .host(GUEST_AGENT, 0o755, agent.to_path_buf())
         .host(GUEST_KERNEL, 0o644, kernel.vmlinuz(unpacked))
         .host(&kernel.guest_config(), 0o644, kernel.config(unpacked))
         .bytes(GUEST_CAPTURE_INITRD, 0o644, capture);
     let image = if kernel.pod {
-        let agent = agent.context("the pod's image needs the agent")?;
         with_pod(image, unpacked, agent)?
     } else {
         image
     };
     let image = if kernel.systemd {
-        let agent = agent.context("the systemd image needs the agent")?;
         systemd::with_systemd(image, unpacked, agent)?
     } else {
         image
