@@ -86,7 +86,7 @@ pub struct ReloadArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     pub max_delay: f64,
     /// Within a streak of bursts (a scale-up: each begins sooner than this after the last
-    /// change), the quiet period grows by three times the longest gap seen, up to this many seconds.
+    /// change), the quiet period grows by twice its longest recent gap, up to this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
     pub quiet_period_max: f64,
     /// Within a streak, the max delay in seconds: a scale-up is acted on when it pauses, or

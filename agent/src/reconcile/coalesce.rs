@@ -8,9 +8,11 @@
 //! previous change. Each reload is a window without a capture kernel (`kexec_file_load` frees
 //! the old image, then reads, parses and digests the new one: seconds under TCG), and a reload
 //! in the middle of a streak is outdated by the next DIMM. Within a streak:
-//! - the quiet period becomes `quiet_period` plus three times the longest gap seen in the streak
-//!   (capped at `quiet_period_max`): the gaps of a steady pace, even one whose gaps jitter up
-//!   to three times their length, no longer count as quiet;
+//! - the quiet period becomes `quiet_period` plus twice the longest of the streak's last
+//!   [`RECENT_GAPS`] gaps between DIMMs (capped at `quiet_period_max`): the gaps of a steady
+//!   pace, even one jittering to twice their length plus `quiet_period`, no longer count as
+//!   quiet, and one stalled gap long ago does not slow the end of the streak. A gap shorter
+//!   than half of `quiet_period` is between the blocks of one DIMM, and does not count;
 //! - the maximum delay is `max_delay_bound`: a streak is acted on when it pauses, and while it
 //!   does not, once per bound;
 //! - its quiet period runs from the end of a load in flight, not from before it: the load
@@ -23,6 +25,9 @@
 use std::time::{Duration, Instant};
 
 use super::Timing;
+
+/// How many of a streak's latest gaps set its quiet period.
+pub const RECENT_GAPS: usize = 8;
 
 /// Changes not yet acted on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,8 +48,10 @@ pub struct Coalescer {
     last_change: Option<Instant>,
     /// When the agent's load in flight began.
     loading: Option<Instant>,
-    /// The longest gap between two changes in the current streak.
-    gap: Duration,
+    /// The latest gaps between two changes in the current streak (a ring, zero where unfilled).
+    gaps: [Duration; RECENT_GAPS],
+    /// Where the next gap goes in `gaps`.
+    next_gap: usize,
 }
 
 impl Coalescer {
@@ -53,24 +60,33 @@ impl Coalescer {
         let since = self.last_change.map(|t| now.saturating_duration_since(t));
         self.last_change = Some(now);
         if let Some(burst) = &mut self.burst {
-            if let (true, Some(gap)) = (burst.streak, since) {
-                self.gap = self.gap.max(gap.min(timing.quiet_period_max));
-            }
+            let streak = burst.streak;
             burst.last = now;
             burst.events += 1;
+            if let (true, Some(gap)) = (streak, since) {
+                self.push_gap(gap.min(timing.quiet_period_max), timing);
+            }
             return;
         }
         let streak = since.is_some_and(|gap| gap < timing.quiet_period_max);
-        self.gap = match since {
-            Some(gap) if streak => self.gap.max(gap),
-            _ => Duration::ZERO,
-        };
+        match since {
+            Some(gap) if streak => self.push_gap(gap, timing),
+            _ => (self.gaps, self.next_gap) = ([Duration::ZERO; RECENT_GAPS], 0),
+        }
         self.burst = Some(Burst {
             first: now,
             last: now,
             events: 1,
             streak,
         });
+    }
+
+    fn push_gap(&mut self, gap: Duration, timing: &Timing) {
+        if gap < timing.quiet_period / 2 {
+            return;
+        }
+        self.gaps[self.next_gap] = gap;
+        self.next_gap = (self.next_gap + 1) % RECENT_GAPS;
     }
 
     pub fn pending(&self) -> Option<Burst> {
@@ -93,7 +109,8 @@ impl Coalescer {
         if !streak {
             return (timing.quiet_period, timing.max_delay);
         }
-        let quiet = (timing.quiet_period + self.gap.saturating_mul(3))
+        let recent = self.gaps.iter().max().copied().unwrap_or_default();
+        let quiet = (timing.quiet_period + recent.saturating_mul(2))
             .min(timing.quiet_period_max)
             .max(timing.quiet_period);
         (quiet, timing.max_delay_bound.max(timing.max_delay))
@@ -174,13 +191,30 @@ mod tests {
         // 24 DIMMs of two blocks each, one DIMM every 500 ms.
         let events: Vec<u64> = (0..24).flat_map(|i| [i * 500, i * 500 + 20]).collect();
         let acted = acts(&events, &t);
-        // The first DIMM as fast as a lone hot-add; the rest once, 1690 ms (quiet + three times
-        // the longest gap, 480 ms) after the last block.
-        assert_eq!(acted, [270, 11520 + 1690]);
+        // The first DIMM as fast as a lone hot-add; the rest once, 1210 ms (quiet + twice the
+        // longest recent gap, 480 ms) after the last block.
+        assert_eq!(acted, [270, 11520 + 1210]);
         // bench-scale-up-6.1: 48 DIMMs of one block each, one every 500 ms (23.5 s, within
-        // the 30 s bound): still twice, 1750 ms (quiet + 3 x 500 ms) after the last block.
+        // the 30 s bound): still twice, 1250 ms (quiet + 2 x 500 ms) after the last block.
         let events: Vec<u64> = (0..48).map(|i| i * 500).collect();
-        assert_eq!(acts(&events, &t), [250, 23_500 + 1750]);
+        assert_eq!(acts(&events, &t), [250, 23_500 + 1250]);
+    }
+
+    #[test]
+    fn a_stalled_gap_long_ago_does_not_slow_the_end_of_a_streak() {
+        let t = Timing::default();
+        // One DIMM of four blocks every 500 ms, but one gap of 1200 ms early on: it sets the
+        // quiet period (250 + 2 x 1200 ms, capped at 2 s) only until eight gaps of the pace
+        // have followed it; the gaps between blocks do not count.
+        let dimms = (0..4)
+            .map(|i| i * 500)
+            .chain((0..20).map(|i| 2700 + i * 500));
+        let events: Vec<u64> = dimms.flat_map(|d| (0..4).map(move |b| d + b)).collect();
+        let last = *events.last().unwrap();
+        assert_eq!(acts(&events, &t), [253, last + 250 + 2 * 497]);
+        // Shortly after it, the stall still counts.
+        let events = [0, 500, 1000, 2200, 2700];
+        assert_eq!(acts(&events, &t), [250, 2700 + 2000]);
     }
 
     #[test]
@@ -190,12 +224,12 @@ mod tests {
         let mut c = Coalescer::default();
         c.note(t0, &t);
         assert!(c.take_due(t0 + 250 * MS, &t));
-        // A change during the load continues the streak: quiet 250 + 3 x 300 ms after it,
+        // A change during the load continues the streak: quiet 250 + 2 x 300 ms after it,
         // or after the load's end if that is later.
         c.note(t0 + 300 * MS, &t);
-        assert_eq!(c.due(&t), Some(t0 + 1450 * MS));
+        assert_eq!(c.due(&t), Some(t0 + 1150 * MS));
         c.load_ended(t0 + 2000 * MS);
-        assert_eq!(c.due(&t), Some(t0 + 3150 * MS));
+        assert_eq!(c.due(&t), Some(t0 + 2850 * MS));
         // The end of a load changes nothing for a lone burst.
         let mut lone = Coalescer::default();
         lone.note(t0, &t);
@@ -214,10 +248,10 @@ mod tests {
         c.load_started(at(250));
         c.load_ended(at(5000));
         // 5.2 s after the last change, 0.45 s of it without a load: the streak goes on, its
-        // quiet period 250 + 3 x 450 ms.
+        // quiet period 250 + 2 x 450 ms.
         c.note(at(5200), &t);
         assert!(c.pending().is_some_and(|b| b.streak));
-        assert_eq!(c.due(&t), Some(at(5200 + 250 + 3 * 450)));
+        assert_eq!(c.due(&t), Some(at(5200 + 250 + 2 * 450)));
         // The same gap without a load ends a streak: the next burst is a lone one.
         let mut idle = Coalescer::default();
         idle.note(t0, &t);
@@ -256,10 +290,10 @@ mod tests {
 
         #[test]
         fn a_jittering_scale_up_shorter_than_the_bound_is_acted_on_twice(
-            dimms in prop::collection::vec((300u64..900, 0u64..50), 2..30),
+            dimms in prop::collection::vec((400u64..900, 0u64..50), 2..30),
         ) {
-            // One DIMM every 300-900 ms (gaps jittering up to three times), two blocks 0-50 ms
-            // apart; under 27 s in all, within the 30 s bound.
+            // One DIMM every 400-900 ms, two blocks 0-50 ms apart (gaps between DIMMs jittering
+            // from 350 to 900 ms); under 27 s in all, within the 30 s bound.
             let t = Timing::default();
             let events: Vec<u64> = dimms
                 .iter()

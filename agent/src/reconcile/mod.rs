@@ -30,7 +30,7 @@ pub struct Timing {
     pub quiet_period: Duration,
     /// ... but never later than this after the first change of a burst.
     pub max_delay: Duration,
-    /// Within a streak of bursts, the quiet period grows by three times the longest gap seen, up to this;
+    /// Within a streak of bursts, the quiet period grows by twice its longest recent gap, up to this;
     /// a burst that begins sooner than this after the previous change continues the streak.
     pub quiet_period_max: Duration,
     /// Within a streak, the maximum delay: no change waits longer.
@@ -803,12 +803,12 @@ mod tests {
             r.handle(t0 + 250 * MS, check(true, HeaderState::Stale(s))),
             [Action::Alert(Alert::Stale(s))]
         );
-        // 300 ms after the first change: a streak, quiet period 250 + 3 x 300 ms.
+        // 300 ms after the first change: a streak, quiet period 250 + 2 x 300 ms.
         r.handle(t0 + 300 * MS, online());
-        assert_eq!(r.handle(t0 + 1449 * MS, Input::Tick), []);
-        assert_eq!(r.handle(t0 + 1450 * MS, Input::Tick), [Action::Verify]);
+        assert_eq!(r.handle(t0 + 1149 * MS, Input::Tick), []);
+        assert_eq!(r.handle(t0 + 1150 * MS, Input::Tick), [Action::Verify]);
         assert_eq!(
-            r.handle(t0 + 1450 * MS, check(true, HeaderState::Stale(s))),
+            r.handle(t0 + 1150 * MS, check(true, HeaderState::Stale(s))),
             []
         );
         assert_eq!(
@@ -947,9 +947,9 @@ mod tests {
                 retry_in: Duration::from_secs(1)
             })]
         );
-        // A change while backing off, 270 ms after the first, 260 ms of it without a load in
-        // flight: a streak, due 250 + 3 x 260 ms after it, later than the retry.
-        r.handle(t1 + 10 * MS, online());
+        // A change while backing off, 410 ms after the first, 400 ms of it without a load in
+        // flight: a streak, due 250 + 2 x 400 ms after it, later than the retry.
+        r.handle(t1 + 150 * MS, online());
         assert_eq!(r.next_deadline(), Some(t1 + Duration::from_secs(1)));
         let t2 = t1 + Duration::from_secs(1);
         assert_eq!(r.handle(t2, Input::Tick), [Action::Verify]);
@@ -969,7 +969,7 @@ mod tests {
         );
         // The change is acted on while backing off, quiet from the end of the failed load:
         // verified, not hammered into the loader.
-        let due = t2 + 1030 * MS;
+        let due = t2 + 1050 * MS;
         assert_eq!(r.next_deadline(), Some(due));
         assert_eq!(r.handle(due - MS, Input::Tick), []);
         assert_eq!(r.handle(due, Input::Tick), [Action::Verify]);
@@ -1114,10 +1114,10 @@ mod tests {
             r.handle(t1, Input::Loaded(LoadOutcome::Loaded)),
             [Action::Verify]
         );
-        // The changes continue a streak: its quiet period (250 + 3 x 300 ms) runs from the
+        // The changes continue a streak: its quiet period (250 + 2 x 300 ms) runs from the
         // end of the load, then one more reload.
         assert_eq!(r.handle(t1, check(true, stale(1))), []);
-        let due = t1 + 1150 * MS;
+        let due = t1 + 850 * MS;
         assert_eq!(r.next_deadline(), Some(due));
         assert_eq!(r.handle(due, Input::Tick), [Action::Verify]);
         assert_eq!(
@@ -1157,21 +1157,29 @@ mod tests {
     /// The coalescing rule written out directly: the times at which bursts are acted on. A
     /// burst (first, last, in a streak) is due after the quiet period or the max delay; within a
     /// streak (a burst begun less than `quiet_period_max` after the previous change) the quiet
-    /// period grows by three times the longest gap, bounded, and the max delay is the bound.
+    /// period grows by twice the longest of the streak's last eight gaps of at least half the
+    /// quiet period, bounded, and the max delay is the bound.
     fn oracle(events: &[Instant], timing: &Timing) -> Vec<Instant> {
-        let due = |(first, last, streak): (Instant, Instant, bool), gap: Duration| {
+        let due = |(first, last, streak): (Instant, Instant, bool), gaps: &[Duration]| {
             if !streak {
                 return (last + timing.quiet_period).min(first + timing.max_delay);
             }
-            let quiet = (timing.quiet_period + 3 * gap).min(timing.quiet_period_max);
+            let between_dimms = gaps.iter().filter(|&&g| g >= timing.quiet_period / 2);
+            let recent = between_dimms
+                .rev()
+                .take(8)
+                .max()
+                .copied()
+                .unwrap_or_default();
+            let quiet = (timing.quiet_period + 2 * recent).min(timing.quiet_period_max);
             (last + quiet).min(first + timing.max_delay_bound)
         };
         let mut acts = Vec::new();
         let mut burst: Option<(Instant, Instant, bool)> = None;
-        let (mut prev, mut gap) = (None::<Instant>, Duration::ZERO);
+        let (mut prev, mut gaps) = (None::<Instant>, Vec::new());
         for &t in events {
-            if let Some(b) = burst.filter(|&b| due(b, gap) <= t) {
-                acts.push(due(b, gap));
+            if let Some(b) = burst.filter(|&b| due(b, &gaps) <= t) {
+                acts.push(due(b, &gaps));
                 burst = None;
             }
             let since = prev.map(|p| t - p);
@@ -1179,21 +1187,21 @@ mod tests {
             burst = Some(match (burst, since) {
                 (Some((first, _, s)), since) => {
                     if let (true, Some(g)) = (s, since) {
-                        gap = gap.max(g.min(timing.quiet_period_max));
+                        gaps.push(g.min(timing.quiet_period_max));
                     }
                     (first, t, s)
                 }
                 (None, Some(g)) if g < timing.quiet_period_max => {
-                    gap = gap.max(g);
+                    gaps.push(g);
                     (t, t, true)
                 }
                 (None, _) => {
-                    gap = Duration::ZERO;
+                    gaps.clear();
                     (t, t, false)
                 }
             });
         }
-        acts.extend(burst.map(|b| due(b, gap)));
+        acts.extend(burst.map(|b| due(b, &gaps)));
         acts
     }
 
