@@ -78,9 +78,8 @@ pub fn read_back(procfs: &Procfs, sysfs: &Sysfs, iomem: &Iomem) -> Result<ReadBa
     if reservations.is_empty() {
         return Err(ReadBackError::NoReservation(procfs.path("iomem")));
     }
-    let path = procfs.path("kcore");
     let started = Instant::now();
-    let kcore = open(&path, sysfs)?;
+    let (kcore, map, path) = open_map(procfs, sysfs)?;
     let io = |what: String| {
         let path = path.clone();
         move |source| ReadBackError::Io {
@@ -90,20 +89,6 @@ pub fn read_back(procfs: &Procfs, sysfs: &Sysfs, iomem: &Iomem) -> Result<ReadBa
         }
     };
     let mut head = [0u8; PAGE_HEAD];
-    kcore
-        .read_exact_at(&mut head, 0)
-        .map_err(io("reading its ELF header".into()))?;
-    let layout = |cause| ReadBackError::Layout {
-        path: path.clone(),
-        cause,
-    };
-    let span = readback::header_span(&head).map_err(layout)?;
-    let mut table = vec![0u8; span];
-    kcore
-        .read_exact_at(&mut table, 0)
-        .map_err(io(format!("reading {span} bytes of program headers")))?;
-    let map = KcoreMap::parse(&table).map_err(layout)?;
-
     let mut candidates = Vec::new();
     let mut pages_scanned = 0;
     for reservation in &reservations {
@@ -144,6 +129,43 @@ pub fn read_back(procfs: &Procfs, sysfs: &Sysfs, iomem: &Iomem) -> Result<ReadBa
         pages_scanned,
         elapsed: started.elapsed(),
     })
+}
+
+/// `/proc/kcore` opened, and its physical-to-file map.
+fn open_map(procfs: &Procfs, sysfs: &Sysfs) -> Result<(File, KcoreMap, PathBuf), ReadBackError> {
+    let path = procfs.path("kcore");
+    let kcore = open(&path, sysfs)?;
+    let io = |what: String| {
+        let path = path.clone();
+        move |source| ReadBackError::Io {
+            path,
+            what,
+            cause: source,
+        }
+    };
+    let mut head = [0u8; PAGE_HEAD];
+    kcore
+        .read_exact_at(&mut head, 0)
+        .map_err(io("reading its ELF header".into()))?;
+    let layout = |cause| ReadBackError::Layout {
+        path: path.clone(),
+        cause,
+    };
+    let span = readback::header_span(&head).map_err(layout)?;
+    let mut table = vec![0u8; span];
+    kcore
+        .read_exact_at(&mut table, 0)
+        .map_err(io(format!("reading {span} bytes of program headers")))?;
+    let map = KcoreMap::parse(&table).map_err(layout)?;
+    Ok((kcore, map, path))
+}
+
+/// `__va(0)` of the running kernel from kcore's direct map: what a header's RAM `p_vaddr`s
+/// are shifted by (arm64 randomises the linear map, so no constant will do).
+pub fn direct_map_offset(procfs: &Procfs, sysfs: &Sysfs) -> Result<u64, String> {
+    let (_, map, path) = open_map(procfs, sysfs).map_err(|e| e.to_string())?;
+    map.direct_map_offset()
+        .ok_or_else(|| format!("{}: no direct-map PT_LOAD", path.display()))
 }
 
 /// The whole header at an `ET_CORE` page head; a span past kcore's map is kept short, so
@@ -297,6 +319,7 @@ mod tests {
         file.write_all_at(&table, 0).unwrap();
         for (paddr, ram) in headers {
             let bytes = build(&HeaderInputs {
+                arch: crate::model::elfcorehdr::Arch::X86_64,
                 cpu_notes: &[NoteRegion {
                     paddr: 0x1000,
                     size: 0x150,

@@ -5,7 +5,8 @@ use crate::{
     model::{
         cpus::{CpuNotes, kernel_lists_possible_cpus},
         facts::KdumpFacts,
-        iomem::Iomem,
+        elfcorehdr::KernelText,
+        iomem::{Iomem, KERNEL_CODE},
     },
     sys::{
         capabilities::{self, Capability, Feature},
@@ -20,6 +21,57 @@ pub fn read_iomem(procfs: &Procfs) -> anyhow::Result<Iomem> {
     let bytes = procfs.iomem()?;
     Iomem::parse_bytes(&bytes)
         .map_err(|e| anyhow::anyhow!("{} {e}", procfs.path("iomem").display()))
+}
+
+/// `_text` and `_end` from kallsyms; the physical start is iomem's "Kernel code"
+/// (`__pa_symbol(_text)`).
+pub fn read_kernel_text(procfs: &Procfs, iomem: &Iomem) -> anyhow::Result<KernelText> {
+    use anyhow::{Context as _, anyhow, bail};
+    let path = procfs.path("kallsyms");
+    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+    let (mut start, mut end) = (None, None);
+    for line in text.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        let (Some(addr), Some(_), Some(name)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let slot = match name {
+            "_text" => &mut start,
+            "_end" => &mut end,
+            _ => continue,
+        };
+        *slot = Some(
+            u64::from_str_radix(addr, 16)
+                .map_err(|_| anyhow!("{}: {name} address {addr:?} is not hex", path.display()))?,
+        );
+    }
+    let (Some(start), Some(end)) = (start, end) else {
+        bail!("{}: no _text and _end symbols", path.display());
+    };
+    if start == 0 || end <= start {
+        bail!(
+            "{}: _text is {start:#x} and _end {end:#x}: addresses are hidden (kptr_restrict; \
+             read as root)",
+            path.display()
+        );
+    }
+    let paddr = iomem
+        .named(KERNEL_CODE)
+        .next()
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: no \"{KERNEL_CODE}\" line",
+                procfs.path("iomem").display()
+            )
+        })?
+        .range
+        .start;
+    Ok(KernelText {
+        vaddr: start,
+        paddr,
+        size: end - start,
+    })
 }
 
 /// The facts, with `/proc/iomem` already read. `kexec_crash_size` and `crash_hotplug` are read
@@ -63,6 +115,8 @@ pub struct NodeState {
     pub cpus: Option<CpuNotes>,
     /// When the node was last read.
     pub refreshed_at: Option<SystemTime>,
+    /// The kernel has `kexec_file_load` (`CONFIG_KEXEC_FILE`); `None` without a config to say.
+    pub kexec_file_load: Option<bool>,
 }
 
 impl NodeState {
@@ -74,6 +128,7 @@ impl NodeState {
             capabilities::detect(sysfs, config.as_ref()),
             capabilities::no_kexec_reason(config.as_ref()),
         );
+        node.kexec_file_load = config.map(|c| c.is_enabled("CONFIG_KEXEC_FILE"));
         node.refresh(procfs, sysfs, true)?;
         Ok(node)
     }
@@ -91,6 +146,7 @@ impl NodeState {
             iomem: None,
             cpus: None,
             refreshed_at: None,
+            kexec_file_load: None,
         }
     }
 

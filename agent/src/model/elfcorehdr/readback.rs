@@ -30,6 +30,9 @@ pub struct KcoreSegment {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KcoreMap {
     segments: Vec<KcoreSegment>,
+    /// `p_vaddr - p_paddr` of the first direct-map `PT_LOAD`: the shift of every RAM
+    /// address into the direct map (arm64: `PAGE_OFFSET - PHYS_OFFSET`).
+    direct_map_offset: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -109,21 +112,38 @@ impl KcoreMap {
             Ctx::new(Container::Big, scroll::LE),
         )
         .map_err(|e| KcoreError::Malformed(e.to_string()))?;
-        let segments = phdrs
-            .iter()
-            .filter(|p| p.p_type == PT_LOAD && p.p_memsz > 0)
-            .filter(|p| p.p_paddr.checked_add(p.p_memsz).is_some())
+        let with_paddr = || {
+            phdrs
+                .iter()
+                .filter(|p| p.p_type == PT_LOAD && p.p_memsz > 0)
+                .filter(|p| p.p_paddr.checked_add(p.p_memsz).is_some())
+        };
+        let segments = with_paddr()
             .map(|p| KcoreSegment {
                 paddr: p.p_paddr,
                 size: p.p_memsz,
                 offset: p.p_offset,
             })
             .collect();
-        Ok(KcoreMap { segments })
+        let direct_map_offset = with_paddr()
+            .find(|p| !super::arch::is_kernel_text(ehdr.e_machine, p.p_vaddr))
+            .map(|p| p.p_vaddr.wrapping_sub(p.p_paddr));
+        Ok(KcoreMap {
+            segments,
+            direct_map_offset,
+        })
     }
 
     pub fn from_segments(segments: Vec<KcoreSegment>) -> KcoreMap {
-        KcoreMap { segments }
+        KcoreMap {
+            segments,
+            direct_map_offset: None,
+        }
+    }
+
+    /// What a RAM address is shifted by in the direct map (`__va(0)`), when kcore shows it.
+    pub fn direct_map_offset(&self) -> Option<u64> {
+        self.direct_map_offset
     }
 
     pub fn segments(&self) -> &[KcoreSegment] {
