@@ -463,6 +463,32 @@ mod tests {
     }
 
     #[test]
+    fn the_header_the_agent_loaded_itself_is_what_is_known() {
+        let dimm = iomem(DIMM);
+        let whole = sample_header(crash_memory_ranges(&dimm, LoadPath::KexecLoad).unwrap().ranges());
+        let mut k = HeaderKnowledge::default();
+        k.own_load_started();
+        k.own_load_finished(true, Some(&whole), Some(&dimm), None, 2);
+        let loaded = k.loaded().unwrap();
+        assert_eq!(loaded.provenance, Provenance::Captured);
+        assert_eq!(loaded.origin, "this agent's kexec_load");
+        assert!(loaded.own_load);
+        k.judge(true, false, Some(&dimm), None, 2);
+        assert!(k.status().verified && !k.status().stale);
+        // What it loaded, not the RAM of now, is judged: a header built before the DIMM is stale.
+        let boot = sample_header(crash_memory_ranges(&iomem(""), LoadPath::KexecLoad).unwrap().ranges());
+        k.own_load_started();
+        k.own_load_finished(true, Some(&boot), Some(&dimm), None, 3);
+        k.judge(true, false, Some(&dimm), None, 3);
+        assert!(k.status().verified && k.status().stale);
+        // A failed load keeps it.
+        k.own_load_started();
+        k.own_load_finished(false, Some(&whole), Some(&dimm), None, 4);
+        k.judge(true, false, Some(&dimm), None, 4);
+        assert!(k.status().stale);
+    }
+
+    #[test]
     fn a_failed_own_load_keeps_what_was_known_and_unloading_forgets_it() {
         let io = iomem("");
         let mut k = HeaderKnowledge::default();

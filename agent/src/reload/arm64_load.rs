@@ -299,6 +299,7 @@ const CHOSEN_REPLACED: &[&str] = &[
 
 /// The running device tree with `/chosen` edited for the capture kernel, written anew.
 pub fn capture_fdt(running: &[u8], chosen: &Chosen<'_>) -> Result<Vec<u8>, LayoutError> {
+    let running = &without_nops(running)?;
     let fdt = Fdt::new(running)
         .map_err(|e| LayoutError::DeviceTree(format!("/sys/firmware/fdt: {e:?}")))?;
     // The parser asserts on malformed structure blocks: a refusal, not a dead agent.
@@ -348,6 +349,68 @@ fn write_capture_fdt(
         )));
     }
     Ok(bytes)
+}
+
+const FDT_BEGIN_NODE: u32 = 1;
+const FDT_END_NODE: u32 = 2;
+const FDT_PROP: u32 = 3;
+const FDT_NOP: u32 = 4;
+const FDT_END: u32 = 9;
+
+/// The tree with its `FDT_NOP` tokens taken out. The running kernel NOPs `/chosen/rng-seed` in
+/// place once it has used it, and `fdt` 0.1.5 skips NOPs only before a node's first property
+/// (it asserts on one between properties); 0.2 is an alpha.
+fn without_nops(fdt: &[u8]) -> Result<Vec<u8>, LayoutError> {
+    let bad = |why: &str| LayoutError::DeviceTree(format!("/sys/firmware/fdt: {why}"));
+    let be32 = |at: usize| -> Result<u32, LayoutError> {
+        fdt.get(at..at + 4)
+            .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
+            .ok_or_else(|| bad("truncated"))
+    };
+    if be32(0)? != 0xd00d_feed {
+        return Err(bad("no FDT magic"));
+    }
+    let (off_struct, off_strings) = (be32(8)? as usize, be32(12)? as usize);
+    let (size_strings, size_struct) = (be32(32)? as usize, be32(36)? as usize);
+    let struct_end = off_struct
+        .checked_add(size_struct)
+        .filter(|&e| e <= off_strings && off_strings + size_strings <= fdt.len())
+        .ok_or_else(|| bad("blocks out of order or past its end"))?;
+    let mut out = fdt[..off_struct].to_vec();
+    let mut at = off_struct;
+    while at < struct_end {
+        let token = be32(at)?;
+        let len = match token {
+            FDT_NOP => {
+                at += 4;
+                continue;
+            }
+            FDT_BEGIN_NODE => {
+                let name = fdt[at + 4..struct_end]
+                    .iter()
+                    .position(|&b| b == 0)
+                    .ok_or_else(|| bad("unterminated node name"))?;
+                4 + (name + 1).next_multiple_of(4)
+            }
+            FDT_PROP => 12 + (be32(at + 4)? as usize).next_multiple_of(4),
+            FDT_END_NODE | FDT_END => 4,
+            _ => return Err(bad("unknown structure token")),
+        };
+        let next = at + len;
+        out.extend_from_slice(fdt.get(at..next).ok_or_else(|| bad("truncated"))?);
+        at = next;
+        if token == FDT_END {
+            break;
+        }
+    }
+    let new_size = out.len() - off_struct;
+    let new_strings = out.len();
+    out.extend_from_slice(&fdt[off_strings..off_strings + size_strings]);
+    let total = out.len();
+    out[4..8].copy_from_slice(&(total as u32).to_be_bytes());
+    out[12..16].copy_from_slice(&(new_strings as u32).to_be_bytes());
+    out[36..40].copy_from_slice(&(new_size as u32).to_be_bytes());
+    Ok(out)
 }
 
 /// The properties the capture kernel's `/chosen` gets, in the root's cell sizes.
@@ -555,6 +618,30 @@ mod tests {
         assert_eq!(t.bytes[24..32], dtb.mem.to_le_bytes());
         assert_eq!(t.bytes[32..40], kernel.mem.to_le_bytes());
         assert_eq!(image.header(), &vec![0x33; 64 + 7 * 56][..]);
+    }
+
+    /// `running_fdt` after the kernel used its `rng-seed`: each word of the property NOPed.
+    fn nopped_fdt() -> Vec<u8> {
+        let mut b = running_fdt(2);
+        let seed: Vec<u8> = [7u8; 32].to_vec();
+        let at = b.windows(32).position(|w| w == &seed[..]).unwrap() - 12;
+        for word in (at..at + 12 + 32).step_by(4) {
+            b[word..word + 4].copy_from_slice(&FDT_NOP.to_be_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn a_tree_with_nops_between_properties_is_read() {
+        let fdt = nopped_fdt();
+        let out = without_nops(&fdt).unwrap();
+        assert_eq!(out.len(), fdt.len() - 44);
+        let res = [PhysRange::from_start_size(0x6000_0000, 256 * MIB).unwrap()];
+        let image = plan(load(&res, &fdt, 0)).unwrap();
+        let chosen = chosen_of(&image.segment(Role::DeviceTree).unwrap().bytes);
+        assert!(chosen.iter().any(|(n, _)| n == "stdout-path"));
+        assert!(!chosen.iter().any(|(n, _)| n == "rng-seed"));
+        assert!(without_nops(&fdt[..fdt.len() - 8]).is_err());
     }
 
     #[test]

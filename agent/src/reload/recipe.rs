@@ -1123,6 +1123,46 @@ KDUMP_IMG_EXT=""
         path
     }
 
+    /// An arm64 Image header as Debian's 6.12 has it: text_offset 0, image_size, 4K pages.
+    fn arm64_head(text_offset: u64, image_size: u64) -> Vec<u8> {
+        let mut h = vec![0u8; 64];
+        h[0..2].copy_from_slice(b"MZ");
+        h[8..16].copy_from_slice(&text_offset.to_le_bytes());
+        h[16..24].copy_from_slice(&image_size.to_le_bytes());
+        h[24..32].copy_from_slice(&0b1010u64.to_le_bytes());
+        h[0x38..0x3c].copy_from_slice(b"ARM\x64");
+        h
+    }
+
+    #[test]
+    fn arm64_images_are_checked_as_kexec_tools_checks_them() {
+        let image = Arm64Image::parse(&arm64_head(0, 40 * MIB), 30 * MIB).unwrap();
+        assert_eq!(image.image_size, 40 * MIB);
+        let refuse = |head: &[u8], len| Arm64Image::parse(head, len).unwrap_err();
+        assert_eq!(refuse(&bzimage_head(), 8 * MIB), "not an arm64 Image (no \"ARM\\x64\" magic at 0x38)");
+        assert!(refuse(&arm64_head(0, 0), 30 * MIB).contains("image_size is 0"));
+        assert!(refuse(&arm64_head(0, 10 * MIB), 30 * MIB).contains("below the file size"));
+        assert!(refuse(&arm64_head(0, 40 * MIB)[..63], 30 * MIB).contains("too short"));
+        let mut be = arm64_head(0, 40 * MIB);
+        be[24] |= 1;
+        assert_eq!(refuse(&be, 30 * MIB), "a big-endian kernel");
+        // The reservation must hold the image above a 2 MiB boundary, and the initrd.
+        let r = LoadRecipe {
+            kernel: "/boot/Image".into(),
+            initrd: None,
+            cmdline: "console=ttyAMA0".into(),
+            source: RecipeSource::Flags,
+        };
+        let head = arm64_head(0x80000, 40 * MIB);
+        let needed = check(&r, KernelFormat::Arm64Image, &root_file(30 * MIB), &head, None, 256 * MIB).unwrap();
+        assert_eq!(needed, 2 * MIB + 0x80000 + 40 * MIB);
+        assert!(check(&r, KernelFormat::BzImage, &root_file(30 * MIB), &head, None, 256 * MIB).is_err());
+        assert!(matches!(
+            check(&r, KernelFormat::Arm64Image, &root_file(30 * MIB), &head, None, 32 * MIB),
+            Err(RecipeError::TooLarge { .. })
+        ));
+    }
+
     #[test]
     fn open_checked_reads_real_files_and_leaves_the_offset_at_zero() {
         use std::io::Seek as _;

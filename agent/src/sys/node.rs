@@ -29,7 +29,7 @@ pub fn read_kernel_text(procfs: &Procfs, iomem: &Iomem) -> anyhow::Result<Kernel
     use anyhow::{Context as _, anyhow, bail};
     let path = procfs.path("kallsyms");
     let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
-    let (mut start, mut end) = (None, None);
+    let (mut start, mut end, mut stext, mut init_begin) = (None, None, None, None);
     for line in text.lines() {
         let mut fields = line.split_ascii_whitespace();
         let (Some(addr), Some(_), Some(name)) = (fields.next(), fields.next(), fields.next())
@@ -39,6 +39,8 @@ pub fn read_kernel_text(procfs: &Procfs, iomem: &Iomem) -> anyhow::Result<Kernel
         let slot = match name {
             "_text" => &mut start,
             "_end" => &mut end,
+            "_stext" => &mut stext,
+            "__init_begin" => &mut init_begin,
             _ => continue,
         };
         *slot = Some(
@@ -56,7 +58,7 @@ pub fn read_kernel_text(procfs: &Procfs, iomem: &Iomem) -> anyhow::Result<Kernel
             path.display()
         );
     }
-    let paddr = iomem
+    let code = iomem
         .named(KERNEL_CODE)
         .next()
         .ok_or_else(|| {
@@ -65,8 +67,15 @@ pub fn read_kernel_text(procfs: &Procfs, iomem: &Iomem) -> anyhow::Result<Kernel
                 procfs.path("iomem").display()
             )
         })?
-        .range
-        .start;
+        .range;
+    // arm64 since 5.x starts "Kernel code" at _stext and ends it at __init_begin (kexec-tools
+    // tells the two apart the same way); x86_64 starts it at _text.
+    let paddr = match (stext, init_begin) {
+        (Some(stext), Some(init)) if init.wrapping_sub(stext) == code.size() && stext >= start => {
+            code.start.wrapping_sub(stext - start)
+        }
+        _ => code.start,
+    };
     Ok(KernelText {
         vaddr: start,
         paddr,
