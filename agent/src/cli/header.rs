@@ -7,15 +7,16 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::json;
 
 use crate::{
     model::{
         elfcorehdr::{
-            self, Arch, ElfCoreHeader, HeaderDiff, HeaderInputs, LoadPath,
+            self, Arch, ElfCoreHeader, HeaderDiff, HeaderInputs, KernelText, LoadPath,
             MAX_HEADER_BYTES, Segment, SegmentKind,
         },
+        iomem::{Iomem, KERNEL_CODE},
         ranges::RamRanges,
         units::bytes,
     },
@@ -117,11 +118,11 @@ fn build(args: &HeaderArgs) -> Result<String> {
     let iomem = node::read_iomem(&Procfs::new(args.procfs.clone()))?;
     let notes = crash_sysfs::read_cpu_crash_notes(&args.sysfs)?;
     let vmcoreinfo = crash_sysfs::read_vmcoreinfo(&args.sysfs)?;
-    let kernel_text = node::read_kernel_text(&Procfs::new(args.procfs.clone()), &iomem)?;
+    let kernel_text = read_kernel_text(&args.procfs, &iomem)?;
     let mem = elfcorehdr::crash_memory_ranges(&iomem, LoadPath::KexecFileLoad)
         .map_err(|e| anyhow!("{}: {e}", args.procfs.join("iomem").display()))?;
     let bytes = elfcorehdr::build(&HeaderInputs {
-        arch: crate::model::elfcorehdr::Arch::RUNNING,
+        arch: Arch::RUNNING,
         cpu_notes: &notes.notes,
         vmcoreinfo,
         kernel_text: Some(kernel_text),
@@ -140,6 +141,56 @@ fn build(args: &HeaderArgs) -> Result<String> {
     }
     let header = ElfCoreHeader::parse(&bytes)?;
     Ok(render_header(&header, bytes.len(), args.format))
+}
+
+/// `_text` and `_end` from kallsyms; the physical start is iomem's "Kernel code"
+/// (`__pa_symbol(_text)`).
+fn read_kernel_text(procfs: &Path, iomem: &Iomem) -> Result<KernelText> {
+    let path = procfs.join("kallsyms");
+    let text = fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+    let (mut start, mut end) = (None, None);
+    for line in text.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        let (Some(addr), Some(_), Some(name)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let slot = match name {
+            "_text" => &mut start,
+            "_end" => &mut end,
+            _ => continue,
+        };
+        *slot = Some(
+            u64::from_str_radix(addr, 16)
+                .map_err(|_| anyhow!("{}: {name} address {addr:?} is not hex", path.display()))?,
+        );
+    }
+    let (Some(start), Some(end)) = (start, end) else {
+        bail!("{}: no _text and _end symbols", path.display());
+    };
+    if start == 0 || end <= start {
+        bail!(
+            "{}: _text is {start:#x} and _end {end:#x}: addresses are hidden (kptr_restrict; \
+             read as root)",
+            path.display()
+        );
+    }
+    let paddr = iomem
+        .named(KERNEL_CODE)
+        .next()
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: no \"{KERNEL_CODE}\" line",
+                procfs.join("iomem").display()
+            )
+        })?
+        .range
+        .start;
+    Ok(KernelText {
+        vaddr: start,
+        paddr,
+        size: end - start,
+    })
 }
 
 fn parse(args: &HeaderArgs, file: &Path) -> Result<String> {

@@ -465,7 +465,11 @@ mod tests {
     #[test]
     fn the_header_the_agent_loaded_itself_is_what_is_known() {
         let dimm = iomem(DIMM);
-        let whole = sample_header(crash_memory_ranges(&dimm, LoadPath::KexecLoad).unwrap().ranges());
+        let whole = sample_header(
+            crash_memory_ranges(&dimm, LoadPath::KexecLoad)
+                .unwrap()
+                .ranges(),
+        );
         let mut k = HeaderKnowledge::default();
         k.own_load_started();
         k.own_load_finished(true, Some(&whole), Some(&dimm), None, 2);
@@ -476,7 +480,11 @@ mod tests {
         k.judge(true, false, Some(&dimm), None, 2);
         assert!(k.status().verified && !k.status().stale);
         // What it loaded, not the RAM of now, is judged: a header built before the DIMM is stale.
-        let boot = sample_header(crash_memory_ranges(&iomem(""), LoadPath::KexecLoad).unwrap().ranges());
+        let boot = sample_header(
+            crash_memory_ranges(&iomem(""), LoadPath::KexecLoad)
+                .unwrap()
+                .ranges(),
+        );
         k.own_load_started();
         k.own_load_finished(true, Some(&boot), Some(&dimm), None, 3);
         k.judge(true, false, Some(&dimm), None, 3);

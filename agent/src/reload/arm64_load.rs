@@ -507,9 +507,9 @@ mod tests {
     /// A device tree shaped like QEMU virt's: two-cell root, memory, /chosen with the boot's
     /// initrd, bootargs and seeds, a reserved-memory entry.
     fn running_fdt(address_cells: u32) -> Vec<u8> {
-        let mut w = FdtWriter::new_with_mem_reserv(&[FdtReserveEntry::new(0x4800_0000, 0x1000)
-            .unwrap()])
-        .unwrap();
+        let mut w =
+            FdtWriter::new_with_mem_reserv(&[FdtReserveEntry::new(0x4800_0000, 0x1000).unwrap()])
+                .unwrap();
         let root = w.begin_node("").unwrap();
         w.property_u32("#address-cells", address_cells).unwrap();
         w.property_u32("#size-cells", address_cells).unwrap();
@@ -593,10 +593,7 @@ mod tests {
         let mut usable = 0x6000_0000u64.to_be_bytes().to_vec();
         usable.extend((256 * MIB).to_be_bytes());
         assert_eq!(get("linux,usable-memory-range").unwrap(), usable);
-        assert_eq!(
-            get("linux,initrd-start").unwrap(),
-            initrd.mem.to_be_bytes()
-        );
+        assert_eq!(get("linux,initrd-start").unwrap(), initrd.mem.to_be_bytes());
         assert_eq!(
             get("linux,initrd-end").unwrap(),
             (initrd.mem + 5 * MIB + 1).to_be_bytes()
@@ -695,15 +692,22 @@ mod tests {
         let res = [PhysRange::from_start_size(0x6000_0000, 32 * MIB).unwrap()];
         let err = plan(load(&res, &fdt, 5 * MIB as usize)).unwrap_err();
         assert!(matches!(err, LayoutError::DoesNotFit { .. }), "{err}");
-        let err = capture_fdt(b"garbage garbage garbage garbage garbage", &Chosen {
-            bootargs: "",
-            elfcorehdr: (0, 0),
-            usable: &res,
-            initrd: None,
-            kaslr_seed: 0,
-        })
+        let err = capture_fdt(
+            b"garbage garbage garbage garbage garbage",
+            &Chosen {
+                bootargs: "",
+                elfcorehdr: (0, 0),
+                usable: &res,
+                initrd: None,
+                kaslr_seed: 0,
+            },
+        )
         .unwrap_err();
-        assert!(err.to_string().starts_with("device tree: /sys/firmware/fdt"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("device tree: /sys/firmware/fdt"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -718,8 +722,14 @@ mod tests {
         // br x4
         assert_eq!(word(5), 0xd61f_0000 | (4 << 5));
         // The literals sit where the loads point: pc + imm19 * 4.
-        assert_eq!(u64::from_le_bytes(t[24..32].try_into().unwrap()), 0x7000_1000);
-        assert_eq!(u64::from_le_bytes(t[16 + 16..40].try_into().unwrap()), 0x6020_0000);
+        assert_eq!(
+            u64::from_le_bytes(t[24..32].try_into().unwrap()),
+            0x7000_1000
+        );
+        assert_eq!(
+            u64::from_le_bytes(t[16 + 16..40].try_into().unwrap()),
+            0x6020_0000
+        );
     }
 
     proptest! {

@@ -235,9 +235,7 @@ impl CrashLoader {
         let sysfs_root = self.sysfs.path("");
         let notes = crash_sysfs::read_cpu_crash_notes(&sysfs_root).map_err(|e| format!("{e:#}"))?;
         let vmcoreinfo = crash_sysfs::read_vmcoreinfo(&sysfs_root).map_err(|e| format!("{e:#}"))?;
-        let kernel_text =
-            node::read_kernel_text(&self.procfs, &iomem).map_err(|e| format!("{e:#}"))?;
-        let page_offset = kcore::direct_map_offset(&self.procfs, &self.sysfs)?;
+        let mappings = kcore::kernel_mappings(&self.procfs, &self.sysfs)?;
         let ram = Arch::Aarch64
             .expected_ram(&iomem, LoadPath::KexecLoad)
             .map_err(|e| e.to_string())?;
@@ -245,9 +243,9 @@ impl CrashLoader {
             arch: Arch::Aarch64,
             cpu_notes: &notes.notes,
             vmcoreinfo,
-            kernel_text: Some(kernel_text),
+            kernel_text: Some(mappings.kernel_text),
             ram: ram.as_slice(),
-            page_offset,
+            page_offset: mappings.direct_map_offset,
         })
         .map_err(|e| format!("building the elfcorehdr: {e}"))?;
         let fdt_path = self.sysfs.path("firmware/fdt");
@@ -273,7 +271,7 @@ impl CrashLoader {
             self.crash_size()?,
             &self.host.rootfs,
         )
-            .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?;
         let bytes = [Some(&opened.kernel), opened.initrd.as_ref()]
             .into_iter()
             .flatten()
@@ -485,7 +483,11 @@ mod tests {
             cmdline: "console=ttyS0".into(),
             source: RecipeSource::Flags,
         };
-        let mut loader = CrashLoader::new(ReloadStrategy::KexecFile(recipe), Procfs::new("/proc"), sysfs);
+        let mut loader = CrashLoader::new(
+            ReloadStrategy::KexecFile(recipe),
+            Procfs::new("/proc"),
+            sysfs,
+        );
         let report = loader.reload();
         assert_eq!(report.outcome, LoadOutcome::Refused);
         assert_eq!(
@@ -524,7 +526,12 @@ mod tests {
             cmdline: String::new(),
             source: RecipeSource::Flags,
         };
-        let report = CrashLoader::new(ReloadStrategy::KexecFile(recipe), Procfs::new("/proc"), sysfs).reload();
+        let report = CrashLoader::new(
+            ReloadStrategy::KexecFile(recipe),
+            Procfs::new("/proc"),
+            sysfs,
+        )
+        .reload();
         assert_eq!(report.outcome, LoadOutcome::Refused);
         assert!(report.detail.contains("missing: No such file"), "{report}");
     }
@@ -536,7 +543,11 @@ mod tests {
             argv: vec!["sh".into(), "-c".into(), script.into()],
             timeout: Duration::from_secs(10),
         };
-        let mut loader = CrashLoader::new(command("echo unloaded; exit 1"), Procfs::new("/proc"), sysfs.clone());
+        let mut loader = CrashLoader::new(
+            command("echo unloaded; exit 1"),
+            Procfs::new("/proc"),
+            sysfs.clone(),
+        );
         let report = loader.reload();
         assert_eq!(
             report.outcome,
@@ -545,7 +556,8 @@ mod tests {
             }
         );
         assert!(report.detail.ends_with(": unloaded"), "{report}");
-        let report = CrashLoader::new(command("echo loaded"), Procfs::new("/proc"), sysfs.clone()).reload();
+        let report =
+            CrashLoader::new(command("echo loaded"), Procfs::new("/proc"), sysfs.clone()).reload();
         assert_eq!(report.outcome, LoadOutcome::Loaded);
         let rollback = CrashLoader::new(command("true"), Procfs::new("/proc"), sysfs).rollback();
         assert_eq!(rollback.detail, "no last known good image to roll back to");

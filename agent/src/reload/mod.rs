@@ -289,7 +289,11 @@ fn resolve(
         (Some(choice @ (ReloadChoice::KexecFile | ReloadChoice::KexecLoad)), None) => bail!(
             "--reload {} needs a recipe: pass --kernel (with --initrd, --cmdline) \
              or configure {} or {}",
-            if choice == ReloadChoice::KexecFile { "kexec-file" } else { "kexec-load" },
+            if choice == ReloadChoice::KexecFile {
+                "kexec-file"
+            } else {
+                "kexec-load"
+            },
             distro::KDUMP_TOOLS_CONFIG,
             distro::SYSCONFIG_KDUMP
         ),

@@ -783,9 +783,16 @@ mod tests {
         let head = bzimage_head();
         let r = recipe();
         let run = |kernel: FileFacts, initrd: FileFacts, crash_size| {
-            check(&r, KernelFormat::BzImage, &kernel, &head, Some(&initrd), crash_size)
-                .unwrap_err()
-                .to_string()
+            check(
+                &r,
+                KernelFormat::BzImage,
+                &kernel,
+                &head,
+                Some(&initrd),
+                crash_size,
+            )
+            .unwrap_err()
+            .to_string()
         };
         let ok = root_file(8 * MIB);
         assert_eq!(
@@ -826,7 +833,15 @@ mod tests {
     #[test]
     fn a_garbage_kernel_is_refused_by_name() {
         let garbage = vec![0xffu8; BZIMAGE_HEADER_LEN];
-        let err = check(&recipe(), KernelFormat::BzImage, &root_file(8 * MIB), &garbage, None, 256 * MIB).unwrap_err();
+        let err = check(
+            &recipe(),
+            KernelFormat::BzImage,
+            &root_file(8 * MIB),
+            &garbage,
+            None,
+            256 * MIB,
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "kernel /boot/vmlinuz: not a bzImage (no \"HdrS\" boot header at 0x202)"
@@ -840,22 +855,49 @@ mod tests {
             cmdline: "x".repeat(2047 - 30 - 1),
             ..recipe()
         };
-        assert!(check(&fits, KernelFormat::BzImage, &root_file(8 * MIB), &head, None, 256 * MIB).is_ok());
+        assert!(
+            check(
+                &fits,
+                KernelFormat::BzImage,
+                &root_file(8 * MIB),
+                &head,
+                None,
+                256 * MIB
+            )
+            .is_ok()
+        );
         let long = LoadRecipe {
             cmdline: "x".repeat(2047 - 30),
             ..recipe()
         };
         assert_eq!(
-            check(&long, KernelFormat::BzImage, &root_file(8 * MIB), &head, None, 256 * MIB)
-                .unwrap_err()
-                .to_string(),
+            check(
+                &long,
+                KernelFormat::BzImage,
+                &root_file(8 * MIB),
+                &head,
+                None,
+                256 * MIB
+            )
+            .unwrap_err()
+            .to_string(),
             "command line: 2018 bytes, the kernel accepts 2017 (cmdline_size 2047 minus room for elfcorehdr=)"
         );
         let nul = LoadRecipe {
             cmdline: "a\0b".into(),
             ..recipe()
         };
-        assert!(check(&nul, KernelFormat::BzImage, &root_file(8 * MIB), &head, None, 256 * MIB).is_err());
+        assert!(
+            check(
+                &nul,
+                KernelFormat::BzImage,
+                &root_file(8 * MIB),
+                &head,
+                None,
+                256 * MIB
+            )
+            .is_err()
+        );
     }
 
     const KDUMP_TOOLS: &str = r#"
@@ -1139,7 +1181,10 @@ KDUMP_IMG_EXT=""
         let image = Arm64Image::parse(&arm64_head(0, 40 * MIB), 30 * MIB).unwrap();
         assert_eq!(image.image_size, 40 * MIB);
         let refuse = |head: &[u8], len| Arm64Image::parse(head, len).unwrap_err();
-        assert_eq!(refuse(&bzimage_head(), 8 * MIB), "not an arm64 Image (no \"ARM\\x64\" magic at 0x38)");
+        assert_eq!(
+            refuse(&bzimage_head(), 8 * MIB),
+            "not an arm64 Image (no \"ARM\\x64\" magic at 0x38)"
+        );
         assert!(refuse(&arm64_head(0, 0), 30 * MIB).contains("image_size is 0"));
         assert!(refuse(&arm64_head(0, 10 * MIB), 30 * MIB).contains("below the file size"));
         assert!(refuse(&arm64_head(0, 40 * MIB)[..63], 30 * MIB).contains("too short"));
@@ -1154,11 +1199,36 @@ KDUMP_IMG_EXT=""
             source: RecipeSource::Flags,
         };
         let head = arm64_head(0x80000, 40 * MIB);
-        let needed = check(&r, KernelFormat::Arm64Image, &root_file(30 * MIB), &head, None, 256 * MIB).unwrap();
+        let needed = check(
+            &r,
+            KernelFormat::Arm64Image,
+            &root_file(30 * MIB),
+            &head,
+            None,
+            256 * MIB,
+        )
+        .unwrap();
         assert_eq!(needed, 2 * MIB + 0x80000 + 40 * MIB);
-        assert!(check(&r, KernelFormat::BzImage, &root_file(30 * MIB), &head, None, 256 * MIB).is_err());
+        assert!(
+            check(
+                &r,
+                KernelFormat::BzImage,
+                &root_file(30 * MIB),
+                &head,
+                None,
+                256 * MIB
+            )
+            .is_err()
+        );
         assert!(matches!(
-            check(&r, KernelFormat::Arm64Image, &root_file(30 * MIB), &head, None, 32 * MIB),
+            check(
+                &r,
+                KernelFormat::Arm64Image,
+                &root_file(30 * MIB),
+                &head,
+                None,
+                32 * MIB
+            ),
             Err(RecipeError::TooLarge { .. })
         ));
     }
@@ -1185,7 +1255,8 @@ KDUMP_IMG_EXT=""
             assert!(err.contains("not root"), "{err}");
             return;
         }
-        let mut opened = open_checked(&r, KernelFormat::BzImage, 256 * MIB, &Rootfs::default()).unwrap();
+        let mut opened =
+            open_checked(&r, KernelFormat::BzImage, 256 * MIB, &Rootfs::default()).unwrap();
         assert_eq!(opened.needed_bytes, 40 * MIB + PAGE);
         assert_eq!(opened.kernel.stream_position().unwrap(), 0);
 
@@ -1194,20 +1265,30 @@ KDUMP_IMG_EXT=""
             ..r.clone()
         };
         assert!(
-            open_checked(&writable, KernelFormat::BzImage, 256 * MIB, &Rootfs::default())
-                .unwrap_err()
-                .to_string()
-                .ends_with("vmlinuz-w: mode 0666 is writable by group or others")
+            open_checked(
+                &writable,
+                KernelFormat::BzImage,
+                256 * MIB,
+                &Rootfs::default()
+            )
+            .unwrap_err()
+            .to_string()
+            .ends_with("vmlinuz-w: mode 0666 is writable by group or others")
         );
         let missing = LoadRecipe {
             initrd: Some(dir.join("nope")),
             ..r.clone()
         };
         assert!(
-            open_checked(&missing, KernelFormat::BzImage, 256 * MIB, &Rootfs::default())
-                .unwrap_err()
-                .to_string()
-                .ends_with("nope: No such file or directory (os error 2)")
+            open_checked(
+                &missing,
+                KernelFormat::BzImage,
+                256 * MIB,
+                &Rootfs::default()
+            )
+            .unwrap_err()
+            .to_string()
+            .ends_with("nope: No such file or directory (os error 2)")
         );
         let fifo = dir.join("fifo");
         let c_fifo = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
@@ -1228,10 +1309,15 @@ KDUMP_IMG_EXT=""
             ..r
         };
         assert!(
-            open_checked(&directory, KernelFormat::BzImage, 256 * MIB, &Rootfs::default())
-                .unwrap_err()
-                .to_string()
-                .ends_with(": not a regular file")
+            open_checked(
+                &directory,
+                KernelFormat::BzImage,
+                256 * MIB,
+                &Rootfs::default()
+            )
+            .unwrap_err()
+            .to_string()
+            .ends_with(": not a regular file")
         );
     }
 }

@@ -13,7 +13,7 @@ use std::{
 use crate::{
     model::{
         elfcorehdr::{
-            ElfCoreHeader,
+            ElfCoreHeader, KernelText,
             readback::{
                 self, Candidate, ChooseError, KcoreError, KcoreMap, PAGE_HEAD, Skipped, Unmapped,
             },
@@ -160,12 +160,26 @@ fn open_map(procfs: &Procfs, sysfs: &Sysfs) -> Result<(File, KcoreMap, PathBuf),
     Ok((kcore, map, path))
 }
 
-/// `__va(0)` of the running kernel from kcore's direct map: what a header's RAM `p_vaddr`s
-/// are shifted by (arm64 randomises the linear map, so no constant will do).
-pub fn direct_map_offset(procfs: &Procfs, sysfs: &Sysfs) -> Result<u64, String> {
+/// What kcore says of the running kernel's mappings, for a header of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelMappings {
+    /// `__va(0)`: what a header's RAM `p_vaddr`s are shifted by (arm64 randomises the linear
+    /// map, so no constant will do).
+    pub direct_map_offset: u64,
+    /// The kernel-text segment (kallsyms lacks `_end` without `CONFIG_KALLSYMS_ALL`, as on
+    /// Debian's arm64 6.1).
+    pub kernel_text: KernelText,
+}
+
+pub fn kernel_mappings(procfs: &Procfs, sysfs: &Sysfs) -> Result<KernelMappings, String> {
     let (_, map, path) = open_map(procfs, sysfs).map_err(|e| e.to_string())?;
-    map.direct_map_offset()
-        .ok_or_else(|| format!("{}: no direct-map PT_LOAD", path.display()))
+    let missing = |what| format!("{}: no {what} PT_LOAD", path.display());
+    Ok(KernelMappings {
+        direct_map_offset: map
+            .direct_map_offset()
+            .ok_or_else(|| missing("direct-map"))?,
+        kernel_text: map.kernel_text().ok_or_else(|| missing("kernel-text"))?,
+    })
 }
 
 /// The whole header at an `ET_CORE` page head; a span past kcore's map is kept short, so

@@ -5,8 +5,7 @@ use crate::{
     model::{
         cpus::{CpuNotes, kernel_lists_possible_cpus},
         facts::KdumpFacts,
-        elfcorehdr::KernelText,
-        iomem::{Iomem, KERNEL_CODE},
+        iomem::Iomem,
     },
     sys::{
         capabilities::{self, Capability, Feature},
@@ -21,66 +20,6 @@ pub fn read_iomem(procfs: &Procfs) -> anyhow::Result<Iomem> {
     let bytes = procfs.iomem()?;
     Iomem::parse_bytes(&bytes)
         .map_err(|e| anyhow::anyhow!("{} {e}", procfs.path("iomem").display()))
-}
-
-/// `_text` and `_end` from kallsyms; the physical start is iomem's "Kernel code"
-/// (`__pa_symbol(_text)`).
-pub fn read_kernel_text(procfs: &Procfs, iomem: &Iomem) -> anyhow::Result<KernelText> {
-    use anyhow::{Context as _, anyhow, bail};
-    let path = procfs.path("kallsyms");
-    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
-    let (mut start, mut end, mut stext, mut init_begin) = (None, None, None, None);
-    for line in text.lines() {
-        let mut fields = line.split_ascii_whitespace();
-        let (Some(addr), Some(_), Some(name)) = (fields.next(), fields.next(), fields.next())
-        else {
-            continue;
-        };
-        let slot = match name {
-            "_text" => &mut start,
-            "_end" => &mut end,
-            "_stext" => &mut stext,
-            "__init_begin" => &mut init_begin,
-            _ => continue,
-        };
-        *slot = Some(
-            u64::from_str_radix(addr, 16)
-                .map_err(|_| anyhow!("{}: {name} address {addr:?} is not hex", path.display()))?,
-        );
-    }
-    let (Some(start), Some(end)) = (start, end) else {
-        bail!("{}: no _text and _end symbols", path.display());
-    };
-    if start == 0 || end <= start {
-        bail!(
-            "{}: _text is {start:#x} and _end {end:#x}: addresses are hidden (kptr_restrict; \
-             read as root)",
-            path.display()
-        );
-    }
-    let code = iomem
-        .named(KERNEL_CODE)
-        .next()
-        .ok_or_else(|| {
-            anyhow!(
-                "{}: no \"{KERNEL_CODE}\" line",
-                procfs.path("iomem").display()
-            )
-        })?
-        .range;
-    // arm64 since 5.x starts "Kernel code" at _stext and ends it at __init_begin (kexec-tools
-    // tells the two apart the same way); x86_64 starts it at _text.
-    let paddr = match (stext, init_begin) {
-        (Some(stext), Some(init)) if init.wrapping_sub(stext) == code.size() && stext >= start => {
-            code.start.wrapping_sub(stext - start)
-        }
-        _ => code.start,
-    };
-    Ok(KernelText {
-        vaddr: start,
-        paddr,
-        size: end - start,
-    })
 }
 
 /// The facts, with `/proc/iomem` already read. `kexec_crash_size` and `crash_hotplug` are read
