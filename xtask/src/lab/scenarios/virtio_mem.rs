@@ -267,6 +267,9 @@ fn agent_fixes_arm64(run: &mut Run) -> Result<()> {
     let strategy = status["reload"]["strategy"].as_str().unwrap_or_default();
     let last = status["reload"]["last"].as_str().unwrap_or_default();
     run.note("reload_strategy", strategy);
+    // When the agent decided, started and finished its load (its own clock).
+    let log = m.sh("grep -E 'stale|reloading the crash kernel|reload done' /tmp/kdump-agent.log | cut -c12-23 | tr '\\n' ' '")?;
+    run.note("agent_log_stale_reloading_done", log.trim());
     run.check(
         strategy == "kexec-load" && last.contains(": kexec_load: loaded"),
         format!("the agent reloaded with {strategy:?}: {last}"),
