@@ -102,6 +102,8 @@ pub enum LayoutError {
     },
     #[error("device tree: {0}")]
     DeviceTree(String),
+    #[error("image: {0}")]
+    Image(String),
 }
 
 fn page_align(bytes: u64) -> u64 {
@@ -194,7 +196,7 @@ pub fn plan(load: Arm64Load<'_>) -> Result<CrashImage, LayoutError> {
 /// checked before the call so that a refusal names the segment.
 pub fn validate(image: &CrashImage, res: PhysRange) -> Result<(), LayoutError> {
     if image.segments.len() > KEXEC_SEGMENT_MAX {
-        return Err(LayoutError::DeviceTree(format!(
+        return Err(LayoutError::Image(format!(
             "{} segments, kexec_load takes {KEXEC_SEGMENT_MAX}",
             image.segments.len()
         )));
@@ -244,7 +246,7 @@ pub fn validate(image: &CrashImage, res: PhysRange) -> Result<(), LayoutError> {
         .segment(Role::Trampoline)
         .is_some_and(|t| t.mem == image.entry);
     if !entry_ok || image.segment(Role::Kernel).is_none() {
-        return Err(LayoutError::DeviceTree(
+        return Err(LayoutError::Image(
             "the entry is not the trampoline segment, or there is no kernel".into(),
         ));
     }
@@ -707,6 +709,35 @@ mod tests {
             err.to_string()
                 .starts_with("device tree: /sys/firmware/fdt"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn validation_names_the_segment_the_kernel_would_refuse() {
+        let fdt = running_fdt(2);
+        let res = [PhysRange::from_start_size(0x6000_0000, 256 * MIB).unwrap()];
+        let good = plan(load(&res, &fdt, MIB as usize)).unwrap();
+        let with = |f: &dyn Fn(&mut CrashImage)| {
+            let mut image = good.clone();
+            f(&mut image);
+            validate(&image, res[0]).unwrap_err().to_string()
+        };
+        let dtb = good
+            .segments
+            .iter()
+            .position(|s| s.role == Role::DeviceTree)
+            .unwrap();
+        assert!(with(&|i| i.segments[dtb].mem = 0x6000_0000).ends_with("overlaps the kernel"),);
+        assert!(with(&|i| i.segments[dtb].mem += 8).ends_with("is not page-aligned"));
+        assert!(with(&|i| i.segments[dtb].mem = 0x7000_0000).contains("does not fit"));
+        assert!(with(&|i| i.segments[dtb].memsz = 0).ends_with("is not page-aligned"));
+        assert!(with(&|i| i.entry += PAGE).contains("the entry is not the trampoline"));
+        assert!(
+            with(&|i| {
+                let t = i.segments.pop().unwrap();
+                i.segments.extend(std::iter::repeat_n(t, 13));
+            })
+            .contains("kexec_load takes 16"),
         );
     }
 

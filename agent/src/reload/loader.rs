@@ -210,6 +210,7 @@ impl CrashLoader {
     /// The arm64 image for `kexec_load`: the recipe's files read whole (what is checked is
     /// what is loaded), and a header for all System RAM of now, driver-managed included.
     fn lay_out(&self, recipe: &LoadRecipe) -> Result<CrashImage, String> {
+        let started = Instant::now();
         let opened = recipe::open_checked(
             recipe,
             KernelFormat::Arm64Image,
@@ -235,6 +236,7 @@ impl CrashLoader {
         let sysfs_root = self.sysfs.path("");
         let notes = crash_sysfs::read_cpu_crash_notes(&sysfs_root).map_err(|e| format!("{e:#}"))?;
         let vmcoreinfo = crash_sysfs::read_vmcoreinfo(&sysfs_root).map_err(|e| format!("{e:#}"))?;
+        let read_files = started.elapsed();
         let mappings = kcore::kernel_mappings(&self.procfs, &self.sysfs)?;
         let ram = Arch::Aarch64
             .expected_ram(&iomem, LoadPath::KexecLoad)
@@ -251,7 +253,7 @@ impl CrashLoader {
         let fdt_path = self.sysfs.path("firmware/fdt");
         let running_fdt =
             std::fs::read(&fdt_path).map_err(|e| format!("{}: {e}", fdt_path.display()))?;
-        arm64_load::plan(Arm64Load {
+        let image = arm64_load::plan(Arm64Load {
             reservations: &iomem.crash_reservations(),
             kernel,
             image,
@@ -261,7 +263,15 @@ impl CrashLoader {
             cmdline: &recipe.cmdline,
             kaslr_seed: kaslr_seed(),
         })
-        .map_err(|e| format!("laying out the crash image: {e}"))
+        .map_err(|e| format!("laying out the crash image: {e}"))?;
+        tracing::info!(
+            segments = image.segments.len(),
+            bytes = image.bytes(),
+            read_files_seconds = read_files.as_secs_f64(),
+            seconds = started.elapsed().as_secs_f64(),
+            "arm64 crash image laid out"
+        );
+        Ok(image)
     }
 
     fn seal(&self, recipe: &LoadRecipe) -> Result<SealedImage, String> {

@@ -270,6 +270,10 @@ fn agent_fixes_arm64(run: &mut Run) -> Result<()> {
     // When the agent decided, started and finished its load (its own clock).
     let log = m.sh("grep -E 'stale|reloading the crash kernel|reload done' /tmp/kdump-agent.log | cut -c12-23 | tr '\\n' ' '")?;
     run.note("agent_log_stale_reloading_done", log.trim());
+    let laid_out = m.sh(
+        "grep 'laid out' /tmp/kdump-agent.log | grep -o 'read_files_seconds=.*' | tr '\\n' ' '",
+    )?;
+    run.note("agent_image_laid_out", laid_out.trim());
     run.check(
         strategy == "kexec-load" && last.contains(": kexec_load: loaded"),
         format!("the agent reloaded with {strategy:?}: {last}"),
