@@ -56,6 +56,7 @@ fn notes() -> Vec<NoteRegion> {
 
 fn inputs<'a>(notes: &'a [NoteRegion], ram: &'a [PhysRange]) -> HeaderInputs<'a> {
     HeaderInputs {
+        arch: kdump_agent::model::elfcorehdr::Arch::X86_64,
         cpu_notes: notes,
         vmcoreinfo: NoteRegion {
             paddr: 0x1_00c6_6000,

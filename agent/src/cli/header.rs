@@ -122,6 +122,7 @@ fn build(args: &HeaderArgs) -> Result<String> {
     let mem = elfcorehdr::crash_memory_ranges(&iomem, LoadPath::KexecFileLoad)
         .map_err(|e| anyhow!("{}: {e}", args.procfs.join("iomem").display()))?;
     let bytes = elfcorehdr::build(&HeaderInputs {
+        arch: Arch::RUNNING,
         cpu_notes: &notes.notes,
         vmcoreinfo,
         kernel_text: Some(kernel_text),

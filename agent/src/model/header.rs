@@ -150,6 +150,21 @@ impl LoadedHeader {
         })
     }
 
+    /// The header this agent built and handed the kernel itself (its own `kexec_load`): known
+    /// byte for byte, so it counts as captured.
+    pub fn own(bytes: &[u8], now: u64) -> Result<Self, HeaderError> {
+        let header = ElfCoreHeader::parse(bytes)?;
+        Ok(Self {
+            ram: header.ram_ranges(),
+            cpu_notes: ListedCpuNotes::Addrs(header.note_addrs()),
+            load: LoadPath::KexecLoad,
+            provenance: Provenance::Captured,
+            origin: "this agent's kexec_load".into(),
+            at: now,
+            own_load: true,
+        })
+    }
+
     /// The header read back from the crash reservation at `phys_addr`.
     pub fn read_back(header: &ElfCoreHeader, phys_addr: u64, millis: f64, now: u64) -> Self {
         let ram = header.ram_ranges();

@@ -165,17 +165,24 @@ impl HeaderKnowledge {
         self.own_load = Some(false);
     }
 
-    /// This agent's load ended. When it succeeded and no probe captured its header, the
+    /// This agent's load ended. When it succeeded with a header the agent built itself
+    /// (`loaded_header`), that is what is loaded; else, when no probe captured its header, the
     /// kernel built one from the RAM and CPUs of now: that is what is known (inferred).
     pub fn own_load_finished(
         &mut self,
         loaded: bool,
+        loaded_header: Option<&[u8]>,
         iomem: Option<&Iomem>,
         cpus: Option<&CpuNotes>,
         now: u64,
     ) {
         let captured = self.own_load.take().unwrap_or(false);
-        if loaded && !captured {
+        if !loaded {
+            return;
+        }
+        if let Some(bytes) = loaded_header {
+            self.loaded = LoadedHeader::own(bytes, now).ok();
+        } else if !captured {
             self.loaded = iomem.and_then(|io| {
                 LoadedHeader::inferred(
                     io,
@@ -416,7 +423,7 @@ mod tests {
             Transition::BecameStale
         );
         k.own_load_started();
-        k.own_load_finished(true, Some(&iomem(DIMM)), None, 3);
+        k.own_load_finished(true, None, Some(&iomem(DIMM)), None, 3);
         assert_eq!(
             k.judge(true, false, Some(&iomem(DIMM)), None, 3),
             Transition::BecameFresh
@@ -443,16 +450,50 @@ mod tests {
         let mut k = HeaderKnowledge::default();
         k.own_load_started();
         k.observe(&own, 1).unwrap();
-        k.own_load_finished(true, Some(&dimm), None, 2);
+        k.own_load_finished(true, None, Some(&dimm), None, 2);
         assert_eq!(k.loaded().unwrap().provenance, Provenance::Captured);
         // After it: the capture replaces the inference.
         let mut k = HeaderKnowledge::default();
         k.own_load_started();
-        k.own_load_finished(true, Some(&dimm), None, 2);
+        k.own_load_finished(true, None, Some(&dimm), None, 2);
         assert_eq!(k.loaded().unwrap().provenance, Provenance::Inferred);
         k.observe(&own, 3).unwrap();
         k.judge(true, false, Some(&dimm), None, 3);
         assert!(k.status().verified && !k.status().stale);
+    }
+
+    #[test]
+    fn the_header_the_agent_loaded_itself_is_what_is_known() {
+        let dimm = iomem(DIMM);
+        let whole = sample_header(
+            crash_memory_ranges(&dimm, LoadPath::KexecLoad)
+                .unwrap()
+                .ranges(),
+        );
+        let mut k = HeaderKnowledge::default();
+        k.own_load_started();
+        k.own_load_finished(true, Some(&whole), Some(&dimm), None, 2);
+        let loaded = k.loaded().unwrap();
+        assert_eq!(loaded.provenance, Provenance::Captured);
+        assert_eq!(loaded.origin, "this agent's kexec_load");
+        assert!(loaded.own_load);
+        k.judge(true, false, Some(&dimm), None, 2);
+        assert!(k.status().verified && !k.status().stale);
+        // What it loaded, not the RAM of now, is judged: a header built before the DIMM is stale.
+        let boot = sample_header(
+            crash_memory_ranges(&iomem(""), LoadPath::KexecLoad)
+                .unwrap()
+                .ranges(),
+        );
+        k.own_load_started();
+        k.own_load_finished(true, Some(&boot), Some(&dimm), None, 3);
+        k.judge(true, false, Some(&dimm), None, 3);
+        assert!(k.status().verified && k.status().stale);
+        // A failed load keeps it.
+        k.own_load_started();
+        k.own_load_finished(false, Some(&whole), Some(&dimm), None, 4);
+        k.judge(true, false, Some(&dimm), None, 4);
+        assert!(k.status().stale);
     }
 
     #[test]
@@ -469,7 +510,7 @@ mod tests {
         )
         .unwrap();
         k.own_load_started();
-        k.own_load_finished(false, Some(&io), None, 2);
+        k.own_load_finished(false, None, Some(&io), None, 2);
         assert_eq!(k.loaded().unwrap().provenance, Provenance::Captured);
         k.judge(false, false, Some(&io), None, 3);
         assert!(k.loaded().is_none());
@@ -550,6 +591,7 @@ mod tests {
         assert_eq!(k.status().missing_bytes, 0);
         let both: Vec<NoteRegion> = [note(0), note(1)].iter().map(CpuNote::region).collect();
         let bytes = build(&HeaderInputs {
+            arch: crate::model::elfcorehdr::Arch::X86_64,
             cpu_notes: &both,
             vmcoreinfo: NoteRegion {
                 paddr: 0x100_0000,
@@ -571,7 +613,7 @@ mod tests {
         };
         k.observe(&load(LoadPath::KexecFileLoad, Some(header), true), 3)
             .unwrap();
-        k.own_load_finished(true, Some(&io), Some(&cpus(&[0, 1])), 3);
+        k.own_load_finished(true, None, Some(&io), Some(&cpus(&[0, 1])), 3);
         assert_eq!(
             k.judge(true, false, Some(&io), Some(&cpus(&[0, 1])), 3),
             Transition::BecameFresh

@@ -1,6 +1,7 @@
 //! Reload: feeds the reconciler, performs its actions (verify against `/proc/iomem`; loads run
 //! off the event loop as [`LoadJob`]s), keeps what is known of the loaded header (its only
 //! writer), persists state and fills the reload side of the state.
+pub mod arm64_load;
 pub mod distro;
 pub mod kexec;
 pub mod loader;
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     model::{
-        elfcorehdr::LoadPath,
+        elfcorehdr::{Arch, LoadPath},
         events::{Event, KexecLoad},
         header::{ListedCpuNotes, LoadedHeader, Provenance, Transition},
         load::LoadOutcome,
@@ -45,6 +46,9 @@ use crate::{
 pub enum ReloadChoice {
     /// The agent calls kexec_file_load itself.
     KexecFile,
+    /// The agent lays out an arm64 image and calls kexec_load itself (the default on arm64
+    /// kernels without CONFIG_KEXEC_FILE).
+    KexecLoad,
     /// The agent runs --reload-command.
     Command,
     /// Report only.
@@ -54,7 +58,8 @@ pub enum ReloadChoice {
 /// The reload flags of `kdump-agent run`.
 #[derive(Clone, Debug)]
 pub struct ReloadOptions {
-    /// `None`: `kexec-file` when a recipe is known, else off.
+    /// `None`: `kexec-file` when a recipe is known (`kexec-load` on an arm64 kernel without
+    /// `kexec_file_load`), else off.
     pub choice: Option<ReloadChoice>,
     pub command: Vec<String>,
     pub command_timeout: Duration,
@@ -74,7 +79,7 @@ pub const RELOAD_RESULTS: [&str; 3] = ["success", "failure", "rolled_back"];
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ReloadStatus {
-    /// `kexec-file`, `command` or `off`.
+    /// `kexec-file`, `kexec-load`, `command` or `off`.
     pub strategy: String,
     /// Where the recipe came from, since when, and what it loads.
     pub recipe: Option<String>,
@@ -256,12 +261,14 @@ fn describe(recipe: &LoadRecipe, record: &RecipeRecord) -> String {
 }
 
 /// The recipe and strategy `run`'s flags, the persisted state and the distribution's
-/// configuration call for. Pure: the files are read by the caller.
+/// configuration call for, on a kernel that has `kexec_file_load` or not. Pure: the files are
+/// read by the caller.
 fn resolve(
     opts: &ReloadOptions,
     persisted: &PersistedState,
     distro: Option<LoadRecipe>,
     proc_cmdline: &str,
+    kexec_file_load: Option<bool>,
 ) -> anyhow::Result<(Option<LoadRecipe>, Option<ReloadStrategy>)> {
     let recipe = recipe::resolve(
         &opts.flags,
@@ -272,12 +279,21 @@ fn resolve(
     .map_err(anyhow::Error::msg)?;
     let strategy = match (opts.choice, &recipe) {
         (Some(ReloadChoice::Off), _) | (None, None) => None,
+        (None, Some(r)) if Arch::RUNNING == Arch::Aarch64 && kexec_file_load == Some(false) => {
+            Some(ReloadStrategy::KexecLoad(r.clone()))
+        }
         (Some(ReloadChoice::KexecFile) | None, Some(r)) => {
             Some(ReloadStrategy::KexecFile(r.clone()))
         }
-        (Some(ReloadChoice::KexecFile), None) => bail!(
-            "--reload kexec-file needs a recipe: pass --kernel (with --initrd, --cmdline) \
+        (Some(ReloadChoice::KexecLoad), Some(r)) => Some(ReloadStrategy::KexecLoad(r.clone())),
+        (Some(choice @ (ReloadChoice::KexecFile | ReloadChoice::KexecLoad)), None) => bail!(
+            "--reload {} needs a recipe: pass --kernel (with --initrd, --cmdline) \
              or configure {} or {}",
+            if choice == ReloadChoice::KexecFile {
+                "kexec-file"
+            } else {
+                "kexec-load"
+            },
             distro::KDUMP_TOOLS_CONFIG,
             distro::SYSCONFIG_KDUMP
         ),
@@ -384,7 +400,13 @@ impl ReconcileLoop {
             Ok(r) => (Some(r), None),
             Err(why) => (None, Some(why)),
         };
-        let (recipe, strategy) = resolve(&opts, &persisted, distro_recipe, &proc_cmdline)?;
+        let (recipe, strategy) = resolve(
+            &opts,
+            &persisted,
+            distro_recipe,
+            &proc_cmdline,
+            parts.node.kexec_file_load,
+        )?;
         let status = &mut parts.reload.status;
         if let (None, Some(why)) = (&recipe, refused) {
             tracing::warn!(reason = %why, "no reload recipe from the host's kdump configuration; observing");
@@ -426,7 +448,8 @@ impl ReconcileLoop {
             }
         }
         let lock = strategy.as_ref().map(|_| state_dir.lock()).transpose()?;
-        let loader = strategy.map(|s| CrashLoader::new(s, sysfs.clone()).with_host(host.clone()));
+        let loader = strategy
+            .map(|s| CrashLoader::new(s, procfs.clone(), sysfs.clone()).with_host(host.clone()));
         Ok(Self::new(
             opts, host, state_dir, persisted, recipe, loader, lock, parts, procfs, sysfs,
         ))
@@ -458,12 +481,15 @@ impl ReconcileLoop {
         });
         if let (Some(loader), Some(r)) = (&mut loader, &record)
             && crash_loaded
-            && persisted
+            && (persisted
                 .last_good
                 .as_ref()
                 .is_some_and(|g| g.same_files(r))
+                || matches!(loader.strategy(), ReloadStrategy::KexecLoad(_)))
         {
             // What is loaded came from this recipe in an earlier run: keep it for rollbacks.
+            // An arm64 kexec_load frees the loaded image before it loads, and kexec-tools'
+            // segments are not kept: the image this recipe makes now is the one to go back to.
             match loader.adopt_last_good() {
                 Ok(bytes) => tracing::info!(bytes, "last known good image adopted from the recipe"),
                 Err(e) => tracing::warn!(error = %e, "no last known good image"),
@@ -709,6 +735,7 @@ impl ReconcileLoop {
         }
         let mut loader = CrashLoader::new(
             ReloadStrategy::KexecFile(recipe.clone()),
+            self.procfs.clone(),
             self.sysfs.clone(),
         )
         .with_host(self.host.clone());
@@ -768,6 +795,7 @@ impl ReconcileLoop {
                 budget.as_secs_f64()
             ),
             load_time: budget,
+            header: None,
         };
         self.finished(
             now,
@@ -864,6 +892,7 @@ impl ReconcileLoop {
         }
         parts.header.own_load_finished(
             report.outcome == LoadOutcome::Loaded,
+            report.header.as_deref(),
             parts.node.iomem.as_ref(),
             parts.node.cpus.as_ref(),
             unix_seconds(SystemTime::now()),

@@ -428,6 +428,85 @@ impl BzImage {
     }
 }
 
+/// The arm64 `Image` header fields a crash load places the kernel by
+/// (Documentation/arch/arm64/booting.rst; kexec-tools `arm64_process_image_header`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Arm64Image {
+    /// Bytes from a 2 MiB aligned base to where the image must sit (0 since 5.8, 0x80000 before).
+    pub text_offset: u64,
+    /// Bytes the kernel occupies once running, BSS included.
+    pub image_size: u64,
+}
+
+/// Bytes of the kernel file [`Arm64Image::parse`] needs.
+pub const ARM64_IMAGE_HEADER_LEN: usize = 64;
+/// arm64 `COMMAND_LINE_SIZE`: the longest `bootargs` the kernel keeps, with its NUL.
+const ARM64_COMMAND_LINE_SIZE: usize = 2048;
+
+impl Arm64Image {
+    /// Checks the header kexec-tools checks, and what the capture kernel's placement needs.
+    pub fn parse(head: &[u8], file_len: u64) -> Result<Self, &'static str> {
+        if head.len() < ARM64_IMAGE_HEADER_LEN || file_len < ARM64_IMAGE_HEADER_LEN as u64 {
+            return Err("too short to be an arm64 Image");
+        }
+        if &head[0x38..0x3c] != b"ARM\x64" {
+            return Err("not an arm64 Image (no \"ARM\\x64\" magic at 0x38)");
+        }
+        let le64 = |at: usize| u64::from_le_bytes(head[at..at + 8].try_into().expect("8 bytes"));
+        let (text_offset, image_size, flags) = (le64(8), le64(16), le64(24));
+        if image_size == 0 {
+            return Err("image_size is 0 (a kernel older than 3.17, whose size is unknown)");
+        }
+        if flags & 1 != 0 {
+            return Err("a big-endian kernel");
+        }
+        if text_offset % PAGE != 0 || image_size < file_len {
+            return Err("text_offset is not page-aligned or image_size is below the file size");
+        }
+        Ok(Self {
+            text_offset,
+            image_size,
+        })
+    }
+}
+
+/// The kernel file a load strategy takes: `kexec_file_load` on x86_64 takes a bzImage, the
+/// agent's own arm64 `kexec_load` an `Image`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelFormat {
+    BzImage,
+    Arm64Image,
+}
+
+impl KernelFormat {
+    /// Bytes the kernel needs in the reservation, the longest command line it takes (with
+    /// the NUL) and where that limit comes from, from its header.
+    fn parse(self, head: &[u8], file_len: u64) -> Result<(u64, usize, String), &'static str> {
+        match self {
+            Self::BzImage => {
+                let image = BzImage::parse(head, file_len)?;
+                Ok((
+                    page_align(u64::from(image.init_size)),
+                    (image.cmdline_size as usize).saturating_sub(ELFCOREHDR_PARAM_LEN),
+                    format!(
+                        "cmdline_size {} minus room for elfcorehdr=",
+                        image.cmdline_size
+                    ),
+                ))
+            }
+            Self::Arm64Image => {
+                let image = Arm64Image::parse(head, file_len)?;
+                // The image sits at text_offset above a 2 MiB boundary of the reservation.
+                Ok((
+                    (2 << 20) + page_align(image.text_offset + image.image_size),
+                    ARM64_COMMAND_LINE_SIZE,
+                    "arm64 COMMAND_LINE_SIZE".into(),
+                ))
+            }
+        }
+    }
+}
+
 /// What `fstat` says about one opened file of the recipe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileFacts {
@@ -481,6 +560,7 @@ fn page_align(bytes: u64) -> u64 {
 /// so a refusal here is certain and anything above it is left to the kernel.
 pub fn check(
     recipe: &LoadRecipe,
+    format: KernelFormat,
     kernel: &FileFacts,
     kernel_head: &[u8],
     initrd: Option<&FileFacts>,
@@ -490,24 +570,24 @@ pub fn check(
     if let (Some(path), Some(facts)) = (&recipe.initrd, initrd) {
         check_file("initrd", path, facts)?;
     }
-    let image = BzImage::parse(kernel_head, kernel.len).map_err(|why| RecipeError::File {
-        role: "kernel",
-        path: recipe.kernel.display().to_string(),
-        why: why.to_owned(),
-    })?;
+    let (kernel_bytes, limit, why_limit) =
+        format
+            .parse(kernel_head, kernel.len)
+            .map_err(|why| RecipeError::File {
+                role: "kernel",
+                path: recipe.kernel.display().to_string(),
+                why: why.to_owned(),
+            })?;
     if recipe.cmdline.contains('\0') {
         return Err(RecipeError::Cmdline("contains a NUL byte".into()));
     }
-    let limit = (image.cmdline_size as usize).saturating_sub(ELFCOREHDR_PARAM_LEN);
     if recipe.cmdline.len() + 1 > limit {
         return Err(RecipeError::Cmdline(format!(
-            "{} bytes, the kernel accepts {} (cmdline_size {} minus room for elfcorehdr=)",
+            "{} bytes, the kernel accepts {limit} ({why_limit})",
             recipe.cmdline.len() + 1,
-            limit,
-            image.cmdline_size
         )));
     }
-    let needed = page_align(u64::from(image.init_size)) + initrd.map_or(0, |f| page_align(f.len));
+    let needed = kernel_bytes + initrd.map_or(0, |f| page_align(f.len));
     if crash_size == 0 {
         return Err(RecipeError::TooLarge {
             needed,
@@ -561,6 +641,7 @@ fn open(
 /// reservation (`crash_size` bytes).
 pub fn open_checked(
     recipe: &LoadRecipe,
+    format: KernelFormat,
     crash_size: u64,
     rootfs: &Rootfs,
 ) -> Result<OpenedRecipe, RecipeError> {
@@ -582,6 +663,7 @@ pub fn open_checked(
         })?;
     let needed_bytes = check(
         recipe,
+        format,
         &kernel_facts,
         &head,
         initrd.as_ref().map(|(_, facts)| facts),
@@ -687,6 +769,7 @@ mod tests {
     fn a_good_recipe_passes_and_reports_the_lower_bound_it_needs() {
         let needed = check(
             &recipe(),
+            KernelFormat::BzImage,
             &root_file(8 * MIB),
             &bzimage_head(),
             Some(&root_file(30 * MIB + 1)),
@@ -700,9 +783,16 @@ mod tests {
         let head = bzimage_head();
         let r = recipe();
         let run = |kernel: FileFacts, initrd: FileFacts, crash_size| {
-            check(&r, &kernel, &head, Some(&initrd), crash_size)
-                .unwrap_err()
-                .to_string()
+            check(
+                &r,
+                KernelFormat::BzImage,
+                &kernel,
+                &head,
+                Some(&initrd),
+                crash_size,
+            )
+            .unwrap_err()
+            .to_string()
         };
         let ok = root_file(8 * MIB);
         assert_eq!(
@@ -743,7 +833,15 @@ mod tests {
     #[test]
     fn a_garbage_kernel_is_refused_by_name() {
         let garbage = vec![0xffu8; BZIMAGE_HEADER_LEN];
-        let err = check(&recipe(), &root_file(8 * MIB), &garbage, None, 256 * MIB).unwrap_err();
+        let err = check(
+            &recipe(),
+            KernelFormat::BzImage,
+            &root_file(8 * MIB),
+            &garbage,
+            None,
+            256 * MIB,
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "kernel /boot/vmlinuz: not a bzImage (no \"HdrS\" boot header at 0x202)"
@@ -757,22 +855,49 @@ mod tests {
             cmdline: "x".repeat(2047 - 30 - 1),
             ..recipe()
         };
-        assert!(check(&fits, &root_file(8 * MIB), &head, None, 256 * MIB).is_ok());
+        assert!(
+            check(
+                &fits,
+                KernelFormat::BzImage,
+                &root_file(8 * MIB),
+                &head,
+                None,
+                256 * MIB
+            )
+            .is_ok()
+        );
         let long = LoadRecipe {
             cmdline: "x".repeat(2047 - 30),
             ..recipe()
         };
         assert_eq!(
-            check(&long, &root_file(8 * MIB), &head, None, 256 * MIB)
-                .unwrap_err()
-                .to_string(),
+            check(
+                &long,
+                KernelFormat::BzImage,
+                &root_file(8 * MIB),
+                &head,
+                None,
+                256 * MIB
+            )
+            .unwrap_err()
+            .to_string(),
             "command line: 2018 bytes, the kernel accepts 2017 (cmdline_size 2047 minus room for elfcorehdr=)"
         );
         let nul = LoadRecipe {
             cmdline: "a\0b".into(),
             ..recipe()
         };
-        assert!(check(&nul, &root_file(8 * MIB), &head, None, 256 * MIB).is_err());
+        assert!(
+            check(
+                &nul,
+                KernelFormat::BzImage,
+                &root_file(8 * MIB),
+                &head,
+                None,
+                256 * MIB
+            )
+            .is_err()
+        );
     }
 
     const KDUMP_TOOLS: &str = r#"
@@ -1040,6 +1165,74 @@ KDUMP_IMG_EXT=""
         path
     }
 
+    /// An arm64 Image header as Debian's 6.12 has it: text_offset 0, image_size, 4K pages.
+    fn arm64_head(text_offset: u64, image_size: u64) -> Vec<u8> {
+        let mut h = vec![0u8; 64];
+        h[0..2].copy_from_slice(b"MZ");
+        h[8..16].copy_from_slice(&text_offset.to_le_bytes());
+        h[16..24].copy_from_slice(&image_size.to_le_bytes());
+        h[24..32].copy_from_slice(&0b1010u64.to_le_bytes());
+        h[0x38..0x3c].copy_from_slice(b"ARM\x64");
+        h
+    }
+
+    #[test]
+    fn arm64_images_are_checked_as_kexec_tools_checks_them() {
+        let image = Arm64Image::parse(&arm64_head(0, 40 * MIB), 30 * MIB).unwrap();
+        assert_eq!(image.image_size, 40 * MIB);
+        let refuse = |head: &[u8], len| Arm64Image::parse(head, len).unwrap_err();
+        assert_eq!(
+            refuse(&bzimage_head(), 8 * MIB),
+            "not an arm64 Image (no \"ARM\\x64\" magic at 0x38)"
+        );
+        assert!(refuse(&arm64_head(0, 0), 30 * MIB).contains("image_size is 0"));
+        assert!(refuse(&arm64_head(0, 10 * MIB), 30 * MIB).contains("below the file size"));
+        assert!(refuse(&arm64_head(0, 40 * MIB)[..63], 30 * MIB).contains("too short"));
+        let mut be = arm64_head(0, 40 * MIB);
+        be[24] |= 1;
+        assert_eq!(refuse(&be, 30 * MIB), "a big-endian kernel");
+        // The reservation must hold the image above a 2 MiB boundary, and the initrd.
+        let r = LoadRecipe {
+            kernel: "/boot/Image".into(),
+            initrd: None,
+            cmdline: "console=ttyAMA0".into(),
+            source: RecipeSource::Flags,
+        };
+        let head = arm64_head(0x80000, 40 * MIB);
+        let needed = check(
+            &r,
+            KernelFormat::Arm64Image,
+            &root_file(30 * MIB),
+            &head,
+            None,
+            256 * MIB,
+        )
+        .unwrap();
+        assert_eq!(needed, 2 * MIB + 0x80000 + 40 * MIB);
+        assert!(
+            check(
+                &r,
+                KernelFormat::BzImage,
+                &root_file(30 * MIB),
+                &head,
+                None,
+                256 * MIB
+            )
+            .is_err()
+        );
+        assert!(matches!(
+            check(
+                &r,
+                KernelFormat::Arm64Image,
+                &root_file(30 * MIB),
+                &head,
+                None,
+                32 * MIB
+            ),
+            Err(RecipeError::TooLarge { .. })
+        ));
+    }
+
     #[test]
     fn open_checked_reads_real_files_and_leaves_the_offset_at_zero() {
         use std::io::Seek as _;
@@ -1056,13 +1249,14 @@ KDUMP_IMG_EXT=""
         let uid = fs::metadata(&r.kernel).unwrap().uid();
         if uid != 0 {
             // Files made by a non-root test run are refused for their owner; that is checked below.
-            let err = open_checked(&r, 256 * MIB, &Rootfs::default())
+            let err = open_checked(&r, KernelFormat::BzImage, 256 * MIB, &Rootfs::default())
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("not root"), "{err}");
             return;
         }
-        let mut opened = open_checked(&r, 256 * MIB, &Rootfs::default()).unwrap();
+        let mut opened =
+            open_checked(&r, KernelFormat::BzImage, 256 * MIB, &Rootfs::default()).unwrap();
         assert_eq!(opened.needed_bytes, 40 * MIB + PAGE);
         assert_eq!(opened.kernel.stream_position().unwrap(), 0);
 
@@ -1071,20 +1265,30 @@ KDUMP_IMG_EXT=""
             ..r.clone()
         };
         assert!(
-            open_checked(&writable, 256 * MIB, &Rootfs::default())
-                .unwrap_err()
-                .to_string()
-                .ends_with("vmlinuz-w: mode 0666 is writable by group or others")
+            open_checked(
+                &writable,
+                KernelFormat::BzImage,
+                256 * MIB,
+                &Rootfs::default()
+            )
+            .unwrap_err()
+            .to_string()
+            .ends_with("vmlinuz-w: mode 0666 is writable by group or others")
         );
         let missing = LoadRecipe {
             initrd: Some(dir.join("nope")),
             ..r.clone()
         };
         assert!(
-            open_checked(&missing, 256 * MIB, &Rootfs::default())
-                .unwrap_err()
-                .to_string()
-                .ends_with("nope: No such file or directory (os error 2)")
+            open_checked(
+                &missing,
+                KernelFormat::BzImage,
+                256 * MIB,
+                &Rootfs::default()
+            )
+            .unwrap_err()
+            .to_string()
+            .ends_with("nope: No such file or directory (os error 2)")
         );
         let fifo = dir.join("fifo");
         let c_fifo = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
@@ -1095,7 +1299,7 @@ KDUMP_IMG_EXT=""
             ..r.clone()
         };
         assert!(
-            open_checked(&fifo, 256 * MIB, &Rootfs::default())
+            open_checked(&fifo, KernelFormat::BzImage, 256 * MIB, &Rootfs::default())
                 .unwrap_err()
                 .to_string()
                 .ends_with("fifo: not a regular file")
@@ -1105,10 +1309,15 @@ KDUMP_IMG_EXT=""
             ..r
         };
         assert!(
-            open_checked(&directory, 256 * MIB, &Rootfs::default())
-                .unwrap_err()
-                .to_string()
-                .ends_with(": not a regular file")
+            open_checked(
+                &directory,
+                KernelFormat::BzImage,
+                256 * MIB,
+                &Rootfs::default()
+            )
+            .unwrap_err()
+            .to_string()
+            .ends_with(": not a regular file")
         );
     }
 }

@@ -13,7 +13,7 @@ use std::{
 use crate::{
     model::{
         elfcorehdr::{
-            ElfCoreHeader,
+            ElfCoreHeader, KernelText,
             readback::{
                 self, Candidate, ChooseError, KcoreError, KcoreMap, PAGE_HEAD, Skipped, Unmapped,
             },
@@ -78,9 +78,8 @@ pub fn read_back(procfs: &Procfs, sysfs: &Sysfs, iomem: &Iomem) -> Result<ReadBa
     if reservations.is_empty() {
         return Err(ReadBackError::NoReservation(procfs.path("iomem")));
     }
-    let path = procfs.path("kcore");
     let started = Instant::now();
-    let kcore = open(&path, sysfs)?;
+    let (kcore, map, path) = open_map(procfs, sysfs)?;
     let io = |what: String| {
         let path = path.clone();
         move |source| ReadBackError::Io {
@@ -90,20 +89,6 @@ pub fn read_back(procfs: &Procfs, sysfs: &Sysfs, iomem: &Iomem) -> Result<ReadBa
         }
     };
     let mut head = [0u8; PAGE_HEAD];
-    kcore
-        .read_exact_at(&mut head, 0)
-        .map_err(io("reading its ELF header".into()))?;
-    let layout = |cause| ReadBackError::Layout {
-        path: path.clone(),
-        cause,
-    };
-    let span = readback::header_span(&head).map_err(layout)?;
-    let mut table = vec![0u8; span];
-    kcore
-        .read_exact_at(&mut table, 0)
-        .map_err(io(format!("reading {span} bytes of program headers")))?;
-    let map = KcoreMap::parse(&table).map_err(layout)?;
-
     let mut candidates = Vec::new();
     let mut pages_scanned = 0;
     for reservation in &reservations {
@@ -143,6 +128,57 @@ pub fn read_back(procfs: &Procfs, sysfs: &Sysfs, iomem: &Iomem) -> Result<ReadBa
         skipped: found.skipped,
         pages_scanned,
         elapsed: started.elapsed(),
+    })
+}
+
+/// `/proc/kcore` opened, and its physical-to-file map.
+fn open_map(procfs: &Procfs, sysfs: &Sysfs) -> Result<(File, KcoreMap, PathBuf), ReadBackError> {
+    let path = procfs.path("kcore");
+    let kcore = open(&path, sysfs)?;
+    let io = |what: String| {
+        let path = path.clone();
+        move |source| ReadBackError::Io {
+            path,
+            what,
+            cause: source,
+        }
+    };
+    let mut head = [0u8; PAGE_HEAD];
+    kcore
+        .read_exact_at(&mut head, 0)
+        .map_err(io("reading its ELF header".into()))?;
+    let layout = |cause| ReadBackError::Layout {
+        path: path.clone(),
+        cause,
+    };
+    let span = readback::header_span(&head).map_err(layout)?;
+    let mut table = vec![0u8; span];
+    kcore
+        .read_exact_at(&mut table, 0)
+        .map_err(io(format!("reading {span} bytes of program headers")))?;
+    let map = KcoreMap::parse(&table).map_err(layout)?;
+    Ok((kcore, map, path))
+}
+
+/// What kcore says of the running kernel's mappings, for a header of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelMappings {
+    /// `__va(0)`: what a header's RAM `p_vaddr`s are shifted by (arm64 randomises the linear
+    /// map, so no constant will do).
+    pub direct_map_offset: u64,
+    /// The kernel-text segment (kallsyms lacks `_end` without `CONFIG_KALLSYMS_ALL`, as on
+    /// Debian's arm64 6.1).
+    pub kernel_text: KernelText,
+}
+
+pub fn kernel_mappings(procfs: &Procfs, sysfs: &Sysfs) -> Result<KernelMappings, String> {
+    let (_, map, path) = open_map(procfs, sysfs).map_err(|e| e.to_string())?;
+    let missing = |what| format!("{}: no {what} PT_LOAD", path.display());
+    Ok(KernelMappings {
+        direct_map_offset: map
+            .direct_map_offset()
+            .ok_or_else(|| missing("direct-map"))?,
+        kernel_text: map.kernel_text().ok_or_else(|| missing("kernel-text"))?,
     })
 }
 
@@ -297,6 +333,7 @@ mod tests {
         file.write_all_at(&table, 0).unwrap();
         for (paddr, ram) in headers {
             let bytes = build(&HeaderInputs {
+                arch: crate::model::elfcorehdr::Arch::X86_64,
                 cpu_notes: &[NoteRegion {
                     paddr: 0x1000,
                     size: 0x150,

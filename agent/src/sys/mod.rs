@@ -4,6 +4,7 @@ pub mod cgroup;
 pub mod crash_sysfs;
 pub mod groups;
 pub mod kcore;
+pub mod kexec_load;
 pub mod limits;
 pub mod node;
 pub mod procfs;

@@ -63,6 +63,8 @@ pub struct NodeState {
     pub cpus: Option<CpuNotes>,
     /// When the node was last read.
     pub refreshed_at: Option<SystemTime>,
+    /// The kernel has `kexec_file_load` (`CONFIG_KEXEC_FILE`); `None` without a config to say.
+    pub kexec_file_load: Option<bool>,
 }
 
 impl NodeState {
@@ -74,6 +76,7 @@ impl NodeState {
             capabilities::detect(sysfs, config.as_ref()),
             capabilities::no_kexec_reason(config.as_ref()),
         );
+        node.kexec_file_load = config.map(|c| c.is_enabled("CONFIG_KEXEC_FILE"));
         node.refresh(procfs, sysfs, true)?;
         Ok(node)
     }
@@ -91,6 +94,7 @@ impl NodeState {
             iomem: None,
             cpus: None,
             refreshed_at: None,
+            kexec_file_load: None,
         }
     }
 

@@ -64,6 +64,14 @@ impl Arch {
         }
     }
 
+    /// The `e_machine` of its headers.
+    pub fn e_machine(self) -> u16 {
+        match self {
+            Arch::X86_64 => goblin::elf::header::EM_X86_64,
+            Arch::Aarch64 => goblin::elf::header::EM_AARCH64,
+        }
+    }
+
     /// The RAM ranges, one per `PT_LOAD`, that `load` would put in the header for this iomem,
     /// in the loader's own order and with its own splits.
     ///
@@ -456,6 +464,7 @@ mod tests {
     /// An arm64 header as a loader writes it: notes, the kernel text, `ram`.
     fn arm64_header(text: KernelText, ram: &[PhysRange]) -> ElfCoreHeader {
         let mut bytes = build(&HeaderInputs {
+            arch: Arch::X86_64,
             cpu_notes: &[NoteRegion {
                 paddr: 0x4fa1_8000,
                 size: 0x1d8,
@@ -526,6 +535,7 @@ mod tests {
     #[test]
     fn wrapping_ram_still_fails_to_parse() {
         let mut bytes = build(&HeaderInputs {
+            arch: Arch::X86_64,
             cpu_notes: &[],
             vmcoreinfo: NoteRegion { paddr: 0, size: 1 },
             kernel_text: None,

@@ -1,10 +1,10 @@
-//! Building the header `kexec_file_load` builds on x86_64 (`crash_prepare_elf64_headers`),
-//! field for field, from goblin's ELF64 types.
+//! Building the header the kernel's `crash_prepare_elf64_headers` builds, field for field, from
+//! goblin's ELF64 types, for the machine it is for (x86_64, arm64).
 use goblin::{
     elf::{
         header::{
             EI_CLASS, EI_DATA, EI_OSABI, EI_VERSION, ELFCLASS64, ELFDATA2LSB, ELFMAG,
-            ELFOSABI_NONE, EM_X86_64, ET_CORE, EV_CURRENT,
+            ELFOSABI_NONE, ET_CORE, EV_CURRENT,
         },
         program_header::{PF_R, PF_W, PF_X, PT_LOAD, PT_NOTE},
     },
@@ -15,7 +15,7 @@ use goblin::{
 };
 use scroll::{LE, Pwrite};
 
-use super::HeaderError;
+use super::{Arch, HeaderError};
 use crate::model::ranges::PhysRange;
 
 /// `ELF_CORE_HEADER_ALIGN`: the kernel pads the header buffer to a page.
@@ -46,8 +46,11 @@ pub struct HeaderInputs<'a> {
     pub kernel_text: Option<KernelText>,
     /// The `crash_mem` ranges after the exclusions ([`super::crash_memory_ranges`]).
     pub ram: &'a [PhysRange],
-    /// Base of the direct map (`__va(0)`).
+    /// `__va(0)`: what each RAM range's physical address is shifted by for its `p_vaddr`
+    /// (x86_64 `PAGE_OFFSET`; arm64 `PAGE_OFFSET - PHYS_OFFSET`, wrapping).
     pub page_offset: u64,
+    /// The machine whose capture kernel reads it (`e_machine`).
+    pub arch: Arch,
 }
 
 /// The header bytes, padded to a page as the kernel pads them.
@@ -101,7 +104,7 @@ pub fn build(inputs: &HeaderInputs<'_>) -> Result<Vec<u8>, HeaderError> {
     let ehdr = Header {
         e_ident,
         e_type: ET_CORE,
-        e_machine: EM_X86_64,
+        e_machine: inputs.arch.e_machine(),
         e_version: u32::from(EV_CURRENT),
         e_phoff: SIZEOF_EHDR as u64,
         e_ehsize: SIZEOF_EHDR as u16,
@@ -127,11 +130,14 @@ fn write_err(e: impl std::fmt::Display) -> HeaderError {
 
 #[cfg(test)]
 mod tests {
+    use goblin::elf::header::{EM_AARCH64, EM_X86_64};
+
     use super::*;
     use crate::model::elfcorehdr::{ElfCoreHeader, SegmentKind, arch::X86_64_DEFAULT_PAGE_OFFSET};
 
     fn inputs<'a>(notes: &'a [NoteRegion], ram: &'a [PhysRange]) -> HeaderInputs<'a> {
         HeaderInputs {
+            arch: Arch::X86_64,
             cpu_notes: notes,
             vmcoreinfo: NoteRegion {
                 paddr: 0x1_00c6_6000,
@@ -187,6 +193,7 @@ mod tests {
         // 64 + 63 * 56 = 3592 -> one page; 64 + 72 * 56 = 4096 exactly.
         let notes = vec![NoteRegion { paddr: 0, size: 1 }; 70];
         let bytes = build(&HeaderInputs {
+            arch: Arch::X86_64,
             kernel_text: None,
             ..inputs(&notes, &[])
         })
@@ -194,6 +201,21 @@ mod tests {
         assert_eq!(bytes.len(), 4096);
         let notes = vec![NoteRegion { paddr: 0, size: 1 }; 71];
         assert_eq!(build(&inputs(&notes, &[])).unwrap().len(), 8192);
+    }
+
+    #[test]
+    fn e_machine_is_the_target_machine() {
+        let ram = [PhysRange::new(0x4000_0000, 0x7fff_ffff).unwrap()];
+        for (arch, machine) in [(Arch::X86_64, EM_X86_64), (Arch::Aarch64, EM_AARCH64)] {
+            let bytes = build(&HeaderInputs {
+                arch,
+                ..inputs(&[], &ram)
+            })
+            .unwrap();
+            let h = ElfCoreHeader::parse(&bytes).unwrap();
+            assert_eq!(h.machine, machine);
+            assert_eq!(Arch::of_machine(h.machine), Some(arch));
+        }
     }
 
     #[test]

@@ -70,6 +70,7 @@ mod tests {
         let notes: Vec<NoteRegion> = listed.iter().map(CpuNote::region).collect();
         let ram = [crate::model::ranges::PhysRange::new(0x100000, 0x3fffffff).unwrap()];
         let bytes = build(&HeaderInputs {
+            arch: crate::model::elfcorehdr::Arch::X86_64,
             cpu_notes: &notes,
             vmcoreinfo: NoteRegion {
                 paddr: 0x100_0000,

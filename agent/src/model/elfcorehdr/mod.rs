@@ -149,6 +149,7 @@ pub enum HeaderError {
 #[cfg(test)]
 pub fn sample_header(ram: &[crate::model::ranges::PhysRange]) -> Vec<u8> {
     build(&HeaderInputs {
+        arch: Arch::X86_64,
         cpu_notes: &[NoteRegion {
             paddr: 0x3fa1_8000,
             size: 0x150,
@@ -187,6 +188,7 @@ mod tests {
             .map(|i| PhysRange::from_start_size(i * 0x2000, 0x1000).unwrap())
             .collect();
         let bytes = build(&HeaderInputs {
+            arch: Arch::X86_64,
             cpu_notes: &[],
             vmcoreinfo: NoteRegion { paddr: 0, size: 1 },
             kernel_text: Some(KernelText {
@@ -210,6 +212,7 @@ mod tests {
         for load in [LoadPath::KexecFileLoad, LoadPath::KexecLoad] {
             let mem = crash_memory_ranges(&iomem, load).unwrap();
             let bytes = build(&HeaderInputs {
+                arch: Arch::X86_64,
                 cpu_notes: &[NoteRegion {
                     paddr: 0x7000_0000,
                     size: 336,

@@ -10,7 +10,7 @@ use goblin::{
 };
 use scroll::Pread;
 
-use super::{ElfCoreHeader, MAX_HEADER_BYTES, Segment, SegmentKind};
+use super::{ElfCoreHeader, KernelText, MAX_HEADER_BYTES, Segment, SegmentKind};
 use crate::model::ranges::PhysRange;
 
 /// The reservation is scanned one page at a time: loaders place segments page-aligned.
@@ -30,6 +30,11 @@ pub struct KcoreSegment {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KcoreMap {
     segments: Vec<KcoreSegment>,
+    /// `p_vaddr - p_paddr` of the first direct-map `PT_LOAD`: the shift of every RAM
+    /// address into the direct map (arm64: `PAGE_OFFSET - PHYS_OFFSET`).
+    direct_map_offset: Option<u64>,
+    /// The kernel-text `PT_LOAD` (`KCORE_TEXT`: `_text`, `__pa_symbol(_text)`, `_end - _text`).
+    kernel_text: Option<KernelText>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -109,21 +114,51 @@ impl KcoreMap {
             Ctx::new(Container::Big, scroll::LE),
         )
         .map_err(|e| KcoreError::Malformed(e.to_string()))?;
-        let segments = phdrs
-            .iter()
-            .filter(|p| p.p_type == PT_LOAD && p.p_memsz > 0)
-            .filter(|p| p.p_paddr.checked_add(p.p_memsz).is_some())
+        let with_paddr = || {
+            phdrs
+                .iter()
+                .filter(|p| p.p_type == PT_LOAD && p.p_memsz > 0)
+                .filter(|p| p.p_paddr.checked_add(p.p_memsz).is_some())
+        };
+        let segments = with_paddr()
             .map(|p| KcoreSegment {
                 paddr: p.p_paddr,
                 size: p.p_memsz,
                 offset: p.p_offset,
             })
             .collect();
-        Ok(KcoreMap { segments })
+        let is_text = |p: &&ProgramHeader| super::arch::is_kernel_text(ehdr.e_machine, p.p_vaddr);
+        let direct_map_offset = with_paddr()
+            .find(|p| !is_text(p))
+            .map(|p| p.p_vaddr.wrapping_sub(p.p_paddr));
+        let kernel_text = with_paddr().find(is_text).map(|p| KernelText {
+            vaddr: p.p_vaddr,
+            paddr: p.p_paddr,
+            size: p.p_memsz,
+        });
+        Ok(KcoreMap {
+            segments,
+            direct_map_offset,
+            kernel_text,
+        })
     }
 
     pub fn from_segments(segments: Vec<KcoreSegment>) -> KcoreMap {
-        KcoreMap { segments }
+        KcoreMap {
+            segments,
+            direct_map_offset: None,
+            kernel_text: None,
+        }
+    }
+
+    /// What a RAM address is shifted by in the direct map (`__va(0)`), when kcore shows it.
+    pub fn direct_map_offset(&self) -> Option<u64> {
+        self.direct_map_offset
+    }
+
+    /// Where the kernel image is mapped, when kcore shows it.
+    pub fn kernel_text(&self) -> Option<KernelText> {
+        self.kernel_text
     }
 
     pub fn segments(&self) -> &[KcoreSegment] {
@@ -338,6 +373,33 @@ mod tests {
 
     fn r(start: u64, end: u64) -> PhysRange {
         PhysRange::new(start, end).unwrap()
+    }
+
+    #[test]
+    fn kcore_map_tells_the_kernel_text_from_the_direct_map() {
+        // arm64: the image above _PAGE_END(48), RAM in the linear map shifted by
+        // PAGE_OFFSET - PHYS_OFFSET (here PHYS_OFFSET 0x4000_0000, randomised by 0x1234_0000).
+        let mut b = kcore(&[
+            (0x4020_0000, 0x250_0000, 0x1_0000),
+            (0x4000_0000, 0x4000_0000, 0x2_0000),
+        ]);
+        b[18..20].copy_from_slice(&header::EM_AARCH64.to_le_bytes());
+        let vaddr = |b: &mut Vec<u8>, i: usize, v: u64| {
+            b[64 + (i + 2) * 56 + 16..][..8].copy_from_slice(&v.to_le_bytes())
+        };
+        vaddr(&mut b, 0, 0xffff_8000_8000_0000);
+        let offset = 0xffff_0000_0000_0000u64 - 0x4000_0000 + 0x1234_0000;
+        vaddr(&mut b, 1, offset.wrapping_add(0x4000_0000));
+        let map = KcoreMap::parse(&b).unwrap();
+        assert_eq!(map.direct_map_offset(), Some(offset));
+        assert_eq!(
+            map.kernel_text(),
+            Some(KernelText {
+                vaddr: 0xffff_8000_8000_0000,
+                paddr: 0x4020_0000,
+                size: 0x250_0000,
+            })
+        );
     }
 
     #[test]

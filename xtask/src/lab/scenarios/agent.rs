@@ -9,6 +9,7 @@ use kdump_agent::{
 };
 
 use crate::lab::{
+    arch::Arch,
     guests::Boot,
     image::{
         GUEST_AGENT, GUEST_CAPTURE_INITRD, GUEST_KERNEL, KERNEL_6_1, KERNEL_6_12, KERNEL_7_2,
@@ -160,7 +161,15 @@ const ROLLED_BACK: &str = r#"kdump_reloads_total{result="rolled_back"}"#;
 
 /// The agent's recipe: the lab's capture kernel, initramfs and command line.
 pub fn recipe() -> String {
-    format!("--kernel {GUEST_KERNEL} --initrd {GUEST_CAPTURE_INITRD} --cmdline '{CAPTURE_CMDLINE}'")
+    recipe_for(Arch::X86_64)
+}
+
+/// [`recipe`] for a guest of `arch` (its capture console).
+pub fn recipe_for(arch: Arch) -> String {
+    format!(
+        "--kernel {GUEST_KERNEL} --initrd {GUEST_CAPTURE_INITRD} --cmdline '{}'",
+        arch.capture_cmdline()
+    )
 }
 
 /// One series of the agent's /metrics in the guest (0 when absent, as Prometheus reads it).
@@ -267,7 +276,7 @@ pub(super) fn expect_reloads(
 pub(super) fn start(run: &mut Run, boot: &Boot, load: LoadPath) -> Result<Machine> {
     let mut m = run.boot(boot)?;
     run.load_kdump(&mut m, load)?;
-    run.start_agent(&mut m, &recipe())?;
+    run.start_agent(&mut m, &recipe_for(run.scenario.kernel.arch))?;
     Ok(m)
 }
 

@@ -13,7 +13,7 @@ use super::agent::{
 use crate::lab::{
     arch::Arch,
     guests::Boot,
-    image::{KERNEL_6_1, KERNEL_6_1_ARM64, KERNEL_6_12, KERNEL_6_12_ARM64},
+    image::{GUEST_AGENT, KERNEL_6_1, KERNEL_6_1_ARM64, KERNEL_6_12, KERNEL_6_12_ARM64},
     machine::Machine,
     scenario::{Run, Scenario},
 };
@@ -83,6 +83,22 @@ pub const ALL: &[Scenario] = &[
         fixture: true,
         benchmark: false,
         body: kexec_load_after_grow_arm64,
+    },
+    Scenario {
+        name: "agent-fixes-6.12-arm64",
+        about: "arm64 6.12, kexec -p at boot, agent, virtio-mem grown by 512 MiB: one reload by the agent's own kexec_load (its image, device tree, trampoline, header); the capture kernel boots from it; dump whole, virtio-mem included",
+        kernel: KERNEL_6_12_ARM64,
+        fixture: false,
+        benchmark: false,
+        body: agent_fixes_arm64,
+    },
+    Scenario {
+        name: "agent-fixes-6.1-arm64",
+        about: "arm64 6.1, kexec -p at boot, agent, virtio-mem grown by 512 MiB: one reload by the agent's own kexec_load; dump whole, virtio-mem included",
+        kernel: KERNEL_6_1_ARM64,
+        fixture: false,
+        benchmark: false,
+        body: agent_fixes_arm64,
     },
 ];
 
@@ -228,6 +244,43 @@ fn kexec_load_after_grow_arm64(run: &mut Run) -> Result<()> {
     run.load_kdump(&mut m, LoadPath::KexecLoad)?;
     run.crash(&mut m)?;
     run.expect(added, 0);
+    Ok(())
+}
+
+/// kexec-tools loads at boot (as the distribution would), the device grows, and the agent's
+/// one reload is its own `kexec_load`, the only way on arm64 to a header with the virtio-mem
+/// RAM in it.
+fn agent_fixes_arm64(run: &mut Run) -> Result<()> {
+    let mut m = start(run, &boot(), LoadPath::KexecLoad)?;
+    run.virtio_mem_up(&mut m)?;
+    run.resize_virtio_mem(&mut m, GROW_MIB)?;
+    let added = grown_bytes(run, &mut m)?;
+    let grown = std::time::Instant::now();
+    wait_metric(&mut m, SUCCESS, 1.0)?;
+    wait_ready(&mut m)?;
+    run.note("seconds_from_grow_to_ready", grown.elapsed().as_secs_f64());
+    run.note("virtio_mem_bytes", added);
+    expect_reloads(run, &mut m, 1, "for one virtio-mem grow")?;
+    let status = m.sh(&format!("{GUEST_AGENT} status --json"))?;
+    let status: serde_json::Value =
+        serde_json::from_str(&status).map_err(|e| anyhow!("status --json: {e}"))?;
+    let strategy = status["reload"]["strategy"].as_str().unwrap_or_default();
+    let last = status["reload"]["last"].as_str().unwrap_or_default();
+    run.note("reload_strategy", strategy);
+    // When the agent decided, started and finished its load (its own clock).
+    let log = m.sh("grep -E 'stale|reloading the crash kernel|reload done' /tmp/kdump-agent.log | cut -c12-23 | tr '\\n' ' '")?;
+    run.note("agent_log_stale_reloading_done", log.trim());
+    let laid_out = m.sh(
+        "grep 'laid out' /tmp/kdump-agent.log | grep -o 'read_files_seconds=.*' | tr '\\n' ' '",
+    )?;
+    run.note("agent_image_laid_out", laid_out.trim());
+    run.check(
+        strategy == "kexec-load" && last.contains(": kexec_load: loaded"),
+        format!("the agent reloaded with {strategy:?}: {last}"),
+    );
+    // The capture kernel can only find the header through the agent's device tree, entered
+    // through its trampoline: a whole dump proves both.
+    crash_and_expect(run, &mut m, 0)?;
     Ok(())
 }
 
