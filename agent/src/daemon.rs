@@ -73,6 +73,7 @@ pub fn initial_state(procfs: &Procfs, sysfs: &Sysfs, boot: &Path) -> anyhow::Res
         node.iomem.as_ref(),
         node.cpus.as_ref(),
         unix_seconds(SystemTime::now()),
+        None,
     );
     Ok(state)
 }

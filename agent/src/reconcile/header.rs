@@ -199,6 +199,7 @@ impl HeaderKnowledge {
     /// rewrites were neither captured nor read back, is assumed to hold the header of the RAM
     /// of now, and the verdict says that this is not known. Unless the kernel skipped an
     /// update since: then it holds what it held before, and is judged as that.
+    /// `reloads_through`: the loader of the agent's own reloads (`None`: the loaded header's).
     pub fn judge(
         &mut self,
         crash_loaded: bool,
@@ -206,6 +207,7 @@ impl HeaderKnowledge {
         iomem: Option<&Iomem>,
         cpus: Option<&CpuNotes>,
         now: u64,
+        reloads_through: Option<LoadPath>,
     ) -> Transition {
         // Only an image that accepts updates can have one skipped (others never take any),
         // and the one another load is putting in place.
@@ -220,7 +222,9 @@ impl HeaderKnowledge {
             self.behind_since = None;
         }
         let kernel_kept_up = kernel_managed && self.behind_since.is_none();
-        if !crash_loaded {
+        // While this agent's load runs, `crash_loaded` is as read before it: no reason to
+        // forget the header a probe captured of that very load.
+        if !crash_loaded && self.own_load.is_none() {
             self.loaded = None;
         } else if self.loaded.is_none()
             || (kernel_kept_up
@@ -251,8 +255,15 @@ impl HeaderKnowledge {
             Some(e) => format!("not captured by a probe, and not read back: {e}"),
             None => "not captured by a probe, and not read back".to_owned(),
         };
-        let (mut status, transition) =
-            judge(self.loaded.as_ref(), iomem, cpus, &self.status, now, &why);
+        let (mut status, transition) = judge(
+            self.loaded.as_ref(),
+            iomem,
+            cpus,
+            &self.status,
+            now,
+            &why,
+            reloads_through,
+        );
         if status.verified && !status.stale {
             // What is loaded is known and current: whatever the kernel skipped did not matter.
             self.last_skip_ns = None;
@@ -335,14 +346,14 @@ mod tests {
             (HeaderSource::Kernel, LoadPath::KexecFileLoad),
         ] {
             let mut k = HeaderKnowledge::default();
-            k.judge(true, false, Some(&iomem("")), None, 10);
+            k.judge(true, false, Some(&iomem("")), None, 10, None);
             assert_eq!(k.status().provenance, Some(Provenance::Inferred));
             k.observe(
                 &load(syscall, Some(captured(&iomem(""), source)), false),
                 11,
             )
             .unwrap();
-            k.judge(true, false, Some(&iomem("")), None, 11);
+            k.judge(true, false, Some(&iomem("")), None, 11, None);
             let s = k.status();
             assert!(s.verified && !s.stale, "{s:?}");
             assert_eq!(
@@ -350,7 +361,7 @@ mod tests {
                 Some(format!("{} by kexec (pid 312)", syscall.as_str()).as_str())
             );
             assert_eq!(
-                k.judge(true, false, Some(&iomem(DIMM)), None, 12),
+                k.judge(true, false, Some(&iomem(DIMM)), None, 12, None),
                 Transition::BecameStale
             );
             assert_eq!(
@@ -365,7 +376,7 @@ mod tests {
             });
             k.observe(&update, 14).unwrap();
             assert_eq!(
-                k.judge(true, true, Some(&iomem(DIMM)), None, 14),
+                k.judge(true, true, Some(&iomem(DIMM)), None, 14, None),
                 Transition::BecameFresh
             );
             assert!(k.status().verified && k.status().stale_since.is_none());
@@ -387,7 +398,7 @@ mod tests {
         .unwrap();
         k.observe(&load(LoadPath::KexecFileLoad, None, false), 2)
             .unwrap();
-        k.judge(true, false, Some(&io), None, 2);
+        k.judge(true, false, Some(&io), None, 2, None);
         assert!(!k.status().verified, "a newer uncaptured load replaces it");
         let mut partial = captured(&io, HeaderSource::Kernel);
         partial.complete = false;
@@ -401,7 +412,7 @@ mod tests {
             k.observe(&load(LoadPath::KexecFileLoad, Some(garbage), false), 3),
             Err(HeaderCaptureError::Parse(_))
         ));
-        k.judge(true, false, Some(&io), None, 3);
+        k.judge(true, false, Some(&io), None, 3, None);
         assert!(!k.status().verified);
     }
 
@@ -410,20 +421,20 @@ mod tests {
     #[test]
     fn the_agents_own_uncaptured_load_is_what_later_rescans_judge() {
         let mut k = HeaderKnowledge::default();
-        k.judge(true, false, Some(&iomem("")), None, 1);
+        k.judge(true, false, Some(&iomem("")), None, 1, None);
         assert_eq!(
-            k.judge(true, false, Some(&iomem(DIMM)), None, 2),
+            k.judge(true, false, Some(&iomem(DIMM)), None, 2, None),
             Transition::BecameStale
         );
         k.own_load_started();
         k.own_load_finished(true, Some(&iomem(DIMM)), None, 3);
         assert_eq!(
-            k.judge(true, false, Some(&iomem(DIMM)), None, 3),
+            k.judge(true, false, Some(&iomem(DIMM)), None, 3, None),
             Transition::BecameFresh
         );
         for t in 4..10 {
             assert_eq!(
-                k.judge(true, false, Some(&iomem(DIMM)), None, t),
+                k.judge(true, false, Some(&iomem(DIMM)), None, t, None),
                 Transition::Unchanged
             );
         }
@@ -451,7 +462,7 @@ mod tests {
         k.own_load_finished(true, Some(&dimm), None, 2);
         assert_eq!(k.loaded().unwrap().provenance, Provenance::Inferred);
         k.observe(&own, 3).unwrap();
-        k.judge(true, false, Some(&dimm), None, 3);
+        k.judge(true, false, Some(&dimm), None, 3, None);
         assert!(k.status().verified && !k.status().stale);
     }
 
@@ -471,7 +482,7 @@ mod tests {
         k.own_load_started();
         k.own_load_finished(false, Some(&io), None, 2);
         assert_eq!(k.loaded().unwrap().provenance, Provenance::Captured);
-        k.judge(false, false, Some(&io), None, 3);
+        k.judge(false, false, Some(&io), None, 3, None);
         assert!(k.loaded().is_none());
         assert_eq!(k.status(), &HeaderStatus::default());
     }
@@ -539,11 +550,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            k.judge(true, false, Some(&io), Some(&cpus(&[0])), 1),
+            k.judge(true, false, Some(&io), Some(&cpus(&[0])), 1, None),
             Transition::Unchanged
         );
         assert_eq!(
-            k.judge(true, false, Some(&io), Some(&cpus(&[0, 1])), 2),
+            k.judge(true, false, Some(&io), Some(&cpus(&[0, 1])), 2, None),
             Transition::BecameStale
         );
         assert_eq!(k.status().missing_cpu_notes, [1]);
@@ -573,7 +584,7 @@ mod tests {
             .unwrap();
         k.own_load_finished(true, Some(&io), Some(&cpus(&[0, 1])), 3);
         assert_eq!(
-            k.judge(true, false, Some(&io), Some(&cpus(&[0, 1])), 3),
+            k.judge(true, false, Some(&io), Some(&cpus(&[0, 1])), 3, None),
             Transition::BecameFresh
         );
         assert!(k.status().missing_cpu_notes.is_empty());
@@ -582,9 +593,9 @@ mod tests {
     #[test]
     fn kernel_managed_without_a_capture_follows_the_ram() {
         let mut k = HeaderKnowledge::default();
-        k.judge(true, true, Some(&iomem("")), None, 1);
+        k.judge(true, true, Some(&iomem("")), None, 1, None);
         assert_eq!(
-            k.judge(true, true, Some(&iomem(DIMM)), None, 2),
+            k.judge(true, true, Some(&iomem(DIMM)), None, 2, None),
             Transition::Unchanged
         );
         assert!(!k.status().stale && !k.status().verified);
@@ -597,10 +608,10 @@ mod tests {
             during_load: false,
         };
         let mut k = HeaderKnowledge::default();
-        k.judge(true, true, Some(&iomem("")), None, 1);
+        k.judge(true, true, Some(&iomem("")), None, 1, None);
         k.observe(&skip, 2).unwrap();
         assert_eq!(
-            k.judge(true, true, Some(&iomem(DIMM)), None, 3),
+            k.judge(true, true, Some(&iomem(DIMM)), None, 3, None),
             Transition::BecameStale,
             "the kernel did not rewrite: it still lists the RAM before the DIMM"
         );
@@ -611,7 +622,7 @@ mod tests {
         );
         assert_eq!(k.skipped_updates(), 1);
         // Judged again (a rescan): still behind, counted once.
-        k.judge(true, true, Some(&iomem(DIMM)), None, 4);
+        k.judge(true, true, Some(&iomem(DIMM)), None, 4, None);
         assert_eq!(
             (k.status().kernel_skipped_since, k.skipped_updates()),
             (Some(3), 1)
@@ -619,7 +630,7 @@ mod tests {
         // A load that held the lock while the kernel skipped does not cover the skip...
         let before = Some(captured(&iomem(""), HeaderSource::Kernel));
         k.observe(&timed_load(before, false, 3, 9), 5).unwrap();
-        k.judge(true, true, Some(&iomem(DIMM)), None, 5);
+        k.judge(true, true, Some(&iomem(DIMM)), None, 5, None);
         assert_eq!(
             (k.status().stale, k.status().kernel_skipped_since),
             (true, Some(3))
@@ -627,7 +638,7 @@ mod tests {
         // ...one that started after it does: it builds the whole header from the RAM of then.
         k.observe(&timed_load(None, true, 16, 20), 6).unwrap();
         assert_eq!(
-            k.judge(true, true, Some(&iomem(DIMM)), None, 6),
+            k.judge(true, true, Some(&iomem(DIMM)), None, 6, None),
             Transition::BecameFresh
         );
         assert_eq!(k.status().kernel_skipped_since, None);
@@ -636,7 +647,7 @@ mod tests {
     #[test]
     fn a_skip_while_another_load_holds_the_lock_is_counted_and_its_image_is_behind() {
         let mut k = HeaderKnowledge::default();
-        k.judge(true, true, Some(&iomem("")), None, 1);
+        k.judge(true, true, Some(&iomem("")), None, 1, None);
         // The load freed the old image: nothing is loaded while the kernel skips.
         k.observe(
             &Event::KernelUpdateSkipped {
@@ -646,13 +657,13 @@ mod tests {
             2,
         )
         .unwrap();
-        k.judge(false, true, Some(&iomem(DIMM)), None, 2);
-        k.judge(false, true, Some(&iomem(DIMM)), None, 3);
+        k.judge(false, true, Some(&iomem(DIMM)), None, 2, None);
+        k.judge(false, true, Some(&iomem(DIMM)), None, 3, None);
         assert_eq!(k.skipped_updates(), 1);
         let before = Some(captured(&iomem(""), HeaderSource::Kernel));
         k.observe(&timed_load(before, false, 1, 9), 4).unwrap();
         assert_eq!(
-            k.judge(true, true, Some(&iomem(DIMM)), None, 4),
+            k.judge(true, true, Some(&iomem(DIMM)), None, 4, None),
             Transition::BecameStale
         );
         assert_eq!(k.status().kernel_skipped_since, Some(4));
@@ -665,15 +676,15 @@ mod tests {
             during_load: false,
         };
         let mut k = HeaderKnowledge::default();
-        k.judge(true, false, Some(&iomem("")), None, 1);
+        k.judge(true, false, Some(&iomem("")), None, 1, None);
         k.observe(&skip, 2).unwrap();
-        k.judge(true, false, Some(&iomem("")), None, 3);
+        k.judge(true, false, Some(&iomem("")), None, 3, None);
         assert_eq!(
             (k.skipped_updates(), k.status().kernel_skipped_since),
             (0, None)
         );
         let mut k = HeaderKnowledge::default();
-        k.judge(true, true, Some(&iomem("")), None, 1);
+        k.judge(true, true, Some(&iomem("")), None, 1, None);
         k.observe(&skip, 2).unwrap();
         let rewrite = Event::KernelHeaderUpdate(KernelHeaderUpdate {
             header: Some(captured(&iomem(DIMM), HeaderSource::Kernel)),
@@ -683,7 +694,7 @@ mod tests {
         });
         k.observe(&rewrite, 3).unwrap();
         assert_eq!(
-            k.judge(true, true, Some(&iomem(DIMM)), None, 4),
+            k.judge(true, true, Some(&iomem(DIMM)), None, 4, None),
             Transition::Unchanged
         );
         let s = k.status();
@@ -692,5 +703,33 @@ mod tests {
             "{s:?}"
         );
         assert_eq!(k.skipped_updates(), 1, "the skip still counts");
+    }
+
+    /// The agent's first load (nothing was loaded): the probes' capture arrives while the
+    /// job runs and the node's facts still say nothing is loaded; it is what is known after.
+    #[test]
+    fn a_capture_of_the_own_load_survives_the_facts_read_before_it() {
+        let io = iomem("");
+        let mut k = HeaderKnowledge::default();
+        k.judge(false, false, Some(&io), None, 1, None);
+        k.own_load_started();
+        k.observe(
+            &load(
+                LoadPath::KexecLoad,
+                Some(captured(&io, HeaderSource::KexecLoadSegment)),
+                true,
+            ),
+            2,
+        )
+        .unwrap();
+        k.judge(false, false, Some(&io), None, 2, None);
+        k.own_load_finished(true, Some(&io), None, 3);
+        k.judge(true, false, Some(&io), None, 3, None);
+        assert_eq!(k.loaded().map(|l| l.provenance), Some(Provenance::Captured));
+        assert!(k.status().verified && !k.status().stale);
+        assert!(!k.wants_read_back(true, false, Some(&io.system_ram())));
+        // Once no load of its own runs, a crash kernel gone is a header gone.
+        k.judge(false, false, Some(&io), None, 4, None);
+        assert!(k.loaded().is_none());
     }
 }

@@ -632,12 +632,18 @@ impl ReconcileLoop {
         }
         let node = &*parts.node;
         let skipped_before = parts.header.skipped_updates();
+        // A command reloads with the node's own loader, the one that loaded the header.
+        let reloads_through = self.loader.as_ref().and_then(|l| match l.strategy() {
+            ReloadStrategy::KexecFile(_) => Some(LoadPath::KexecFileLoad),
+            ReloadStrategy::Command { .. } => None,
+        });
         let transition = parts.header.judge(
             node.facts.crash_loaded,
             kernel_managed,
             node.iomem.as_ref(),
             node.cpus.as_ref(),
             unix_seconds(SystemTime::now()),
+            reloads_through,
         );
         let skipped = parts.header.skipped_updates() - skipped_before;
         if skipped > 0 {
@@ -941,6 +947,9 @@ fn alert_line(alert: Alert) -> String {
         Alert::Stale(s) => format!("header stale ({s}) and this agent does not reload"),
         Alert::KernelUpdateFailed(s) => format!("the kernel did not update the header ({s})"),
         Alert::StaleAfterReload(s) => format!("still stale after the agent's load ({s})"),
+        Alert::BeyondReload(s) => format!(
+            "header stale ({s}) and no reload through the node's loader can fix it: not reloading"
+        ),
         Alert::ReloadFailed { failures, retry_in } => format!(
             "reload failed {failures} time(s) in a row; next try in {:.1} s",
             retry_in.as_secs_f64()
