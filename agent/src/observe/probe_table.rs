@@ -307,7 +307,8 @@ pub static PROBES: &[Probe] = &[
         "an in-kernel update the kernel skips (kexec lock busy) is seen only as a stale \
          header once it is read back, and not named",
     ),
-    // x86-64 and s390 implement them; since 6.0 other architectures have no such symbol.
+    // x86-64 and s390 implement them; of the lab's arm64 kernels 6.1 has them (its crash
+    // reservation reads back empty), 6.12 not (read back there).
     Probe {
         target: Target::Function {
             name: UNPROTECT,

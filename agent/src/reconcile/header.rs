@@ -19,6 +19,9 @@ pub struct HeaderKnowledge {
     own_load: Option<bool>,
     /// Why the last read-back failed, while nothing better is known.
     unreadable: Option<String>,
+    /// A read-back failed and no load came since: a scan of the reservation (seconds under
+    /// TCG) finds nothing new until another load, unless the kernel rewrites the header.
+    read_failed: bool,
     /// The System RAM when the header was last read back: a kernel-managed header needs
     /// another read only once the RAM (and so what the kernel rewrote) changed.
     read_for_ram: Option<RamRanges>,
@@ -72,6 +75,7 @@ impl HeaderKnowledge {
     pub fn observe(&mut self, event: &Event, now: u64) -> Result<(), HeaderCaptureError> {
         let (origin, header, started_ns) = match event {
             Event::KexecLoad(load) if load.succeeded() => {
+                self.read_failed = false;
                 if load.unload {
                     self.loaded = None;
                     return Ok(());
@@ -140,7 +144,9 @@ impl HeaderKnowledge {
             Provenance::ReadBack => self.read_for_ram.as_ref() != ram,
             Provenance::Inferred => true,
         };
+        // Only a kernel-managed header changes without a load (its in-place rewrites).
         crash_loaded
+            && !(self.read_failed && !kernel_managed)
             && self
                 .loaded
                 .as_ref()
@@ -154,9 +160,13 @@ impl HeaderKnowledge {
             Ok(header) => {
                 self.loaded = Some(header);
                 self.unreadable = None;
+                self.read_failed = false;
                 self.read_for_ram = ram;
             }
-            Err(why) => self.unreadable = Some(why),
+            Err(why) => {
+                self.unreadable = Some(why);
+                self.read_failed = true;
+            }
         }
     }
 
@@ -731,5 +741,25 @@ mod tests {
         // Once no load of its own runs, a crash kernel gone is a header gone.
         k.judge(false, false, Some(&io), None, 4, None);
         assert!(k.loaded().is_none());
+    }
+
+    /// arm64 6.1: the reservation reads as no header, each scan costing seconds under TCG. A
+    /// failed read is not repeated for the same image, whatever the RAM; another load is
+    /// worth one, and a kernel-managed header (rewritten in place) always.
+    #[test]
+    fn a_failed_read_back_is_retried_only_after_another_load() {
+        let io = iomem("");
+        let ram = io.system_ram();
+        let mut k = HeaderKnowledge::default();
+        k.judge(true, false, Some(&io), None, 1, None);
+        assert!(k.wants_read_back(true, false, Some(&ram)));
+        k.read_back(Err("no ELF core header".into()), Some(ram.clone()));
+        assert!(!k.wants_read_back(true, false, Some(&ram)));
+        let grown = iomem(DIMM).system_ram();
+        assert!(!k.wants_read_back(true, false, Some(&grown)));
+        assert!(k.wants_read_back(true, true, Some(&grown)));
+        k.observe(&load(LoadPath::KexecLoad, None, false), 2)
+            .unwrap();
+        assert!(k.wants_read_back(true, false, Some(&ram)));
     }
 }

@@ -875,12 +875,14 @@ impl ReconcileLoop {
             unix_seconds(SystemTime::now()),
         );
         if report.outcome == LoadOutcome::Loaded
+            && !self.loads_observed
             && parts
                 .header
                 .loaded()
                 .is_some_and(|l| l.provenance == Provenance::Inferred)
         {
-            // No probe captured it: what the kernel built can still be read, not assumed.
+            // No probe will capture it: what the kernel built can still be read, not assumed.
+            // With the probes, its capture may just be behind the job's end.
             read_back(&self.procfs, &self.sysfs, parts.node, parts.header);
         }
         if let Some(result) = result {

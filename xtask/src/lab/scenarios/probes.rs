@@ -413,8 +413,7 @@ fn captured_and_current(
     load: LoadPath,
     origin: &str,
 ) -> Result<()> {
-    // A load whose job ends before its probe records are read is first read back: wait for
-    // the capture.
+    // The capture of the agent's own load may come after its job ended: wait for it.
     let _ = m.wait_until(
         "wget -qO- http://127.0.0.1:10864/metrics | grep -q '^kdump_header_provenance{provenance=\"captured\"} 1$'",
         SETTLE,
