@@ -146,7 +146,7 @@ impl HeaderKnowledge {
         };
         // Only a kernel-managed header changes without a load (its in-place rewrites).
         crash_loaded
-            && !(self.read_failed && !kernel_managed)
+            && (kernel_managed || !self.read_failed)
             && self
                 .loaded
                 .as_ref()
