@@ -25,6 +25,7 @@ use crate::{
     },
     model::{
         events::{Event, EventSource},
+        header::Reloader,
         mode::Mode,
         units::unix_seconds,
     },
@@ -73,6 +74,7 @@ pub fn initial_state(procfs: &Procfs, sysfs: &Sysfs, boot: &Path) -> anyhow::Res
         node.iomem.as_ref(),
         node.cpus.as_ref(),
         unix_seconds(SystemTime::now()),
+        Reloader::HeadersOwnLoader,
     );
     Ok(state)
 }

@@ -2,7 +2,7 @@
 //! `kexec_file_load` would accept must pass, and a damaged copy must be refused by name.
 use std::path::PathBuf;
 
-use kdump_agent::reload::recipe::{BZIMAGE_HEADER_LEN, BzImage};
+use kdump_agent::reload::recipe::{Arm64Image, BZIMAGE_HEADER_LEN, BzImage, KERNEL_HEAD_LEN};
 
 /// `$KDUMP_LAB_CACHE/root/*/boot/vmlinuz-*` (default cache `/work/lab-cache`).
 fn cached_kernels() -> Vec<PathBuf> {
@@ -42,10 +42,24 @@ fn debian_kernels_are_bzimages_kexec_file_load_accepts() {
         let why = BzImage::parse(&bytes[..BZIMAGE_HEADER_LEN], bytes.len() as u64).unwrap_err();
         assert!(why.contains("not a bzImage"), "{}: {why}", path.display());
         println!("{}: refused: {why}", path.display());
+        // The arm64 check takes it whole, and refuses it cut in half (what the lab's
+        // agent-refuses-bad-kernel-6.1-arm64 gives the agent).
+        let head = &bytes[..KERNEL_HEAD_LEN];
+        let image = Arm64Image::parse(head, bytes.len() as u64)
+            .unwrap_or_else(|why| panic!("{}: {why}", path.display()));
+        println!("{}: arm64 Image {image:?}", path.display());
+        let why = Arm64Image::parse(head, bytes.len() as u64 / 2).unwrap_err();
+        assert!(why.starts_with("truncated"), "{}: {why}", path.display());
     }
     assert!(!x86.is_empty(), "the lab cache has only arm64 kernels");
     for path in x86 {
         let bytes = std::fs::read(&path).unwrap();
+        let why = Arm64Image::parse(&bytes[..KERNEL_HEAD_LEN], bytes.len() as u64).unwrap_err();
+        assert!(
+            why.starts_with("not an arm64 Image"),
+            "{}: {why}",
+            path.display()
+        );
         let image = BzImage::parse(&bytes[..BZIMAGE_HEADER_LEN], bytes.len() as u64)
             .unwrap_or_else(|why| panic!("{}: {why}", path.display()));
         assert!(

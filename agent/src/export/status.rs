@@ -184,8 +184,12 @@ fn header_text(h: &HeaderStatus, loaded: bool) -> String {
                     .join(", ")
             ),
         };
+        let beyond = h
+            .beyond_reload
+            .as_ref()
+            .map_or(String::new(), |b| format!("; {b}"));
         format!(
-            "stale, {how}: {} missing, {} excess{cpus}",
+            "stale, {how}: {} missing, {} excess{cpus}{beyond}",
             bytes(h.missing_bytes),
             bytes(h.excess_bytes)
         )

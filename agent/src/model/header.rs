@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 use crate::model::{
     cpus::CpuNotes,
     elfcorehdr::{
-        Arch, ElfCoreHeader, HeaderDiff, HeaderError, LoadPath, diff, expected_ram,
-        missing_cpu_notes,
+        Arch, ElfCoreHeader, HeaderDiff, HeaderError, LoadPath, crash_memory_ranges, diff,
+        expected_ram, missing_cpu_notes,
     },
     events::{CapturedHeader, HeaderSource},
-    iomem::Iomem,
+    iomem::{Iomem, SYSTEM_RAM},
     ranges::{CapacityExceeded, RamRanges},
 };
 
@@ -185,8 +185,9 @@ impl LoadedHeader {
         self.provenance.verified() || self.own_load
     }
 
-    /// The header `load` would build for `iomem` and `cpus`: what a load the agent did not
-    /// capture most likely holds.
+    /// The header `load` would build for `iomem` and `cpus` (its own list of RAM, which on
+    /// arm64 leaves driver-managed RAM out): what a load the agent did not capture most likely
+    /// holds.
     pub fn inferred(
         iomem: &Iomem,
         cpus: Option<&CpuNotes>,
@@ -195,7 +196,7 @@ impl LoadedHeader {
         now: u64,
     ) -> Result<Self, CapacityExceeded> {
         Ok(Self {
-            ram: expected_ram(iomem, load)?,
+            ram: crash_memory_ranges(iomem, load)?.to_ram_ranges(),
             cpu_notes: ListedCpuNotes::at_load(load, cpus),
             load,
             provenance: Provenance::Inferred,
@@ -217,6 +218,72 @@ impl LoadedHeader {
             ..diff(&expected_ram(iomem, self.load)?, &self.ram)
         })
     }
+}
+
+/// Missing RAM that no reload through a loader can bring back: that loader never lists it
+/// (arm64 loaders and `System RAM (virtio_mem)`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BeyondReload {
+    pub bytes: u64,
+    /// The loader the agent's reloads (or, without its own, the node's) go through.
+    pub through: LoadPath,
+    /// The /proc/iomem lines that RAM is listed under, e.g. `System RAM (virtio_mem)`.
+    pub resources: Vec<String>,
+}
+
+impl std::fmt::Display for BeyondReload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of it no reload through {} can bring back: that loader never lists {}",
+            crate::model::units::bytes(self.bytes),
+            self.through.as_str(),
+            if self.resources.is_empty() {
+                "it".to_owned()
+            } else {
+                self.resources.join(", ")
+            }
+        )
+    }
+}
+
+/// What would write the header of the agent's next reload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reloader {
+    /// The loader of the header now loaded: the agent reloads through a command, or not at all.
+    HeadersOwnLoader,
+    /// That load path's rules (the agent's `kexec_file_load`: the kernel builds the header).
+    Through(LoadPath),
+    /// The agent itself, from all System RAM (its own arm64 `kexec_load`): no RAM is beyond it.
+    Agent,
+}
+
+/// What of `missing` no reload through `through` can bring back on `arch`, for `iomem`; `None`
+/// when a reload would list all of it.
+pub fn beyond_reload(
+    arch: Arch,
+    iomem: &Iomem,
+    through: LoadPath,
+    missing: &RamRanges,
+) -> Result<Option<BeyondReload>, CapacityExceeded> {
+    let never = arch.omitted_by(iomem, through)?.intersection(missing);
+    if never.is_empty() {
+        return Ok(None);
+    }
+    let mut resources: Vec<String> = iomem
+        .resources()
+        .iter()
+        .filter(|r| iomem.name(r).starts_with(SYSTEM_RAM))
+        .filter(|r| never.as_slice().iter().any(|n| n.overlaps(&r.range)))
+        .map(|r| iomem.name(r).to_owned())
+        .collect();
+    resources.sort();
+    resources.dedup();
+    Ok(Some(BeyondReload {
+        bytes: never.total_bytes(),
+        through,
+        resources,
+    }))
 }
 
 /// The verdict on the loaded header, as every exporter shows it.
@@ -242,6 +309,9 @@ pub struct HeaderStatus {
     /// header was loaded or rewritten: it is behind the RAM by what changed since.
     #[serde(default)]
     pub kernel_skipped_since: Option<u64>,
+    /// What of the missing RAM no reload can bring back, and why.
+    #[serde(default)]
+    pub beyond_reload: Option<BeyondReload>,
 }
 
 /// Why a header is stale (`kdump_header_stale_reason{reason}`).
@@ -289,6 +359,7 @@ pub enum Transition {
 /// Judges `loaded` against the RAM in `iomem` and the online CPUs in `cpus` at `now` (seconds
 /// since the epoch), keeping the moment it first went stale from `previous`. The only rule for
 /// "stale". `unknown_because` says why an unvouched header could not be known better.
+/// `reloader`: what would write the header of the agent's next reload.
 pub fn judge(
     loaded: Option<&LoadedHeader>,
     iomem: Option<&Iomem>,
@@ -296,13 +367,24 @@ pub fn judge(
     previous: &HeaderStatus,
     now: u64,
     unknown_because: &str,
+    reloader: Reloader,
 ) -> (HeaderStatus, Transition) {
     let verdict = match (loaded, iomem) {
-        (Some(loaded), Some(iomem)) => loaded.diff(iomem, cpus).ok().map(|d| (loaded, d)),
+        (Some(loaded), Some(iomem)) => loaded.diff(iomem, cpus).ok().map(|d| {
+            let through = match reloader {
+                Reloader::HeadersOwnLoader => Some(loaded.load),
+                Reloader::Through(path) => Some(path),
+                Reloader::Agent => None,
+            };
+            let beyond = through
+                .and_then(|t| beyond_reload(Arch::RUNNING, iomem, t, &d.missing).ok())
+                .flatten();
+            (loaded, d, beyond)
+        }),
         _ => None,
     };
     let status = match verdict {
-        Some((loaded, d)) => HeaderStatus {
+        Some((loaded, d, beyond_reload)) => HeaderStatus {
             provenance: Some(loaded.provenance),
             verified: loaded.provenance.verified(),
             stale: d.stale(),
@@ -313,6 +395,7 @@ pub fn judge(
             captured: loaded.provenance.verified().then(|| loaded.origin.clone()),
             unknown: (!loaded.known()).then(|| unknown_because.to_owned()),
             kernel_skipped_since: None,
+            beyond_reload,
         },
         None => HeaderStatus::default(),
     };
@@ -350,6 +433,7 @@ mod tests {
             &HeaderStatus::default(),
             1,
             "why",
+            Reloader::HeadersOwnLoader,
         );
         assert_eq!(t, Transition::Unchanged);
         assert!(!s.stale && !s.verified && s.captured.is_none());
@@ -360,17 +444,49 @@ mod tests {
         );
         assert_eq!(s.provenance, Some(Provenance::Inferred));
         let dimm = iomem("100000000-11fffffff : System RAM\n");
-        let (s, t) = judge(Some(&h), Some(&dimm), None, &s, 5, "why");
+        let (s, t) = judge(
+            Some(&h),
+            Some(&dimm),
+            None,
+            &s,
+            5,
+            "why",
+            Reloader::HeadersOwnLoader,
+        );
         assert_eq!(
             (t, s.missing_bytes, s.stale_since),
             (Transition::BecameStale, 512 << 20, Some(5))
         );
-        let (s, t) = judge(Some(&h), Some(&dimm), None, &s, 9, "why");
+        let (s, t) = judge(
+            Some(&h),
+            Some(&dimm),
+            None,
+            &s,
+            9,
+            "why",
+            Reloader::HeadersOwnLoader,
+        );
         assert_eq!((t, s.stale_since), (Transition::Unchanged, Some(5)));
         let removed = Iomem::parse("00100000-1fffffff : System RAM\n").unwrap();
-        let (s, _) = judge(Some(&h), Some(&removed), None, &s, 10, "why");
+        let (s, _) = judge(
+            Some(&h),
+            Some(&removed),
+            None,
+            &s,
+            10,
+            "why",
+            Reloader::HeadersOwnLoader,
+        );
         assert!(s.excess_bytes > 0 && s.missing_bytes == 0);
-        let (s, t) = judge(Some(&h), Some(&before), None, &s, 11, "why");
+        let (s, t) = judge(
+            Some(&h),
+            Some(&before),
+            None,
+            &s,
+            11,
+            "why",
+            Reloader::HeadersOwnLoader,
+        );
         assert_eq!((t, s.stale_since), (Transition::BecameFresh, None));
     }
 
@@ -384,11 +500,21 @@ mod tests {
             &HeaderStatus::default(),
             1,
             "why",
+            Reloader::HeadersOwnLoader,
         );
         assert_eq!(s, HeaderStatus::default());
         let h = LoadedHeader::inferred(&before, None, LoadPath::KexecLoad, "x".into(), 1).unwrap();
         assert_eq!(
-            judge(Some(&h), None, None, &HeaderStatus::default(), 1, "why").0,
+            judge(
+                Some(&h),
+                None,
+                None,
+                &HeaderStatus::default(),
+                1,
+                "why",
+                Reloader::HeadersOwnLoader
+            )
+            .0,
             HeaderStatus::default()
         );
     }
@@ -423,13 +549,30 @@ mod tests {
             &HeaderStatus::default(),
             1,
             "",
+            Reloader::HeadersOwnLoader,
         );
         assert!(!s.stale);
         let added = cpus(&[0], &[0, 1], false);
-        let (s, _) = judge(Some(&h), Some(&io), Some(&added), &s, 2, "");
+        let (s, _) = judge(
+            Some(&h),
+            Some(&io),
+            Some(&added),
+            &s,
+            2,
+            "",
+            Reloader::HeadersOwnLoader,
+        );
         assert!(!s.stale, "present but offline: it saves no registers");
         let onlined = cpus(&[0, 1], &[0, 1], false);
-        let (s, t) = judge(Some(&h), Some(&io), Some(&onlined), &s, 3, "");
+        let (s, t) = judge(
+            Some(&h),
+            Some(&io),
+            Some(&onlined),
+            &s,
+            3,
+            "",
+            Reloader::HeadersOwnLoader,
+        );
         assert_eq!(
             (t, s.missing_cpu_notes.as_slice()),
             (Transition::BecameStale, &[1][..])
@@ -442,7 +585,15 @@ mod tests {
         let reloaded =
             LoadedHeader::inferred(&io, Some(&onlined), LoadPath::KexecFileLoad, "x".into(), 4)
                 .unwrap();
-        let (s, t) = judge(Some(&reloaded), Some(&io), Some(&onlined), &s, 4, "");
+        let (s, t) = judge(
+            Some(&reloaded),
+            Some(&io),
+            Some(&onlined),
+            &s,
+            4,
+            "",
+            Reloader::HeadersOwnLoader,
+        );
         assert_eq!((t, s.stale), (Transition::BecameFresh, false));
     }
 
@@ -464,6 +615,7 @@ mod tests {
                 &HeaderStatus::default(),
                 2,
                 "",
+                Reloader::HeadersOwnLoader,
             );
             assert_eq!(s.stale, stale, "{load:?}");
         }
@@ -472,6 +624,96 @@ mod tests {
             ListedCpuNotes::Unknown
         );
         assert_eq!(ListedCpuNotes::Unknown.missing(&onlined), Vec::<u32>::new());
+    }
+
+    /// LAB.md §8: an arm64 virt guest after a 512 MiB virtio-mem grow.
+    const ARM64_IOMEM: &str = "\
+40000000-7fffffff : System RAM
+  6ac00000-7abfffff : Crash kernel
+80000000-bfffffff : virtio1
+  80000000-9fffffff : System RAM (virtio_mem)
+";
+
+    fn r(start: u64, end: u64) -> crate::model::ranges::PhysRange {
+        crate::model::ranges::PhysRange::new(start, end).unwrap()
+    }
+
+    #[test]
+    fn arm64_virtio_mem_ram_is_beyond_any_reload_and_says_why() {
+        let io = Iomem::parse(ARM64_IOMEM).unwrap();
+        let virtio = RamRanges::from_ranges([r(0x8000_0000, 0x9fff_ffff)]);
+        for through in [LoadPath::KexecLoad, LoadPath::KexecFileLoad] {
+            let b = beyond_reload(Arch::Aarch64, &io, through, &virtio)
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                b,
+                BeyondReload {
+                    bytes: 512 << 20,
+                    through,
+                    resources: vec!["System RAM (virtio_mem)".into()],
+                }
+            );
+        }
+        let b = beyond_reload(Arch::Aarch64, &io, LoadPath::KexecLoad, &virtio).unwrap();
+        assert_eq!(
+            b.unwrap().to_string(),
+            "512.0 MiB of it no reload through kexec_load can bring back: that loader never lists System RAM (virtio_mem)"
+        );
+        // Plain System RAM missing (a header from before a DIMM): a reload lists it.
+        let plain = RamRanges::from_ranges([r(0x7ac0_0000, 0x7fff_ffff)]);
+        assert_eq!(
+            beyond_reload(Arch::Aarch64, &io, LoadPath::KexecLoad, &plain).unwrap(),
+            None
+        );
+        // x86_64 loaders list virtio-mem RAM: nothing is beyond a reload there.
+        assert_eq!(
+            beyond_reload(Arch::X86_64, &io, LoadPath::KexecLoad, &virtio).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn on_this_machine_a_dimm_is_never_beyond_a_reload() {
+        let before = iomem("");
+        let h = LoadedHeader::inferred(&before, None, LoadPath::KexecLoad, "x".into(), 1).unwrap();
+        let dimm = iomem("100000000-11fffffff : System RAM\n");
+        for through in [
+            Reloader::HeadersOwnLoader,
+            Reloader::Through(LoadPath::KexecFileLoad),
+        ] {
+            let (s, _) = judge(
+                Some(&h),
+                Some(&dimm),
+                None,
+                &HeaderStatus::default(),
+                2,
+                "",
+                through,
+            );
+            assert!(s.stale && s.beyond_reload.is_none(), "{through:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// What is beyond a reload is exactly the missing RAM its loader omits: never more
+        /// than is missing, and all of it inside `System RAM (...)` lines.
+        #[test]
+        fn beyond_a_reload_is_the_missing_ram_the_loader_omits(
+            start in 0u64..0x40, len in 1u64..0x40,
+        ) {
+            let io = Iomem::parse(ARM64_IOMEM).unwrap();
+            let from = 0x6000_0000 + (start << 24);
+            let missing = RamRanges::from_ranges([r(from, from + (len << 24) - 1)]);
+            let omitted = Arch::Aarch64.omitted_by(&io, LoadPath::KexecLoad).unwrap();
+            let want = omitted.intersection(&missing);
+            let got = beyond_reload(Arch::Aarch64, &io, LoadPath::KexecLoad, &missing).unwrap();
+            proptest::prop_assert_eq!(got.as_ref().map_or(0, |b| b.bytes), want.total_bytes());
+            proptest::prop_assert!(want.total_bytes() <= missing.total_bytes());
+            if let Some(b) = got {
+                proptest::prop_assert_eq!(b.resources, vec!["System RAM (virtio_mem)".to_owned()]);
+            }
+        }
     }
 
     #[test]

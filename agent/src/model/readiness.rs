@@ -31,8 +31,12 @@ pub fn readiness(facts: &KdumpFacts, no_kexec_reason: &str, header: &HeaderStatu
         return not_ready("no crash kernel is loaded (kexec_crash_loaded is 0)".into());
     }
     if header.stale {
+        let beyond = header
+            .beyond_reload
+            .as_ref()
+            .map_or(String::new(), |b| format!("; {b}"));
         return not_ready(format!(
-            "the loaded crash header is stale: {} of RAM missing from the dump, {} listed that is no longer RAM",
+            "the loaded crash header is stale: {} of RAM missing from the dump, {} listed that is no longer RAM{beyond}",
             bytes(header.missing_bytes),
             bytes(header.excess_bytes)
         ));

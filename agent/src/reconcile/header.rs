@@ -5,7 +5,9 @@ use crate::model::{
     cpus::CpuNotes,
     elfcorehdr::LoadPath,
     events::Event,
-    header::{HeaderCaptureError, HeaderStatus, LoadedHeader, Provenance, Transition, judge},
+    header::{
+        HeaderCaptureError, HeaderStatus, LoadedHeader, Provenance, Reloader, Transition, judge,
+    },
     iomem::Iomem,
     ranges::RamRanges,
 };
@@ -19,6 +21,9 @@ pub struct HeaderKnowledge {
     own_load: Option<bool>,
     /// Why the last read-back failed, while nothing better is known.
     unreadable: Option<String>,
+    /// A read-back failed and no load came since: a scan of the reservation (seconds under
+    /// TCG) finds nothing new until another load, unless the kernel rewrites the header.
+    read_failed: bool,
     /// The System RAM when the header was last read back: a kernel-managed header needs
     /// another read only once the RAM (and so what the kernel rewrote) changed.
     read_for_ram: Option<RamRanges>,
@@ -72,6 +77,7 @@ impl HeaderKnowledge {
     pub fn observe(&mut self, event: &Event, now: u64) -> Result<(), HeaderCaptureError> {
         let (origin, header, started_ns) = match event {
             Event::KexecLoad(load) if load.succeeded() => {
+                self.read_failed = false;
                 if load.unload {
                     self.loaded = None;
                     return Ok(());
@@ -140,7 +146,9 @@ impl HeaderKnowledge {
             Provenance::ReadBack => self.read_for_ram.as_ref() != ram,
             Provenance::Inferred => true,
         };
+        // Only a kernel-managed header changes without a load (its in-place rewrites).
         crash_loaded
+            && (kernel_managed || !self.read_failed)
             && self
                 .loaded
                 .as_ref()
@@ -154,9 +162,13 @@ impl HeaderKnowledge {
             Ok(header) => {
                 self.loaded = Some(header);
                 self.unreadable = None;
+                self.read_failed = false;
                 self.read_for_ram = ram;
             }
-            Err(why) => self.unreadable = Some(why),
+            Err(why) => {
+                self.unreadable = Some(why);
+                self.read_failed = true;
+            }
         }
     }
 
@@ -206,6 +218,7 @@ impl HeaderKnowledge {
     /// rewrites were neither captured nor read back, is assumed to hold the header of the RAM
     /// of now, and the verdict says that this is not known. Unless the kernel skipped an
     /// update since: then it holds what it held before, and is judged as that.
+    /// `reloader`: what would write the header of the agent's next reload.
     pub fn judge(
         &mut self,
         crash_loaded: bool,
@@ -213,6 +226,7 @@ impl HeaderKnowledge {
         iomem: Option<&Iomem>,
         cpus: Option<&CpuNotes>,
         now: u64,
+        reloader: Reloader,
     ) -> Transition {
         // Only an image that accepts updates can have one skipped (others never take any),
         // and the one another load is putting in place.
@@ -227,7 +241,9 @@ impl HeaderKnowledge {
             self.behind_since = None;
         }
         let kernel_kept_up = kernel_managed && self.behind_since.is_none();
-        if !crash_loaded {
+        // While this agent's load runs, `crash_loaded` is as read before it: no reason to
+        // forget the header a probe captured of that very load.
+        if !crash_loaded && self.own_load.is_none() {
             self.loaded = None;
         } else if self.loaded.is_none()
             || (kernel_kept_up
@@ -258,8 +274,15 @@ impl HeaderKnowledge {
             Some(e) => format!("not captured by a probe, and not read back: {e}"),
             None => "not captured by a probe, and not read back".to_owned(),
         };
-        let (mut status, transition) =
-            judge(self.loaded.as_ref(), iomem, cpus, &self.status, now, &why);
+        let (mut status, transition) = judge(
+            self.loaded.as_ref(),
+            iomem,
+            cpus,
+            &self.status,
+            now,
+            &why,
+            reloader,
+        );
         if status.verified && !status.stale {
             // What is loaded is known and current: whatever the kernel skipped did not matter.
             self.last_skip_ns = None;
@@ -342,14 +365,28 @@ mod tests {
             (HeaderSource::Kernel, LoadPath::KexecFileLoad),
         ] {
             let mut k = HeaderKnowledge::default();
-            k.judge(true, false, Some(&iomem("")), None, 10);
+            k.judge(
+                true,
+                false,
+                Some(&iomem("")),
+                None,
+                10,
+                Reloader::HeadersOwnLoader,
+            );
             assert_eq!(k.status().provenance, Some(Provenance::Inferred));
             k.observe(
                 &load(syscall, Some(captured(&iomem(""), source)), false),
                 11,
             )
             .unwrap();
-            k.judge(true, false, Some(&iomem("")), None, 11);
+            k.judge(
+                true,
+                false,
+                Some(&iomem("")),
+                None,
+                11,
+                Reloader::HeadersOwnLoader,
+            );
             let s = k.status();
             assert!(s.verified && !s.stale, "{s:?}");
             assert_eq!(
@@ -357,7 +394,14 @@ mod tests {
                 Some(format!("{} by kexec (pid 312)", syscall.as_str()).as_str())
             );
             assert_eq!(
-                k.judge(true, false, Some(&iomem(DIMM)), None, 12),
+                k.judge(
+                    true,
+                    false,
+                    Some(&iomem(DIMM)),
+                    None,
+                    12,
+                    Reloader::HeadersOwnLoader
+                ),
                 Transition::BecameStale
             );
             assert_eq!(
@@ -372,7 +416,14 @@ mod tests {
             });
             k.observe(&update, 14).unwrap();
             assert_eq!(
-                k.judge(true, true, Some(&iomem(DIMM)), None, 14),
+                k.judge(
+                    true,
+                    true,
+                    Some(&iomem(DIMM)),
+                    None,
+                    14,
+                    Reloader::HeadersOwnLoader
+                ),
                 Transition::BecameFresh
             );
             assert!(k.status().verified && k.status().stale_since.is_none());
@@ -394,7 +445,7 @@ mod tests {
         .unwrap();
         k.observe(&load(LoadPath::KexecFileLoad, None, false), 2)
             .unwrap();
-        k.judge(true, false, Some(&io), None, 2);
+        k.judge(true, false, Some(&io), None, 2, Reloader::HeadersOwnLoader);
         assert!(!k.status().verified, "a newer uncaptured load replaces it");
         let mut partial = captured(&io, HeaderSource::Kernel);
         partial.complete = false;
@@ -408,7 +459,7 @@ mod tests {
             k.observe(&load(LoadPath::KexecFileLoad, Some(garbage), false), 3),
             Err(HeaderCaptureError::Parse(_))
         ));
-        k.judge(true, false, Some(&io), None, 3);
+        k.judge(true, false, Some(&io), None, 3, Reloader::HeadersOwnLoader);
         assert!(!k.status().verified);
     }
 
@@ -417,20 +468,48 @@ mod tests {
     #[test]
     fn the_agents_own_uncaptured_load_is_what_later_rescans_judge() {
         let mut k = HeaderKnowledge::default();
-        k.judge(true, false, Some(&iomem("")), None, 1);
+        k.judge(
+            true,
+            false,
+            Some(&iomem("")),
+            None,
+            1,
+            Reloader::HeadersOwnLoader,
+        );
         assert_eq!(
-            k.judge(true, false, Some(&iomem(DIMM)), None, 2),
+            k.judge(
+                true,
+                false,
+                Some(&iomem(DIMM)),
+                None,
+                2,
+                Reloader::HeadersOwnLoader
+            ),
             Transition::BecameStale
         );
         k.own_load_started();
         k.own_load_finished(true, None, Some(&iomem(DIMM)), None, 3);
         assert_eq!(
-            k.judge(true, false, Some(&iomem(DIMM)), None, 3),
+            k.judge(
+                true,
+                false,
+                Some(&iomem(DIMM)),
+                None,
+                3,
+                Reloader::HeadersOwnLoader
+            ),
             Transition::BecameFresh
         );
         for t in 4..10 {
             assert_eq!(
-                k.judge(true, false, Some(&iomem(DIMM)), None, t),
+                k.judge(
+                    true,
+                    false,
+                    Some(&iomem(DIMM)),
+                    None,
+                    t,
+                    Reloader::HeadersOwnLoader
+                ),
                 Transition::Unchanged
             );
         }
@@ -458,7 +537,14 @@ mod tests {
         k.own_load_finished(true, None, Some(&dimm), None, 2);
         assert_eq!(k.loaded().unwrap().provenance, Provenance::Inferred);
         k.observe(&own, 3).unwrap();
-        k.judge(true, false, Some(&dimm), None, 3);
+        k.judge(
+            true,
+            false,
+            Some(&dimm),
+            None,
+            3,
+            Reloader::HeadersOwnLoader,
+        );
         assert!(k.status().verified && !k.status().stale);
     }
 
@@ -477,7 +563,14 @@ mod tests {
         assert_eq!(loaded.provenance, Provenance::Captured);
         assert_eq!(loaded.origin, "this agent's kexec_load");
         assert!(loaded.own_load);
-        k.judge(true, false, Some(&dimm), None, 2);
+        k.judge(
+            true,
+            false,
+            Some(&dimm),
+            None,
+            2,
+            Reloader::HeadersOwnLoader,
+        );
         assert!(k.status().verified && !k.status().stale);
         // What it loaded, not the RAM of now, is judged: a header built before the DIMM is stale.
         let boot = sample_header(
@@ -487,12 +580,26 @@ mod tests {
         );
         k.own_load_started();
         k.own_load_finished(true, Some(&boot), Some(&dimm), None, 3);
-        k.judge(true, false, Some(&dimm), None, 3);
+        k.judge(
+            true,
+            false,
+            Some(&dimm),
+            None,
+            3,
+            Reloader::HeadersOwnLoader,
+        );
         assert!(k.status().verified && k.status().stale);
         // A failed load keeps it.
         k.own_load_started();
         k.own_load_finished(false, Some(&whole), Some(&dimm), None, 4);
-        k.judge(true, false, Some(&dimm), None, 4);
+        k.judge(
+            true,
+            false,
+            Some(&dimm),
+            None,
+            4,
+            Reloader::HeadersOwnLoader,
+        );
         assert!(k.status().stale);
     }
 
@@ -512,7 +619,7 @@ mod tests {
         k.own_load_started();
         k.own_load_finished(false, None, Some(&io), None, 2);
         assert_eq!(k.loaded().unwrap().provenance, Provenance::Captured);
-        k.judge(false, false, Some(&io), None, 3);
+        k.judge(false, false, Some(&io), None, 3, Reloader::HeadersOwnLoader);
         assert!(k.loaded().is_none());
         assert_eq!(k.status(), &HeaderStatus::default());
     }
@@ -580,11 +687,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            k.judge(true, false, Some(&io), Some(&cpus(&[0])), 1),
+            k.judge(
+                true,
+                false,
+                Some(&io),
+                Some(&cpus(&[0])),
+                1,
+                Reloader::HeadersOwnLoader
+            ),
             Transition::Unchanged
         );
         assert_eq!(
-            k.judge(true, false, Some(&io), Some(&cpus(&[0, 1])), 2),
+            k.judge(
+                true,
+                false,
+                Some(&io),
+                Some(&cpus(&[0, 1])),
+                2,
+                Reloader::HeadersOwnLoader
+            ),
             Transition::BecameStale
         );
         assert_eq!(k.status().missing_cpu_notes, [1]);
@@ -615,7 +736,14 @@ mod tests {
             .unwrap();
         k.own_load_finished(true, None, Some(&io), Some(&cpus(&[0, 1])), 3);
         assert_eq!(
-            k.judge(true, false, Some(&io), Some(&cpus(&[0, 1])), 3),
+            k.judge(
+                true,
+                false,
+                Some(&io),
+                Some(&cpus(&[0, 1])),
+                3,
+                Reloader::HeadersOwnLoader
+            ),
             Transition::BecameFresh
         );
         assert!(k.status().missing_cpu_notes.is_empty());
@@ -624,9 +752,23 @@ mod tests {
     #[test]
     fn kernel_managed_without_a_capture_follows_the_ram() {
         let mut k = HeaderKnowledge::default();
-        k.judge(true, true, Some(&iomem("")), None, 1);
+        k.judge(
+            true,
+            true,
+            Some(&iomem("")),
+            None,
+            1,
+            Reloader::HeadersOwnLoader,
+        );
         assert_eq!(
-            k.judge(true, true, Some(&iomem(DIMM)), None, 2),
+            k.judge(
+                true,
+                true,
+                Some(&iomem(DIMM)),
+                None,
+                2,
+                Reloader::HeadersOwnLoader
+            ),
             Transition::Unchanged
         );
         assert!(!k.status().stale && !k.status().verified);
@@ -639,10 +781,24 @@ mod tests {
             during_load: false,
         };
         let mut k = HeaderKnowledge::default();
-        k.judge(true, true, Some(&iomem("")), None, 1);
+        k.judge(
+            true,
+            true,
+            Some(&iomem("")),
+            None,
+            1,
+            Reloader::HeadersOwnLoader,
+        );
         k.observe(&skip, 2).unwrap();
         assert_eq!(
-            k.judge(true, true, Some(&iomem(DIMM)), None, 3),
+            k.judge(
+                true,
+                true,
+                Some(&iomem(DIMM)),
+                None,
+                3,
+                Reloader::HeadersOwnLoader
+            ),
             Transition::BecameStale,
             "the kernel did not rewrite: it still lists the RAM before the DIMM"
         );
@@ -653,7 +809,14 @@ mod tests {
         );
         assert_eq!(k.skipped_updates(), 1);
         // Judged again (a rescan): still behind, counted once.
-        k.judge(true, true, Some(&iomem(DIMM)), None, 4);
+        k.judge(
+            true,
+            true,
+            Some(&iomem(DIMM)),
+            None,
+            4,
+            Reloader::HeadersOwnLoader,
+        );
         assert_eq!(
             (k.status().kernel_skipped_since, k.skipped_updates()),
             (Some(3), 1)
@@ -661,7 +824,14 @@ mod tests {
         // A load that held the lock while the kernel skipped does not cover the skip...
         let before = Some(captured(&iomem(""), HeaderSource::Kernel));
         k.observe(&timed_load(before, false, 3, 9), 5).unwrap();
-        k.judge(true, true, Some(&iomem(DIMM)), None, 5);
+        k.judge(
+            true,
+            true,
+            Some(&iomem(DIMM)),
+            None,
+            5,
+            Reloader::HeadersOwnLoader,
+        );
         assert_eq!(
             (k.status().stale, k.status().kernel_skipped_since),
             (true, Some(3))
@@ -669,7 +839,14 @@ mod tests {
         // ...one that started after it does: it builds the whole header from the RAM of then.
         k.observe(&timed_load(None, true, 16, 20), 6).unwrap();
         assert_eq!(
-            k.judge(true, true, Some(&iomem(DIMM)), None, 6),
+            k.judge(
+                true,
+                true,
+                Some(&iomem(DIMM)),
+                None,
+                6,
+                Reloader::HeadersOwnLoader
+            ),
             Transition::BecameFresh
         );
         assert_eq!(k.status().kernel_skipped_since, None);
@@ -678,7 +855,14 @@ mod tests {
     #[test]
     fn a_skip_while_another_load_holds_the_lock_is_counted_and_its_image_is_behind() {
         let mut k = HeaderKnowledge::default();
-        k.judge(true, true, Some(&iomem("")), None, 1);
+        k.judge(
+            true,
+            true,
+            Some(&iomem("")),
+            None,
+            1,
+            Reloader::HeadersOwnLoader,
+        );
         // The load freed the old image: nothing is loaded while the kernel skips.
         k.observe(
             &Event::KernelUpdateSkipped {
@@ -688,13 +872,34 @@ mod tests {
             2,
         )
         .unwrap();
-        k.judge(false, true, Some(&iomem(DIMM)), None, 2);
-        k.judge(false, true, Some(&iomem(DIMM)), None, 3);
+        k.judge(
+            false,
+            true,
+            Some(&iomem(DIMM)),
+            None,
+            2,
+            Reloader::HeadersOwnLoader,
+        );
+        k.judge(
+            false,
+            true,
+            Some(&iomem(DIMM)),
+            None,
+            3,
+            Reloader::HeadersOwnLoader,
+        );
         assert_eq!(k.skipped_updates(), 1);
         let before = Some(captured(&iomem(""), HeaderSource::Kernel));
         k.observe(&timed_load(before, false, 1, 9), 4).unwrap();
         assert_eq!(
-            k.judge(true, true, Some(&iomem(DIMM)), None, 4),
+            k.judge(
+                true,
+                true,
+                Some(&iomem(DIMM)),
+                None,
+                4,
+                Reloader::HeadersOwnLoader
+            ),
             Transition::BecameStale
         );
         assert_eq!(k.status().kernel_skipped_since, Some(4));
@@ -707,15 +912,36 @@ mod tests {
             during_load: false,
         };
         let mut k = HeaderKnowledge::default();
-        k.judge(true, false, Some(&iomem("")), None, 1);
+        k.judge(
+            true,
+            false,
+            Some(&iomem("")),
+            None,
+            1,
+            Reloader::HeadersOwnLoader,
+        );
         k.observe(&skip, 2).unwrap();
-        k.judge(true, false, Some(&iomem("")), None, 3);
+        k.judge(
+            true,
+            false,
+            Some(&iomem("")),
+            None,
+            3,
+            Reloader::HeadersOwnLoader,
+        );
         assert_eq!(
             (k.skipped_updates(), k.status().kernel_skipped_since),
             (0, None)
         );
         let mut k = HeaderKnowledge::default();
-        k.judge(true, true, Some(&iomem("")), None, 1);
+        k.judge(
+            true,
+            true,
+            Some(&iomem("")),
+            None,
+            1,
+            Reloader::HeadersOwnLoader,
+        );
         k.observe(&skip, 2).unwrap();
         let rewrite = Event::KernelHeaderUpdate(KernelHeaderUpdate {
             header: Some(captured(&iomem(DIMM), HeaderSource::Kernel)),
@@ -725,7 +951,14 @@ mod tests {
         });
         k.observe(&rewrite, 3).unwrap();
         assert_eq!(
-            k.judge(true, true, Some(&iomem(DIMM)), None, 4),
+            k.judge(
+                true,
+                true,
+                Some(&iomem(DIMM)),
+                None,
+                4,
+                Reloader::HeadersOwnLoader
+            ),
             Transition::Unchanged
         );
         let s = k.status();
@@ -734,5 +967,53 @@ mod tests {
             "{s:?}"
         );
         assert_eq!(k.skipped_updates(), 1, "the skip still counts");
+    }
+
+    /// The agent's first load (nothing was loaded): the probes' capture arrives while the
+    /// job runs and the node's facts still say nothing is loaded; it is what is known after.
+    #[test]
+    fn a_capture_of_the_own_load_survives_the_facts_read_before_it() {
+        let io = iomem("");
+        let mut k = HeaderKnowledge::default();
+        k.judge(false, false, Some(&io), None, 1, Reloader::HeadersOwnLoader);
+        k.own_load_started();
+        k.observe(
+            &load(
+                LoadPath::KexecLoad,
+                Some(captured(&io, HeaderSource::KexecLoadSegment)),
+                true,
+            ),
+            2,
+        )
+        .unwrap();
+        k.judge(false, false, Some(&io), None, 2, Reloader::HeadersOwnLoader);
+        k.own_load_finished(true, None, Some(&io), None, 3);
+        k.judge(true, false, Some(&io), None, 3, Reloader::HeadersOwnLoader);
+        assert_eq!(k.loaded().map(|l| l.provenance), Some(Provenance::Captured));
+        assert!(k.status().verified && !k.status().stale);
+        assert!(!k.wants_read_back(true, false, Some(&io.system_ram())));
+        // Once no load of its own runs, a crash kernel gone is a header gone.
+        k.judge(false, false, Some(&io), None, 4, Reloader::HeadersOwnLoader);
+        assert!(k.loaded().is_none());
+    }
+
+    /// arm64 6.1: the reservation reads as no header, each scan costing seconds under TCG. A
+    /// failed read is not repeated for the same image, whatever the RAM; another load is
+    /// worth one, and a kernel-managed header (rewritten in place) always.
+    #[test]
+    fn a_failed_read_back_is_retried_only_after_another_load() {
+        let io = iomem("");
+        let ram = io.system_ram();
+        let mut k = HeaderKnowledge::default();
+        k.judge(true, false, Some(&io), None, 1, Reloader::HeadersOwnLoader);
+        assert!(k.wants_read_back(true, false, Some(&ram)));
+        k.read_back(Err("no ELF core header".into()), Some(ram.clone()));
+        assert!(!k.wants_read_back(true, false, Some(&ram)));
+        let grown = iomem(DIMM).system_ram();
+        assert!(!k.wants_read_back(true, false, Some(&grown)));
+        assert!(k.wants_read_back(true, true, Some(&grown)));
+        k.observe(&load(LoadPath::KexecLoad, None, false), 2)
+            .unwrap();
+        assert!(k.wants_read_back(true, false, Some(&ram)));
     }
 }

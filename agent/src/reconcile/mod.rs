@@ -73,6 +73,18 @@ pub struct Staleness {
     pub excess_bytes: u64,
     /// Online CPUs without a `PT_NOTE` (their registers would be lost).
     pub missing_cpu_notes: u32,
+    /// Of the missing bytes, those no reload through the node's loader lists.
+    pub beyond_reload_bytes: u64,
+}
+
+impl Staleness {
+    /// Whether a reload can make the header any better: it is off by more than the RAM no
+    /// reload through the node's loader lists.
+    pub fn reload_can_fix(&self) -> bool {
+        self.missing_bytes > self.beyond_reload_bytes
+            || self.excess_bytes > 0
+            || self.missing_cpu_notes > 0
+    }
 }
 
 impl fmt::Display for Staleness {
@@ -83,6 +95,13 @@ impl fmt::Display for Staleness {
             bytes(self.missing_bytes),
             bytes(self.excess_bytes)
         )?;
+        if self.beyond_reload_bytes > 0 {
+            write!(
+                f,
+                ", {} of it beyond any reload",
+                bytes(self.beyond_reload_bytes)
+            )?;
+        }
         match self.missing_cpu_notes {
             0 => Ok(()),
             n => write!(f, ", {n} online CPU(s) without a note"),
@@ -110,6 +129,7 @@ impl HeaderState {
                 missing_bytes: status.missing_bytes,
                 excess_bytes: status.excess_bytes,
                 missing_cpu_notes: status.missing_cpu_notes.len() as u32,
+                beyond_reload_bytes: status.beyond_reload.as_ref().map_or(0, |b| b.bytes),
             }),
             Some(_) => Self::Fresh,
         }
@@ -171,6 +191,8 @@ pub enum Alert {
     KernelUpdateFailed(Staleness),
     /// Still stale right after the agent's own load.
     StaleAfterReload(Staleness),
+    /// Stale only by RAM no reload through the node's loader lists: the agent does not reload.
+    BeyondReload(Staleness),
     /// A reload failed (refused or rejected); the next try is after `retry_in`.
     ReloadFailed { failures: u32, retry_in: Duration },
     /// The rollback to the last known good image failed too.
@@ -429,6 +451,18 @@ impl Reconciler {
         check: HeaderCheck,
         out: &mut Vec<Action>,
     ) {
+        if let (true, HeaderState::Stale(s)) = (check.loaded, check.header)
+            && !s.reload_can_fix()
+            && trigger != Trigger::Requested
+        {
+            // Another load would list the same RAM and open a window without a capture
+            // kernel for nothing: no reload, no retry, until the RAM or the header changes,
+            // or the operator asks (the node's loader may have changed).
+            self.failures = 0;
+            self.retry_at = None;
+            self.alert(Alert::BeyondReload(s), out);
+            return;
+        }
         let reason = match (check.loaded, check.header) {
             (false, _) => Some(ReloadReason::NotLoaded),
             (true, HeaderState::Fresh) => None,
@@ -601,6 +635,7 @@ mod tests {
 
     fn stale(missing_bytes: u64) -> HeaderState {
         HeaderState::Stale(Staleness {
+            beyond_reload_bytes: 0,
             missing_bytes,
             excess_bytes: 0,
             missing_cpu_notes: 0,
@@ -669,6 +704,7 @@ mod tests {
             r.handle(back, check(true, stale(512 << 20))),
             [
                 Action::Alert(Alert::KernelUpdateFailed(Staleness {
+                    beyond_reload_bytes: 0,
                     missing_bytes: 512 << 20,
                     excess_bytes: 0,
                     missing_cpu_notes: 0
@@ -793,6 +829,7 @@ mod tests {
     fn observe_alerts_once_per_condition_and_never_reloads() {
         let (mut r, t0) = settled(Mode::Observe, false);
         let s = Staleness {
+            beyond_reload_bytes: 0,
             missing_bytes: 512 << 20,
             excess_bytes: 0,
             missing_cpu_notes: 0,
@@ -827,6 +864,91 @@ mod tests {
         );
     }
 
+    /// arm64 kexec-tools and a virtio-mem grow: the header misses only RAM that loader never
+    /// lists. No reload (it would list the same RAM again), one alert, no retry timer.
+    #[test]
+    fn a_gap_no_reload_can_close_is_alerted_once_and_never_reloaded() {
+        let (mut r, t0) = settled(Mode::AgentManaged, true);
+        let beyond = Staleness {
+            missing_bytes: 512 << 20,
+            excess_bytes: 0,
+            missing_cpu_notes: 0,
+            beyond_reload_bytes: 512 << 20,
+        };
+        assert!(!beyond.reload_can_fix());
+        r.handle(t0, online());
+        assert_eq!(r.handle(t0 + 250 * MS, Input::Tick), [Action::Verify]);
+        assert_eq!(
+            r.handle(t0 + 250 * MS, check(true, HeaderState::Stale(beyond))),
+            [Action::Alert(Alert::BeyondReload(beyond))]
+        );
+        assert_eq!(r.next_deadline(), None, "no retry is scheduled");
+        // More of the same grow: checked again, not alerted again, not reloaded.
+        r.handle(t0 + 300 * MS, online());
+        assert_eq!(r.handle(t0 + 1450 * MS, Input::Tick), [Action::Verify]);
+        let more = Staleness {
+            missing_bytes: 640 << 20,
+            beyond_reload_bytes: 640 << 20,
+            ..beyond
+        };
+        assert_eq!(
+            r.handle(t0 + 1450 * MS, check(true, HeaderState::Stale(more))),
+            [Action::Alert(Alert::BeyondReload(more))]
+        );
+        // The operator's request is tried once; still the same gap after it: no retry.
+        assert_eq!(
+            r.handle(t0 + 1500 * MS, Input::ReloadRequested),
+            [Action::Verify]
+        );
+        assert_eq!(
+            r.handle(t0 + 1500 * MS, check(true, HeaderState::Stale(more))),
+            [reload(ReloadReason::Requested)]
+        );
+        assert_eq!(
+            r.handle(t0 + 2000 * MS, Input::Loaded(LoadOutcome::Loaded)),
+            [Action::Verify]
+        );
+        assert_eq!(
+            r.handle(t0 + 2000 * MS, check(true, HeaderState::Stale(more))),
+            [Action::Alert(Alert::BeyondReload(more))]
+        );
+        assert_eq!(r.next_deadline(), None);
+        assert_eq!(r.view().failures, 0);
+    }
+
+    /// A DIMM (plain System RAM) on top of the virtio-mem RAM: the reload brings the DIMM back;
+    /// what is left after it is beyond any reload, so there is no retry loop.
+    #[test]
+    fn a_partly_closable_gap_is_reloaded_once_then_left() {
+        let (mut r, t0) = settled(Mode::AgentManaged, true);
+        let both = Staleness {
+            missing_bytes: 1024 << 20,
+            excess_bytes: 0,
+            missing_cpu_notes: 0,
+            beyond_reload_bytes: 512 << 20,
+        };
+        let left = Staleness {
+            missing_bytes: 512 << 20,
+            ..both
+        };
+        r.handle(t0, online());
+        r.handle(t0 + 250 * MS, Input::Tick);
+        assert_eq!(
+            r.handle(t0 + 250 * MS, check(true, HeaderState::Stale(both))),
+            [reload(ReloadReason::RamChanged)]
+        );
+        assert_eq!(
+            r.handle(t0 + 900 * MS, Input::Loaded(LoadOutcome::Loaded)),
+            [Action::Verify]
+        );
+        assert_eq!(
+            r.handle(t0 + 900 * MS, check(true, HeaderState::Stale(left))),
+            [Action::Alert(Alert::BeyondReload(left))]
+        );
+        assert_eq!(r.next_deadline(), None);
+        assert_eq!(r.view().failures, 0);
+    }
+
     #[test]
     fn observe_with_a_recipe_still_never_reloads() {
         let (mut r, t0) = settled(Mode::Observe, true);
@@ -846,6 +968,7 @@ mod tests {
         assert_eq!(
             r.handle(t0 + 250 * MS, check(true, stale(7))),
             [Action::Alert(Alert::Stale(Staleness {
+                beyond_reload_bytes: 0,
                 missing_bytes: 7,
                 excess_bytes: 0,
                 missing_cpu_notes: 0,
@@ -872,6 +995,7 @@ mod tests {
     fn kernel_managed_reloads_when_verification_fails() {
         let (mut r, t0) = settled(Mode::KernelManaged, true);
         let s = Staleness {
+            beyond_reload_bytes: 0,
             missing_bytes: 128 << 20,
             excess_bytes: 0,
             missing_cpu_notes: 0,
@@ -895,6 +1019,7 @@ mod tests {
         assert_eq!(
             r.handle(t0 + 250 * MS, check(true, stale(1))),
             [Action::Alert(Alert::KernelUpdateFailed(Staleness {
+                beyond_reload_bytes: 0,
                 missing_bytes: 1,
                 excess_bytes: 0,
                 missing_cpu_notes: 0,
@@ -1135,6 +1260,7 @@ mod tests {
         r.handle(t0 + 250 * MS, check(true, stale(1)));
         r.handle(t0 + 300 * MS, Input::Loaded(LoadOutcome::Loaded));
         let s = Staleness {
+            beyond_reload_bytes: 0,
             missing_bytes: 1,
             excess_bytes: 0,
             missing_cpu_notes: 0,
@@ -1338,6 +1464,7 @@ mod tests {
         assert_eq!(
             after,
             [Action::Alert(Alert::StaleAfterReload(Staleness {
+                beyond_reload_bytes: 0,
                 missing_bytes: 512 << 20,
                 excess_bytes: 0,
                 missing_cpu_notes: 0,
@@ -1352,6 +1479,34 @@ mod tests {
     }
 
     proptest! {
+        /// Whatever the gap, an agent that may reload does so exactly when a reload can make
+        /// the header better than RAM its loader never lists.
+        #[test]
+        fn it_reloads_exactly_when_a_reload_can_fix_the_header(
+            missing in 0u64..4,
+            beyond in 0u64..4,
+            excess in 0u64..2,
+            cpus in 0u32..2,
+        ) {
+            let s = Staleness {
+                missing_bytes: missing << 27,
+                beyond_reload_bytes: missing.min(beyond) << 27,
+                excess_bytes: excess << 27,
+                missing_cpu_notes: cpus,
+            };
+            prop_assume!(missing + excess + u64::from(cpus) > 0);
+            let (mut r, t0) = settled(Mode::AgentManaged, true);
+            r.handle(t0, online());
+            r.handle(t0 + 250 * MS, Input::Tick);
+            let actions = r.handle(t0 + 250 * MS, check(true, HeaderState::Stale(s)));
+            let reloads = actions.iter().any(|a| matches!(a, Action::Reload { .. }));
+            prop_assert_eq!(reloads, s.reload_can_fix());
+            prop_assert_eq!(
+                s.reload_can_fix(),
+                missing > beyond.min(missing) || excess > 0 || cpus > 0
+            );
+        }
+
         #[test]
         fn any_burst_within_max_delay_is_exactly_one_reload_after_the_quiet_period(
             gaps in prop::collection::vec(0u64..250, 1..400),

@@ -19,7 +19,7 @@ use crate::{
         arm64_load::{self, Arm64Load, CrashImage},
         distro::Host,
         kexec::{self, SealedImage},
-        recipe::{self, ARM64_IMAGE_HEADER_LEN, Arm64Image, KernelFormat, LoadRecipe},
+        recipe::{self, Arm64Image, KERNEL_HEAD_LEN, LoadRecipe},
     },
     sys::{
         cgroup::{self, MemoryRoom},
@@ -211,19 +211,14 @@ impl CrashLoader {
     /// what is loaded), and a header for all System RAM of now, driver-managed included.
     fn lay_out(&self, recipe: &LoadRecipe) -> Result<CrashImage, String> {
         let started = Instant::now();
-        let opened = recipe::open_checked(
-            recipe,
-            KernelFormat::Arm64Image,
-            self.crash_size()?,
-            &self.host.rootfs,
-        )
-        .map_err(|e| e.to_string())?;
+        let opened = recipe::open_checked(recipe, self.crash_size()?, &self.host.rootfs)
+            .map_err(|e| e.to_string())?;
         let len = |f: &File| f.metadata().map_or(0, |m| m.len());
         let bytes = len(&opened.kernel) + opened.initrd.as_ref().map_or(0, len);
         fits_in_memory(bytes, cgroup::own_room())?;
         let kernel = read_whole(&opened.kernel, "kernel", recipe)?;
         let image = Arm64Image::parse(
-            &kernel[..kernel.len().min(ARM64_IMAGE_HEADER_LEN)],
+            &kernel[..kernel.len().min(KERNEL_HEAD_LEN)],
             kernel.len() as u64,
         )
         .map_err(|why| format!("kernel {}: {why}", recipe.kernel.display()))?;
@@ -275,13 +270,8 @@ impl CrashLoader {
     }
 
     fn seal(&self, recipe: &LoadRecipe) -> Result<SealedImage, String> {
-        let opened = recipe::open_checked(
-            recipe,
-            KernelFormat::BzImage,
-            self.crash_size()?,
-            &self.host.rootfs,
-        )
-        .map_err(|e| e.to_string())?;
+        let opened = recipe::open_checked(recipe, self.crash_size()?, &self.host.rootfs)
+            .map_err(|e| e.to_string())?;
         let bytes = [Some(&opened.kernel), opened.initrd.as_ref()]
             .into_iter()
             .flatten()

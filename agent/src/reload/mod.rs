@@ -21,7 +21,7 @@ use crate::{
     model::{
         elfcorehdr::{Arch, LoadPath},
         events::{Event, KexecLoad},
-        header::{ListedCpuNotes, LoadedHeader, Provenance, Transition},
+        header::{ListedCpuNotes, LoadedHeader, Provenance, Reloader, Transition},
         load::LoadOutcome,
         mode::Mode,
         observations::Observations,
@@ -658,12 +658,19 @@ impl ReconcileLoop {
         }
         let node = &*parts.node;
         let skipped_before = parts.header.skipped_updates();
+        // A command reloads with the node's own loader, the one that loaded the header.
+        let reloader = match self.loader.as_ref().map(|l| l.strategy()) {
+            Some(ReloadStrategy::KexecFile(_)) => Reloader::Through(LoadPath::KexecFileLoad),
+            Some(ReloadStrategy::KexecLoad(_)) => Reloader::Agent,
+            Some(ReloadStrategy::Command { .. }) | None => Reloader::HeadersOwnLoader,
+        };
         let transition = parts.header.judge(
             node.facts.crash_loaded,
             kernel_managed,
             node.iomem.as_ref(),
             node.cpus.as_ref(),
             unix_seconds(SystemTime::now()),
+            reloader,
         );
         let skipped = parts.header.skipped_updates() - skipped_before;
         if skipped > 0 {
@@ -898,12 +905,14 @@ impl ReconcileLoop {
             unix_seconds(SystemTime::now()),
         );
         if report.outcome == LoadOutcome::Loaded
+            && !self.loads_observed
             && parts
                 .header
                 .loaded()
                 .is_some_and(|l| l.provenance == Provenance::Inferred)
         {
-            // No probe captured it: what the kernel built can still be read, not assumed.
+            // No probe will capture it: what the kernel built can still be read, not assumed.
+            // With the probes, its capture may just be behind the job's end.
             read_back(&self.procfs, &self.sysfs, parts.node, parts.header);
         }
         if let Some(result) = result {
@@ -970,6 +979,9 @@ fn alert_line(alert: Alert) -> String {
         Alert::Stale(s) => format!("header stale ({s}) and this agent does not reload"),
         Alert::KernelUpdateFailed(s) => format!("the kernel did not update the header ({s})"),
         Alert::StaleAfterReload(s) => format!("still stale after the agent's load ({s})"),
+        Alert::BeyondReload(s) => format!(
+            "header stale ({s}) and no reload through the node's loader can fix it: not reloading"
+        ),
         Alert::ReloadFailed { failures, retry_in } => format!(
             "reload failed {failures} time(s) in a row; next try in {:.1} s",
             retry_in.as_secs_f64()

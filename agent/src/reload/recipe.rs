@@ -13,7 +13,10 @@ use std::{
 };
 
 use crate::{
-    model::{elfcorehdr::LoadPath, events::KexecLoad},
+    model::{
+        elfcorehdr::{Arch, LoadPath},
+        events::KexecLoad,
+    },
     sys::rootfs::Rootfs,
 };
 
@@ -428,40 +431,71 @@ impl BzImage {
     }
 }
 
-/// The arm64 `Image` header fields a crash load places the kernel by
-/// (Documentation/arch/arm64/booting.rst; kexec-tools `arm64_process_image_header`).
+/// The arm64 `Image` header fields a loader places the kernel by
+/// (Documentation/arch/arm64/booting.rst; kexec-tools `arm64_process_image_header`), checked
+/// against the file: a cut or damaged Image loads fine and fails only when the capture kernel
+/// boots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Arm64Image {
-    /// Bytes from a 2 MiB aligned base to where the image must sit (0 since 5.8, 0x80000 before).
+    /// Where the image goes above a 2 MiB aligned base (0 since Linux 5.8).
     pub text_offset: u64,
-    /// Bytes the kernel occupies once running, BSS included.
+    /// Bytes the image takes in memory from there, its BSS included.
     pub image_size: u64,
 }
 
-/// Bytes of the kernel file [`Arm64Image::parse`] needs.
-pub const ARM64_IMAGE_HEADER_LEN: usize = 64;
-/// arm64 `COMMAND_LINE_SIZE`: the longest `bootargs` the kernel keeps, with its NUL.
-const ARM64_COMMAND_LINE_SIZE: usize = 2048;
+/// Bytes of the kernel file every kernel check needs: the bzImage boot header, or the arm64
+/// Image header with the EFI stub's PE section table after it.
+pub const KERNEL_HEAD_LEN: usize = 4096;
+/// The arm64 Image header (`struct arm64_image_header`).
+const ARM64_HEADER_LEN: usize = 64;
+const ARM64_MAGIC: &[u8; 4] = b"ARM\x64";
+/// `flags` bit 0: a big-endian kernel.
+const ARM64_FLAG_BE: u64 = 1 << 0;
+/// A 2 MiB aligned base plus `text_offset`: any offset must stay below it.
+const ARM64_BASE_ALIGN: u64 = 2 << 20;
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
 
 impl Arm64Image {
-    /// Checks the header kexec-tools checks, and what the capture kernel's placement needs.
-    pub fn parse(head: &[u8], file_len: u64) -> Result<Self, &'static str> {
-        if head.len() < ARM64_IMAGE_HEADER_LEN || file_len < ARM64_IMAGE_HEADER_LEN as u64 {
-            return Err("too short to be an arm64 Image");
+    /// Checks the header a loader reads and, for an EFI stub kernel (Debian's, Fedora's), that
+    /// the file holds every section its PE header lists. `head` is the start of the file (at
+    /// least [`KERNEL_HEAD_LEN`] bytes when it has them).
+    pub fn parse(head: &[u8], file_len: u64) -> Result<Self, String> {
+        if file_len < ARM64_HEADER_LEN as u64 || head.len() < ARM64_HEADER_LEN {
+            return Err("too short to be an arm64 Image".into());
         }
-        if &head[0x38..0x3c] != b"ARM\x64" {
-            return Err("not an arm64 Image (no \"ARM\\x64\" magic at 0x38)");
+        if &head[56..60] != ARM64_MAGIC {
+            return Err("not an arm64 Image (no \"ARM\\x64\" magic at offset 56)".into());
         }
-        let le64 = |at: usize| u64::from_le_bytes(head[at..at + 8].try_into().expect("8 bytes"));
-        let (text_offset, image_size, flags) = (le64(8), le64(16), le64(24));
+        let text_offset = le64(head, 8);
+        let image_size = le64(head, 16);
+        let flags = le64(head, 24);
+        if flags & ARM64_FLAG_BE != 0 {
+            return Err("a big-endian arm64 kernel".into());
+        }
         if image_size == 0 {
-            return Err("image_size is 0 (a kernel older than 3.17, whose size is unknown)");
+            return Err(
+                "image_size is 0 (a kernel older than 3.17): its size in memory is unknown".into(),
+            );
         }
-        if flags & 1 != 0 {
-            return Err("a big-endian kernel");
+        if text_offset >= ARM64_BASE_ALIGN || !text_offset.is_multiple_of(PAGE) {
+            return Err(format!(
+                "text_offset {text_offset:#x} is not a 4 KiB aligned offset below 2 MiB"
+            ));
         }
-        if text_offset % PAGE != 0 || image_size < file_len {
-            return Err("text_offset is not page-aligned or image_size is below the file size");
+        if file_len > image_size {
+            return Err(format!(
+                "{file_len} bytes, more than the {image_size} bytes of image_size: not one arm64 Image"
+            ));
+        }
+        if let Some(end) = pe_sections_end(head)?
+            && file_len < end
+        {
+            return Err(format!(
+                "truncated: {file_len} bytes, its EFI header's sections end at byte {end}"
+            ));
         }
         Ok(Self {
             text_offset,
@@ -470,38 +504,74 @@ impl Arm64Image {
     }
 }
 
-/// The kernel file a load strategy takes: `kexec_file_load` on x86_64 takes a bzImage, the
-/// agent's own arm64 `kexec_load` an `Image`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KernelFormat {
-    BzImage,
-    Arm64Image,
+/// Where the last section of the EFI stub's PE image ends in the file, or `None` for an Image
+/// without one (no "MZ" at 0).
+fn pe_sections_end(head: &[u8]) -> Result<Option<u64>, String> {
+    if &head[..2] != b"MZ" {
+        return Ok(None);
+    }
+    let unreadable =
+        || "its EFI header (\"MZ\" at 0) has no PE section table in its first 4 KiB".to_string();
+    let pe = le32(head, 60) as usize;
+    // "PE\0\0", then the COFF header: NumberOfSections at +6, SizeOfOptionalHeader at +20.
+    let coff = pe
+        .checked_add(24)
+        .filter(|&end| end <= head.len())
+        .ok_or_else(unreadable)?;
+    if &head[pe..pe + 4] != b"PE\0\0" {
+        return Err(format!(
+            "its EFI header has no \"PE\\0\\0\" signature at {pe:#x}"
+        ));
+    }
+    let sections = usize::from(le16(head, pe + 6));
+    let table = coff + usize::from(le16(head, pe + 20));
+    if table + sections * 40 > head.len() {
+        return Err(unreadable());
+    }
+    // Each 40-byte entry: SizeOfRawData at +16, PointerToRawData at +20.
+    Ok((0..sections)
+        .map(|i| table + i * 40)
+        .map(|e| u64::from(le32(head, e + 20)) + u64::from(le32(head, e + 16)))
+        .max())
 }
 
-impl KernelFormat {
-    /// Bytes the kernel needs in the reservation, the longest command line it takes (with
-    /// the NUL) and where that limit comes from, from its header.
-    fn parse(self, head: &[u8], file_len: u64) -> Result<(u64, usize, String), &'static str> {
-        match self {
-            Self::BzImage => {
+/// What the checks take from a kernel file's header, whatever its architecture's format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelImage {
+    /// Longest command line the loader may pass, its NUL included.
+    pub cmdline_limit: usize,
+    /// Where that limit comes from, for a refusal.
+    pub cmdline_rule: String,
+    /// Bytes the kernel needs in the reservation before anything else is placed.
+    pub in_place_bytes: u64,
+}
+
+/// arm64 `COMMAND_LINE_SIZE`; the header travels in the device tree, not on the command line.
+const ARM64_COMMAND_LINE_SIZE: usize = 2048;
+
+impl KernelImage {
+    /// Parses the kernel file format `arch` boots: a bzImage on x86_64, an Image on arm64.
+    pub fn parse(arch: Arch, head: &[u8], file_len: u64) -> Result<Self, String> {
+        match arch {
+            Arch::X86_64 => {
                 let image = BzImage::parse(head, file_len)?;
-                Ok((
-                    page_align(u64::from(image.init_size)),
-                    (image.cmdline_size as usize).saturating_sub(ELFCOREHDR_PARAM_LEN),
-                    format!(
+                Ok(Self {
+                    cmdline_limit: (image.cmdline_size as usize)
+                        .saturating_sub(ELFCOREHDR_PARAM_LEN),
+                    cmdline_rule: format!(
                         "cmdline_size {} minus room for elfcorehdr=",
                         image.cmdline_size
                     ),
-                ))
+                    in_place_bytes: u64::from(image.init_size),
+                })
             }
-            Self::Arm64Image => {
+            Arch::Aarch64 => {
                 let image = Arm64Image::parse(head, file_len)?;
-                // The image sits at text_offset above a 2 MiB boundary of the reservation.
-                Ok((
-                    (2 << 20) + page_align(image.text_offset + image.image_size),
-                    ARM64_COMMAND_LINE_SIZE,
-                    "arm64 COMMAND_LINE_SIZE".into(),
-                ))
+                Ok(Self {
+                    cmdline_limit: ARM64_COMMAND_LINE_SIZE,
+                    cmdline_rule: "arm64 COMMAND_LINE_SIZE".into(),
+                    in_place_bytes: image.text_offset + image.image_size,
+                })
             }
         }
     }
@@ -555,12 +625,13 @@ fn page_align(bytes: u64) -> u64 {
     bytes.div_ceil(PAGE) * PAGE
 }
 
-/// The checks before a load, on facts gathered from the opened files. Returns the smallest
-/// reservation the images need (kernel `init_size` plus initrd, page-aligned): a lower bound,
-/// so a refusal here is certain and anything above it is left to the kernel.
+/// The checks before a load, on facts gathered from the opened files of a kernel for `arch`.
+/// Returns the smallest reservation the images need (the kernel in place, from its header,
+/// plus the initrd, page-aligned): a lower bound, so a refusal here is certain and anything
+/// above it is left to the kernel.
 pub fn check(
+    arch: Arch,
     recipe: &LoadRecipe,
-    format: KernelFormat,
     kernel: &FileFacts,
     kernel_head: &[u8],
     initrd: Option<&FileFacts>,
@@ -570,24 +641,24 @@ pub fn check(
     if let (Some(path), Some(facts)) = (&recipe.initrd, initrd) {
         check_file("initrd", path, facts)?;
     }
-    let (kernel_bytes, limit, why_limit) =
-        format
-            .parse(kernel_head, kernel.len)
-            .map_err(|why| RecipeError::File {
-                role: "kernel",
-                path: recipe.kernel.display().to_string(),
-                why: why.to_owned(),
-            })?;
+    let image =
+        KernelImage::parse(arch, kernel_head, kernel.len).map_err(|why| RecipeError::File {
+            role: "kernel",
+            path: recipe.kernel.display().to_string(),
+            why,
+        })?;
     if recipe.cmdline.contains('\0') {
         return Err(RecipeError::Cmdline("contains a NUL byte".into()));
     }
-    if recipe.cmdline.len() + 1 > limit {
+    if recipe.cmdline.len() + 1 > image.cmdline_limit {
         return Err(RecipeError::Cmdline(format!(
-            "{} bytes, the kernel accepts {limit} ({why_limit})",
+            "{} bytes, the kernel accepts {} ({})",
             recipe.cmdline.len() + 1,
+            image.cmdline_limit,
+            image.cmdline_rule
         )));
     }
-    let needed = kernel_bytes + initrd.map_or(0, |f| page_align(f.len));
+    let needed = page_align(image.in_place_bytes) + initrd.map_or(0, |f| page_align(f.len));
     if crash_size == 0 {
         return Err(RecipeError::TooLarge {
             needed,
@@ -641,7 +712,6 @@ fn open(
 /// reservation (`crash_size` bytes).
 pub fn open_checked(
     recipe: &LoadRecipe,
-    format: KernelFormat,
     crash_size: u64,
     rootfs: &Rootfs,
 ) -> Result<OpenedRecipe, RecipeError> {
@@ -652,7 +722,7 @@ pub fn open_checked(
         .map(|path| open("initrd", path, rootfs))
         .transpose()?;
     // Positioned reads leave the file offset alone for the loader.
-    let head_len = kernel_facts.len.min(BZIMAGE_HEADER_LEN as u64) as usize;
+    let head_len = kernel_facts.len.min(KERNEL_HEAD_LEN as u64) as usize;
     let mut head = vec![0; if kernel_facts.regular { head_len } else { 0 }];
     kernel
         .read_exact_at(&mut head, 0)
@@ -662,8 +732,8 @@ pub fn open_checked(
             why: e.to_string(),
         })?;
     let needed_bytes = check(
+        Arch::RUNNING,
         recipe,
-        format,
         &kernel_facts,
         &head,
         initrd.as_ref().map(|(_, facts)| facts),
@@ -768,8 +838,8 @@ mod tests {
     #[test]
     fn a_good_recipe_passes_and_reports_the_lower_bound_it_needs() {
         let needed = check(
+            Arch::X86_64,
             &recipe(),
-            KernelFormat::BzImage,
             &root_file(8 * MIB),
             &bzimage_head(),
             Some(&root_file(30 * MIB + 1)),
@@ -783,16 +853,9 @@ mod tests {
         let head = bzimage_head();
         let r = recipe();
         let run = |kernel: FileFacts, initrd: FileFacts, crash_size| {
-            check(
-                &r,
-                KernelFormat::BzImage,
-                &kernel,
-                &head,
-                Some(&initrd),
-                crash_size,
-            )
-            .unwrap_err()
-            .to_string()
+            check(Arch::X86_64, &r, &kernel, &head, Some(&initrd), crash_size)
+                .unwrap_err()
+                .to_string()
         };
         let ok = root_file(8 * MIB);
         assert_eq!(
@@ -834,8 +897,8 @@ mod tests {
     fn a_garbage_kernel_is_refused_by_name() {
         let garbage = vec![0xffu8; BZIMAGE_HEADER_LEN];
         let err = check(
+            Arch::X86_64,
             &recipe(),
-            KernelFormat::BzImage,
             &root_file(8 * MIB),
             &garbage,
             None,
@@ -848,6 +911,156 @@ mod tests {
         );
     }
 
+    /// Debian 13's arm64 6.12 `vmlinuz` as its header says: an EFI stub Image of
+    /// [`ARM64_FILE_LEN`] bytes, two PE sections, 4 KiB pages, placed anywhere.
+    const ARM64_FILE_LEN: u64 = 37_730_816;
+    const ARM64_IMAGE_SIZE: u64 = 38_797_312;
+
+    fn arm64_head() -> Vec<u8> {
+        let mut b = vec![0u8; KERNEL_HEAD_LEN];
+        b[0..2].copy_from_slice(b"MZ");
+        b[16..24].copy_from_slice(&ARM64_IMAGE_SIZE.to_le_bytes());
+        b[24..32].copy_from_slice(&0xau64.to_le_bytes());
+        b[56..60].copy_from_slice(ARM64_MAGIC);
+        b[60..64].copy_from_slice(&0x40u32.to_le_bytes());
+        b[0x40..0x44].copy_from_slice(b"PE\0\0");
+        b[0x44..0x46].copy_from_slice(&0xaa64u16.to_le_bytes());
+        b[0x46..0x48].copy_from_slice(&2u16.to_le_bytes());
+        b[0x54..0x56].copy_from_slice(&160u16.to_le_bytes());
+        // (name, SizeOfRawData, PointerToRawData) of .text and .data.
+        for (i, (name, size, at)) in [
+            (b".text\0\0\0", 0x1e1_0000u32, 0x1_0000u32),
+            (b".data\0\0\0", 0x5d_ba00, 0x1e2_0000),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let e = 0x40 + 24 + 160 + 40 * i;
+            b[e..e + 8].copy_from_slice(name);
+            b[e + 16..e + 20].copy_from_slice(&size.to_le_bytes());
+            b[e + 20..e + 24].copy_from_slice(&at.to_le_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn a_whole_arm64_image_parses_and_a_half_one_is_truncated() {
+        let head = arm64_head();
+        assert_eq!(
+            Arm64Image::parse(&head, ARM64_FILE_LEN),
+            Ok(Arm64Image {
+                text_offset: 0,
+                image_size: ARM64_IMAGE_SIZE
+            })
+        );
+        assert_eq!(
+            Arm64Image::parse(&head, ARM64_FILE_LEN / 2),
+            Err("truncated: 18865408 bytes, its EFI header's sections end at byte 37730816".into())
+        );
+        // Without an EFI stub nothing in the header says where the file ends.
+        let mut plain = head.clone();
+        plain[0..2].copy_from_slice(&[0, 0]);
+        assert!(Arm64Image::parse(&plain, ARM64_FILE_LEN / 2).is_ok());
+    }
+
+    #[test]
+    fn each_arm64_header_check_names_what_failed() {
+        // (offset, bytes written there, what the refusal must name)
+        let cases: [(usize, &[u8], &str); 6] = [
+            (59, b"x", "ARM\\x64"),
+            (24, &[0xb], "big-endian"),
+            (16, &[0; 8], "image_size is 0"),
+            (8, &[0x10, 0x02], "text_offset 0x210 is not"),
+            (10, &[0x20], "text_offset 0x200000 is not"),
+            (0x41, b"X", "PE\\0\\0"),
+        ];
+        for (offset, bytes, expect) in cases {
+            let mut head = arm64_head();
+            head[offset..offset + bytes.len()].copy_from_slice(bytes);
+            let err = Arm64Image::parse(&head, ARM64_FILE_LEN).unwrap_err();
+            assert!(err.contains(expect), "{err:?} should mention {expect}");
+        }
+        let err = Arm64Image::parse(&arm64_head(), ARM64_IMAGE_SIZE + 1).unwrap_err();
+        assert!(
+            err.contains("more than the 38797312 bytes of image_size"),
+            "{err}"
+        );
+        let mut far = arm64_head();
+        far[60..64].copy_from_slice(&0x1000u32.to_le_bytes());
+        let err = Arm64Image::parse(&far, ARM64_FILE_LEN).unwrap_err();
+        assert!(err.contains("no PE section table"), "{err}");
+        assert_eq!(
+            Arm64Image::parse(&arm64_head()[..63], ARM64_FILE_LEN),
+            Err("too short to be an arm64 Image".into())
+        );
+    }
+
+    #[test]
+    fn each_architecture_takes_only_its_own_kernel_format() {
+        let err = KernelImage::parse(Arch::Aarch64, &bzimage_head(), 8 * MIB).unwrap_err();
+        assert!(err.starts_with("not an arm64 Image"), "{err}");
+        let err = KernelImage::parse(Arch::X86_64, &arm64_head(), ARM64_FILE_LEN).unwrap_err();
+        assert!(err.starts_with("not a bzImage"), "{err}");
+    }
+
+    #[test]
+    fn an_arm64_recipe_is_checked_against_its_image() {
+        let head = arm64_head();
+        let needed = check(
+            Arch::Aarch64,
+            &recipe(),
+            &root_file(ARM64_FILE_LEN),
+            &head,
+            Some(&root_file(30 * MIB + 1)),
+            256 * MIB,
+        );
+        assert_eq!(needed, Ok(ARM64_IMAGE_SIZE + 30 * MIB + PAGE));
+        let cut = check(
+            Arch::Aarch64,
+            &recipe(),
+            &root_file(ARM64_FILE_LEN / 2),
+            &head,
+            None,
+            256 * MIB,
+        )
+        .unwrap_err();
+        assert_eq!(
+            cut.to_string(),
+            "kernel /boot/vmlinuz: truncated: 18865408 bytes, its EFI header's sections end at byte 37730816"
+        );
+        let long = LoadRecipe {
+            cmdline: "x".repeat(2048),
+            ..recipe()
+        };
+        assert_eq!(
+            check(
+                Arch::Aarch64,
+                &long,
+                &root_file(ARM64_FILE_LEN),
+                &head,
+                None,
+                256 * MIB
+            )
+            .unwrap_err()
+            .to_string(),
+            "command line: 2049 bytes, the kernel accepts 2048 (arm64 COMMAND_LINE_SIZE)"
+        );
+    }
+
+    proptest::proptest! {
+        /// Any cut of an EFI stub Image short of its last section is refused as truncated;
+        /// the whole file, or one padded up to image_size, is not.
+        #[test]
+        fn any_cut_of_an_arm64_image_is_refused(len in 64u64..ARM64_IMAGE_SIZE + 1) {
+            let parsed = Arm64Image::parse(&arm64_head(), len);
+            if len < ARM64_FILE_LEN {
+                proptest::prop_assert!(parsed.unwrap_err().starts_with("truncated"));
+            } else {
+                proptest::prop_assert!(parsed.is_ok());
+            }
+        }
+    }
+
     #[test]
     fn the_command_line_must_leave_room_for_elfcorehdr() {
         let head = bzimage_head();
@@ -857,8 +1070,8 @@ mod tests {
         };
         assert!(
             check(
+                Arch::X86_64,
                 &fits,
-                KernelFormat::BzImage,
                 &root_file(8 * MIB),
                 &head,
                 None,
@@ -872,8 +1085,8 @@ mod tests {
         };
         assert_eq!(
             check(
+                Arch::X86_64,
                 &long,
-                KernelFormat::BzImage,
                 &root_file(8 * MIB),
                 &head,
                 None,
@@ -889,8 +1102,8 @@ mod tests {
         };
         assert!(
             check(
+                Arch::X86_64,
                 &nul,
-                KernelFormat::BzImage,
                 &root_file(8 * MIB),
                 &head,
                 None,
@@ -1165,74 +1378,6 @@ KDUMP_IMG_EXT=""
         path
     }
 
-    /// An arm64 Image header as Debian's 6.12 has it: text_offset 0, image_size, 4K pages.
-    fn arm64_head(text_offset: u64, image_size: u64) -> Vec<u8> {
-        let mut h = vec![0u8; 64];
-        h[0..2].copy_from_slice(b"MZ");
-        h[8..16].copy_from_slice(&text_offset.to_le_bytes());
-        h[16..24].copy_from_slice(&image_size.to_le_bytes());
-        h[24..32].copy_from_slice(&0b1010u64.to_le_bytes());
-        h[0x38..0x3c].copy_from_slice(b"ARM\x64");
-        h
-    }
-
-    #[test]
-    fn arm64_images_are_checked_as_kexec_tools_checks_them() {
-        let image = Arm64Image::parse(&arm64_head(0, 40 * MIB), 30 * MIB).unwrap();
-        assert_eq!(image.image_size, 40 * MIB);
-        let refuse = |head: &[u8], len| Arm64Image::parse(head, len).unwrap_err();
-        assert_eq!(
-            refuse(&bzimage_head(), 8 * MIB),
-            "not an arm64 Image (no \"ARM\\x64\" magic at 0x38)"
-        );
-        assert!(refuse(&arm64_head(0, 0), 30 * MIB).contains("image_size is 0"));
-        assert!(refuse(&arm64_head(0, 10 * MIB), 30 * MIB).contains("below the file size"));
-        assert!(refuse(&arm64_head(0, 40 * MIB)[..63], 30 * MIB).contains("too short"));
-        let mut be = arm64_head(0, 40 * MIB);
-        be[24] |= 1;
-        assert_eq!(refuse(&be, 30 * MIB), "a big-endian kernel");
-        // The reservation must hold the image above a 2 MiB boundary, and the initrd.
-        let r = LoadRecipe {
-            kernel: "/boot/Image".into(),
-            initrd: None,
-            cmdline: "console=ttyAMA0".into(),
-            source: RecipeSource::Flags,
-        };
-        let head = arm64_head(0x80000, 40 * MIB);
-        let needed = check(
-            &r,
-            KernelFormat::Arm64Image,
-            &root_file(30 * MIB),
-            &head,
-            None,
-            256 * MIB,
-        )
-        .unwrap();
-        assert_eq!(needed, 2 * MIB + 0x80000 + 40 * MIB);
-        assert!(
-            check(
-                &r,
-                KernelFormat::BzImage,
-                &root_file(30 * MIB),
-                &head,
-                None,
-                256 * MIB
-            )
-            .is_err()
-        );
-        assert!(matches!(
-            check(
-                &r,
-                KernelFormat::Arm64Image,
-                &root_file(30 * MIB),
-                &head,
-                None,
-                32 * MIB
-            ),
-            Err(RecipeError::TooLarge { .. })
-        ));
-    }
-
     #[test]
     fn open_checked_reads_real_files_and_leaves_the_offset_at_zero() {
         use std::io::Seek as _;
@@ -1249,14 +1394,13 @@ KDUMP_IMG_EXT=""
         let uid = fs::metadata(&r.kernel).unwrap().uid();
         if uid != 0 {
             // Files made by a non-root test run are refused for their owner; that is checked below.
-            let err = open_checked(&r, KernelFormat::BzImage, 256 * MIB, &Rootfs::default())
+            let err = open_checked(&r, 256 * MIB, &Rootfs::default())
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("not root"), "{err}");
             return;
         }
-        let mut opened =
-            open_checked(&r, KernelFormat::BzImage, 256 * MIB, &Rootfs::default()).unwrap();
+        let mut opened = open_checked(&r, 256 * MIB, &Rootfs::default()).unwrap();
         assert_eq!(opened.needed_bytes, 40 * MIB + PAGE);
         assert_eq!(opened.kernel.stream_position().unwrap(), 0);
 
@@ -1265,30 +1409,20 @@ KDUMP_IMG_EXT=""
             ..r.clone()
         };
         assert!(
-            open_checked(
-                &writable,
-                KernelFormat::BzImage,
-                256 * MIB,
-                &Rootfs::default()
-            )
-            .unwrap_err()
-            .to_string()
-            .ends_with("vmlinuz-w: mode 0666 is writable by group or others")
+            open_checked(&writable, 256 * MIB, &Rootfs::default())
+                .unwrap_err()
+                .to_string()
+                .ends_with("vmlinuz-w: mode 0666 is writable by group or others")
         );
         let missing = LoadRecipe {
             initrd: Some(dir.join("nope")),
             ..r.clone()
         };
         assert!(
-            open_checked(
-                &missing,
-                KernelFormat::BzImage,
-                256 * MIB,
-                &Rootfs::default()
-            )
-            .unwrap_err()
-            .to_string()
-            .ends_with("nope: No such file or directory (os error 2)")
+            open_checked(&missing, 256 * MIB, &Rootfs::default())
+                .unwrap_err()
+                .to_string()
+                .ends_with("nope: No such file or directory (os error 2)")
         );
         let fifo = dir.join("fifo");
         let c_fifo = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
@@ -1299,7 +1433,7 @@ KDUMP_IMG_EXT=""
             ..r.clone()
         };
         assert!(
-            open_checked(&fifo, KernelFormat::BzImage, 256 * MIB, &Rootfs::default())
+            open_checked(&fifo, 256 * MIB, &Rootfs::default())
                 .unwrap_err()
                 .to_string()
                 .ends_with("fifo: not a regular file")
@@ -1309,15 +1443,10 @@ KDUMP_IMG_EXT=""
             ..r
         };
         assert!(
-            open_checked(
-                &directory,
-                KernelFormat::BzImage,
-                256 * MIB,
-                &Rootfs::default()
-            )
-            .unwrap_err()
-            .to_string()
-            .ends_with(": not a regular file")
+            open_checked(&directory, 256 * MIB, &Rootfs::default())
+                .unwrap_err()
+                .to_string()
+                .ends_with(": not a regular file")
         );
     }
 }

@@ -27,6 +27,14 @@ impl Arch {
         }
     }
 
+    /// Its kernels' `uname -m` (what the probe table's `arches` name).
+    pub fn uname_machine(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
     /// The `e_machine` of its ELF files, crash headers included.
     pub fn elf_machine(self) -> u16 {
         match self {

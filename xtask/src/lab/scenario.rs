@@ -141,18 +141,24 @@ impl Run<'_> {
 
     /// Loads the capture kernel (the same vmlinuz) with `kexec -s -p` or `kexec -c -p`.
     pub fn load_kdump(&mut self, m: &mut Machine, load: LoadPath) -> Result<()> {
+        let command = self.kdump_command(load);
+        self.load_kdump_with(m, &command, load)
+    }
+
+    /// The guest command that loads the capture kernel with `load`: `kexec -s -p` or
+    /// `kexec -c -p`, with the lab's options for the scenario's architecture.
+    pub fn kdump_command(&self, load: LoadPath) -> String {
         let syscall = match load {
             LoadPath::KexecFileLoad => "-s",
             // kexec-tools 2.0.29 may try kexec_file_load first without an explicit -c.
             LoadPath::KexecLoad => "-c",
         };
         let arch = self.scenario.kernel.arch;
-        let command = format!(
+        format!(
             "kexec {syscall} -p{} {GUEST_KERNEL} --initrd={GUEST_CAPTURE_INITRD} --append='{}'",
             arch.lab_kexec_options(),
             arch.capture_cmdline()
-        );
-        self.load_kdump_with(m, &command, load)
+        )
     }
 
     /// Loads the capture kernel with the guest command `command` (a distribution's own loader),
@@ -480,9 +486,11 @@ impl Run<'_> {
         let (kernel, config) = self.kernel_config()?;
         let rewrite = probe_table::find("arch_crash_handle_hotplug_event")
             .context("the probe table has no row for the in-kernel header rewrite")?;
-        Ok(rewrite.kernels.has(kernel.release, "x86_64", |option| {
-            built_with(&config, option)
-        }))
+        Ok(rewrite
+            .kernels
+            .has(kernel.release, kernel.arch.uname_machine(), |option| {
+                built_with(&config, option)
+            }))
     }
 
     pub fn expect(&mut self, missing: u64, excess: u64) {

@@ -18,6 +18,7 @@ pub(super) struct HeaderMetrics {
     kernel_skipped_updates: IntCounter,
     stale_reason: IntGaugeVec,
     missing_cpu_notes: IntGauge,
+    missing_beyond_reload_bytes: IntGauge,
 }
 
 impl HeaderMetrics {
@@ -78,6 +79,11 @@ impl HeaderMetrics {
                 "kdump_header_missing_cpu_notes",
                 "Online CPUs whose crash_notes buffer the loaded header does not list.",
             ),
+            missing_beyond_reload_bytes: gauge(
+                r,
+                "kdump_header_missing_beyond_reload_bytes",
+                "Of the missing bytes, those no reload through the node's loader can bring back: it never lists them (arm64 loaders and System RAM (virtio_mem)), in bytes.",
+            ),
         }
     }
 
@@ -102,5 +108,7 @@ impl HeaderMetrics {
                 .set(i64::from(h.stale_because(r)));
         }
         self.missing_cpu_notes.set(h.missing_cpu_notes.len() as i64);
+        self.missing_beyond_reload_bytes
+            .set(h.beyond_reload.as_ref().map_or(0, |b| b.bytes) as i64);
     }
 }

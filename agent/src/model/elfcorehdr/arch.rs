@@ -197,7 +197,7 @@ impl Arch {
 }
 
 /// Who built the header, which decides what RAM it lists.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LoadPath {
     /// The kernel builds it (`crash_load_segments` -> `prepare_elf_headers`).

@@ -8,12 +8,13 @@ use kdump_agent::{
     reload::recipe::{BZIMAGE_HEADER_LEN, BzImage},
 };
 
+use super::virtio_mem;
 use crate::lab::{
     arch::Arch,
     guests::Boot,
     image::{
-        GUEST_AGENT, GUEST_CAPTURE_INITRD, GUEST_KERNEL, KERNEL_6_1, KERNEL_6_12, KERNEL_7_2,
-        guest_metrics,
+        GUEST_AGENT, GUEST_CAPTURE_INITRD, GUEST_KERNEL, KERNEL_6_1, KERNEL_6_1_ARM64, KERNEL_6_12,
+        KERNEL_7_2, guest_metrics,
     },
     machine::{Machine, Memory},
     scenario::{CAPTURE_CMDLINE, Online, Run, Scenario, millis},
@@ -44,6 +45,14 @@ pub const ALL: &[Scenario] = &[
         fixture: false,
         benchmark: false,
         body: agent_refuses_bad_kernel,
+    },
+    Scenario {
+        name: "agent-refuses-bad-kernel-6.1-arm64",
+        about: "arm64 6.1, kexec -p at boot, agent, Image cut in half, virtio-mem +512 MiB, `kdump-agent reload`: refused by name before any load; the boot-time image stays",
+        kernel: KERNEL_6_1_ARM64,
+        fixture: false,
+        benchmark: false,
+        body: agent_refuses_bad_kernel_arm64,
     },
     Scenario {
         name: "agent-rollback-6.1",
@@ -159,7 +168,7 @@ pub const SUCCESS: &str = r#"kdump_reloads_total{result="success"}"#;
 const FAILURE: &str = r#"kdump_reloads_total{result="failure"}"#;
 const ROLLED_BACK: &str = r#"kdump_reloads_total{result="rolled_back"}"#;
 
-/// The agent's recipe: the lab's capture kernel, initramfs and command line.
+/// The agent's recipe for the x86_64 guests ([`recipe_for`]).
 pub fn recipe() -> String {
     recipe_for(Arch::X86_64)
 }
@@ -410,6 +419,71 @@ fn agent_refuses_bad_kernel(run: &mut Run) -> Result<()> {
     );
     // Refused: the old image stays, stale but present, so the dump lacks the DIMM.
     crash_and_expect(run, &mut m, dimm.size)?;
+    Ok(())
+}
+
+/// arm64: the boot-time `kexec -c -p` image stays when the agent is asked to reload with its
+/// kernel cut in half. kexec-tools would load such an Image, and the capture kernel would not
+/// boot at the crash; the agent's Image check refuses it first, by name.
+fn agent_refuses_bad_kernel_arm64(run: &mut Run) -> Result<()> {
+    let arch = run.scenario.kernel.arch;
+    let mut m = run.boot(&virtio_mem::boot())?;
+    run.load_kdump(&mut m, LoadPath::KexecLoad)?;
+    run.start_agent(&mut m, &recipe_for(arch))?;
+    let len: u64 = m
+        .sh(&format!("stat -c %s {GUEST_KERNEL}"))?
+        .trim()
+        .parse()?;
+    // Rewritten in place: still root's, mode 0644, only shorter.
+    m.sh(&format!(
+        "head -c {} {GUEST_KERNEL} > /tmp/half && cat /tmp/half > {GUEST_KERNEL}",
+        len / 2
+    ))?;
+    run.virtio_mem_up(&mut m)?;
+    run.resize_virtio_mem(&mut m, virtio_mem::GROW_MIB)?;
+    let added = virtio_mem::grown_bytes(run, &mut m)?;
+    wait_metric(&mut m, "kdump_header_missing_bytes", added as f64)?;
+    // No reload brings virtio-mem RAM into an arm64 header: only the operator's request loads.
+    let asked = m.run(&format!("{GUEST_AGENT} reload"))?;
+    run.note("reload_answer", asked.text().trim());
+    wait_metric(&mut m, FAILURE, 1.0)?;
+    let loaded = m.sh("cat /sys/kernel/kexec_crash_loaded")?;
+    run.check(
+        loaded.trim() == "1",
+        "the boot-time crash kernel is gone after a refused reload",
+    );
+    let status = m.run(&format!("{GUEST_AGENT} status"))?;
+    let text = status.text();
+    let refusal = format!(
+        "kernel {GUEST_KERNEL}: truncated: {} bytes, its EFI header's sections end at byte {len}",
+        len / 2
+    );
+    let last = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("last reload"))
+        .unwrap_or_default();
+    run.note("last_reload", last.trim());
+    run.check(
+        status.code == 3 && last.ends_with(&refusal),
+        format!(
+            "status (exit {}) does not end its last reload with `{refusal}`:\n{text}",
+            status.code
+        ),
+    );
+    // Refused before the loader ran: the probes (the event source) saw no load by the agent.
+    let probes = metric(&mut m, r#"kdump_agent_event_source{source="ebpf"}"#)?;
+    run.check(probes == 1.0, "the agent runs without its probes");
+    let own_loads = m.sh(&format!(
+        "{} | grep '^kdump_kexec_loads_total{{origin=\"agent\"' | awk '{{s+=$2}} END {{print s+0}}'",
+        guest_metrics()
+    ))?;
+    run.note("own_kexec_loads", own_loads.trim());
+    run.check(
+        own_loads.trim() == "0",
+        format!("the agent made {} kexec loads", own_loads.trim()),
+    );
+    // The boot-time image, untouched: its header lacks the grow, as kexec-tools built it.
+    crash_and_expect(run, &mut m, added)?;
     Ok(())
 }
 

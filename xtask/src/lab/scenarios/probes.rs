@@ -10,10 +10,14 @@ use kdump_agent::{
 };
 use serde_json::Value;
 
+use super::{
+    agent::{SUCCESS, expect_reloads, wait_metric},
+    virtio_mem,
+};
 use crate::lab::{
     guests::Boot,
-    image::{GUEST_AGENT, KERNEL_6_1, KERNEL_6_12, KERNEL_7_2},
-    machine::{Dimm, Machine, Memory},
+    image::{GUEST_AGENT, KERNEL_6_1, KERNEL_6_12, KERNEL_6_12_ARM64, KERNEL_7_2},
+    machine::{Machine, Memory},
     scenario::{Online, Run, Scenario, built_with},
 };
 
@@ -91,6 +95,14 @@ pub const ALL: &[Scenario] = &[
         body: kexec_load_auto_online,
     },
     Scenario {
+        name: "probes-hotplug-6.12-arm64",
+        about: "arm64 6.12, agent with probes reloading through kexec -c -p: its kexec_load header captured; virtio-mem grown by 512 MiB: every block seen by the probes, no reload (kexec-tools never lists it); the dump misses it",
+        kernel: KERNEL_6_12_ARM64,
+        fixture: false,
+        benchmark: false,
+        body: hotplug_arm64,
+    },
+    Scenario {
         name: "probes-bench-6.12",
         about: "6.12: online 32 blocks without/with the agent, its CPU per event, event latency",
         kernel: KERNEL_6_12,
@@ -129,11 +141,12 @@ fn kexec_file_6_1(run: &mut Run) -> Result<()> {
     load_then_dimm(run, LoadPath::KexecFileLoad, Online::Write("online"))
 }
 
-/// Every online event the agent logged, as (start, bytes).
+/// Every online event the probes gave the agent, as (start, bytes).
 fn online_events(m: &mut Machine) -> Result<Vec<(u64, u64)>> {
     Ok(agent_log(m)?
         .iter()
         .filter(|f| f["message"] == "memory event" && f["action"] == "online")
+        .filter(|f| f["source"] == "ebpf")
         .filter_map(|f| Some((f["phys_start"].as_u64()?, f["bytes"].as_u64()?)))
         .collect())
 }
@@ -155,19 +168,37 @@ fn hotplug(run: &mut Run, online: Online) -> Result<()> {
     run.load_kdump(&mut m, LoadPath::KexecFileLoad)?;
     let before = system_ram(&mut m)?;
     let dimm = run.hot_add(&mut m, 512, online)?;
-    let blocks = m.blocks(&dimm)?;
-    let want = (blocks.end - blocks.start) as usize;
+    online_events_cover(run, &mut m, &before)?;
+    run.crash(&mut m)?;
+    // 6.12 rewrites the header in place; 6.1 cannot, so its dump misses the DIMM.
+    let missing = if run.kernel_updates_header()? {
+        0
+    } else {
+        dimm.size
+    };
+    run.expect(missing, 0);
+    Ok(())
+}
+
+/// The probes saw each memory block /proc/iomem gained since `before` come online: one online
+/// event per block, at its pfns, each counted once on /metrics.
+fn online_events_cover(run: &mut Run, m: &mut Machine, before: &RamRanges) -> Result<()> {
+    let added = system_ram(m)?.subtract(before);
+    let block = m.block_size()?;
+    let want = (added.total_bytes() / block) as usize;
     let _ = m.wait_until(
         &format!("[ $(grep -c '\"action\":\"online\"' {AGENT_LOG}) -ge {want} ]"),
         SETTLE,
     );
-    let events = online_events(&mut m)?;
-    let added = system_ram(&mut m)?.subtract(&before);
+    let events = online_events(m)?;
     run.note("online_events", events.len());
     run.note("blocks", want);
     run.check(
         events.len() == want,
-        format!("{} online events for {want} blocks", events.len()),
+        format!(
+            "{} online events from the probes for {want} blocks",
+            events.len()
+        ),
     );
     let seen: RamRanges = events
         .iter()
@@ -184,25 +215,49 @@ fn hotplug(run: &mut Run, online: Online) -> Result<()> {
         ),
     );
     run.check(
-        events.iter().all(|&(_, b)| b == dimm.size / want as u64),
+        events.iter().all(|&(_, b)| b == block),
         format!("events are not one block each: {events:?}"),
     );
-    let counted = metric(
-        &mut m,
-        "kdump_memory_hotplug_events_total{action=\"online\"}",
-    )?;
+    let counted = metric(m, "kdump_memory_hotplug_events_total{action=\"online\"}")?;
     run.check(
         counted == want as f64,
         format!("kdump_memory_hotplug_events_total{{action=\"online\"}} is {counted}, want {want}"),
     );
+    Ok(())
+}
+
+/// arm64 6.12 (kexec_load only, no crash hotplug): the agent reloads through kexec-tools, as a
+/// node's kdump-tools would. Its own load's header is captured from kexec_load's segments;
+/// the virtio-mem grow is seen block by block through the probes, and the agent says the
+/// dump misses it and that no reload through kexec-tools can bring it back, and does not try.
+fn hotplug_arm64(run: &mut Run) -> Result<()> {
+    let mut m = run.boot(&virtio_mem::boot())?;
+    let command = run.kdump_command(LoadPath::KexecLoad);
+    m.sh(&format!("echo \"exec {command}\" > /tmp/kexec-load.sh"))?;
+    run.start_agent_with(
+        &mut m,
+        AGENT_ENV,
+        "--log-format json --reload command --reload-command 'sh /tmp/kexec-load.sh'",
+    )?;
+    probes_attached(run, &mut m)?;
+    let source = metric(&mut m, "kdump_agent_event_source{source=\"ebpf\"}")?;
+    run.check(source == 1.0, "the agent's event source is not ebpf");
+    // Nothing is loaded: the agent's first survey loads through the command.
+    wait_metric(&mut m, SUCCESS, 1.0)?;
+    run.load = Some(LoadPath::KexecLoad);
+    captured_and_current(run, &mut m, LoadPath::KexecLoad, "agent")?;
+    run.virtio_mem_up(&mut m)?;
+    let before = system_ram(&mut m)?;
+    run.resize_virtio_mem(&mut m, virtio_mem::GROW_MIB)?;
+    let added = virtio_mem::grown_bytes(run, &mut m)?;
+    let blocks = added / m.block_size()?;
+    // The driver adds each block (add_memory_driver_managed) and the kernel onlines it.
+    virtio_mem::hotplug_events(run, &mut m, &[("add", blocks), ("online", blocks)])?;
+    online_events_cover(run, &mut m, &before)?;
+    stale_before_crash(run, &mut m, added)?;
+    beyond_reload_before_crash(run, &mut m, added)?;
     run.crash(&mut m)?;
-    // 6.12 rewrites the header in place; 6.1 cannot, so its dump misses the DIMM.
-    let missing = if run.kernel_updates_header()? {
-        0
-    } else {
-        dimm.size
-    };
-    run.expect(missing, 0);
+    run.expect(added, 0);
     Ok(())
 }
 
@@ -214,7 +269,7 @@ fn load_then_dimm(run: &mut Run, load: LoadPath, online: Online) -> Result<()> {
     run.start_agent_with(&mut m, AGENT_ENV, AGENT_ARGS)?;
     probes_attached(run, &mut m)?;
     run.load_kdump(&mut m, load)?;
-    captured_and_current(run, &mut m, load)?;
+    captured_and_current(run, &mut m, load, "other")?;
     // kexec_load without --hotplug: no kernel rewrites it, whatever the kernel.
     let updates_it = load == LoadPath::KexecFileLoad && run.kernel_updates_header()?;
     let dimm = run.hot_add(&mut m, 512, online)?;
@@ -223,7 +278,7 @@ fn load_then_dimm(run: &mut Run, load: LoadPath, online: Online) -> Result<()> {
         run.expect(0, 0);
         return Ok(());
     }
-    stale_before_crash(run, &mut m, &dimm)?;
+    stale_before_crash(run, &mut m, dimm.size)?;
     run.crash(&mut m)?;
     run.expect(dimm.size, 0);
     Ok(())
@@ -234,7 +289,7 @@ fn kexec_file_6_12(run: &mut Run) -> Result<()> {
     run.start_agent_with(&mut m, AGENT_ENV, AGENT_ARGS)?;
     probes_attached(run, &mut m)?;
     run.load_kdump(&mut m, LoadPath::KexecFileLoad)?;
-    captured_and_current(run, &mut m, LoadPath::KexecFileLoad)?;
+    captured_and_current(run, &mut m, LoadPath::KexecFileLoad, "other")?;
     run.crash(&mut m)?;
     run.expect(0, 0);
     Ok(())
@@ -246,7 +301,7 @@ fn kernel_update_6_12(run: &mut Run) -> Result<()> {
     probes_attached(run, &mut m)?;
     run.load_kdump(&mut m, LoadPath::KexecFileLoad)?;
     run.check_crash_hotplug(&mut m, "1")?;
-    captured_and_current(run, &mut m, LoadPath::KexecFileLoad)?;
+    captured_and_current(run, &mut m, LoadPath::KexecFileLoad, "other")?;
     let dimm = run.hot_add(&mut m, 512, Online::Auto)?;
     let blocks = m.blocks(&dimm)?;
     let want = (blocks.end - blocks.start) as f64;
@@ -310,8 +365,12 @@ fn probes_attached(run: &mut Run, m: &mut Machine) -> Result<()> {
         let probe = label(line, "probe").unwrap_or_default();
         let kind = label(line, "how").unwrap_or_default();
         how.insert(probe.clone(), kind.clone().into());
-        let optional = probe_table::find(&probe)
-            .is_some_and(|p| p.optional && !p.kernels.has(kernel.release, "x86_64", built_with));
+        let optional = probe_table::find(&probe).is_some_and(|p| {
+            p.optional
+                && !p
+                    .kernels
+                    .has(kernel.release, kernel.arch.uname_machine(), built_with)
+        });
         run.check(
             kind != "none" || optional,
             format!("probe {probe} not attached"),
@@ -346,10 +405,17 @@ fn system_ram(m: &mut Machine) -> Result<RamRanges> {
         .system_ram())
 }
 
-/// The load the agent logged carries a header that diffs to zero against RAM.
-fn captured_and_current(run: &mut Run, m: &mut Machine, load: LoadPath) -> Result<()> {
+/// The one load the agent logged (by `origin`: `agent` or `other`) carries a header that
+/// diffs to zero against RAM.
+fn captured_and_current(
+    run: &mut Run,
+    m: &mut Machine,
+    load: LoadPath,
+    origin: &str,
+) -> Result<()> {
+    // The capture of the agent's own load may come after its job ended: wait for it.
     let _ = m.wait_until(
-        "wget -qO- http://127.0.0.1:10864/metrics | grep -q '^kdump_header_verified 1$'",
+        "wget -qO- http://127.0.0.1:10864/metrics | grep -q '^kdump_header_provenance{provenance=\"captured\"} 1$'",
         SETTLE,
     );
     let loads: Vec<Value> = agent_log(m)?
@@ -376,7 +442,7 @@ fn captured_and_current(run: &mut Run, m: &mut Machine, load: LoadPath) -> Resul
         );
     }
     let series = format!(
-        "kdump_kexec_loads_total{{origin=\"other\",result=\"success\",syscall=\"{}\"}}",
+        "kdump_kexec_loads_total{{origin=\"{origin}\",result=\"success\",syscall=\"{}\"}}",
         load.as_str()
     );
     let counted = metric(m, &series)?;
@@ -396,12 +462,11 @@ fn captured_and_current(run: &mut Run, m: &mut Machine, load: LoadPath) -> Resul
     Ok(())
 }
 
-/// Before any crash, the agent says the header misses exactly the DIMM.
-fn stale_before_crash(run: &mut Run, m: &mut Machine, dimm: &Dimm) -> Result<()> {
+/// Before any crash, the agent says the header misses exactly the `added` bytes.
+fn stale_before_crash(run: &mut Run, m: &mut Machine, added: u64) -> Result<()> {
     let _ = m.wait_until(
         &format!(
-            "wget -qO- http://127.0.0.1:10864/metrics | grep -q '^kdump_header_missing_bytes {}$'",
-            dimm.size
+            "wget -qO- http://127.0.0.1:10864/metrics | grep -q '^kdump_header_missing_bytes {added}$'"
         ),
         SETTLE,
     );
@@ -409,10 +474,9 @@ fn stale_before_crash(run: &mut Run, m: &mut Machine, dimm: &Dimm) -> Result<()>
     let stale = metric(m, "kdump_header_stale")?;
     run.note("missing_before_crash", missing);
     run.check(
-        stale == 1.0 && missing == dimm.size as f64,
+        stale == 1.0 && missing == added as f64,
         format!(
-            "before the crash the agent says stale={stale}, missing={missing} bytes; the DIMM is {} bytes",
-            dimm.size
+            "before the crash the agent says stale={stale}, missing={missing} bytes; {added} bytes were added"
         ),
     );
     let show = m.run(&format!("{GUEST_AGENT} show"))?;
@@ -439,6 +503,56 @@ fn stale_before_crash(run: &mut Run, m: &mut Machine, dimm: &Dimm) -> Result<()>
         ),
     );
     Ok(())
+}
+
+/// Before the crash, with a header that misses only RAM its loader never lists: the agent
+/// says so (metric, `status` and its JSON, readiness) and does not reload for it.
+fn beyond_reload_before_crash(run: &mut Run, m: &mut Machine, added: u64) -> Result<()> {
+    let series = "kdump_header_missing_beyond_reload_bytes";
+    let _ = m.wait_until(
+        &format!("wget -qO- http://127.0.0.1:10864/metrics | grep -q '^{series} {added}$'"),
+        SETTLE,
+    );
+    let beyond = metric(m, series)?;
+    run.note("missing_beyond_reload_bytes", beyond);
+    run.check(
+        beyond == added as f64,
+        format!(
+            "{series} is {beyond}, the grow no reload through kexec-tools lists is {added} bytes"
+        ),
+    );
+    let status = m.run(&format!("{GUEST_AGENT} status"))?;
+    let text = status.text();
+    let first = text.lines().next().unwrap_or_default();
+    run.note("status_beyond_reload", first);
+    run.check(
+        status.code == 3
+            && first.contains("512.0 MiB of it no reload through kexec_load can bring back")
+            && first.contains("never lists System RAM (virtio_mem)"),
+        format!(
+            "`status` (exit {}) does not say what no reload brings back:\n{text}",
+            status.code
+        ),
+    );
+    let json = m.run(&format!("{GUEST_AGENT} status --json"))?;
+    let v: Value = serde_json::from_str(&json.text())
+        .with_context(|| format!("status --json: {}", json.text()))?;
+    let b = &v["header"]["beyond_reload"];
+    run.check(
+        v["ready"] == false && b["bytes"] == added && b["through"] == "kexec_load",
+        format!("status --json: ready {}, beyond_reload {b}", v["ready"]),
+    );
+    let ready = metric(m, "kdump_ready")?;
+    run.check(ready == 0.0, format!("kdump_ready is {ready}"));
+    // The reconciler decided on this verdict already: had it reloaded, the reload would be
+    // under way; a retry would come within its first backoff (1 s).
+    std::thread::sleep(Duration::from_secs(2));
+    expect_reloads(
+        run,
+        m,
+        1,
+        "(its first load), and none for RAM kexec-tools never lists",
+    )
 }
 
 /// Benchmarks, same guest, same run (6.12 under TCG, so absolute figures are slow; the ratio is

@@ -105,11 +105,11 @@ pub const ALL: &[Scenario] = &[
 /// MiB the device can plug: room for the grow, within the default boot's `maxmem`.
 const DEVICE_MIB: u64 = 1024;
 /// The grow every scenario makes (four 128 MiB memory blocks).
-const GROW_MIB: u64 = 512;
+pub(super) const GROW_MIB: u64 = 512;
 
 /// The default guest with a virtio-mem device; its blocks come online movable, so that the
 /// driver can unplug them again.
-fn boot() -> Boot {
+pub(super) fn boot() -> Boot {
     Boot {
         extra: "memhp_default_state=online_movable",
         virtio_mem_mib: Some(DEVICE_MIB),
@@ -156,7 +156,7 @@ fn grow_after_load(run: &mut Run, load: LoadPath) -> Result<()> {
 }
 
 /// The bytes of `System RAM (virtio_mem)` in /proc/iomem, checked to be the grow.
-fn grown_bytes(run: &mut Run, m: &mut Machine) -> Result<u64> {
+pub(super) fn grown_bytes(run: &mut Run, m: &mut Machine) -> Result<u64> {
     let added: u64 = virtio_mem_resources(run, m)?
         .iter()
         .map(PhysRange::size)
@@ -344,7 +344,7 @@ fn agent_shrink_6_12(run: &mut Run) -> Result<()> {
 
 /// Waits until the agent counted `want` probe events of each `(action, count)` (the series
 /// `kdump_memory_hotplug_events_total{action}`), then checks none came twice.
-fn hotplug_events(run: &mut Run, m: &mut Machine, want: &[(&str, u64)]) -> Result<()> {
+pub(super) fn hotplug_events(run: &mut Run, m: &mut Machine, want: &[(&str, u64)]) -> Result<()> {
     for &(action, count) in want {
         let series = format!("kdump_memory_hotplug_events_total{{action=\"{action}\"}}");
         let got = wait_metric(m, &series, count as f64).and_then(|_| metric(m, &series))?;
