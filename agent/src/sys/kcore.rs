@@ -80,14 +80,7 @@ pub fn read_back(procfs: &Procfs, sysfs: &Sysfs, iomem: &Iomem) -> Result<ReadBa
     }
     let started = Instant::now();
     let (kcore, map, path) = open_map(procfs, sysfs)?;
-    let io = |what: String| {
-        let path = path.clone();
-        move |source| ReadBackError::Io {
-            path,
-            what,
-            cause: source,
-        }
-    };
+    let io = io_error(&path);
     let mut head = [0u8; PAGE_HEAD];
     let mut candidates = Vec::new();
     let mut pages_scanned = 0;
@@ -131,18 +124,22 @@ pub fn read_back(procfs: &Procfs, sysfs: &Sysfs, iomem: &Iomem) -> Result<ReadBa
     })
 }
 
+/// A maker of read errors on `path`: given what was being read, the `map_err` for it.
+fn io_error(
+    path: &Path,
+) -> impl Fn(String) -> Box<dyn FnOnce(std::io::Error) -> ReadBackError> + use<> {
+    let path = path.to_path_buf();
+    move |what| {
+        let path = path.clone();
+        Box::new(move |cause| ReadBackError::Io { path, what, cause })
+    }
+}
+
 /// `/proc/kcore` opened, and its physical-to-file map.
 fn open_map(procfs: &Procfs, sysfs: &Sysfs) -> Result<(File, KcoreMap, PathBuf), ReadBackError> {
     let path = procfs.path("kcore");
     let kcore = open(&path, sysfs)?;
-    let io = |what: String| {
-        let path = path.clone();
-        move |source| ReadBackError::Io {
-            path,
-            what,
-            cause: source,
-        }
-    };
+    let io = io_error(&path);
     let mut head = [0u8; PAGE_HEAD];
     kcore
         .read_exact_at(&mut head, 0)
